@@ -1,0 +1,128 @@
+/*
+ * conf: ackd.conf, read once into a validated, immutable struct conf.
+ *
+ * Every key is described by one table in conf.c (name, type, default, bounds,
+ * help); the parser, the validator and ackd.conf(5) follow that table.
+ * Errors are collected, not stopped at: conf_load() reports every one as
+ * "file:line: message".
+ */
+#ifndef ACKD_CONF_H
+#define ACKD_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum conf_fsync { CONF_FSYNC_ALWAYS, CONF_FSYNC_INTERVAL, CONF_FSYNC_NEVER };
+enum conf_ack { CONF_ACK_KAFKA, CONF_ACK_SPOOL };
+enum conf_ordering { CONF_ORDER_PARTITION, CONF_ORDER_KEY, CONF_ORDER_NONE };
+enum conf_exhausted { CONF_EXHAUSTED_BLOCK, CONF_EXHAUSTED_DROP };
+enum conf_start { CONF_START_EARLIEST, CONF_START_LATEST };
+
+struct conf_strlist {
+	char **v;
+	size_t n;
+};
+
+struct conf_token {
+	char *token;
+	struct conf_strlist topics; /* glob patterns; empty: every topic */
+};
+
+struct conf_retry {
+	int64_t initial_ms;
+	int64_t max_ms;
+	int64_t max_attempts; /* 0: unlimited */
+	int64_t max_retry_after_ms;
+};
+
+struct conf_sub {
+	char *name;
+	struct conf_strlist topics;
+	char *group;
+	char *url;
+	char *unix_socket; /* "" when unset */
+	struct conf_strlist secrets; /* "whsec_..." as written */
+	int64_t timeout_ms;
+	enum conf_ordering ordering;
+	int64_t max_in_flight;
+	struct conf_retry retry;
+	char *dead_letter_topic; /* "" when unset */
+	enum conf_exhausted on_exhausted;
+	enum conf_start start;
+};
+
+struct conf {
+	char *path; /* the file read, or "(defaults)" */
+
+	struct {
+		char *http;       /* "host:port", "" disables */
+		char *unix_path;  /* "" disables */
+		unsigned unix_mode;
+		char *unix_group; /* "" keeps the process group */
+	} listen;
+
+	struct {
+		int64_t max_body_bytes;
+		int64_t max_batch_records;
+	} limits;
+
+	struct {
+		char *brokers;
+		struct conf_strlist producer; /* "name=value" */
+		struct conf_strlist consumer;
+	} kafka;
+
+	struct {
+		char *dir;
+		enum conf_fsync fsync;
+		int64_t fsync_interval_ms;
+		int64_t max_bytes;
+	} spool;
+
+	struct {
+		enum conf_ack ack;
+		int64_t ack_timeout_ms;
+		struct conf_strlist topics; /* glob patterns; empty: every topic */
+	} publish;
+
+	struct {
+		struct conf_token *tokens;
+		size_t ntokens;
+	} auth;
+
+	struct {
+		char *level; /* "error", "warn", "info", "debug" */
+	} log;
+
+	struct conf_sub *subs;
+	size_t nsubs;
+};
+
+/* Error messages collected while loading, each "file:line: message". */
+struct conf_errors {
+	char **v;
+	size_t n;
+};
+
+/*
+ * Read and validate path. On success returns 0 and *out (free with
+ * conf_free()). On failure returns -1, *out is NULL and errs holds every
+ * problem found (free with conf_errors_fini()).
+ */
+int conf_load(const char *path, struct conf **out, struct conf_errors *errs);
+
+/* A configuration of defaults only, brokers from the argument (--dev). */
+struct conf *conf_defaults(const char *brokers);
+
+void conf_free(struct conf *conf);
+void conf_errors_fini(struct conf_errors *errs);
+
+/*
+ * Apply a "name=value" list to a librdkafka configuration object (borrowed),
+ * as kcat -X does. On error fills err with librdkafka's text and returns -1.
+ */
+struct rd_kafka_conf_s;
+int conf_apply_rdkafka(struct rd_kafka_conf_s *rk_conf, const struct conf_strlist *props,
+    char *err, size_t errlen);
+
+#endif

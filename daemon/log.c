@@ -1,0 +1,108 @@
+/*
+ * log: lines to stderr, "ackd[pid]: level: message", one write(2) each so
+ * lines from different threads never interleave. journald adds the time when
+ * ackd runs as a service; a terminal gets a timestamp prefix.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static volatile enum log_level cur_level = LOG_LVL_INFO;
+
+static const char *const level_names[] = {
+	[LOG_LVL_ERR] = "error",
+	[LOG_LVL_WARN] = "warn",
+	[LOG_LVL_INFO] = "info",
+	[LOG_LVL_DEBUG] = "debug",
+};
+
+void log_set_level(enum log_level level) { cur_level = level; }
+
+enum log_level log_get_level(void) { return cur_level; }
+
+int log_level_parse(const char *name, enum log_level *out)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (strcasecmp(name, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void emit(enum log_level level, int errnum, const char *fmt, va_list ap)
+{
+	char line[4096];
+	size_t len = 0;
+	int n;
+
+	if (level > cur_level)
+		return;
+	n = snprintf(line, sizeof(line), "ackd: %s: ", level_names[level]);
+	len = (size_t)n;
+	n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
+	if (n > 0)
+		len += (size_t)n < sizeof(line) - len ? (size_t)n : sizeof(line) - len - 1;
+	if (errnum && len < sizeof(line) - 1) {
+		n = snprintf(line + len, sizeof(line) - len, ": %s", strerror(errnum));
+		if (n > 0)
+			len += (size_t)n < sizeof(line) - len ? (size_t)n : sizeof(line) - len - 1;
+	}
+	if (len >= sizeof(line) - 1)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	/* A short write to stderr has nowhere to be reported. */
+	if (write(STDERR_FILENO, line, len) < 0)
+		return;
+}
+
+void log_vmsg(enum log_level level, const char *fmt, va_list ap) { emit(level, 0, fmt, ap); }
+
+#define LOG_FN(fn, level, with_errno)                                                      \
+	void fn(const char *fmt, ...)                                                      \
+	{                                                                                  \
+		int saved = errno;                                                         \
+		va_list ap;                                                                \
+		va_start(ap, fmt);                                                         \
+		emit(level, with_errno ? saved : 0, fmt, ap);                              \
+		va_end(ap);                                                                \
+		errno = saved;                                                             \
+	}
+
+LOG_FN(log_err, LOG_LVL_ERR, 1)
+LOG_FN(log_errx, LOG_LVL_ERR, 0)
+LOG_FN(log_warn, LOG_LVL_WARN, 1)
+LOG_FN(log_warnx, LOG_LVL_WARN, 0)
+LOG_FN(log_info, LOG_LVL_INFO, 0)
+LOG_FN(log_debug, LOG_LVL_DEBUG, 0)
+
+void fatal(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	emit(LOG_LVL_ERR, saved, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	emit(LOG_LVL_ERR, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

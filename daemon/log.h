@@ -1,0 +1,32 @@
+/*
+ * log: one logging path for ackd and librdkafka, to stderr.
+ *
+ * Messages are lower case, name identifiers, have no trailing period.
+ * log_warn() and log_err() append ": strerror(errno)"; the x variants do not.
+ * Safe from any thread; each line is written with a single write(2).
+ */
+#ifndef ACKD_LOG_H
+#define ACKD_LOG_H
+
+#include <stdarg.h>
+
+enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+int log_level_parse(const char *name, enum log_level *out);
+
+void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+/* Log and exit(1). Only at start-up or for a broken invariant. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * publish: validation of publish requests, turning them into spool messages.
+ *
+ * Pure logic, no I/O: http.c hands in what the request carried (path topic,
+ * query values, headers, body) and gets back messages ready for the spool, or
+ * a 400-class error with a message that names the problem. Unit tests and the
+ * fuzzer call these directly.
+ */
+#ifndef ACKD_PUBLISH_H
+#define ACKD_PUBLISH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "spool_rec.h"
+
+#define PUBLISH_ID_LEN 26 /* characters of an ackd-id, without the NUL */
+
+/* Kafka's rule: 1-249 of [a-zA-Z0-9._-], not "." or "..". */
+int publish_topic_valid(const char *topic, size_t len);
+
+/* 1 when topic matches one of the glob patterns (fnmatch), or the list is empty. */
+int publish_topic_allowed(const struct conf_strlist *patterns, const char *topic);
+
+/* "0".."2147483647" into *out; -1 for anything else. */
+int publish_parse_partition(const char *s, int32_t *out);
+
+/* "kafka" or "spool"; -1 for anything else. */
+int publish_parse_ack(const char *s, enum conf_ack *out);
+
+/*
+ * A new ackd-id: 26 characters of Crockford base32 (a ULID): 48 bits of
+ * milliseconds, then 80 bits that are random at start and counted up within
+ * the process, so ids sort by creation and never repeat. Thread-safe.
+ */
+void publish_id_new(char out[PUBLISH_ID_LEN + 1]);
+
+/*
+ * The messages of one request, with all the storage they point to. The ids
+ * are in ids[i], and each message's hdrs include "ackd-id".
+ */
+struct publish_req {
+	struct spool_msg *msgs;
+	size_t n;
+	char (*ids)[PUBLISH_ID_LEN + 1];
+	/* private storage follows in publish.c */
+};
+void publish_req_free(struct publish_req *r);
+
+/* One request header (name as sent, value), borrowed. */
+struct publish_http_hdr {
+	const char *name;
+	const char *value;
+};
+
+/*
+ * A single message: body is the value byte for byte; key may be NULL;
+ * partition -1 for the partitioner; http headers are scanned for
+ * Content-Type (stored as "content-type") and Kafka-Header-{name} (stored
+ * as {name} lower-cased). Borrowed inputs are copied.
+ */
+int publish_single(const char *topic, const char *key, size_t key_len, int32_t partition,
+    const struct publish_http_hdr *hdrs, size_t nhdrs, const char *body, size_t body_len,
+    int64_t now_ms, struct publish_req **out, char *err, size_t errlen);
+
+/*
+ * A JSON batch ({"records":[...]}, DESIGN.md). The whole batch is validated
+ * before anything is returned; an error names the record index. Returns 0, or
+ * -1 with err filled and *too_many set when the limit on records was passed
+ * (413 rather than 400).
+ */
+int publish_batch(const char *topic, const char *body, size_t body_len, int64_t max_records,
+    int64_t now_ms, struct publish_req **out, int *too_many, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,127 @@
+/*
+ * spool: the on-disk queue between the publish API and Kafka.
+ *
+ * A directory of append-only segment files. Request threads encode records
+ * and hand them to one writer thread, which writes everything queued with one
+ * write and one fdatasync (group commit), then calls each batch's done
+ * callback. The producer thread reads committed records in sequence order,
+ * acknowledges them as Kafka does, and the spool deletes a segment once all
+ * of its records are acknowledged. Memory holds no backlog: records are read
+ * back from the files.
+ *
+ * Threads: spool_submit() from any thread; spool_next(), spool_get(),
+ * spool_ack(), spool_fail() from the producer thread; spool_stats() from any.
+ */
+#ifndef ACKD_SPOOL_H
+#define ACKD_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "conf.h"
+#include "spool_rec.h"
+
+struct spool;
+struct spool_batch;
+
+struct spool_opts {
+	const char *dir;
+	enum conf_fsync fsync;
+	int64_t fsync_interval_ms;
+	uint64_t max_bytes;     /* refuse (SPOOL_EFULL) beyond this */
+	uint64_t segment_bytes; /* 0: default 64 MiB */
+};
+
+/* Why a submit failed; http.c maps these to 507 / 503. */
+enum spool_err {
+	SPOOL_OK = 0,
+	SPOOL_EFULL,   /* max_bytes or the file system is full (ENOSPC) */
+	SPOOL_EIO,     /* the write or fsync failed; nothing of the batch is kept */
+	SPOOL_ECLOSED, /* shutting down */
+};
+
+/*
+ * Open dir (created if missing), take its lock (a second ackd on the same
+ * spool fails here), recover, start the writer thread. Recovery truncates a
+ * torn tail, skips damaged records (counted and logged) and costs time in
+ * proportion to the record count of the last segment, not the payload bytes.
+ */
+int spool_open(const struct spool_opts *opts, struct spool **out, char *err, size_t errlen);
+
+/* Stop the writer (failing queued batches with SPOOL_ECLOSED), close. NULL ok. */
+void spool_close(struct spool *sp);
+
+/* A batch of encoded records, built by a request thread. */
+struct spool_batch *spool_batch_new(size_t nrecords_hint);
+int spool_batch_add(struct spool_batch *b, const struct spool_msg *m);
+size_t spool_batch_count(const struct spool_batch *b);
+void spool_batch_free(struct spool_batch *b);
+
+/*
+ * Called once per submitted batch, from the writer thread, after the records
+ * are durable per spool.fsync (err == SPOOL_OK, first_seq is the sequence of
+ * the batch's first record, the rest follow consecutively) or failed (err set,
+ * nothing of the batch is in the spool). Must not block.
+ */
+typedef void spool_done_fn(void *arg, enum spool_err err, uint64_t first_seq);
+
+/*
+ * Queue b (takes ownership) for the writer. Returns SPOOL_OK, or refuses at
+ * once with SPOOL_EFULL / SPOOL_ECLOSED (b freed, done not called).
+ */
+enum spool_err spool_submit(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg);
+
+/* Called from the writer thread after each commit; wakes the producer. */
+void spool_set_commit_hook(struct spool *sp, void (*fn)(void *arg), void *arg);
+
+/* A record read back from the spool. Free with spool_rec_free(). */
+struct spool_rec {
+	uint64_t seq;
+	struct spool_msg msg; /* points into the record's own buffer */
+};
+
+/*
+ * The next committed, unacknowledged record with sequence >= *cursor.
+ * Returns 1 and *out (advancing *cursor past it), 0 when there is none yet.
+ * A damaged record is counted, logged and skipped (acknowledged as lost to
+ * damage), never returned.
+ */
+int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out);
+
+/* Read one record again by sequence (a retry). 1 found, 0 gone or damaged. */
+int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out);
+void spool_rec_free(struct spool_rec *r);
+
+/* Kafka acknowledged seq: it may be deleted. */
+void spool_ack(struct spool *sp, uint64_t seq);
+
+/*
+ * Kafka rejected seq permanently: copy it with reason into failed/, then
+ * acknowledge it. Returns 0, or -1 when failed/ cannot be written (the
+ * record then stays in the spool and will be retried).
+ */
+int spool_fail(struct spool *sp, uint64_t seq, const char *reason);
+
+struct spool_stats {
+	uint64_t records;      /* unacknowledged */
+	uint64_t bytes;        /* on disk, all segments */
+	int64_t oldest_ms;     /* accept time of the oldest unacknowledged, 0 if none */
+	uint64_t segments;
+	uint64_t damaged;      /* records skipped for damage since start */
+	uint64_t failed;       /* records moved to failed/ since start */
+	uint64_t commits;      /* group commits (fsyncs) since start */
+	uint64_t write_errors;
+};
+void spool_stats(struct spool *sp, struct spool_stats *out);
+
+/* The I/O seam: tests replace these to inject ENOSPC and EIO. */
+struct spool_io {
+	ssize_t (*pwritev)(int fd, const struct iovec *iov, int iovcnt, off_t off);
+	int (*fdatasync)(int fd);
+	int (*ftruncate)(int fd, off_t len);
+};
+extern struct spool_io spool_io;
+
+#endif
