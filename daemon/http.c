@@ -1,1 +1,903 @@
+/*
+ * http: routes, request state, and the one table from errors to statuses.
+ *
+ * Design. libmicrohttpd runs the listeners with its own threads; a handler
+ * never blocks. A publish request goes through these states:
+ *
+ *   BODY    the body arrives (a Content-Length over the limit is refused
+ *           before a byte of it is read; a chunked body over it is dropped
+ *           as it comes and refused at the end);
+ *   WAIT    the connection is suspended while another thread works for it:
+ *           the topics thread (is the topic known to Kafka?), the spool
+ *           writer (is it durable?), the kafka loop (did Kafka ack it?);
+ *   ANSWER  that thread stored the answer and resumed the connection; the
+ *           handler runs again and queues it.
+ *
+ * A request object is touched by one thread at a time: the thread that holds
+ * it hands it on (topics_query, spool_submit, producer_wait) and does not
+ * touch it again; the last one resumes the connection.
+ *
+ * Threads: libmicrohttpd's (handlers, completion), plus the callbacks named
+ * above, which only fill the answer and resume.
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <microhttpd.h>
+
+#include "http.h"
+#include "log.h"
+#include "producer.h"
+#include "publish.h"
+#include "spool.h"
+#include "topics.h"
+#include "util.h"
+
+#define MAX_REQUEST_HEADERS 100
+#define CONNECTION_LIMIT 10000
+#define RETRY_AFTER_S 1
+
+/* --- the one table from errors to HTTP statuses -------------------------- */
+
+enum http_err {
+	ERR_BAD_REQUEST,
+	ERR_UNAUTHORIZED,
+	ERR_FORBIDDEN,
+	ERR_NOT_FOUND,
+	ERR_UNKNOWN_TOPIC,
+	ERR_METHOD_NOT_ALLOWED,
+	ERR_PAYLOAD_TOO_LARGE,
+	ERR_UNSUPPORTED_MEDIA_TYPE,
+	ERR_UNAVAILABLE,
+	ERR_SPOOL_FULL,
+};
+
+static const struct {
+	unsigned status;
+	const char *code;
+	bool retry_after;
+} errors[] = {
+	[ERR_BAD_REQUEST] = { 400, "bad_request", false },
+	[ERR_UNAUTHORIZED] = { 401, "unauthorized", false },
+	[ERR_FORBIDDEN] = { 403, "forbidden", false },
+	[ERR_NOT_FOUND] = { 404, "not_found", false },
+	[ERR_UNKNOWN_TOPIC] = { 404, "unknown_topic", false },
+	[ERR_METHOD_NOT_ALLOWED] = { 405, "method_not_allowed", false },
+	[ERR_PAYLOAD_TOO_LARGE] = { 413, "payload_too_large", false },
+	[ERR_UNSUPPORTED_MEDIA_TYPE] = { 415, "unsupported_media_type", false },
+	[ERR_UNAVAILABLE] = { 503, "unavailable", true },
+	[ERR_SPOOL_FULL] = { 507, "spool_full", true },
+};
+
+/* What a single message Kafka rejected answers (a batch says it per record). */
+static enum http_err kafka_rejection(int kafka_err)
+{
+	switch (kafka_err) {
+	case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+	case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+		return ERR_UNKNOWN_TOPIC;
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+		return ERR_PAYLOAD_TOO_LARGE;
+	case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+		return ERR_FORBIDDEN;
+	default:
+		return ERR_BAD_REQUEST;
+	}
+}
+
+/* --- request state ------------------------------------------------------- */
+
+enum route { ROUTE_NONE, ROUTE_HEALTHZ, ROUTE_PUBLISH, ROUTE_BATCH };
+enum req_state { ST_BODY, ST_WAIT, ST_TOPIC_CHECKED, ST_ANSWER };
+
+struct answer {
+	unsigned status;
+	char *body; /* JSON, malloc'ed */
+	const char *allow;
+	bool retry_after;
+	bool www_authenticate;
+};
+
+struct http;
+
+struct req {
+	struct http *h;
+	struct MHD_Connection *conn;
+	enum route route;
+	enum req_state state;
+
+	char topic[256];
+	enum conf_ack ack;
+	int32_t partition;
+
+	char *body;
+	size_t len, cap;
+	bool too_large;
+
+	enum topic_state topic_state;
+	struct publish_req *pub;
+	struct producer_waiter waiter;
+	struct producer_result *results;
+
+	struct answer answer;
+};
+
+struct listener {
+	struct MHD_Daemon *mhd;
+	int fd;
+};
+
+struct http {
+	struct http_deps deps;
+	struct listener tcp, unix_;
+	char *unix_path;
+	atomic_bool closing;
+	atomic_int suspended;
+};
+
+/* --- answers ------------------------------------------------------------- */
+
+static char *dump(json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT);
+
+	json_decref(j);
+	if (!s)
+		fatalx("out of memory encoding a response");
+	return s;
+}
+
+static void set_error(struct answer *a, enum http_err e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(struct answer *a, enum http_err e, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	free(a->body);
+	a->status = errors[e].status;
+	a->retry_after = errors[e].retry_after;
+	a->www_authenticate = e == ERR_UNAUTHORIZED;
+	a->body = dump(json_pack("{s:{s:s,s:s}}", "error", "code", errors[e].code, "message", msg));
+}
+
+static enum MHD_Result queue_answer(struct MHD_Connection *conn, struct answer *a)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char *body = a->body;
+
+	a->body = NULL;
+	resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (a->allow)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, a->allow);
+	if (a->retry_after) {
+		char secs[16];
+		snprintf(secs, sizeof(secs), "%d", RETRY_AFTER_S);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+	}
+	if (a->www_authenticate)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	ret = MHD_queue_response(conn, a->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static void suspend(struct req *r)
+{
+	r->state = ST_WAIT;
+	atomic_fetch_add(&r->h->suspended, 1);
+	MHD_suspend_connection(r->conn);
+}
+
+/* Called by whichever thread finished the request's work. */
+static void resume(struct req *r, enum req_state next)
+{
+	struct http *h = r->h;
+
+	r->state = next;
+	MHD_resume_connection(r->conn);
+	atomic_fetch_sub(&h->suspended, 1);
+}
+
+/* One record's entry: the single answer, or an element of "results". */
+static json_t *result_json(const struct req *r, size_t i)
+{
+	const struct producer_result *res = r->results ? &r->results[i] : NULL;
+	const char *id = r->pub->ids[i];
+
+	if (res && res->outcome == PRODUCER_DELIVERED)
+		return json_pack("{s:s,s:s,s:s,s:i,s:I}", "id", id, "status", "delivered", "topic",
+		    r->topic, "partition", (json_int_t)res->partition, "offset",
+		    (json_int_t)res->offset);
+	if (res && res->outcome == PRODUCER_FAILED)
+		return json_pack("{s:s,s:s,s:s,s:s}", "id", id, "status", "failed", "topic", r->topic,
+		    "error", res->error);
+	return json_pack("{s:s,s:s,s:s}", "id", id, "status", "spooled", "topic", r->topic);
+}
+
+/* The answer once the records are durable and Kafka said what it said. */
+static void set_publish_answer(struct req *r)
+{
+	size_t delivered = 0, failed = 0;
+	json_t *list;
+
+	for (size_t i = 0; r->results && i < r->pub->n; i++) {
+		delivered += r->results[i].outcome == PRODUCER_DELIVERED;
+		failed += r->results[i].outcome == PRODUCER_FAILED;
+	}
+	if (r->route == ROUTE_PUBLISH) {
+		if (failed) {
+			set_error(&r->answer, kafka_rejection(r->results[0].kafka_err),
+			    "kafka rejected the message: %s; it was moved to the spool's failed/ area",
+			    r->results[0].error);
+			return;
+		}
+		r->answer.status = delivered ? 200 : 202;
+		r->answer.body = dump(result_json(r, 0));
+		return;
+	}
+	list = json_array();
+	for (size_t i = 0; i < r->pub->n; i++)
+		json_array_append_new(list, result_json(r, i));
+	r->answer.status = failed ? 207 : delivered == r->pub->n ? 200 : 202;
+	r->answer.body = dump(json_pack("{s:o}", "results", list));
+}
+
+/* Kafka loop: every record has a verdict, or the deadline passed. */
+static void on_kafka_done(struct producer_waiter *w)
+{
+	struct req *r = w->arg;
+
+	set_publish_answer(r);
+	resume(r, ST_ANSWER);
+}
+
+/* Spool writer: the batch is durable (or failed). */
+static void on_spooled(void *arg, enum spool_err err, uint64_t first_seq)
+{
+	struct req *r = arg;
+
+	switch (err) {
+	case SPOOL_OK:
+		break;
+	case SPOOL_EFULL:
+		set_error(&r->answer, ERR_SPOOL_FULL, "the spool is full; retry later");
+		resume(r, ST_ANSWER);
+		return;
+	case SPOOL_EIO:
+		set_error(&r->answer, ERR_UNAVAILABLE, "the spool cannot be written; retry later");
+		resume(r, ST_ANSWER);
+		return;
+	case SPOOL_ECLOSED:
+		set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
+		resume(r, ST_ANSWER);
+		return;
+	}
+	if (r->ack == CONF_ACK_SPOOL) {
+		set_publish_answer(r);
+		resume(r, ST_ANSWER);
+		return;
+	}
+	r->results = xcalloc(r->pub->n, sizeof(*r->results));
+	r->waiter.first_seq = first_seq;
+	r->waiter.n = r->pub->n;
+	r->waiter.deadline_ms = now_ms() + r->h->deps.conf->publish.ack_timeout_ms;
+	r->waiter.results = r->results;
+	r->waiter.done = on_kafka_done;
+	r->waiter.arg = r;
+	/* From here the kafka loop owns r. */
+	producer_wait(r->h->deps.producer, &r->waiter);
+}
+
+/* Topics thread: Kafka said whether the topic exists. */
+static void on_topic(void *arg, enum topic_state st, int partitions)
+{
+	struct req *r = arg;
+
+	(void)partitions;
+	r->topic_state = st;
+	resume(r, ST_TOPIC_CHECKED);
+}
+
+/* --- request parsing ----------------------------------------------------- */
+
+struct hdr_list {
+	struct publish_http_hdr v[MAX_REQUEST_HEADERS];
+	size_t n;
+	bool overflow;
+};
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	struct hdr_list *l = cls;
+
+	(void)kind;
+	if (l->n == MAX_REQUEST_HEADERS) {
+		l->overflow = true;
+		return MHD_NO;
+	}
+	l->v[l->n].name = key;
+	l->v[l->n].value = value ? value : "";
+	l->n++;
+	return MHD_YES;
+}
+
+static bool token_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char diff = la != lb;
+
+	/* Constant time in the length of the configured token. */
+	for (size_t i = 0; i < lb; i++)
+		diff |= (unsigned char)(b[i] ^ (i < la ? a[i] : 0));
+	return diff == 0;
+}
+
+/* 401/403 from auth.tokens and publish.topics; 0 when allowed. */
+static int check_access(struct req *r)
+{
+	const struct conf *conf = r->h->deps.conf;
+	const struct conf_token *match = NULL;
+	const char *auth;
+
+	if (conf->auth.ntokens > 0) {
+		auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+		    MHD_HTTP_HEADER_AUTHORIZATION);
+		if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+			/* Compare against every token, so timing tells nothing. */
+			for (size_t i = 0; i < conf->auth.ntokens; i++)
+				if (token_equal(auth + 7, conf->auth.tokens[i].token) && !match)
+					match = &conf->auth.tokens[i];
+		}
+		if (!match) {
+			set_error(&r->answer, ERR_UNAUTHORIZED,
+			    "a valid Authorization: Bearer token is required");
+			return -1;
+		}
+		if (!publish_topic_allowed(&match->topics, r->topic)) {
+			set_error(&r->answer, ERR_FORBIDDEN, "this token may not publish to topic %s",
+			    r->topic);
+			return -1;
+		}
+	}
+	if (!publish_topic_allowed(&conf->publish.topics, r->topic)) {
+		set_error(&r->answer, ERR_FORBIDDEN, "publishing to topic %s is not allowed",
+		    r->topic);
+		return -1;
+	}
+	return 0;
+}
+
+static bool is_json(const char *ctype)
+{
+	size_t n = strlen("application/json");
+
+	return ctype && strncasecmp(ctype, "application/json", n) == 0 &&
+	    (ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ');
+}
+
+/*
+ * Route the request and check everything known before the body: method,
+ * topic, access, query, size, media type. 0 to read the body, -1 with the
+ * answer set.
+ */
+static int begin(struct req *r, const char *url, const char *method)
+{
+	const struct conf *conf = r->h->deps.conf;
+	const char *prefix = "/v1/topics/", *rest, *slash, *v;
+	size_t tlen;
+
+	if (strcmp(url, "/healthz") == 0) {
+		r->route = ROUTE_HEALTHZ;
+		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+			set_error(&r->answer, ERR_METHOD_NOT_ALLOWED, "use GET");
+			r->answer.allow = "GET, HEAD";
+			return -1;
+		}
+		r->answer.status = 200;
+		r->answer.body = xstrdup("{\"status\":\"ok\"}");
+		return -1;
+	}
+	if (strncmp(url, prefix, strlen(prefix)) != 0) {
+		set_error(&r->answer, ERR_NOT_FOUND, "no such path: %s", url);
+		return -1;
+	}
+	rest = url + strlen(prefix);
+	slash = strchr(rest, '/');
+	tlen = slash ? (size_t)(slash - rest) : strlen(rest);
+	if (slash && strcmp(slash, "/records") != 0) {
+		set_error(&r->answer, ERR_NOT_FOUND, "no such path: %s", url);
+		return -1;
+	}
+	r->route = slash ? ROUTE_BATCH : ROUTE_PUBLISH;
+	if (strcmp(method, "POST") != 0) {
+		set_error(&r->answer, ERR_METHOD_NOT_ALLOWED, "use POST");
+		r->answer.allow = "POST";
+		return -1;
+	}
+	if (!publish_topic_valid(rest, tlen)) {
+		set_error(&r->answer, ERR_BAD_REQUEST,
+		    "invalid topic name: 1-249 characters of [a-zA-Z0-9._-], not . or ..");
+		return -1;
+	}
+	memcpy(r->topic, rest, tlen);
+	r->topic[tlen] = '\0';
+	if (check_access(r) < 0)
+		return -1;
+
+	r->ack = conf->publish.ack;
+	v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "ack");
+	if (v && publish_parse_ack(v, &r->ack) < 0) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "ack must be kafka or spool");
+		return -1;
+	}
+	r->partition = -1;
+	v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "partition");
+	if (v && publish_parse_partition(v, &r->partition) < 0) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "partition must be an integer from 0 to %d",
+		    INT32_MAX);
+		return -1;
+	}
+	if (r->route == ROUTE_BATCH && (r->partition >= 0 ||
+	    MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "key"))) {
+		set_error(&r->answer, ERR_BAD_REQUEST,
+		    "key and partition of a batch are set per record");
+		return -1;
+	}
+	v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (v) {
+		char *end;
+		unsigned long long n = strtoull(v, &end, 10);
+		if ((long long)n > conf->limits.max_body_bytes) {
+			set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
+			    "the body is larger than limits.max_body_bytes (%lld bytes)",
+			    (long long)conf->limits.max_body_bytes);
+			return -1;
+		}
+		if (*end == '\0' && n > 0) {
+			r->cap = n;
+			r->body = xmalloc(r->cap);
+		}
+	}
+	if (r->route == ROUTE_BATCH &&
+	    !is_json(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+	        MHD_HTTP_HEADER_CONTENT_TYPE))) {
+		set_error(&r->answer, ERR_UNSUPPORTED_MEDIA_TYPE,
+		    "a batch must be sent as Content-Type: application/json");
+		return -1;
+	}
+	return 0;
+}
+
+static void take_body(struct req *r, const char *data, size_t size)
+{
+	int64_t max = r->h->deps.conf->limits.max_body_bytes;
+
+	if (r->too_large)
+		return;
+	if ((int64_t)(r->len + size) > max) {
+		/* Keep reading to answer cleanly, but keep nothing. */
+		r->too_large = true;
+		free(r->body);
+		r->body = NULL;
+		r->len = r->cap = 0;
+		return;
+	}
+	if (r->len + size > r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 4096;
+		if (r->cap < r->len + size)
+			r->cap = r->len + size;
+		r->body = xrealloc(r->body, r->cap);
+	}
+	memcpy(r->body + r->len, data, size);
+	r->len += size;
+}
+
+/* Turn the request into messages; -1 with the answer set. */
+static int parse(struct req *r)
+{
+	const struct conf *conf = r->h->deps.conf;
+	char err[512];
+	int too_many = 0;
+
+	if (r->route == ROUTE_BATCH) {
+		if (publish_batch(r->topic, r->body ? r->body : "", r->len,
+		        conf->limits.max_batch_records, wall_ms(), &r->pub, &too_many, err,
+		        sizeof(err)) < 0) {
+			set_error(&r->answer, too_many ? ERR_PAYLOAD_TOO_LARGE : ERR_BAD_REQUEST,
+			    "%s", err);
+			return -1;
+		}
+		return 0;
+	}
+
+	struct hdr_list hdrs = { .n = 0 };
+	const char *key = NULL;
+	size_t key_len = 0;
+
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &hdrs);
+	if (hdrs.overflow) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "more than %d request headers",
+		    MAX_REQUEST_HEADERS);
+		return -1;
+	}
+	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "key", 3, &key,
+	        &key_len) == MHD_YES && !key)
+		key = "";
+	if (publish_single(r->topic, key, key_len, r->partition, hdrs.v, hdrs.n,
+	        r->body ? r->body : "", r->len, wall_ms(), &r->pub, err, sizeof(err)) < 0) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* Records that name a partition the topic does not have. */
+static int check_partitions(struct req *r, int partitions)
+{
+	for (size_t i = 0; i < r->pub->n; i++) {
+		int32_t p = r->pub->msgs[i].partition;
+		if (p >= partitions) {
+			if (r->route == ROUTE_BATCH)
+				set_error(&r->answer, ERR_BAD_REQUEST,
+				    "records[%zu].partition: topic %s has %d partitions", i, r->topic,
+				    partitions);
+			else
+				set_error(&r->answer, ERR_BAD_REQUEST,
+				    "partition %d: topic %s has %d partitions", p, r->topic, partitions);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Hand the records to the spool writer; the connection is suspended. */
+static void submit(struct req *r)
+{
+	struct spool_batch *b = spool_batch_new(r->pub->n);
+	enum spool_err err;
+
+	for (size_t i = 0; i < r->pub->n; i++)
+		spool_batch_add(b, &r->pub->msgs[i]);
+	suspend(r);
+	err = spool_submit(r->h->deps.spool, b, on_spooled, r);
+	if (err == SPOOL_OK)
+		return; /* the writer owns r now */
+	if (err == SPOOL_EFULL)
+		set_error(&r->answer, ERR_SPOOL_FULL, "the spool is full; retry later");
+	else
+		set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
+	resume(r, ST_ANSWER);
+}
+
+/* The body is complete, or the topic check came back: go on as far as we can. */
+static void advance(struct req *r)
+{
+	int partitions = 0;
+
+	if (r->state == ST_BODY) {
+		if (r->too_large) {
+			set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
+			    "the body is larger than limits.max_body_bytes (%lld bytes)",
+			    (long long)r->h->deps.conf->limits.max_body_bytes);
+			r->state = ST_ANSWER;
+			return;
+		}
+		if (parse(r) < 0) {
+			r->state = ST_ANSWER;
+			return;
+		}
+		r->topic_state = topics_lookup(r->h->deps.topics, r->topic, &partitions);
+		if (r->topic_state == TOPIC_UNKNOWN) {
+			suspend(r);
+			topics_query(r->h->deps.topics, r->topic, on_topic, r);
+			return;
+		}
+	} else {
+		topics_lookup(r->h->deps.topics, r->topic, &partitions);
+	}
+	/* ST_TOPIC_CHECKED, or known from the cache. An unreachable Kafka is no reason
+	 * to refuse: the spool keeps the records until it is back. */
+	if (r->topic_state == TOPIC_MISSING) {
+		set_error(&r->answer, ERR_UNKNOWN_TOPIC, "topic %s does not exist in kafka",
+		    r->topic);
+		r->state = ST_ANSWER;
+		return;
+	}
+	if (r->topic_state == TOPIC_EXISTS && check_partitions(r, partitions) < 0) {
+		r->state = ST_ANSWER;
+		return;
+	}
+	if (atomic_load(&r->h->closing)) {
+		set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
+		r->state = ST_ANSWER;
+		return;
+	}
+	submit(r);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct http *h = cls;
+	struct req *r = *con_cls;
+
+	(void)version;
+	if (!r) {
+		r = xcalloc(1, sizeof(*r));
+		r->h = h;
+		r->conn = conn;
+		*con_cls = r;
+		if (begin(r, url, method) < 0)
+			return queue_answer(conn, &r->answer);
+		if (atomic_load(&h->closing)) {
+			set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
+			return queue_answer(conn, &r->answer);
+		}
+		r->state = ST_BODY;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		take_body(r, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (r->state == ST_BODY || r->state == ST_TOPIC_CHECKED)
+		advance(r);
+	if (r->state == ST_ANSWER)
+		return queue_answer(conn, &r->answer);
+	return MHD_YES; /* suspended */
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct req *r = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (!r)
+		return;
+	publish_req_free(r->pub);
+	free(r->results);
+	free(r->body);
+	free(r->answer.body);
+	free(r);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '.'))
+		line[--n] = '\0';
+	log_warnx("http: %s", line);
+}
+
+/* --- listeners ------------------------------------------------------------ */
+
+/* "host:port" or "[v6]:port" to a listening socket. */
+static int listen_tcp(const char *addr, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	const char *port;
+	int fd = -1, one = 1, rc;
+
+	if (!colon || colon == addr || colon[1] == '\0') {
+		snprintf(err, errlen, "listen.http %s: expected host:port", addr);
+		return -1;
+	}
+	port = colon + 1;
+	if (addr[0] == '[' && colon[-1] == ']')
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr - 2), addr + 1);
+	else
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc != 0) {
+		snprintf(err, errlen, "listen.http %s: %s", addr, gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+		snprintf(err, errlen, "listen.http %s: %s", addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* A Unix socket at path; a stale file is replaced, a live socket is an error. */
+static int listen_unix(const struct conf *conf, char *err, size_t errlen)
+{
+	const char *path = conf->listen.unix_path;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "listen.unix %s: path too long", path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen, "listen.unix %s: exists and is not a socket", path);
+			return -1;
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+			close(fd);
+			snprintf(err, errlen, "listen.unix %s: another process is listening there",
+			    path);
+			return -1;
+		}
+		if (fd >= 0)
+			close(fd);
+		log_info("http: replacing stale socket %s", path);
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		snprintf(err, errlen, "listen.unix %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (chmod(path, conf->listen.unix_mode) < 0) {
+		snprintf(err, errlen, "listen.unix %s: chmod: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (conf->listen.unix_group[0]) {
+		struct group *g = getgrnam(conf->listen.unix_group);
+		if (!g || chown(path, (uid_t)-1, g->gr_gid) < 0) {
+			snprintf(err, errlen, "listen.unix %s: group %s: %s", path,
+			    conf->listen.unix_group, g ? strerror(errno) : "no such group");
+			goto fail;
+		}
+	}
+	if (listen(fd, 4096) < 0) {
+		snprintf(err, errlen, "listen.unix %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	return fd;
+fail:
+	if (fd >= 0) {
+		close(fd);
+		unlink(path);
+	}
+	return -1;
+}
+
+static int serve(struct http *h, struct listener *l, int fd, char *err, size_t errlen,
+    const char *what)
+{
+	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+	    MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+
+	l->fd = fd;
+	l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
+	    MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+	    MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+	    MHD_OPTION_END);
+	if (!l->mhd) {
+		snprintf(err, errlen, "cannot start the http server on %s", what);
+		close(fd);
+		l->fd = -1;
+		return -1;
+	}
+	log_info("http: listening on %s", what);
+	return 0;
+}
+
+int http_start(const struct http_deps *deps, struct http **out, char *err, size_t errlen)
+{
+	struct http *h = xcalloc(1, sizeof(*h));
+	const struct conf *conf = deps->conf;
+	int fd;
+
+	h->deps = *deps;
+	h->tcp.fd = h->unix_.fd = -1;
+	if (conf->listen.http[0]) {
+		fd = listen_tcp(conf->listen.http, err, errlen);
+		if (fd < 0 || serve(h, &h->tcp, fd, err, errlen, conf->listen.http) < 0)
+			goto fail;
+	}
+	if (conf->listen.unix_path[0]) {
+		fd = listen_unix(conf, err, errlen);
+		if (fd < 0)
+			goto fail;
+		h->unix_path = xstrdup(conf->listen.unix_path);
+		if (serve(h, &h->unix_, fd, err, errlen, conf->listen.unix_path) < 0)
+			goto fail;
+	}
+	*out = h;
+	return 0;
+fail:
+	http_stop(h);
+	return -1;
+}
+
+void http_quiesce(struct http *h)
+{
+	struct listener *ls[] = { &h->tcp, &h->unix_ };
+
+	atomic_store(&h->closing, true);
+	for (size_t i = 0; i < 2; i++) {
+		if (ls[i]->mhd) {
+			MHD_socket s = MHD_quiesce_daemon(ls[i]->mhd);
+			if (s != MHD_INVALID_SOCKET)
+				close(s);
+		}
+	}
+}
+
+void http_drain(struct http *h, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (atomic_load(&h->suspended) > 0 && now_ms() < deadline)
+		usleep(10000);
+}
+
+void http_stop(struct http *h)
+{
+	struct listener *ls[] = { &h->tcp, &h->unix_ };
+
+	if (!h)
+		return;
+	for (size_t i = 0; i < 2; i++) {
+		if (ls[i]->mhd)
+			MHD_stop_daemon(ls[i]->mhd);
+		else if (ls[i]->fd >= 0)
+			close(ls[i]->fd);
+	}
+	if (h->unix_path) {
+		unlink(h->unix_path);
+		free(h->unix_path);
+	}
+	free(h);
+}

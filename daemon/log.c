@@ -68,6 +68,15 @@ static void emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 
 void log_vmsg(enum log_level level, const char *fmt, va_list ap) { emit(level, 0, fmt, ap); }
 
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	emit(level, 0, fmt, ap);
+	va_end(ap);
+}
+
 #define LOG_FN(fn, level, with_errno)                                                      \
 	void fn(const char *fmt, ...)                                                      \
 	{                                                                                  \

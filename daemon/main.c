@@ -1,2 +1,294 @@
+/*
+ * main: command line, start-up and shutdown order.
+ *
+ * Start-up: configuration, the spool (recovered before anything listens), the
+ * topics cache, the producer (which replays what the spool holds), then the
+ * listeners. Shutdown reverses it so that nothing accepted is dropped: stop
+ * accepting, answer waiting requests, give Kafka a bounded time to ack what
+ * is in flight, close the spool. Whatever Kafka did not ack stays in the
+ * spool for the next start.
+ *
+ * Threads: the main thread only waits for signals. Every other thread is
+ * started with SIGTERM, SIGINT and SIGHUP blocked, so sigwait() here is the
+ * one place they arrive.
+ */
 #include "config.h"
-int main(void) { return 0; }
+
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "conf.h"
+#include "devkafka.h"
+#include "http.h"
+#include "log.h"
+#include "producer.h"
+#include "spool.h"
+#include "topics.h"
+#include "util.h"
+
+#define DEFAULT_CONF SYSCONFDIR "/ackd/ackd.conf"
+#define FLUSH_MS 5000
+#define DRAIN_MS 2000
+
+struct options {
+	const char *conf_path;
+	bool check_only;
+	bool debug;
+	bool dev;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ackd [-c FILE] [-n] [-d] [--dev] [-V]\n"
+		   "  -c FILE  configuration file (default %s)\n"
+		   "  -n       check the configuration and exit\n"
+		   "  -d       log at debug level\n"
+		   "  --dev    embedded Kafka and a temporary spool, for trying ackd\n"
+		   "  -V       print the version and exit\n",
+	    DEFAULT_CONF);
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "dev", no_argument, NULL, 'D' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:ndVh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o->conf_path = optarg;
+			break;
+		case 'n':
+			o->check_only = true;
+			break;
+		case 'd':
+			o->debug = true;
+			break;
+		case 'D':
+			o->dev = true;
+			break;
+		case 'V':
+			printf("ackd %s (librdkafka %s)\n", PACKAGE_VERSION, rd_kafka_version_str());
+			exit(0);
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(1);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ackd: unexpected argument: %s\n", argv[optind]);
+		usage(stderr);
+		exit(1);
+	}
+}
+
+static struct conf *load_or_exit(const char *path)
+{
+	struct conf_errors errs = { 0 };
+	struct conf *conf;
+
+	if (conf_load(path, &conf, &errs) == 0)
+		return conf;
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(stderr, "%s\n", errs.v[i]);
+	fprintf(stderr, "ackd: %zu error%s in %s\n", errs.n, errs.n == 1 ? "" : "s", path);
+	conf_errors_fini(&errs);
+	exit(1);
+}
+
+static void replace(char **field, const char *value)
+{
+	free(*field);
+	*field = xstrdup(value);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void print_dev_help(const struct conf *conf, const char *bootstrap)
+{
+	const char *http = conf->listen.http;
+
+	printf("ackd --dev: embedded Kafka at %s (3 brokers, in memory, nothing kept)\n"
+	       "spool: %s (removed at exit)\n\n", bootstrap, conf->spool.dir);
+	if (http[0]) {
+		printf("try:\n"
+		       "  curl -sS -X POST --data 'hello' 'http://%s/v1/topics/demo?key=k1'\n"
+		       "  curl -sS -X POST -H 'Content-Type: application/json' \\\n"
+		       "    --data '{\"records\":[{\"key\":\"k1\",\"value\":{\"n\":1}},{\"value\":\"two\"}]}' \\\n"
+		       "    http://%s/v1/topics/demo/records\n"
+		       "  curl -sS -X POST --data 'no wait' 'http://%s/v1/topics/demo?ack=spool'\n"
+		       "  curl -sS http://%s/healthz\n", http, http, http, http);
+	}
+	if (conf->listen.unix_path[0])
+		printf("  curl -sS --unix-socket %s -X POST --data 'hi' http://ackd/v1/topics/demo\n",
+		    conf->listen.unix_path);
+	printf("\n");
+	fflush(stdout);
+}
+
+/* Many waiting clients need many descriptors: take what the hard limit allows. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("setrlimit RLIMIT_NOFILE");
+	}
+}
+
+static void apply_log_level(const struct conf *conf, bool debug)
+{
+	enum log_level level = LOG_LVL_INFO;
+
+	if (debug)
+		level = LOG_LVL_DEBUG;
+	else if (log_level_parse(conf->log.level, &level) < 0)
+		level = LOG_LVL_INFO;
+	log_set_level(level);
+}
+
+/* SIGHUP: what can change without a restart. */
+static void reload(const char *path, bool debug)
+{
+	struct conf_errors errs = { 0 };
+	struct conf *conf;
+
+	if (!path) {
+		log_info("reload: no configuration file; nothing to reload");
+		return;
+	}
+	if (conf_load(path, &conf, &errs) < 0) {
+		for (size_t i = 0; i < errs.n; i++)
+			log_warnx("reload: %s", errs.v[i]);
+		log_warnx("reload: %s has errors; keeping the running configuration", path);
+		conf_errors_fini(&errs);
+		return;
+	}
+	apply_log_level(conf, debug);
+	log_info("reload: log level set from %s", path);
+	conf_free(conf);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	struct conf *conf;
+	struct devkafka *dk = NULL;
+	struct spool *sp = NULL;
+	struct topics *topics = NULL;
+	struct producer *prod = NULL;
+	struct http *http = NULL;
+	char err[512], devdir[] = "/tmp/ackd-dev.XXXXXX";
+	sigset_t sigs;
+	int sig;
+
+	parse_args(argc, argv, &o);
+	if (o.check_only) {
+		const char *path = o.conf_path ? o.conf_path : DEFAULT_CONF;
+		conf_free(load_or_exit(path));
+		printf("%s: configuration is valid\n", path);
+		return 0;
+	}
+
+	if (o.dev) {
+		if (devkafka_start(3, &dk, err, sizeof(err)) < 0)
+			fatalx("--dev: %s", err);
+		if (!mkdtemp(devdir))
+			fatal("--dev: mkdtemp %s", devdir);
+		conf = o.conf_path ? load_or_exit(o.conf_path) : conf_defaults(devkafka_bootstrap(dk));
+		replace(&conf->kafka.brokers, devkafka_bootstrap(dk));
+		replace(&conf->spool.dir, devdir);
+		if (!o.conf_path) {
+			char sock[sizeof(devdir) + 16];
+			snprintf(sock, sizeof(sock), "%s/ackd.sock", devdir);
+			replace(&conf->listen.unix_path, sock);
+		}
+	} else {
+		conf = load_or_exit(o.conf_path ? o.conf_path : DEFAULT_CONF);
+	}
+	apply_log_level(conf, o.debug);
+	if (conf->spool.fsync != CONF_FSYNC_ALWAYS)
+		log_warnx("spool.fsync is %s: a power loss can lose messages that got a 2xx; "
+		    "only \"always\" keeps that promise",
+		    conf->spool.fsync == CONF_FSYNC_INTERVAL ? "interval" : "never");
+
+	raise_fd_limit();
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	struct spool_opts so = {
+		.dir = conf->spool.dir,
+		.fsync = conf->spool.fsync,
+		.fsync_interval_ms = conf->spool.fsync_interval_ms,
+		.max_bytes = (uint64_t)conf->spool.max_bytes,
+	};
+	if (spool_open(&so, &sp, err, sizeof(err)) < 0)
+		fatalx("spool: %s", err);
+	if (topics_start(conf, &topics, err, sizeof(err)) < 0)
+		fatalx("kafka: %s", err);
+	if (producer_start(conf, sp, &prod, err, sizeof(err)) < 0)
+		fatalx("kafka: %s", err);
+	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics };
+	if (http_start(&deps, &http, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+
+	log_info("ackd %s started: kafka %s, spool %s", PACKAGE_VERSION, conf->kafka.brokers,
+	    conf->spool.dir);
+	if (o.dev)
+		print_dev_help(conf, devkafka_bootstrap(dk));
+
+	for (;;) {
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			reload(o.conf_path, o.debug);
+			continue;
+		}
+		log_info("received %s, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
+	}
+
+	http_quiesce(http);
+	topics_stop(topics);
+	producer_stop(prod, FLUSH_MS);
+	http_drain(http, DRAIN_MS);
+	http_stop(http);
+	spool_close(sp);
+	if (dk) {
+		devkafka_stop(dk);
+		nftw(devdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	}
+	conf_free(conf);
+	log_info("stopped");
+	return 0;
+}

@@ -1,1 +1,627 @@
+/*
+ * producer: the kafka loop.
+ *
+ * Design. The spool is the queue; this module only keeps a window of it in
+ * librdkafka's memory. One thread owns the librdkafka handle and loops:
+ *
+ *   1. fill the window: records to produce again (timed out earlier) first,
+ *      then new ones read from the spool in sequence order;
+ *   2. serve delivery reports (rd_kafka_poll): success acknowledges the record
+ *      in the spool, a permanent rejection moves it to failed/, a timeout
+ *      queues it to be produced again;
+ *   3. answer waiting publish requests whose records all have a verdict, or
+ *      whose deadline passed;
+ *   4. sleep in poll(2) on a pipe that the spool's commit hook, librdkafka's
+ *      queue and producer_stop() write to.
+ *
+ * A fatal error (librdkafka 2.0.2 raises a spurious fatal idempotence error
+ * after network blips) destroys the producer, builds a new one and reads the
+ * spool again from its oldest unacknowledged record: nothing is lost, and only
+ * records that Kafka had written without our seeing the ack are duplicated.
+ *
+ * Threads: everything here runs on the kafka loop except producer_wait(),
+ * producer_kick() and producer_stats(), which any thread may call. Waiters are
+ * shared with request threads under p->lock; counters are atomics.
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "log.h"
+#include "producer.h"
+#include "spool.h"
+#include "util.h"
+
+/* The window: what librdkafka holds in memory at most. */
+#define WINDOW_RECORDS 100000
+#define WINDOW_BYTES (64u << 20)
+#define IDLE_WAKE_MS 100
+
+struct waiter_slot {
+	uint64_t first_seq;
+	uint64_t end_seq; /* first_seq + n */
+	struct producer_waiter *w; /* NULL once answered */
+};
+
+struct seq_stack {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+struct producer {
+	const struct conf *conf;
+	struct spool *sp;
+	rd_kafka_t *rk;
+	rd_kafka_queue_t *mainq;
+	pthread_t thread;
+	int wake_rd, wake_wr;
+	atomic_bool stopping;
+	int flush_ms;
+
+	/* Kafka loop only. */
+	uint64_t cursor;          /* next spool sequence to read */
+	size_t in_flight;
+	size_t in_flight_bytes;
+	struct spool_rec *held;   /* read, refused by a full librdkafka queue */
+	struct seq_stack again;   /* timed out: produce once more */
+	bool fatal;               /* set by the error callback */
+	bool rebuilding;          /* ignore delivery reports of the old handle */
+
+	/* Waiters, sorted by first_seq; answered ones are tombstones. */
+	pthread_mutex_t lock;
+	struct waiter_slot *slots;
+	size_t head, tail, cap;
+	bool closed; /* stopping: producer_wait answers at once */
+
+	atomic_uint_fast64_t delivered, failed, requeued, possible_dups, rebuilds;
+	atomic_uint_fast64_t in_flight_pub;
+	atomic_int brokers_up;
+};
+
+static void wake(struct producer *p)
+{
+	char c = 'w';
+
+	/* A full pipe already means "wake up". */
+	if (write(p->wake_wr, &c, 1) < 0 && errno != EAGAIN)
+		log_warn("producer: wake pipe");
+}
+
+static void drain_wake(struct producer *p)
+{
+	char buf[256];
+
+	while (read(p->wake_rd, buf, sizeof(buf)) > 0)
+		continue;
+}
+
+/* --- waiters ------------------------------------------------------------ */
+
+void producer_wait(struct producer *p, struct producer_waiter *w)
+{
+	struct waiter_slot *s;
+	size_t i;
+
+	w->pending = w->n;
+	pthread_mutex_lock(&p->lock);
+	if (p->closed) {
+		pthread_mutex_unlock(&p->lock);
+		w->done(w);
+		return;
+	}
+	if (p->tail == p->cap) {
+		/* Squeeze out tombstones, then grow if still full. */
+		size_t live = 0;
+		for (i = p->head; i < p->tail; i++)
+			if (p->slots[i].w)
+				p->slots[live++] = p->slots[i];
+		p->head = 0;
+		p->tail = live;
+		if (p->tail == p->cap) {
+			size_t cap = p->cap ? p->cap * 2 : 1024;
+			p->slots = xrealloc(p->slots, cap * sizeof(*p->slots));
+			p->cap = cap;
+		}
+	}
+	/* Batches commit in sequence order, so this is nearly always the end. */
+	i = p->tail;
+	while (i > p->head && p->slots[i - 1].first_seq > w->first_seq)
+		i--;
+	memmove(&p->slots[i + 1], &p->slots[i], (p->tail - i) * sizeof(*p->slots));
+	s = &p->slots[i];
+	s->first_seq = w->first_seq;
+	s->end_seq = w->first_seq + w->n;
+	s->w = w;
+	p->tail++;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The slot holding seq, or NULL. Caller holds p->lock. */
+static struct waiter_slot *find_slot(struct producer *p, uint64_t seq)
+{
+	size_t lo = p->head, hi = p->tail;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (p->slots[mid].end_seq <= seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < p->tail && p->slots[lo].first_seq <= seq && p->slots[lo].w)
+		return &p->slots[lo];
+	return NULL;
+}
+
+static void trim_head(struct producer *p)
+{
+	while (p->head < p->tail && p->slots[p->head].w == NULL)
+		p->head++;
+	if (p->head == p->tail)
+		p->head = p->tail = 0;
+}
+
+static void set_result(struct producer *p, uint64_t seq, enum producer_outcome outcome,
+    int32_t partition, int64_t offset, rd_kafka_resp_err_t err)
+{
+	struct producer_waiter *done = NULL;
+	struct waiter_slot *s;
+
+	pthread_mutex_lock(&p->lock);
+	s = find_slot(p, seq);
+	if (s) {
+		struct producer_result *r = &s->w->results[seq - s->first_seq];
+		if (r->outcome == PRODUCER_PENDING) {
+			r->outcome = outcome;
+			r->partition = partition;
+			r->offset = offset;
+			r->kafka_err = err;
+			r->error = err ? rd_kafka_err2str(err) : NULL;
+			if (--s->w->pending == 0) {
+				done = s->w;
+				s->w = NULL;
+				trim_head(p);
+			}
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (done)
+		done->done(done);
+}
+
+/* Answer waiters whose deadline passed (all of them when all is set). */
+static void expire_waiters(struct producer *p, int64_t now, bool all)
+{
+	for (;;) {
+		struct producer_waiter *w = NULL;
+		size_t i;
+
+		pthread_mutex_lock(&p->lock);
+		for (i = p->head; i < p->tail; i++) {
+			if (!p->slots[i].w)
+				continue;
+			/* Deadlines grow with the sequence: stop at the first live one. */
+			if (all || p->slots[i].w->deadline_ms <= now) {
+				w = p->slots[i].w;
+				p->slots[i].w = NULL;
+				trim_head(p);
+			}
+			break;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (!w)
+			return;
+		w->done(w);
+	}
+}
+
+static int64_t next_deadline(struct producer *p)
+{
+	int64_t d = -1;
+
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = p->head; i < p->tail; i++) {
+		if (p->slots[i].w) {
+			d = p->slots[i].w->deadline_ms;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return d;
+}
+
+/* --- librdkafka callbacks (run inside rd_kafka_poll on the kafka loop) --- */
+
+/* Errors after which producing the record again cannot succeed. */
+static bool is_permanent(rd_kafka_resp_err_t err)
+{
+	switch (err) {
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+	case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+	case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+	case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+	case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+	case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+	case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+	case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka_resp_err_t err)
+{
+	const char *reason = rd_kafka_err2str(err);
+
+	if (spool_fail(p->sp, seq, reason) < 0) {
+		/* failed/ is not writable: keep the record and try again later. */
+		log_warnx("producer: record %llu to %s rejected (%s) and failed/ cannot be written; "
+		    "keeping it in the spool", (unsigned long long)seq, topic, reason);
+		return;
+	}
+	atomic_fetch_add(&p->failed, 1);
+	log_warnx("producer: record %llu to %s rejected permanently by kafka: %s; moved to failed/",
+	    (unsigned long long)seq, topic, reason);
+	set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
+}
+
+static void push_again(struct producer *p, uint64_t seq)
+{
+	struct seq_stack *s = &p->again;
+
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
+	}
+	s->v[s->n++] = seq;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	struct producer *p = opaque;
+	uint64_t seq = (uint64_t)(uintptr_t)m->_private;
+
+	(void)rk;
+	p->in_flight--;
+	p->in_flight_bytes -= m->len + m->key_len;
+	if (p->rebuilding)
+		return;
+	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		spool_ack(p->sp, seq);
+		atomic_fetch_add(&p->delivered, 1);
+		atomic_store(&p->brokers_up, 1);
+		set_result(p, seq, PRODUCER_DELIVERED, m->partition, m->offset, 0);
+		return;
+	}
+	if (is_permanent(m->err)) {
+		reject(p, seq, rd_kafka_topic_name(m->rkt), m->err);
+		return;
+	}
+	/* Timed out, or lost with a fatal error: produce it again from the spool. */
+	if (rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED)
+		atomic_fetch_add(&p->possible_dups, 1);
+	atomic_fetch_add(&p->requeued, 1);
+	log_debug("producer: record %llu to %s not acknowledged (%s); producing it again",
+	    (unsigned long long)seq, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+	push_again(p, seq);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	struct producer *p = opaque;
+	char why[512];
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		rd_kafka_fatal_error(rk, why, sizeof(why));
+		log_warnx("kafka: fatal producer error: %s", why);
+		p->fatal = true;
+		return;
+	}
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+		atomic_store(&p->brokers_up, 0);
+	log_warnx("kafka: %s", reason);
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	enum log_level l = level <= 3 ? LOG_LVL_ERR : level <= 4 ? LOG_LVL_WARN :
+	    level <= 6 ? LOG_LVL_INFO : LOG_LVL_DEBUG;
+
+	(void)rk;
+	/* librdkafka's notices are chatty; they go to debug. */
+	if (l == LOG_LVL_INFO)
+		l = LOG_LVL_DEBUG;
+	log_msg(l, "kafka: %s: %s", fac, buf);
+}
+
+/* --- the librdkafka handle ------------------------------------------------ */
+
+static int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *err, size_t errlen)
+{
+	if (rd_kafka_conf_set(kc, name, value, err, errlen) != RD_KAFKA_CONF_OK)
+		return -1;
+	return 0;
+}
+
+static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
+{
+	rd_kafka_conf_t *kc = rd_kafka_conf_new();
+	rd_kafka_t *rk;
+
+	if (set(kc, "bootstrap.servers", p->conf->kafka.brokers, err, errlen) < 0 ||
+	    set(kc, "enable.idempotence", "true", err, errlen) < 0 ||
+	    set(kc, "acks", "all", err, errlen) < 0 ||
+	    set(kc, "linger.ms", "2", err, errlen) < 0 ||
+	    set(kc, "batch.num.messages", "10000", err, errlen) < 0 ||
+	    set(kc, "queue.buffering.max.messages", "200000", err, errlen) < 0 ||
+	    set(kc, "partitioner", "murmur2_random", err, errlen) < 0 ||
+	    set(kc, "log.queue", "false", err, errlen) < 0 ||
+	    conf_apply_rdkafka(kc, &p->conf->kafka.producer, err, errlen) < 0) {
+		rd_kafka_conf_destroy(kc);
+		return NULL;
+	}
+	rd_kafka_conf_set_opaque(kc, p);
+	rd_kafka_conf_set_dr_msg_cb(kc, on_delivery);
+	rd_kafka_conf_set_error_cb(kc, on_error);
+	rd_kafka_conf_set_log_cb(kc, on_log);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, errlen);
+	if (!rk) {
+		rd_kafka_conf_destroy(kc);
+		return NULL;
+	}
+	p->mainq = rd_kafka_queue_get_main(rk);
+	rd_kafka_queue_io_event_enable(p->mainq, p->wake_wr, "q", 1);
+	return rk;
+}
+
+static void destroy_handle(struct producer *p)
+{
+	if (!p->rk)
+		return;
+	rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
+	rd_kafka_queue_destroy(p->mainq);
+	rd_kafka_destroy(p->rk);
+	p->rk = NULL;
+	p->mainq = NULL;
+}
+
+/* Throw the handle away and read the spool again from its oldest record. */
+static void rebuild(struct producer *p)
+{
+	char err[512];
+
+	atomic_fetch_add(&p->rebuilds, 1);
+	log_warnx("producer: rebuilding the producer; unacknowledged records are produced again "
+	    "from the spool");
+	p->rebuilding = true;
+	rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	rd_kafka_poll(p->rk, 0);
+	destroy_handle(p);
+	p->rebuilding = false;
+	p->fatal = false;
+	p->in_flight = 0;
+	p->in_flight_bytes = 0;
+	p->again.n = 0;
+	spool_rec_free(p->held);
+	p->held = NULL;
+	p->cursor = 0;
+	while (!(p->rk = new_handle(p, err, sizeof(err)))) {
+		/* The configuration was accepted before; this is a resource problem. */
+		log_errx("producer: cannot create a new producer: %s; retrying in 1s", err);
+		sleep(1);
+	}
+}
+
+/* --- producing ------------------------------------------------------------- */
+
+enum produce_res { PRODUCED, QUEUE_FULL, REJECTED, FATAL };
+
+static enum produce_res produce(struct producer *p, const struct spool_rec *r)
+{
+	const struct spool_msg *m = &r->msg;
+	rd_kafka_headers_t *hdrs = rd_kafka_headers_new(m->nhdrs);
+	char topic[256];
+	rd_kafka_resp_err_t err;
+
+	snprintf(topic, sizeof(topic), "%.*s", (int)m->topic_len, m->topic);
+	for (size_t i = 0; i < m->nhdrs; i++)
+		rd_kafka_header_add(hdrs, m->hdrs[i].name, (ssize_t)m->hdrs[i].name_len,
+		    m->hdrs[i].value, (ssize_t)m->hdrs[i].value_len);
+
+	err = rd_kafka_producev(p->rk,
+	    RD_KAFKA_V_TOPIC(topic),
+	    RD_KAFKA_V_PARTITION(m->partition < 0 ? RD_KAFKA_PARTITION_UA : m->partition),
+	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+	    RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
+	    RD_KAFKA_V_VALUE((void *)m->value, m->value_len),
+	    RD_KAFKA_V_TIMESTAMP(m->timestamp_ms),
+	    RD_KAFKA_V_HEADERS(hdrs),
+	    RD_KAFKA_V_OPAQUE((void *)(uintptr_t)r->seq),
+	    RD_KAFKA_V_END);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		p->in_flight++;
+		p->in_flight_bytes += m->value_len + m->key_len;
+		return PRODUCED;
+	}
+	rd_kafka_headers_destroy(hdrs);
+	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		return QUEUE_FULL;
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		p->fatal = true;
+		return FATAL;
+	}
+	if (is_permanent(err)) {
+		reject(p, r->seq, topic, err);
+		return REJECTED;
+	}
+	/* Anything else is transient: keep the record for the next round. */
+	log_debug("producer: record %llu to %s: %s; holding it", (unsigned long long)r->seq, topic,
+	    rd_kafka_err2str(err));
+	return QUEUE_FULL;
+}
+
+static struct spool_rec *next_record(struct producer *p)
+{
+	struct spool_rec *r = p->held;
+
+	if (r) {
+		p->held = NULL;
+		return r;
+	}
+	while (p->again.n > 0) {
+		uint64_t seq = p->again.v[--p->again.n];
+		if (spool_get(p->sp, seq, &r) == 1)
+			return r;
+	}
+	if (spool_next(p->sp, &p->cursor, &r) == 1)
+		return r;
+	return NULL;
+}
+
+static void fill_window(struct producer *p)
+{
+	while (!p->fatal && p->in_flight < WINDOW_RECORDS && p->in_flight_bytes < WINDOW_BYTES) {
+		struct spool_rec *r = next_record(p);
+		if (!r)
+			return;
+		switch (produce(p, r)) {
+		case PRODUCED:
+		case REJECTED:
+			spool_rec_free(r);
+			break;
+		case QUEUE_FULL:
+		case FATAL:
+			p->held = r;
+			return;
+		}
+	}
+}
+
+static void *kafka_loop(void *arg)
+{
+	struct producer *p = arg;
+	struct pollfd pfd = { .fd = p->wake_rd, .events = POLLIN };
+
+	thread_name("ackd-kafka");
+	while (!atomic_load(&p->stopping)) {
+		int64_t now, deadline;
+		int timeout = IDLE_WAKE_MS;
+
+		fill_window(p);
+		rd_kafka_poll(p->rk, 0);
+		if (p->fatal)
+			rebuild(p);
+		now = now_ms();
+		expire_waiters(p, now, false);
+		deadline = next_deadline(p);
+		if (deadline >= 0 && deadline - now < timeout)
+			timeout = deadline - now < 0 ? 0 : (int)(deadline - now);
+		if (p->held && timeout > 5)
+			timeout = 5; /* librdkafka's queue was full: look again soon */
+		atomic_store(&p->in_flight_pub, p->in_flight);
+		if (poll(&pfd, 1, timeout) > 0)
+			drain_wake(p);
+	}
+
+	/* Stopping: answer everyone, then give Kafka flush_ms to ack what it has. */
+	pthread_mutex_lock(&p->lock);
+	p->closed = true;
+	pthread_mutex_unlock(&p->lock);
+	expire_waiters(p, 0, true);
+	if (p->in_flight > 0) {
+		log_info("producer: waiting up to %d ms for %zu records in flight", p->flush_ms,
+		    p->in_flight);
+		rd_kafka_flush(p->rk, p->flush_ms);
+		rd_kafka_poll(p->rk, 0);
+	}
+	if (p->in_flight > 0)
+		log_warnx("producer: %zu records not acknowledged at stop; they stay in the spool",
+		    p->in_flight);
+	return NULL;
+}
+
+static void commit_hook(void *arg) { wake(arg); }
+
+int producer_start(const struct conf *conf, struct spool *sp, struct producer **out, char *err,
+    size_t errlen)
+{
+	struct producer *p = xcalloc(1, sizeof(*p));
+	int fds[2];
+
+	p->conf = conf;
+	p->sp = sp;
+	pthread_mutex_init(&p->lock, NULL);
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	p->wake_rd = fds[0];
+	p->wake_wr = fds[1];
+	p->rk = new_handle(p, err, errlen);
+	if (!p->rk)
+		goto fail;
+	spool_set_commit_hook(sp, commit_hook, p);
+	if (pthread_create(&p->thread, NULL, kafka_loop, p) != 0) {
+		snprintf(err, errlen, "cannot start the kafka loop thread");
+		spool_set_commit_hook(sp, NULL, NULL);
+		goto fail;
+	}
+	*out = p;
+	return 0;
+fail:
+	destroy_handle(p);
+	if (p->wake_rd > 0) {
+		close(p->wake_rd);
+		close(p->wake_wr);
+	}
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	return -1;
+}
+
+void producer_stop(struct producer *p, int flush_ms)
+{
+	if (!p)
+		return;
+	p->flush_ms = flush_ms;
+	atomic_store(&p->stopping, true);
+	wake(p);
+	pthread_join(p->thread, NULL);
+	spool_set_commit_hook(p->sp, NULL, NULL);
+	destroy_handle(p);
+	spool_rec_free(p->held);
+	free(p->again.v);
+	free(p->slots);
+	close(p->wake_rd);
+	close(p->wake_wr);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+void producer_kick(struct producer *p) { wake(p); }
+
+void producer_stats(struct producer *p, struct producer_stats *out)
+{
+	out->in_flight = atomic_load(&p->in_flight_pub);
+	out->delivered = atomic_load(&p->delivered);
+	out->failed = atomic_load(&p->failed);
+	out->requeued = atomic_load(&p->requeued);
+	out->possible_duplicates = atomic_load(&p->possible_dups);
+	out->rebuilds = atomic_load(&p->rebuilds);
+	out->brokers_up = atomic_load(&p->brokers_up);
+}

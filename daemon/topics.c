@@ -1,0 +1,361 @@
+/*
+ * topics: a metadata cache with one thread of its own.
+ *
+ * Design. Lookups are a hash-free linear cache: a sidecar publishes to a
+ * handful of topics, so a small array under a mutex is the simplest thing
+ * that is fast enough. A topic Kafka says exists stays known (its partition
+ * count is refreshed every REFRESH_MS); a missing one is asked again after
+ * MISSING_TTL_MS, so a topic created later is soon accepted. Queries are
+ * served by the topics thread with a metadata-only librdkafka handle of its
+ * own, so a slow or unreachable Kafka never blocks a request thread or the
+ * producer's loop. When a topic is first seen, its replication factor and
+ * min.insync.replicas are checked and a warning is logged once if acks=all
+ * cannot protect it (replication factor < 3 or min.insync.replicas < 2).
+ *
+ * Threads: topics_lookup() and topics_query() from request threads; the rest
+ * on the topics thread.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "log.h"
+#include "topics.h"
+#include "util.h"
+
+#define QUERY_TIMEOUT_MS 5000
+#define MISSING_TTL_MS 2000
+#define REFRESH_MS 60000
+#define MAX_TOPICS 4096
+
+struct topic {
+	char *name;
+	enum topic_state state;
+	int partitions;
+	int64_t checked_ms;
+	bool checked_safety;
+};
+
+struct query {
+	struct query *next;
+	char *topic;
+	topics_cb *cb;
+	void *arg;
+};
+
+struct topics {
+	rd_kafka_t *rk;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping;
+	struct query *queries; /* FIFO by appending at the tail */
+	struct query **queries_tail;
+	struct topic *v;
+	size_t n, cap;
+	atomic_llong reached_ms; /* last successful metadata answer */
+};
+
+/* Caller holds t->lock. */
+static struct topic *find(struct topics *t, const char *name)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (strcmp(t->v[i].name, name) == 0)
+			return &t->v[i];
+	return NULL;
+}
+
+enum topic_state topics_lookup(struct topics *t, const char *topic, int *partitions)
+{
+	enum topic_state st = TOPIC_UNKNOWN;
+	int64_t now = now_ms();
+	struct topic *e;
+
+	pthread_mutex_lock(&t->lock);
+	e = find(t, topic);
+	if (e) {
+		if (e->state == TOPIC_EXISTS ||
+		    (e->state == TOPIC_MISSING && now - e->checked_ms < MISSING_TTL_MS))
+			st = e->state;
+		*partitions = e->partitions;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return st;
+}
+
+void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg)
+{
+	struct query *q = xcalloc(1, sizeof(*q));
+
+	q->topic = xstrdup(topic);
+	q->cb = cb;
+	q->arg = arg;
+	pthread_mutex_lock(&t->lock);
+	if (t->stopping) {
+		pthread_mutex_unlock(&t->lock);
+		free(q->topic);
+		free(q);
+		cb(arg, TOPIC_UNKNOWN, 0);
+		return;
+	}
+	*t->queries_tail = q;
+	t->queries_tail = &q->next;
+	pthread_cond_signal(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int topics_kafka_reachable(struct topics *t)
+{
+	long long reached = atomic_load(&t->reached_ms);
+
+	return reached > 0 && now_ms() - reached < 2 * REFRESH_MS;
+}
+
+/* --- the topics thread ---------------------------------------------------- */
+
+/* min.insync.replicas of topic, or -1 when Kafka does not say. */
+static int min_insync(struct topics *t, const char *topic)
+{
+	rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+	rd_kafka_queue_t *q = rd_kafka_queue_new(t->rk);
+	rd_kafka_event_t *ev;
+	int value = -1;
+
+	rd_kafka_DescribeConfigs(t->rk, &res, 1, NULL, q);
+	ev = rd_kafka_queue_poll(q, QUERY_TIMEOUT_MS);
+	if (ev && !rd_kafka_event_error(ev)) {
+		const rd_kafka_DescribeConfigs_result_t *r = rd_kafka_event_DescribeConfigs_result(ev);
+		size_t nres, nent;
+		const rd_kafka_ConfigResource_t **rs =
+		    r ? rd_kafka_DescribeConfigs_result_resources(r, &nres) : NULL;
+		if (rs && nres == 1 && !rd_kafka_ConfigResource_error(rs[0])) {
+			const rd_kafka_ConfigEntry_t **ents = rd_kafka_ConfigResource_configs(rs[0], &nent);
+			for (size_t i = 0; i < nent; i++) {
+				const char *v = rd_kafka_ConfigEntry_value(ents[i]);
+				if (strcmp(rd_kafka_ConfigEntry_name(ents[i]), "min.insync.replicas") == 0 && v)
+					value = atoi(v);
+			}
+		}
+	}
+	if (ev)
+		rd_kafka_event_destroy(ev);
+	rd_kafka_queue_destroy(q);
+	rd_kafka_ConfigResource_destroy(res);
+	return value;
+}
+
+static void check_safety(struct topics *t, const char *topic, int replicas)
+{
+	int mir = min_insync(t, topic);
+
+	if (replicas < 3)
+		log_warnx("topic %s: replication factor %d; with fewer than 3 replicas a broker "
+		    "failure can lose acknowledged messages", topic, replicas);
+	if (mir >= 0 && mir < 2)
+		log_warnx("topic %s: min.insync.replicas=%d; acks=all then waits for a single "
+		    "replica, so one broker failure can lose acknowledged messages", topic, mir);
+}
+
+static enum topic_state ask_kafka(struct topics *t, const char *topic, int *partitions,
+    int *replicas)
+{
+	rd_kafka_topic_t *rkt = rd_kafka_topic_new(t->rk, topic, NULL);
+	const struct rd_kafka_metadata *md = NULL;
+	enum topic_state st = TOPIC_UNKNOWN;
+	rd_kafka_resp_err_t err;
+
+	err = rd_kafka_metadata(t->rk, 0, rkt, &md, QUERY_TIMEOUT_MS);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1) {
+		const struct rd_kafka_metadata_topic *mt = &md->topics[0];
+		atomic_store(&t->reached_ms, now_ms());
+		if (mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+			st = TOPIC_MISSING;
+		} else if (mt->err == RD_KAFKA_RESP_ERR_NO_ERROR && mt->partition_cnt > 0) {
+			st = TOPIC_EXISTS;
+			*partitions = mt->partition_cnt;
+			*replicas = mt->partitions[0].replica_cnt;
+		}
+	} else if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		log_debug("topics: metadata for %s: %s", topic, rd_kafka_err2str(err));
+	}
+	if (md)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+	return st;
+}
+
+static void remember(struct topics *t, const char *topic, enum topic_state st, int partitions,
+    bool *first_seen)
+{
+	struct topic *e;
+
+	*first_seen = false;
+	pthread_mutex_lock(&t->lock);
+	e = find(t, topic);
+	if (!e && t->n < MAX_TOPICS) {
+		if (t->n == t->cap) {
+			t->cap = t->cap ? t->cap * 2 : 16;
+			t->v = xrealloc(t->v, t->cap * sizeof(*t->v));
+		}
+		e = &t->v[t->n++];
+		memset(e, 0, sizeof(*e));
+		e->name = xstrdup(topic);
+	}
+	if (e && st != TOPIC_UNKNOWN) {
+		e->state = st;
+		e->partitions = partitions;
+		e->checked_ms = now_ms();
+		if (st == TOPIC_EXISTS && !e->checked_safety) {
+			e->checked_safety = true;
+			*first_seen = true;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void serve(struct topics *t, struct query *q)
+{
+	int partitions = 0, replicas = 0;
+	enum topic_state st = ask_kafka(t, q->topic, &partitions, &replicas);
+	bool first_seen;
+
+	remember(t, q->topic, st, partitions, &first_seen);
+	q->cb(q->arg, st, partitions);
+	if (first_seen)
+		check_safety(t, q->topic, replicas);
+}
+
+/* Refresh the partition counts of known topics (partitions can be added). */
+static void refresh(struct topics *t)
+{
+	char name[256];
+
+	for (size_t i = 0;; i++) {
+		int partitions = 0, replicas = 0;
+		enum topic_state st;
+		bool first_seen;
+
+		pthread_mutex_lock(&t->lock);
+		if (i >= t->n || t->stopping) {
+			pthread_mutex_unlock(&t->lock);
+			return;
+		}
+		snprintf(name, sizeof(name), "%s", t->v[i].name);
+		pthread_mutex_unlock(&t->lock);
+		st = ask_kafka(t, name, &partitions, &replicas);
+		remember(t, name, st, partitions, &first_seen);
+	}
+}
+
+static void *topics_loop(void *arg)
+{
+	struct topics *t = arg;
+	int64_t next_refresh = now_ms() + REFRESH_MS;
+
+	thread_name("ackd-topics");
+	pthread_mutex_lock(&t->lock);
+	while (!t->stopping) {
+		struct query *q = t->queries;
+		if (!q) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+			if (now_ms() >= next_refresh) {
+				pthread_mutex_unlock(&t->lock);
+				refresh(t);
+				next_refresh = now_ms() + REFRESH_MS;
+				pthread_mutex_lock(&t->lock);
+			}
+			continue;
+		}
+		t->queries = q->next;
+		if (!t->queries)
+			t->queries_tail = &t->queries;
+		pthread_mutex_unlock(&t->lock);
+		serve(t, q);
+		free(q->topic);
+		free(q);
+		pthread_mutex_lock(&t->lock);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	log_msg(level <= 3 ? LOG_LVL_WARN : LOG_LVL_DEBUG, "kafka metadata: %s: %s", fac, buf);
+}
+
+int topics_start(const struct conf *conf, struct topics **out, char *err, size_t errlen)
+{
+	struct topics *t = xcalloc(1, sizeof(*t));
+	rd_kafka_conf_t *kc = rd_kafka_conf_new();
+
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->cond, NULL);
+	t->queries_tail = &t->queries;
+	if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->kafka.brokers, err, errlen) !=
+	        RD_KAFKA_CONF_OK ||
+	    conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0) {
+		rd_kafka_conf_destroy(kc);
+		goto fail;
+	}
+	rd_kafka_conf_set_log_cb(kc, on_log);
+	t->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, errlen);
+	if (!t->rk) {
+		rd_kafka_conf_destroy(kc);
+		goto fail;
+	}
+	if (pthread_create(&t->thread, NULL, topics_loop, t) != 0) {
+		snprintf(err, errlen, "cannot start the topics thread");
+		goto fail;
+	}
+	*out = t;
+	return 0;
+fail:
+	if (t->rk)
+		rd_kafka_destroy(t->rk);
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+	return -1;
+}
+
+void topics_stop(struct topics *t)
+{
+	struct query *q, *next;
+
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->lock);
+	t->stopping = true;
+	q = t->queries;
+	t->queries = NULL;
+	t->queries_tail = &t->queries;
+	pthread_cond_signal(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+	for (; q; q = next) {
+		next = q->next;
+		q->cb(q->arg, TOPIC_UNKNOWN, 0);
+		free(q->topic);
+		free(q);
+	}
+	pthread_join(t->thread, NULL);
+	rd_kafka_destroy(t->rk);
+	for (size_t i = 0; i < t->n; i++)
+		free(t->v[i].name);
+	free(t->v);
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}

@@ -1,0 +1,40 @@
+/*
+ * topics: what Kafka says about the topics that publish requests name.
+ *
+ * A cache in front of Kafka's metadata, so publish can answer 404
+ * unknown_topic and reject a partition that does not exist, and so ackd warns
+ * once per topic about settings under which acks=all can still lose data.
+ */
+#ifndef ACKD_TOPICS_H
+#define ACKD_TOPICS_H
+
+#include "conf.h"
+
+struct topics;
+
+enum topic_state {
+	TOPIC_UNKNOWN = 0, /* not asked yet, or Kafka did not answer */
+	TOPIC_EXISTS,
+	TOPIC_MISSING,     /* Kafka said it does not exist */
+};
+
+int topics_start(const struct conf *conf, struct topics **out, char *err, size_t errlen);
+void topics_stop(struct topics *t); /* NULL ok; answers pending queries UNKNOWN */
+
+/*
+ * The cached state of topic and its partition count (any thread, no I/O).
+ * TOPIC_UNKNOWN means ask with topics_query().
+ */
+enum topic_state topics_lookup(struct topics *t, const char *topic, int *partitions);
+
+/*
+ * Ask Kafka about topic; cb runs once, on the topics thread, with the answer
+ * (TOPIC_UNKNOWN when Kafka is unreachable). cb must not block.
+ */
+typedef void topics_cb(void *arg, enum topic_state st, int partitions);
+void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg);
+
+/* Kafka answered a metadata request recently (for /readyz). */
+int topics_kafka_reachable(struct topics *t);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * util: the few helpers every module wants: allocation that cannot fail
+ * (ackd treats out-of-memory as fatal), clocks, thread names.
+ */
+#ifndef ACKD_UTIL_H
+#define ACKD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+/* CLOCK_MONOTONIC and CLOCK_REALTIME in milliseconds. */
+int64_t now_ms(void);
+int64_t wall_ms(void);
+
+/* Name the calling thread (shown by top -H, gdb). */
+void thread_name(const char *name);
+
+#endif
