@@ -37,6 +37,13 @@ int publish_parse_ack(const char *s, enum conf_ack *out);
 void publish_id_new(char out[PUBLISH_ID_LEN + 1]);
 
 /*
+ * publish_id_new() with the clock passed in (ms since the epoch) rather than
+ * read from CLOCK_REALTIME: the seam for tests of a clock that stands still or
+ * steps back. Shares publish_id_new()'s state.
+ */
+void publish_id_new_at(int64_t now_ms, char out[PUBLISH_ID_LEN + 1]);
+
+/*
  * The messages of one request, with all the storage they point to. The ids
  * are in ids[i], and each message's hdrs include "ackd-id".
  */
@@ -46,6 +53,7 @@ struct publish_req {
 	char (*ids)[PUBLISH_ID_LEN + 1];
 	/* private storage follows in publish.c */
 };
+/* Frees the request and everything its messages point to; NULL is a no-op. */
 void publish_req_free(struct publish_req *r);
 
 /* One request header (name as sent, value), borrowed. */
@@ -58,7 +66,8 @@ struct publish_http_hdr {
  * A single message: body is the value byte for byte; key may be NULL;
  * partition -1 for the partitioner; http headers are scanned for
  * Content-Type (stored as "content-type") and Kafka-Header-{name} (stored
- * as {name} lower-cased). Borrowed inputs are copied.
+ * as {name} lower-cased). Borrowed inputs are copied. Returns 0 and *out
+ * (free with publish_req_free()), or -1 with err filled.
  */
 int publish_single(const char *topic, const char *key, size_t key_len, int32_t partition,
     const struct publish_http_hdr *hdrs, size_t nhdrs, const char *body, size_t body_len,
@@ -66,9 +75,9 @@ int publish_single(const char *topic, const char *key, size_t key_len, int32_t p
 
 /*
  * A JSON batch ({"records":[...]}, DESIGN.md). The whole batch is validated
- * before anything is returned; an error names the record index. Returns 0, or
- * -1 with err filled and *too_many set when the limit on records was passed
- * (413 rather than 400).
+ * before anything is returned; an error names the record index. Returns 0 and
+ * *out (free with publish_req_free()), or -1 with err filled and *too_many
+ * set when the batch has more than max_records records (413 rather than 400).
  */
 int publish_batch(const char *topic, const char *body, size_t body_len, int64_t max_records,
     int64_t now_ms, struct publish_req **out, int *too_many, char *err, size_t errlen);

@@ -1,1 +1,751 @@
-int main(void) { return 0; }
+/*
+ * test_publish: publish request validation, as http.c and a user see it:
+ * topic and partition rules, ids, the single message with its headers, and
+ * the JSON batch with the exact bytes each record becomes and the error each
+ * bad record gets.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "publish.h"
+
+/* --- helpers --------------------------------------------------------------- */
+
+/* The value of header name in m, or NULL; *len gets its length. */
+static const char *hdr_get(const struct spool_msg *m, const char *name, size_t *len)
+{
+	for (size_t i = 0; i < m->nhdrs; i++) {
+		if (m->hdrs[i].name_len == strlen(name) &&
+		    memcmp(m->hdrs[i].name, name, m->hdrs[i].name_len) == 0) {
+			if (len != NULL)
+				*len = m->hdrs[i].value_len;
+			return m->hdrs[i].value;
+		}
+	}
+	return NULL;
+}
+
+static void assert_bytes(const char *got, size_t got_len, const char *want, size_t want_len)
+{
+	assert_non_null(got);
+	assert_int_equal(got_len, want_len);
+	assert_memory_equal(got, want, want_len);
+}
+
+#define assert_str_bytes(got, got_len, want) assert_bytes(got, got_len, want, strlen(want))
+
+/* Errors are lower case with no trailing period. */
+static void assert_err_style(const char *err)
+{
+	size_t len = strlen(err);
+
+	assert_true(len > 0);
+	assert_true(err[len - 1] != '.');
+	for (size_t i = 0; i < len; i++)
+		assert_false(err[i] >= 'A' && err[i] <= 'Z');
+}
+
+static struct publish_req *batch_ok(const char *body)
+{
+	struct publish_req *r = NULL;
+	int too_many = -1;
+	char err[256] = "";
+
+	if (publish_batch("t", body, strlen(body), 100, 1700000000000, &r, &too_many, err,
+		sizeof(err)) != 0)
+		fail_msg("batch failed: %s; body %s", err, body);
+	assert_int_equal(too_many, 0);
+	assert_non_null(r);
+	return r;
+}
+
+/* The batch fails with exactly want (a 400: too_many stays 0). */
+static void batch_err(const char *body, const char *want)
+{
+	struct publish_req *r = (struct publish_req *)1;
+	int too_many = -1;
+	char err[256] = "";
+
+	assert_int_equal(publish_batch("t", body, strlen(body), 100, 0, &r, &too_many, err,
+			     sizeof(err)),
+	    -1);
+	assert_null(r);
+	assert_int_equal(too_many, 0);
+	assert_string_equal(err, want);
+	/* Names the user sent are quoted as sent; the rest is lower case. */
+	if (strpbrk(want, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == NULL)
+		assert_err_style(err);
+}
+
+/* The value of the batch's only record is exactly want. */
+static void batch_value(const char *body, const char *want, size_t want_len)
+{
+	struct publish_req *r = batch_ok(body);
+
+	assert_int_equal(r->n, 1);
+	assert_bytes(r->msgs[0].value, r->msgs[0].value_len, want, want_len);
+	publish_req_free(r);
+}
+
+#define batch_value_str(body, want) batch_value(body, want, strlen(want))
+
+/* --- topics, partitions, ack ------------------------------------------------- */
+
+static void test_topic_valid(void **state)
+{
+	char name[251];
+
+	(void)state;
+	memset(name, 'a', sizeof(name));
+	assert_true(publish_topic_valid(name, 249));
+	assert_false(publish_topic_valid(name, 250));
+	assert_true(publish_topic_valid("a", 1));
+	assert_true(publish_topic_valid("a.b", 3));
+	assert_true(publish_topic_valid("Orders_v2-EU.x", 14));
+	assert_true(publish_topic_valid("...", 3));
+	assert_true(publish_topic_valid(".a", 2));
+	assert_false(publish_topic_valid(".", 1));
+	assert_false(publish_topic_valid("..", 2));
+	assert_false(publish_topic_valid("", 0));
+	assert_false(publish_topic_valid(NULL, 0));
+	assert_false(publish_topic_valid("a b", 3));
+	assert_false(publish_topic_valid("a/b", 3));
+	assert_false(publish_topic_valid("a:b", 3));
+	assert_false(publish_topic_valid("a*", 2));
+	assert_false(publish_topic_valid("caf\xc3\xa9", 5));
+	assert_false(publish_topic_valid("a\0b", 3));
+}
+
+static void test_topic_allowed(void **state)
+{
+	char *v[] = {"orders", "audit.*", "log-?"};
+	struct conf_strlist pats = {v, 3};
+	struct conf_strlist none = {NULL, 0};
+
+	(void)state;
+	assert_true(publish_topic_allowed(&pats, "orders"));
+	assert_true(publish_topic_allowed(&pats, "audit.login"));
+	assert_true(publish_topic_allowed(&pats, "audit."));
+	assert_true(publish_topic_allowed(&pats, "log-1"));
+	assert_false(publish_topic_allowed(&pats, "audit"));
+	assert_false(publish_topic_allowed(&pats, "order"));
+	assert_false(publish_topic_allowed(&pats, "orders2"));
+	assert_false(publish_topic_allowed(&pats, "log-12"));
+	assert_true(publish_topic_allowed(&none, "anything"));
+	assert_true(publish_topic_allowed(NULL, "anything"));
+}
+
+static void test_parse_partition(void **state)
+{
+	int32_t p = -7;
+
+	(void)state;
+	assert_int_equal(publish_parse_partition("0", &p), 0);
+	assert_int_equal(p, 0);
+	assert_int_equal(publish_parse_partition("2147483647", &p), 0);
+	assert_int_equal(p, INT32_MAX);
+	assert_int_equal(publish_parse_partition("007", &p), 0);
+	assert_int_equal(p, 7);
+
+	p = 5;
+	assert_int_equal(publish_parse_partition("2147483648", &p), -1);
+	assert_int_equal(publish_parse_partition("99999999999999999999999", &p), -1);
+	assert_int_equal(publish_parse_partition("-1", &p), -1);
+	assert_int_equal(publish_parse_partition("+1", &p), -1);
+	assert_int_equal(publish_parse_partition(" 1", &p), -1);
+	assert_int_equal(publish_parse_partition("1 ", &p), -1);
+	assert_int_equal(publish_parse_partition("1x", &p), -1);
+	assert_int_equal(publish_parse_partition("0x1", &p), -1);
+	assert_int_equal(publish_parse_partition("1.0", &p), -1);
+	assert_int_equal(publish_parse_partition("", &p), -1);
+	assert_int_equal(publish_parse_partition(NULL, &p), -1);
+	assert_int_equal(p, 5); /* untouched on failure */
+}
+
+static void test_parse_ack(void **state)
+{
+	enum conf_ack a = CONF_ACK_SPOOL;
+
+	(void)state;
+	assert_int_equal(publish_parse_ack("kafka", &a), 0);
+	assert_int_equal(a, CONF_ACK_KAFKA);
+	assert_int_equal(publish_parse_ack("spool", &a), 0);
+	assert_int_equal(a, CONF_ACK_SPOOL);
+	assert_int_equal(publish_parse_ack("Kafka", &a), -1);
+	assert_int_equal(publish_parse_ack("kafka ", &a), -1);
+	assert_int_equal(publish_parse_ack("", &a), -1);
+	assert_int_equal(publish_parse_ack(NULL, &a), -1);
+}
+
+/* --- ids ------------------------------------------------------------------- */
+
+static void assert_id_shape(const char *id)
+{
+	assert_int_equal(strlen(id), PUBLISH_ID_LEN);
+	for (size_t i = 0; i < PUBLISH_ID_LEN; i++)
+		assert_non_null(strchr("0123456789ABCDEFGHJKMNPQRSTVWXYZ", id[i]));
+	assert_true(id[0] <= '7'); /* 48 bits of time leave 3 in the first character */
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The milliseconds in an id's first 10 characters. */
+static int64_t id_ms(const char *id)
+{
+	static const char alpha[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+	int64_t ms = 0;
+
+	for (int i = 0; i < 10; i++)
+		ms = ms << 5 | (strchr(alpha, id[i]) - alpha);
+	return ms;
+}
+
+static void test_id_increasing(void **state)
+{
+	char prev[PUBLISH_ID_LEN + 1], cur[PUBLISH_ID_LEN + 1];
+	int64_t before = now_ms();
+
+	(void)state;
+	publish_id_new(prev);
+	assert_id_shape(prev);
+	assert_true(id_ms(prev) >= before && id_ms(prev) <= now_ms());
+	for (int i = 0; i < 100000; i++) {
+		publish_id_new(cur);
+		assert_id_shape(cur);
+		if (strcmp(prev, cur) >= 0)
+			fail_msg("id %s after %s at call %d", cur, prev, i);
+		memcpy(prev, cur, sizeof(cur));
+	}
+}
+
+static void test_id_clock_steps_back(void **state)
+{
+	char a[PUBLISH_ID_LEN + 1], b[PUBLISH_ID_LEN + 1], c[PUBLISH_ID_LEN + 1];
+
+	(void)state;
+	publish_id_new(a);
+	/* The wall clock jumps an hour back: ids keep the old time and still grow. */
+	publish_id_new_at(now_ms() - 3600 * 1000, b);
+	publish_id_new_at(now_ms() - 3600 * 1000, c);
+	assert_true(strcmp(a, b) < 0);
+	assert_true(strcmp(b, c) < 0);
+	assert_true(id_ms(b) >= id_ms(a));
+	assert_true(id_ms(c) == id_ms(b));
+}
+
+#define ID_THREADS 8
+#define ID_PER_THREAD 20000
+
+struct id_thread {
+	char (*ids)[PUBLISH_ID_LEN + 1];
+	int ordered;
+};
+
+static void *id_worker(void *arg)
+{
+	struct id_thread *t = arg;
+
+	t->ordered = 1;
+	for (int i = 0; i < ID_PER_THREAD; i++) {
+		publish_id_new(t->ids[i]);
+		if (i > 0 && strcmp(t->ids[i - 1], t->ids[i]) >= 0)
+			t->ordered = 0;
+	}
+	return NULL;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void test_id_threads_unique(void **state)
+{
+	char(*all)[PUBLISH_ID_LEN + 1] = calloc(ID_THREADS * ID_PER_THREAD, sizeof(*all));
+	pthread_t th[ID_THREADS];
+	struct id_thread t[ID_THREADS];
+
+	(void)state;
+	assert_non_null(all);
+	for (int i = 0; i < ID_THREADS; i++) {
+		t[i].ids = all + i * ID_PER_THREAD;
+		assert_int_equal(pthread_create(&th[i], NULL, id_worker, &t[i]), 0);
+	}
+	for (int i = 0; i < ID_THREADS; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_true(t[i].ordered);
+	}
+	qsort(all, ID_THREADS * ID_PER_THREAD, sizeof(*all), id_cmp);
+	for (int i = 1; i < ID_THREADS * ID_PER_THREAD; i++) {
+		if (strcmp(all[i - 1], all[i]) == 0)
+			fail_msg("id %s twice", all[i]);
+	}
+	free(all);
+}
+
+/* Runs last among the id tests: it moves the process's id clock to the end of time. */
+static void test_id_time_encoding(void **state)
+{
+	char id[PUBLISH_ID_LEN + 1], next[PUBLISH_ID_LEN + 1];
+	const int64_t max_ms = ((int64_t)1 << 48) - 1;
+
+	(void)state;
+	publish_id_new_at(max_ms, id);
+	assert_id_shape(id);
+	assert_memory_equal(id, "7ZZZZZZZZZ", 10);
+	assert_true(id_ms(id) == max_ms);
+	publish_id_new(next);
+	assert_true(strcmp(id, next) < 0);
+}
+
+/* --- single ---------------------------------------------------------------- */
+
+static void test_single_headers(void **state)
+{
+	struct publish_http_hdr hdrs[] = {
+	    {"Host", "localhost"},
+	    {"CONTENT-TYPE", "text/plain; charset=utf-8"},
+	    {"Kafka-Header-Trace-ID", "abc"},
+	    {"kafka-header-x", ""},
+	    {"Authorization", "Bearer secret"},
+	    {"X-Kafka-Header-Y", "not a kafka header"},
+	};
+	struct publish_req *r = NULL;
+	char err[256] = "";
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(publish_single("orders", "k1", 2, 3, hdrs, 6, "{}", 2, 1234, &r, err,
+			     sizeof(err)),
+	    0);
+	assert_non_null(r);
+	assert_int_equal(r->n, 1);
+	const struct spool_msg *m = &r->msgs[0];
+	assert_str_bytes(m->topic, m->topic_len, "orders");
+	assert_int_equal(m->partition, 3);
+	assert_str_bytes(m->key, m->key_len, "k1");
+	assert_str_bytes(m->value, m->value_len, "{}");
+	assert_int_equal(m->timestamp_ms, 1234);
+
+	assert_int_equal(m->nhdrs, 4);
+	const char *v = hdr_get(m, "content-type", &len);
+	assert_str_bytes(v, len, "text/plain; charset=utf-8");
+	v = hdr_get(m, "trace-id", &len);
+	assert_str_bytes(v, len, "abc");
+	v = hdr_get(m, "x", &len);
+	assert_str_bytes(v, len, "");
+	v = hdr_get(m, "ackd-id", &len);
+	assert_str_bytes(v, len, r->ids[0]);
+	assert_id_shape(r->ids[0]);
+	assert_null(hdr_get(m, "host", NULL));
+	assert_null(hdr_get(m, "authorization", NULL));
+	assert_null(hdr_get(m, "y", NULL));
+	publish_req_free(r);
+}
+
+static void test_single_body_and_key(void **state)
+{
+	struct publish_req *r = NULL;
+	char err[256] = "";
+	char topic[] = "t";
+	char key[] = "key";
+	char body[] = {'a', '\0', 'b', '\xff'};
+
+	(void)state;
+	/* NUL and high bytes in the body; copies, not borrowed pointers. */
+	assert_int_equal(publish_single(topic, key, 3, -1, NULL, 0, body, sizeof(body), 0, &r, err,
+			     sizeof(err)),
+	    0);
+	memset(body, 'z', sizeof(body));
+	memset(key, 'z', 3);
+	topic[0] = 'z';
+	assert_bytes(r->msgs[0].value, r->msgs[0].value_len, "a\0b\xff", 4);
+	assert_str_bytes(r->msgs[0].key, r->msgs[0].key_len, "key");
+	assert_str_bytes(r->msgs[0].topic, r->msgs[0].topic_len, "t");
+	assert_int_equal(r->msgs[0].partition, -1);
+	assert_int_equal(r->msgs[0].nhdrs, 1); /* only ackd-id */
+	publish_req_free(r);
+
+	/* Empty body, no key. */
+	assert_int_equal(publish_single("t", NULL, 0, -1, NULL, 0, NULL, 0, 0, &r, err,
+			     sizeof(err)),
+	    0);
+	assert_non_null(r->msgs[0].value);
+	assert_int_equal(r->msgs[0].value_len, 0);
+	assert_null(r->msgs[0].key);
+	publish_req_free(r);
+
+	/* Empty key: present, zero length. */
+	assert_int_equal(publish_single("t", "", 0, -1, NULL, 0, "", 0, 0, &r, err, sizeof(err)),
+	    0);
+	assert_non_null(r->msgs[0].key);
+	assert_int_equal(r->msgs[0].key_len, 0);
+	publish_req_free(r);
+
+	/* A large body. */
+	size_t big_len = 1 << 20;
+	char *big = malloc(big_len);
+	assert_non_null(big);
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (char)(i * 7);
+	assert_int_equal(publish_single("t", NULL, 0, 0, NULL, 0, big, big_len, 0, &r, err,
+			     sizeof(err)),
+	    0);
+	assert_bytes(r->msgs[0].value, r->msgs[0].value_len, big, big_len);
+	publish_req_free(r);
+	free(big);
+
+	publish_req_free(NULL);
+}
+
+static void test_single_errors(void **state)
+{
+	struct publish_http_hdr empty[] = {{"Kafka-Header-", "v"}};
+	struct publish_http_hdr id[] = {{"Kafka-Header-Ackd-Id", "mine"}};
+	struct publish_req *r = (struct publish_req *)1;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(publish_single("t", NULL, 0, -1, empty, 1, "x", 1, 0, &r, err,
+			     sizeof(err)),
+	    -1);
+	assert_null(r);
+	assert_string_equal(err, "header Kafka-Header-: empty kafka header name");
+
+	assert_int_equal(publish_single("t", NULL, 0, -1, id, 1, "x", 1, 0, &r, err, sizeof(err)),
+	    -1);
+	assert_string_equal(err, "header Kafka-Header-Ackd-Id: ackd-id is set by ackd");
+
+	assert_int_equal(publish_single("..", NULL, 0, -1, NULL, 0, "x", 1, 0, &r, err,
+			     sizeof(err)),
+	    -1);
+	assert_string_equal(err, "invalid topic name");
+
+	assert_int_equal(publish_single("t", NULL, 0, -2, NULL, 0, "x", 1, 0, &r, err,
+			     sizeof(err)),
+	    -1);
+	assert_string_equal(err, "partition -2 out of range");
+}
+
+/* --- batch ----------------------------------------------------------------- */
+
+static void test_batch_design_example(void **state)
+{
+	const char *body =
+	    "{\"records\":[{\"key\":\"k1\",\"value\":{\"any\":\"json\"},\"headers\":{\"h\":\"v\"},"
+	    "\"partition\":0},"
+	    "{\"key_b64\":\"AAE=\",\"value_b64\":\"3q2+7w==\"},"
+	    "{\"value\":\"plain text\"}]}";
+	struct publish_req *r = batch_ok(body);
+	const char *v;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(r->n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		const struct spool_msg *m = &r->msgs[i];
+		assert_str_bytes(m->topic, m->topic_len, "t");
+		assert_int_equal(m->timestamp_ms, 1700000000000);
+		const char *id = hdr_get(m, "ackd-id", &len);
+
+		assert_str_bytes(id, len, r->ids[i]);
+		assert_id_shape(r->ids[i]);
+		if (i > 0)
+			assert_true(strcmp(r->ids[i - 1], r->ids[i]) < 0);
+	}
+
+	const struct spool_msg *m = &r->msgs[0];
+	assert_str_bytes(m->key, m->key_len, "k1");
+	assert_str_bytes(m->value, m->value_len, "{\"any\":\"json\"}");
+	assert_int_equal(m->partition, 0);
+	assert_int_equal(m->nhdrs, 2);
+	v = hdr_get(m, "h", &len);
+	assert_str_bytes(v, len, "v");
+
+	m = &r->msgs[1];
+	assert_bytes(m->key, m->key_len, "\x00\x01", 2);
+	assert_bytes(m->value, m->value_len, "\xde\xad\xbe\xef", 4);
+	assert_int_equal(m->partition, -1);
+	assert_int_equal(m->nhdrs, 1);
+
+	m = &r->msgs[2];
+	assert_null(m->key);
+	assert_str_bytes(m->value, m->value_len, "plain text");
+	publish_req_free(r);
+}
+
+static void test_batch_value_kinds(void **state)
+{
+	(void)state;
+	batch_value_str("{\"records\":[{\"value\":\"caf\\u00e9 \\\"q\\\"\"}]}", "caf\xc3\xa9 \"q\"");
+	batch_value("{\"records\":[{\"value\":\"a\\u0000b\"}]}", "a\0b", 3);
+	batch_value("{\"records\":[{\"value\":\"\"}]}", "", 0);
+	batch_value("{\"records\":[{\"value\":42}]}", "42", 2);
+	batch_value("{\"records\":[{\"value\":-7}]}", "-7", 2);
+	batch_value("{\"records\":[{\"value\":0.1}]}", "0.1", 3);
+	batch_value_str("{\"records\":[{\"value\":1.5e300}]}", "1.5e300");
+	batch_value("{\"records\":[{\"value\":true}]}", "true", 4);
+	batch_value("{\"records\":[{\"value\":false}]}", "false", 5);
+	batch_value("{\"records\":[{\"value\":null}]}", "null", 4);
+	batch_value_str("{\"records\":[{\"value\": [ 1, \"a\", {\"b\" : null}, [] ] }]}",
+	    "[1,\"a\",{\"b\":null},[]]");
+	/* Object keys keep their order; nested strings keep their escapes. */
+	batch_value_str("{\"records\":[{\"value\":{\"z\":1,\"a\":\"x\\ny\",\"m\":{}}}]}",
+	    "{\"z\":1,\"a\":\"x\\ny\",\"m\":{}}");
+	/* Every real keeps its value: 0.1 and a 17-digit neighbour in one object. */
+	struct publish_req *r = batch_ok("{\"records\":[{\"value\":[0.1,0.30000000000000004]}]}");
+	double a = 0, b = 0;
+	assert_int_equal(sscanf(r->msgs[0].value, "[%lf,%lf]", &a, &b), 2);
+	assert_true(a == 0.1 && b == 0.30000000000000004);
+	publish_req_free(r);
+	batch_value("{\"records\":[{\"value_b64\":\"\"}]}", "", 0);
+	batch_value("{\"records\":[{\"value_b64\":\"YQ==\"}]}", "a", 1);
+	batch_value("{\"records\":[{\"value_b64\":\"YWI=\"}]}", "ab", 2);
+	batch_value("{\"records\":[{\"value_b64\":\"YWJj\"}]}", "abc", 3);
+	batch_value("{\"records\":[{\"value_b64\":\"AP8A/w==\"}]}", "\x00\xff\x00\xff", 4);
+}
+
+static void test_batch_keys_headers_partition(void **state)
+{
+	struct publish_req *r = batch_ok(
+	    "{\"records\":["
+	    "{\"value\":\"a\",\"key\":\"\",\"partition\":2147483647,"
+	    "\"headers\":{\"Trace-Id\":\"t1\",\"empty\":\"\",\"bin\":\"x\\u0000y\"}},"
+	    "{\"value\":\"b\",\"key_b64\":\"\",\"headers\":{}},"
+	    "{\"value\":\"c\",\"key\":\"k\\u0000\"}]}");
+	const char *v;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(r->n, 3);
+	const struct spool_msg *m = &r->msgs[0];
+	assert_non_null(m->key);
+	assert_int_equal(m->key_len, 0);
+	assert_int_equal(m->partition, INT32_MAX);
+	assert_int_equal(m->nhdrs, 4);
+	v = hdr_get(m, "Trace-Id", &len);
+	assert_str_bytes(v, len, "t1"); /* case kept */
+	v = hdr_get(m, "empty", &len);
+	assert_str_bytes(v, len, "");
+	v = hdr_get(m, "bin", &len);
+	assert_bytes(v, len, "x\0y", 3);
+
+	m = &r->msgs[1];
+	assert_non_null(m->key);
+	assert_int_equal(m->key_len, 0);
+	assert_int_equal(m->nhdrs, 1);
+
+	m = &r->msgs[2];
+	assert_bytes(m->key, m->key_len, "k\0", 2);
+	publish_req_free(r);
+}
+
+static void test_batch_large(void **state)
+{
+	size_t n = 5000, cap = n * 64 + 32, len = 0;
+	char *body = malloc(cap);
+	struct publish_req *r = NULL;
+	int too_many = 0;
+	char err[256];
+
+	(void)state;
+	assert_non_null(body);
+	len += (size_t)snprintf(body + len, cap - len, "{\"records\":[");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(body + len, cap - len, "%s{\"value\":\"v%zu\",\"key\":\"k%zu\"}",
+		    i ? "," : "", i, i);
+	len += (size_t)snprintf(body + len, cap - len, "]}");
+	assert_int_equal(publish_batch("t", body, len, (int64_t)n, 0, &r, &too_many, err,
+			     sizeof(err)),
+	    0);
+	assert_int_equal(r->n, n);
+	for (size_t i = 0; i < n; i++) {
+		char want[32];
+		snprintf(want, sizeof(want), "v%zu", i);
+		assert_str_bytes(r->msgs[i].value, r->msgs[i].value_len, want);
+		if (i > 0)
+			assert_true(strcmp(r->ids[i - 1], r->ids[i]) < 0);
+	}
+	publish_req_free(r);
+
+	/* One over the limit: 413, not 400. */
+	r = (struct publish_req *)1;
+	assert_int_equal(publish_batch("t", body, len, (int64_t)n - 1, 0, &r, &too_many, err,
+			     sizeof(err)),
+	    -1);
+	assert_null(r);
+	assert_int_equal(too_many, 1);
+	assert_string_equal(err, "records: 5000 records, over the limit of 4999");
+	free(body);
+}
+
+static void test_batch_bad_base64(void **state)
+{
+	static const char *const bad[] = {
+	    "AAE",      /* not a multiple of 4 */
+	    "A===",     /* too much padding */
+	    "====",
+	    "AA=E",     /* padding inside */
+	    "AAE=AAE=", /* padding before the end */
+	    "AAF=",     /* unused bits set */
+	    "AB==",
+	    "AA E",
+	    "AA-_",     /* base64url */
+	    "AAE=\\n", /* a newline after the padding */
+	};
+	char body[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(body, sizeof(body), "{\"records\":[{\"value\":\"ok\"},{\"value_b64\":\"%s\"}]}",
+		    bad[i]);
+		batch_err(body, "records[1].value_b64: invalid base64");
+	}
+	batch_err("{\"records\":[{\"value\":\"v\",\"key_b64\":\"A\"}]}",
+	    "records[0].key_b64: invalid base64");
+}
+
+static void test_batch_record_errors(void **state)
+{
+	(void)state;
+	batch_err("{\"records\":[{\"value\":\"a\"},{\"value\":\"b\",\"value_b64\":\"YQ==\"}]}",
+	    "records[1]: both value and value_b64");
+	batch_err("{\"records\":[{\"key\":\"k\"}]}", "records[0]: missing value or value_b64");
+	batch_err("{\"records\":[{\"value\":\"a\",\"key\":\"k\",\"key_b64\":\"YQ==\"}]}",
+	    "records[0]: both key and key_b64");
+	batch_err("{\"records\":[{\"value\":\"a\"},{\"value\":\"a\"},{\"value\":\"a\","
+		  "\"extra\":1}]}",
+	    "records[2]: unknown field \"extra\"");
+	batch_err("{\"records\":[{\"value\":\"a\",\"Value\":\"b\"}]}",
+	    "records[0]: unknown field \"Value\"");
+	batch_err("{\"records\":[{\"value\":\"a\",\"partition\":-1}]}",
+	    "records[0].partition: not an integer in 0..2147483647");
+	batch_err("{\"records\":[{\"value\":\"a\",\"partition\":2147483648}]}",
+	    "records[0].partition: not an integer in 0..2147483647");
+	batch_err("{\"records\":[{\"value\":\"a\",\"partition\":\"1\"}]}",
+	    "records[0].partition: not an integer in 0..2147483647");
+	batch_err("{\"records\":[{\"value\":\"a\",\"partition\":1.0}]}",
+	    "records[0].partition: not an integer in 0..2147483647");
+	batch_err("{\"records\":[{\"value\":\"a\"},\"text\"]}", "records[1]: not an object");
+	batch_err("{\"records\":[[]]}", "records[0]: not an object");
+	batch_err("{\"records\":[{\"value\":\"a\",\"key\":1}]}", "records[0].key: not a string");
+	batch_err("{\"records\":[{\"value\":\"a\",\"key\":null}]}", "records[0].key: not a string");
+	batch_err("{\"records\":[{\"value_b64\":5}]}", "records[0].value_b64: not a string");
+	batch_err("{\"records\":[{\"value\":\"a\",\"headers\":[]}]}",
+	    "records[0].headers: not an object");
+	batch_err("{\"records\":[{\"value\":\"a\",\"headers\":{\"h\":1}}]}",
+	    "records[0].headers.h: not a string");
+	batch_err("{\"records\":[{\"value\":\"a\",\"headers\":{\"h\":null}}]}",
+	    "records[0].headers.h: not a string");
+	batch_err("{\"records\":[{\"value\":\"a\",\"headers\":{\"\":\"v\"}}]}",
+	    "records[0].headers: empty header name");
+	batch_err("{\"records\":[{\"value\":\"a\",\"headers\":{\"ACKD-ID\":\"mine\"}}]}",
+	    "records[0].headers.ACKD-ID: ackd-id is set by ackd");
+}
+
+static void test_batch_body_errors(void **state)
+{
+	struct publish_req *r = (struct publish_req *)1;
+	int too_many = -1;
+	char err[256];
+
+	(void)state;
+	batch_err("{\"records\":[]}", "records: empty array");
+	batch_err("{}", "records: missing");
+	batch_err("{\"records\":{}}", "records: not an array");
+	batch_err("{\"records\":null}", "records: not an array");
+	batch_err("[]", "body is not a json object with a records array");
+	batch_err("\"records\"", "body is not a json object with a records array");
+	batch_err("{\"records\":[{\"value\":\"a\"}],\"extra\":true}", "unknown field \"extra\"");
+
+	/* Not JSON at all: the parser's position and reason. */
+	assert_int_equal(publish_batch("t", "not json", 8, 100, 0, &r, &too_many, err, sizeof(err)),
+	    -1);
+	assert_null(r);
+	assert_int_equal(too_many, 0);
+	assert_string_equal(err, "malformed json at line 1 column 3: invalid token near 'not'");
+
+	assert_int_equal(publish_batch("t", "", 0, 100, 0, &r, &too_many, err, sizeof(err)), -1);
+	assert_true(strncmp(err, "malformed json at line ", 23) == 0);
+	assert_int_equal(publish_batch("t", NULL, 0, 100, 0, &r, &too_many, err, sizeof(err)), -1);
+	assert_true(strncmp(err, "malformed json at line ", 23) == 0);
+
+	/* Trailing bytes after the object. */
+	assert_int_equal(publish_batch("t", "{\"records\":[{\"value\":1}]} x", 27, 100, 0, &r,
+			     &too_many, err, sizeof(err)),
+	    -1);
+	assert_true(strncmp(err, "malformed json", 14) == 0);
+
+	/* Bytes past body_len are not read: the body is the first 25 bytes. */
+	assert_int_equal(publish_batch("t", "{\"records\":[{\"value\":1}]}garbage", 25, 100, 0, &r,
+			     &too_many, err, sizeof(err)),
+	    0);
+	assert_int_equal(r->n, 1);
+	publish_req_free(r);
+
+	/* Invalid UTF-8 in a string. */
+	assert_int_equal(publish_batch("t", "{\"records\":[{\"value\":\"\xff\"}]}", 27, 100, 0, &r,
+			     &too_many, err, sizeof(err)),
+	    -1);
+	assert_true(strncmp(err, "malformed json", 14) == 0);
+
+	/* Too many wins over bad records after the limit: nothing is looked at. */
+	assert_int_equal(publish_batch("t", "{\"records\":[1,2,3]}", 19, 2, 0, &r, &too_many, err,
+			     sizeof(err)),
+	    -1);
+	assert_int_equal(too_many, 1);
+	assert_string_equal(err, "records: 3 records, over the limit of 2");
+	assert_err_style(err);
+
+	/* An invalid topic is refused even though http.c checks it first. */
+	too_many = -1;
+	assert_int_equal(publish_batch("a b", "{\"records\":[{\"value\":1}]}", 25, 100, 0, &r,
+			     &too_many, err, sizeof(err)),
+	    -1);
+	assert_int_equal(too_many, 0);
+	assert_string_equal(err, "invalid topic name");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_topic_valid),
+	    cmocka_unit_test(test_topic_allowed),
+	    cmocka_unit_test(test_parse_partition),
+	    cmocka_unit_test(test_parse_ack),
+	    cmocka_unit_test(test_id_increasing),
+	    cmocka_unit_test(test_id_clock_steps_back),
+	    cmocka_unit_test(test_id_threads_unique),
+	    cmocka_unit_test(test_single_headers),
+	    cmocka_unit_test(test_single_body_and_key),
+	    cmocka_unit_test(test_single_errors),
+	    cmocka_unit_test(test_batch_design_example),
+	    cmocka_unit_test(test_batch_value_kinds),
+	    cmocka_unit_test(test_batch_keys_headers_partition),
+	    cmocka_unit_test(test_batch_large),
+	    cmocka_unit_test(test_batch_bad_base64),
+	    cmocka_unit_test(test_batch_record_errors),
+	    cmocka_unit_test(test_batch_body_errors),
+	    /* Last: it moves the id clock to the end of time. */
+	    cmocka_unit_test(test_id_time_encoding),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
