@@ -105,17 +105,51 @@ struct conf_errors {
 };
 
 /*
- * Read and validate path. On success returns 0 and *out (free with
- * conf_free()). On failure returns -1, *out is NULL and errs holds every
- * problem found (free with conf_errors_fini()).
+ * Read and validate path. errs is emptied first. On success returns 0 and
+ * *out (free with conf_free()). On failure returns -1, *out is NULL and errs
+ * holds every problem found, sorted by line (free with conf_errors_fini()).
  */
 int conf_load(const char *path, struct conf **out, struct conf_errors *errs);
 
-/* A configuration of defaults only, brokers from the argument (--dev). */
+/*
+ * A configuration of defaults only, brokers from the argument (--dev).
+ * NULL when out of memory; free with conf_free().
+ */
 struct conf *conf_defaults(const char *brokers);
 
+/* Both are no-ops on NULL. */
 void conf_free(struct conf *conf);
 void conf_errors_fini(struct conf_errors *errs);
+
+/*
+ * The key table, for documentation and its tests. A key inside a list of
+ * groups is named by the list: "subscriptions.retry.max_ms" is max_ms in the
+ * retry group of every subscription.
+ */
+enum conf_type {
+	CONF_T_GROUP,   /* a group of keys: listen = { ... }; */
+	CONF_T_GROUPS,  /* a list of groups: subscriptions = ( { ... }, { ... } ); */
+	CONF_T_STRING,
+	CONF_T_INT,     /* 64-bit; above 2147483647 libconfig needs the L suffix */
+	CONF_T_ENUM,    /* a string, one of choices */
+	CONF_T_MODE,    /* a string of octal digits: "0660" */
+	CONF_T_STRLIST, /* [ "a", "b" ] */
+};
+
+struct conf_key {
+	const char *path;
+	enum conf_type type;
+	const char *def;            /* the default as written in the file; NULL: none */
+	int64_t min, max;           /* CONF_T_INT: bounds; CONF_T_STRLIST: min entries */
+	const char *const *choices; /* NULL-terminated valid values, or NULL */
+	const char *help;
+};
+
+/* The i-th key of the table (borrowed, static), NULL past the last one. */
+const struct conf_key *conf_key_get(size_t i);
+
+/* "string", "integer", "group", ...: the type as ackd.conf(5) names it. */
+const char *conf_type_name(enum conf_type type);
 
 /*
  * Apply a "name=value" list to a librdkafka configuration object (borrowed),

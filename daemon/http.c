@@ -625,7 +625,8 @@ static void advance(struct req *r)
 		topics_lookup(r->h->deps.topics, r->topic, &partitions);
 	}
 	/* ST_TOPIC_CHECKED, or known from the cache. An unreachable Kafka is no reason
-	 * to refuse: the spool keeps the records until it is back. */
+	 * to refuse: the spool keeps the records until it is back (and a topic that
+	 * does not exist then ends in failed/). */
 	if (r->topic_state == TOPIC_MISSING) {
 		set_error(&r->answer, ERR_UNKNOWN_TOPIC, "topic %s does not exist in kafka",
 		    r->topic);

@@ -31,8 +31,9 @@
 #include "topics.h"
 #include "util.h"
 
-#define QUERY_TIMEOUT_MS 5000
+#define QUERY_TIMEOUT_MS 3000
 #define MISSING_TTL_MS 2000
+#define UNREACHABLE_TTL_MS 5000
 #define REFRESH_MS 60000
 #define MAX_TOPICS 4096
 
@@ -62,6 +63,7 @@ struct topics {
 	struct topic *v;
 	size_t n, cap;
 	atomic_llong reached_ms; /* last successful metadata answer */
+	atomic_llong unreachable_until_ms; /* a query timed out: do not wait until then */
 };
 
 /* Caller holds t->lock. */
@@ -88,6 +90,8 @@ enum topic_state topics_lookup(struct topics *t, const char *topic, int *partiti
 		*partitions = e->partitions;
 	}
 	pthread_mutex_unlock(&t->lock);
+	if (st == TOPIC_UNKNOWN && now < atomic_load(&t->unreachable_until_ms))
+		st = TOPIC_UNREACHABLE;
 	return st;
 }
 
@@ -169,7 +173,7 @@ static enum topic_state ask_kafka(struct topics *t, const char *topic, int *part
 {
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(t->rk, topic, NULL);
 	const struct rd_kafka_metadata *md = NULL;
-	enum topic_state st = TOPIC_UNKNOWN;
+	enum topic_state st = TOPIC_UNREACHABLE;
 	rd_kafka_resp_err_t err;
 
 	err = rd_kafka_metadata(t->rk, 0, rkt, &md, QUERY_TIMEOUT_MS);
@@ -185,6 +189,7 @@ static enum topic_state ask_kafka(struct topics *t, const char *topic, int *part
 		}
 	} else if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		log_debug("topics: metadata for %s: %s", topic, rd_kafka_err2str(err));
+		atomic_store(&t->unreachable_until_ms, now_ms() + UNREACHABLE_TTL_MS);
 	}
 	if (md)
 		rd_kafka_metadata_destroy(md);
@@ -209,7 +214,7 @@ static void remember(struct topics *t, const char *topic, enum topic_state st, i
 		memset(e, 0, sizeof(*e));
 		e->name = xstrdup(topic);
 	}
-	if (e && st != TOPIC_UNKNOWN) {
+	if (e && (st == TOPIC_EXISTS || st == TOPIC_MISSING)) {
 		e->state = st;
 		e->partitions = partitions;
 		e->checked_ms = now_ms();

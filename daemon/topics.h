@@ -16,6 +16,7 @@ enum topic_state {
 	TOPIC_UNKNOWN = 0, /* not asked yet, or Kafka did not answer */
 	TOPIC_EXISTS,
 	TOPIC_MISSING,     /* Kafka said it does not exist */
+	TOPIC_UNREACHABLE, /* Kafka did not answer lately: do not wait for it */
 };
 
 int topics_start(const struct conf *conf, struct topics **out, char *err, size_t errlen);
@@ -23,13 +24,15 @@ void topics_stop(struct topics *t); /* NULL ok; answers pending queries UNKNOWN 
 
 /*
  * The cached state of topic and its partition count (any thread, no I/O).
- * TOPIC_UNKNOWN means ask with topics_query().
+ * TOPIC_UNKNOWN means ask with topics_query(); TOPIC_UNREACHABLE means a
+ * query went unanswered in the last few seconds, so asking would only wait.
  */
 enum topic_state topics_lookup(struct topics *t, const char *topic, int *partitions);
 
 /*
  * Ask Kafka about topic; cb runs once, on the topics thread, with the answer
- * (TOPIC_UNKNOWN when Kafka is unreachable). cb must not block.
+ * (TOPIC_UNREACHABLE when Kafka did not answer in time, TOPIC_UNKNOWN when
+ * ackd is stopping). cb must not block.
  */
 typedef void topics_cb(void *arg, enum topic_state st, int partitions);
 void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg);
