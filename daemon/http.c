@@ -817,12 +817,12 @@ static int serve(struct http *h, struct listener *l, int fd, char *err, size_t e
 
 	l->fd = fd;
 	l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 	    MHD_OPTION_LISTEN_SOCKET, fd,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, h,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 	    MHD_OPTION_END);
 	if (!l->mhd) {
 		snprintf(err, errlen, "cannot start the http server on %s", what);

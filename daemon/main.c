@@ -279,11 +279,16 @@ int main(int argc, char **argv)
 	}
 
 	http_quiesce(http);
+	log_debug("shutdown: listeners closed");
 	topics_stop(topics);
+	log_debug("shutdown: topics stopped");
 	producer_stop(prod, FLUSH_MS);
+	log_debug("shutdown: producer flushed and stopped");
 	http_drain(http, DRAIN_MS);
 	http_stop(http);
+	log_debug("shutdown: http stopped");
 	spool_close(sp);
+	log_debug("shutdown: spool closed");
 	if (dk) {
 		devkafka_stop(dk);
 		nftw(devdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -34,6 +34,7 @@
 #define QUERY_TIMEOUT_MS 3000
 #define MISSING_TTL_MS 2000
 #define UNREACHABLE_TTL_MS 5000
+#define POLL_SLICE_MS 100
 #define REFRESH_MS 60000
 #define MAX_TOPICS 4096
 
@@ -125,16 +126,31 @@ int topics_kafka_reachable(struct topics *t)
 
 /* --- the topics thread ---------------------------------------------------- */
 
+static bool stopping(struct topics *t)
+{
+	bool s;
+
+	pthread_mutex_lock(&t->lock);
+	s = t->stopping;
+	pthread_mutex_unlock(&t->lock);
+	return s;
+}
+
 /* min.insync.replicas of topic, or -1 when Kafka does not say. */
 static int min_insync(struct topics *t, const char *topic)
 {
 	rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
 	rd_kafka_queue_t *q = rd_kafka_queue_new(t->rk);
-	rd_kafka_event_t *ev;
+	rd_kafka_event_t *ev = NULL;
 	int value = -1;
 
 	rd_kafka_DescribeConfigs(t->rk, &res, 1, NULL, q);
-	ev = rd_kafka_queue_poll(q, QUERY_TIMEOUT_MS);
+	/* In slices, so that stopping does not wait for a slow answer. */
+	for (int waited = 0; waited < QUERY_TIMEOUT_MS; waited += POLL_SLICE_MS) {
+		ev = rd_kafka_queue_poll(q, POLL_SLICE_MS);
+		if (ev || stopping(t))
+			break;
+	}
 	if (ev && !rd_kafka_event_error(ev)) {
 		const rd_kafka_DescribeConfigs_result_t *r = rd_kafka_event_DescribeConfigs_result(ev);
 		size_t nres, nent;
