@@ -1,0 +1,531 @@
+"""A real Apache Kafka cluster for the integration tests.
+
+Brokers run in KRaft combined mode (process.roles=broker,controller) from the
+jars that tests/kafka/fetch-kafka.sh caches, on 127.0.0.1 with free ports, in a
+temporary directory. One node makes the single-broker cluster; three nodes make
+the fault-test cluster (replication factor 3, min.insync.replicas=2), where any
+one node can be stopped, killed or restarted while the other two keep the
+controller quorum.
+
+    with KafkaCluster(brokers=1) as kafka:
+        kafka.create_topic("orders", partitions=3)
+        ...
+        records = kafka.read_topic("orders")
+"""
+
+import base64
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[2]
+FETCH_SCRIPT = REPO / "tests" / "kafka" / "fetch-kafka.sh"
+
+FETCH_TIMEOUT = 600
+FORMAT_TIMEOUT = 60
+START_TIMEOUT = 90
+STOP_TIMEOUT = 30
+CLOSE_TIMEOUT = 15
+
+# C1 only: on two cores a three-broker cluster starts in ~5s instead of ~13s.
+# ACKD_KAFKA_JVM_OPTS replaces these (space-separated), e.g. for benchmarks.
+JVM_OPTS = os.environ.get("ACKD_KAFKA_JVM_OPTS", "").split() or [
+    "-Xms256m", "-Xmx1g", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true"]
+
+LOG4J2_CONFIG = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache
+logger.apache.level = INFO
+"""
+
+
+def log(msg):
+    print(f"kafka-harness: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.1, alive=None):
+    """Poll predicate() until true; raise TimeoutError naming what.
+
+    alive, when given, is called on every round and may raise to stop early
+    (for example when the process being waited for has exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None:
+            alive()
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def kafka_libs():
+    """The directory holding the Kafka jars, fetched once into the cache."""
+    env = os.environ.get("ACKD_KAFKA_LIBS")
+    if env:
+        return Path(env)
+    out = subprocess.run([str(FETCH_SCRIPT)], check=True, stdout=subprocess.PIPE,
+                         text=True, timeout=FETCH_TIMEOUT)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def kafka_version(libs):
+    """The version in the kafka_2.13-<version>.jar file name."""
+    for jar in libs.glob("kafka_2.13-*.jar"):
+        m = re.fullmatch(r"kafka_2\.13-(.+)\.jar", jar.name)
+        if m and not m.group(1).endswith(("-test", "-sources")):
+            return m.group(1)
+    raise FileNotFoundError(f"no kafka_2.13 jar in {libs}")
+
+
+def java_bin():
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise FileNotFoundError("java not found (Debian package openjdk-17-jre-headless)")
+    return found
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass
+class Record:
+    """One message read back from a topic."""
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list          # [(name, bytes)], in order, duplicates kept
+    timestamp: int         # milliseconds
+
+    def header(self, name):
+        """The last value of header name, or None."""
+        found = [v for k, v in self.headers if k == name]
+        return found[-1] if found else None
+
+
+class KafkaNode:
+    """One KRaft combined broker+controller JVM."""
+
+    def __init__(self, node_id, libs, root):
+        self.node_id = node_id
+        self.libs = libs
+        self.dir = root / f"node{node_id}"
+        self.data_dir = self.dir / "data"
+        self.config = self.dir / "server.properties"
+        self.log4j = self.dir / "log4j2.properties"
+        self.server_log = self.dir / "server.log"
+        self.stdout_log = self.dir / "stdout.log"
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.proc = None
+        self.dir.mkdir(parents=True)
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def write_config(self, voters, settings):
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            **settings,
+        }
+        self.config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self.log4j.write_text(LOG4J2_CONFIG.format(log=self.server_log))
+
+    def java(self, main_class, *args):
+        return [java_bin(), *JVM_OPTS, f"-Dlog4j2.configurationFile={self.log4j}",
+                "-cp", f"{self.libs}/*", main_class, *args]
+
+    def format(self, cluster_id):
+        cmd = self.java("kafka.tools.StorageTool", "format", "--ignore-formatted",
+                        "-t", cluster_id, "-c", str(self.config))
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=FORMAT_TIMEOUT)
+        if res.returncode != 0:
+            raise RuntimeError(f"kafka storage format failed for node {self.node_id}:\n"
+                               f"{res.stdout}")
+
+    def start(self):
+        """Launch the JVM; does not wait (see KafkaCluster.wait_ready)."""
+        if self.running():
+            raise RuntimeError(f"kafka node {self.node_id} is already running")
+        with open(self.stdout_log, "ab") as out:
+            self.proc = subprocess.Popen(self.java("kafka.Kafka", str(self.config)),
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"kafka node {self.node_id} exited with "
+                               f"{self.proc.returncode}:\n{self.log_tail()}")
+
+    def wait_listening(self, timeout):
+        wait_until(lambda: port_open(self.port), timeout,
+                   f"kafka node {self.node_id} to listen on {self.port}",
+                   alive=self.check_alive)
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM (controlled shutdown), then SIGKILL when it takes too long."""
+        if not self.running():
+            return
+        self.signal(signal.SIGTERM)
+        self.wait_or_kill(timeout)
+
+    def signal(self, signum):
+        if self.running():
+            self.proc.send_signal(signum)
+
+    def wait_or_kill(self, timeout):
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log(f"node {self.node_id} still running {timeout:.0f}s after SIGTERM, killing it")
+            self.kill9()
+
+    def kill9(self):
+        if not self.running():
+            return
+        self.proc.kill()
+        self.proc.wait(timeout=STOP_TIMEOUT)
+
+    def log_tail(self, lines=40):
+        text = ""
+        for path in (self.stdout_log, self.server_log):
+            if path.exists():
+                text += "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
+        return text
+
+    def started_version(self):
+        """The version the broker logged at start ("Kafka version: X"), or None."""
+        if not self.server_log.exists():
+            return None
+        m = re.search(r"Kafka version: (\S+)", self.server_log.read_text(errors="replace"))
+        return m.group(1) if m else None
+
+
+class KafkaCluster:
+    """A KRaft cluster of combined nodes on loopback."""
+
+    def __init__(self, brokers=1, workdir=None, libs=None):
+        self.libs = Path(libs) if libs else kafka_libs()
+        self.version = kafka_version(self.libs)
+        self._own_dir = workdir is None
+        self.root = Path(workdir or tempfile.mkdtemp(prefix="ackd-kafka-"))
+        self.nodes = [KafkaNode(i + 1, self.libs, self.root) for i in range(brokers)]
+        self.start_seconds = None
+        self._admin = None
+
+    # --- life cycle ------------------------------------------------------
+
+    def settings(self):
+        n = len(self.nodes)
+        rf = min(n, 3)
+        return {
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+            "default.replication.factor": str(rf),
+            "min.insync.replicas": "2" if n >= 3 else "1",
+            "offsets.topic.replication.factor": str(rf),
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": str(rf),
+            "transaction.state.log.min.isr": "2" if n >= 3 else "1",
+            "transaction.state.log.num.partitions": "3",
+            "share.coordinator.state.topic.replication.factor": str(rf),
+            "share.coordinator.state.topic.min.isr": "2" if n >= 3 else "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # A killed node loses its partitions' leadership in ~3s, not 9s.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
+            "log.flush.interval.messages": "9223372036854775807",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "controlled.shutdown.enable": "true",
+            "unclean.leader.election.enable": "false",
+        }
+
+    def start(self):
+        """Format every node (static quorum: controller.quorum.voters, so no
+        --standalone or --initial-controllers), start them, wait until ready."""
+        t0 = time.monotonic()
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        cluster_id = self.random_cluster_id()
+        settings = self.settings()
+        try:
+            for node in self.nodes:
+                node.write_config(voters, settings)
+                node.format(cluster_id)
+            for node in self.nodes:
+                node.start()
+            self.wait_ready(len(self.nodes))
+        except BaseException:
+            self.close()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        started = self.nodes[0].started_version() or self.version
+        log(f"Apache Kafka {started} started: {len(self.nodes)} broker(s) at "
+            f"{self.bootstrap} in {self.start_seconds:.1f}s ({self.root})")
+        return self
+
+    @staticmethod
+    def random_cluster_id():
+        """A cluster id as kafka-storage random-uuid makes it: 16 bytes, url-safe
+        base64 without padding, and (as there) never starting with "-", which the
+        command line would take for an option."""
+        while True:
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            if not cid.startswith("-"):
+                return cid
+
+    def wait_ready(self, brokers, timeout=START_TIMEOUT):
+        """Until every running node listens and metadata lists `brokers` brokers."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.running():
+                node.wait_listening(max(1.0, deadline - time.monotonic()))
+        wait_until(lambda: self.broker_count() >= brokers,
+                   max(1.0, deadline - time.monotonic()),
+                   f"{brokers} broker(s) in the metadata", interval=0.2,
+                   alive=self.check_alive)
+
+    def check_alive(self):
+        for node in self.nodes:
+            node.check_alive()
+
+    def broker_count(self):
+        try:
+            md = self.admin().list_topics(timeout=2)
+        except KafkaException:
+            return 0
+        return len(md.brokers)
+
+    def close(self):
+        """Stop every node and remove the directory (kept when ACKD_KEEP_KAFKA is set)."""
+        self._admin = None
+        # All at once: a node stopped last waits for a controller quorum that
+        # is already gone, so one at a time would end in SIGKILL anyway.
+        running = [n for n in self.nodes if n.running()]
+        for node in running:
+            node.signal(signal.SIGTERM)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        for node in running:
+            node.wait_or_kill(max(0.1, deadline - time.monotonic()))
+        if self._own_dir and not os.environ.get("ACKD_KEEP_KAFKA"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- faults ----------------------------------------------------------
+
+    def node(self, node_id):
+        """The node with that id (1-based, as node.id in Kafka)."""
+        return self.nodes[node_id - 1]
+
+    def stop_broker(self, node_id, timeout=STOP_TIMEOUT):
+        self.node(node_id).stop(timeout)
+
+    def kill_broker(self, node_id):
+        self.node(node_id).kill9()
+
+    def start_broker(self, node_id, timeout=START_TIMEOUT):
+        """Start a stopped node again and wait until every running node is back in
+        the metadata."""
+        node = self.node(node_id)
+        node.start()
+        node.wait_listening(timeout)
+        running = sum(1 for n in self.nodes if n.running())
+        wait_until(lambda: self.broker_count() >= running, timeout,
+                   f"node {node_id} back in the metadata", interval=0.2,
+                   alive=node.check_alive)
+
+    def restart_broker(self, node_id, kill=False):
+        if kill:
+            self.kill_broker(node_id)
+        else:
+            self.stop_broker(node_id)
+        self.start_broker(node_id)
+
+    # --- clients ---------------------------------------------------------
+
+    @property
+    def bootstrap(self):
+        return ",".join(n.address for n in self.nodes)
+
+    def client_config(self, **extra):
+        return {"bootstrap.servers": self.bootstrap, **extra}
+
+    def admin(self):
+        if self._admin is None:
+            self._admin = AdminClient(self.client_config())
+        return self._admin
+
+    def create_topic(self, name, partitions=1, rf=None, configs=None, timeout=30):
+        """Create a topic and wait until every partition has a leader."""
+        rf = rf or min(len(self.nodes), 3)
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=rf,
+                         config={k: str(v) for k, v in (configs or {}).items()})
+        futures = self.admin().create_topics([topic], request_timeout=timeout)
+        futures[name].result(timeout=timeout)
+        wait_until(lambda: self.topic_ready(name, partitions), timeout,
+                   f"topic {name} to have leaders")
+
+    def topic_ready(self, name, partitions):
+        try:
+            md = self.admin().list_topics(topic=name, timeout=2)
+        except KafkaException:
+            return False
+        topic = md.topics.get(name)
+        if topic is None or topic.error is not None or len(topic.partitions) != partitions:
+            return False
+        return all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+
+    def delete_topic(self, name, timeout=30):
+        futures = self.admin().delete_topics([name], request_timeout=timeout)
+        futures[name].result(timeout=timeout)
+
+    def produce(self, topic, value, key=None, headers=None, partition=None, timeout=30):
+        """Produce one message with acks=all and wait for its delivery."""
+        return produce(self.bootstrap, topic, value, key, headers, partition, timeout)
+
+    def read_topic(self, name, timeout=30):
+        """Every message now in the topic, ordered by partition then offset."""
+        return read_topic(self.bootstrap, name, timeout)
+
+    def committed(self, group, topic, timeout=10):
+        """{partition: committed offset} of a consumer group (-1001 when none)."""
+        return committed_offsets(self.bootstrap, group, topic, timeout)
+
+
+# --- client helpers shared with the mock cluster --------------------------
+
+def produce(bootstrap, topic, value, key=None, headers=None, partition=None, timeout=30):
+    """Produce one message with acks=all; returns (partition, offset)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True, "message.timeout.ms": timeout * 1000})
+    result = {}
+
+    def on_delivery(err, msg):
+        result["err"] = err
+        result["msg"] = msg
+
+    kwargs = {"value": value, "key": key, "headers": headers, "on_delivery": on_delivery}
+    if partition is not None:
+        kwargs["partition"] = partition
+    producer.produce(topic, **kwargs)
+    remaining = producer.flush(timeout + 5)
+    if remaining or "err" not in result:
+        raise TimeoutError(f"no delivery report for {topic} within {timeout}s")
+    if result["err"] is not None:
+        raise KafkaException(result["err"])
+    return result["msg"].partition(), result["msg"].offset()
+
+
+def read_topic(bootstrap, name, timeout=30):
+    """Read every message up to the current high watermarks of topic name."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ackd-test-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "isolation.level": "read_committed"})
+    try:
+        md = consumer.list_topics(topic=name, timeout=timeout)
+        topic = md.topics.get(name)
+        if topic is None or topic.error is not None:
+            raise KafkaException(topic.error if topic is not None else f"no topic {name}")
+        ends = {}
+        for p in topic.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in ends])
+        return sorted(drain(consumer, ends, timeout), key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+def drain(consumer, ends, timeout):
+    """Consume from the assigned partitions until each reaches its end offset."""
+    records = []
+    pending = dict(ends)
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"read_topic: partitions {sorted(pending)} not read to the "
+                               f"end within {timeout}s")
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error() is not None:
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                if msg.offset() >= pending.get(msg.partition(), 0):
+                    pending.pop(msg.partition(), None)
+                continue
+            raise KafkaException(msg.error())
+        records.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                              msg.value(), list(msg.headers() or []), msg.timestamp()[1]))
+        if msg.offset() + 1 >= pending.get(msg.partition(), 0):
+            pending.pop(msg.partition(), None)
+    return records
+
+
+def committed_offsets(bootstrap, group, topic, timeout=10):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        md = consumer.list_topics(topic=topic, timeout=timeout)
+        parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=timeout)}
+    finally:
+        consumer.close()
