@@ -69,7 +69,9 @@ typedef void spool_done_fn(void *arg, enum spool_err err, uint64_t first_seq);
 
 /*
  * Queue b (takes ownership) for the writer. Returns SPOOL_OK, or refuses at
- * once with SPOOL_EFULL / SPOOL_ECLOSED (b freed, done not called).
+ * once (b freed, done not called) with SPOOL_EFULL when max_bytes or the file
+ * system's free space (less a 16 MiB margin) would be exceeded,
+ * SPOOL_ECLOSED when closing, SPOOL_EIO when out of memory.
  */
 enum spool_err spool_submit(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg);
 
@@ -84,9 +86,12 @@ struct spool_rec {
 
 /*
  * The next committed, unacknowledged record with sequence >= *cursor.
- * Returns 1 and *out (advancing *cursor past it), 0 when there is none yet.
- * A damaged record is counted, logged and skipped (acknowledged as lost to
- * damage), never returned.
+ * Returns 1 and *out (advancing *cursor past it), 0 when there is none yet
+ * (*cursor may still advance past acknowledged records). A damaged record is
+ * counted, logged and skipped (acknowledged as lost to damage), never
+ * returned. Each record is handed out once per run: from then on it is the
+ * producer's until spool_ack() or spool_fail(), and spool_get() reads it
+ * again by the same sequence even after copy-forward moved it (spool.c).
  */
 int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out);
 
@@ -96,6 +101,14 @@ void spool_rec_free(struct spool_rec *r);
 
 /* Kafka acknowledged seq: it may be deleted. */
 void spool_ack(struct spool *sp, uint64_t seq);
+
+/*
+ * Producer thread, housekeeping: write buffered acknowledgements to the .ack
+ * files, delete segments whose records are all acknowledged, copy the live
+ * records of old, almost empty segments forward. spool_next() and
+ * spool_ack() run it themselves at most every 100 ms; call it when idle.
+ */
+void spool_maintain(struct spool *sp);
 
 /*
  * Kafka rejected seq permanently: copy it with reason into failed/, then
@@ -112,7 +125,8 @@ struct spool_stats {
 	uint64_t damaged;      /* records skipped for damage since start */
 	uint64_t failed;       /* records moved to failed/ since start */
 	uint64_t commits;      /* group commits (fsyncs) since start */
-	uint64_t write_errors;
+	uint64_t write_errors; /* failed group writes or syncs since start */
+	uint64_t torn_bytes;   /* cut from the last segment's torn tail at open */
 };
 void spool_stats(struct spool *sp, struct spool_stats *out);
 

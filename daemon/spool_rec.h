@@ -11,12 +11,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * CRC32C (Castagnoli). Start with crc = 0; feed the previous result to
+ * continue over more bytes. Uses SSE4.2 when the CPU has it, else
+ * slicing-by-8 tables. crc32c(0, "123456789", 9) == 0xE3069283.
+ */
 uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+/* The table path alone, whatever the CPU: for tests comparing the two. */
+uint32_t crc32c_sw(uint32_t crc, const void *buf, size_t len);
 
 struct spool_hdr {
 	const char *name; /* borrowed; not NUL-terminated necessarily */
 	size_t name_len;
-	const char *value;
+	const char *value; /* NULL: a header without value (Kafka allows it) */
 	size_t value_len;
 };
 
@@ -34,18 +41,43 @@ struct spool_msg {
 	int64_t timestamp_ms; /* when ackd accepted it */
 };
 
+#define SPOOL_REC_MAGIC 0x52534b41u /* "AKSR" in file byte order */
+#define SPOOL_REC_VERSION 1
 #define SPOOL_REC_HDR_SIZE 28
+#define SPOOL_REC_MAX_PAYLOAD (64u * 1024 * 1024)
+#define SPOOL_REC_MAX_TOPIC 0xffffu
 
-/* Bytes spool_rec_encode() needs for m, header included. */
+/* The type byte of a record. */
+enum spool_rec_type {
+	SPOOL_REC_MSG = 1,    /* a message waiting for Kafka */
+	SPOOL_REC_SEAL = 2,   /* the footer of a sealed segment */
+	SPOOL_REC_FAILED = 3, /* a message Kafka rejected, in failed/ */
+};
+
+/* Header name under which a failed record stores its reason. */
+#define SPOOL_REC_REASON_HDR "ackd-failed-reason"
+
+/*
+ * Bytes spool_rec_encode() needs for m, header included; 0 when m cannot be
+ * encoded (a field longer than its length field, or a payload over
+ * SPOOL_REC_MAX_PAYLOAD).
+ */
 size_t spool_rec_size(const struct spool_msg *m);
 
 /*
- * Encode m into buf (spool_rec_size(m) bytes) with sequence 0 and the payload
- * CRC filled; spool_rec_set_seq() fills the sequence and header CRC once the
- * writer knows the order. Returns the bytes written.
+ * Encode m into buf (spool_rec_size(m) bytes) as a record of type with
+ * sequence 0 and the payload CRC filled; spool_rec_set_seq() fills the
+ * sequence and header CRC once the writer knows the order. Returns the bytes
+ * written. spool_rec_encode() is spool_rec_encode_type(m, SPOOL_REC_MSG, buf).
  */
 size_t spool_rec_encode(const struct spool_msg *m, void *buf);
+size_t spool_rec_encode_type(const struct spool_msg *m, enum spool_rec_type type, void *buf);
 void spool_rec_set_seq(void *rec, uint64_t seq);
+/* Set the flags of an encoded record; the header CRC follows at spool_rec_set_seq(). */
+void spool_rec_set_flags(void *rec, uint16_t flags);
+
+/* The accept time of an encoded record (its payload's first field), unchecked. */
+int64_t spool_rec_peek_timestamp(const void *rec);
 
 enum spool_rec_status {
 	SPOOL_REC_OK = 0,
@@ -55,25 +87,74 @@ enum spool_rec_status {
 	SPOOL_REC_BAD_VERSION,
 	SPOOL_REC_BAD_PAYLOAD_CRC,
 	SPOOL_REC_BAD_PAYLOAD, /* CRC fine, fields do not parse */
+	SPOOL_REC_BAD_SEQ,     /* intact, but its sequence does not belong here */
 };
+
+/* Header flag: the record is a copy made by copy-forward (see spool.c). */
+#define SPOOL_REC_F_COPY 0x0001u
 
 struct spool_rec_hdr {
 	uint8_t version;
 	uint8_t type;
+	uint16_t flags;
 	uint32_t payload_len;
 	uint64_t seq;
+	uint32_t payload_crc;
 };
 
-/* Check and parse the fixed header of the record at buf (len bytes available). */
+/*
+ * Check and parse the fixed header of the record at buf (len bytes
+ * available). SPOOL_REC_SHORT when len < SPOOL_REC_HDR_SIZE or, with a valid
+ * header, len < the whole record; in that second case *out is filled, so a
+ * reader learns how many bytes to fetch.
+ */
 enum spool_rec_status spool_rec_parse_hdr(const void *buf, size_t len, struct spool_rec_hdr *out);
 
 /*
- * Check the payload CRC and decode the record at buf into m (pointers into
- * buf, headers into hdrs[max_hdrs]; *nhdrs_total gets the real count).
+ * Parse the header, check the payload CRC and decode the MSG or FAILED
+ * record at buf into m. m's pointers point into buf; its headers go to
+ * hdrs[max_hdrs] and m->nhdrs gets the real count: when it is larger than
+ * max_hdrs only the first max_hdrs were filled, call again with more room.
+ * h may be NULL.
  */
 enum spool_rec_status spool_rec_decode(const void *buf, size_t len, struct spool_rec_hdr *h,
     struct spool_msg *m, struct spool_hdr *hdrs, size_t max_hdrs);
 
 const char *spool_rec_status_str(enum spool_rec_status st);
+
+/*
+ * The segment file header: every segment (and failed/ log) starts with it.
+ */
+#define SPOOL_SEG_MAGIC "ACKDSPL\n"
+#define SPOOL_SEG_VERSION 1
+#define SPOOL_SEG_HDR_SIZE 40
+
+void spool_seg_hdr_encode(void *buf, uint64_t first_seq, int64_t created_ms);
+/* 0 and *first_seq when buf holds a valid segment header, else -1. */
+int spool_seg_hdr_parse(const void *buf, size_t len, uint64_t *first_seq);
+
+/*
+ * The footer of a sealed segment: a SEAL record whose payload says what the
+ * segment holds, so opening a sealed segment does not read its records.
+ */
+struct spool_seal {
+	uint64_t first_seq; /* the segment's first sequence */
+	uint64_t end_seq;   /* one past its last */
+	uint64_t nrecs;     /* records written to it */
+	uint64_t data_end;  /* file offset where the records end (the footer starts) */
+	int64_t min_ts;     /* the oldest accept time among its records, 0 if none */
+};
+#define SPOOL_SEAL_PAYLOAD 40
+#define SPOOL_SEAL_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_SEAL_PAYLOAD)
+
+void spool_seal_encode(void *buf, const struct spool_seal *s);
+/* 0 when buf (SPOOL_SEAL_SIZE bytes) is a valid footer, else -1. */
+int spool_seal_parse(const void *buf, struct spool_seal *out);
+
+/* One entry of a segment's .ack file: an acknowledged sequence. */
+#define SPOOL_ACK_ENTRY_SIZE 12
+void spool_ack_entry_encode(void *buf, uint64_t seq);
+/* 0 and *seq when the entry is intact, else -1. */
+int spool_ack_entry_parse(const void *buf, uint64_t *seq);
 
 #endif
