@@ -2,11 +2,12 @@
  * main: command line, start-up and shutdown order.
  *
  * Start-up: configuration, the spool (recovered before anything listens), the
- * topics cache, the producer (which replays what the spool holds), then the
- * listeners. Shutdown reverses it so that nothing accepted is dropped: stop
- * accepting, answer waiting requests, give Kafka a bounded time to ack what
- * is in flight, close the spool. Whatever Kafka did not ack stays in the
- * spool for the next start.
+ * topics cache, the producer (which replays what the spool holds), the
+ * listeners, then the subscriptions. Shutdown reverses it so that nothing
+ * accepted is dropped: stop accepting, let subscriptions finish their
+ * requests and commit what completed, answer waiting requests, give Kafka a
+ * bounded time to ack what is in flight, close the spool. Whatever Kafka did
+ * not ack stays in the spool for the next start.
  *
  * Threads: the main thread only waits for signals. Every other thread is
  * started with SIGTERM, SIGINT and SIGHUP blocked, so sigwait() here is the
@@ -25,9 +26,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
 #include "conf.h"
+#include "consumer.h"
 #include "devkafka.h"
 #include "http.h"
 #include "log.h"
@@ -204,6 +207,7 @@ int main(int argc, char **argv)
 	struct topics *topics = NULL;
 	struct producer *prod = NULL;
 	struct http *http = NULL;
+	struct consumer **subs = NULL;
 	char err[512], devdir[] = "/tmp/ackd-dev.XXXXXX";
 	sigset_t sigs;
 	int sig;
@@ -240,6 +244,8 @@ int main(int argc, char **argv)
 
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatalx("cannot initialise libcurl");
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
@@ -261,6 +267,10 @@ int main(int argc, char **argv)
 	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics };
 	if (http_start(&deps, &http, err, sizeof(err)) < 0)
 		fatalx("%s", err);
+	subs = xcalloc(conf->nsubs + 1, sizeof(*subs));
+	for (size_t i = 0; i < conf->nsubs; i++)
+		if (consumer_start(conf, &conf->subs[i], sp, prod, &subs[i], err, sizeof(err)) < 0)
+			fatalx("subscription %s: %s", conf->subs[i].name, err);
 
 	log_info("ackd %s started: kafka %s, spool %s", PACKAGE_VERSION, conf->kafka.brokers,
 	    conf->spool.dir);
@@ -280,6 +290,10 @@ int main(int argc, char **argv)
 
 	http_quiesce(http);
 	log_debug("shutdown: listeners closed");
+	for (size_t i = 0; i < conf->nsubs; i++)
+		consumer_stop(subs[i]);
+	free(subs);
+	log_debug("shutdown: subscriptions stopped");
 	topics_stop(topics);
 	log_debug("shutdown: topics stopped");
 	producer_stop(prod, FLUSH_MS);
@@ -294,6 +308,7 @@ int main(int argc, char **argv)
 		nftw(devdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	}
 	conf_free(conf);
+	curl_global_cleanup();
 	log_info("stopped");
 	return 0;
 }

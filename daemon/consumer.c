@@ -1,0 +1,1016 @@
+/*
+ * consumer: one webhook subscription, on a thread of its own.
+ *
+ * Design. The thread owns a librdkafka consumer (eager "range" assignor:
+ * Debian's librdkafka 2.0.2 crashes in cooperative-sticky) and a libcurl
+ * multi handle, and loops:
+ *
+ *   1. take fetched messages into per-partition queues, in offset order; a
+ *      partition whose queue holds PART_WINDOW messages is paused (and
+ *      resumed at half), so memory stays bounded whatever the endpoint does;
+ *   2. dispatch what the ordering allows: "partition", the head of each
+ *      partition, one at a time; "key", the first waiting message of each key
+ *      of a partition; "none", any waiting message; never more than
+ *      max_in_flight requests, never to an endpoint inside a Retry-After;
+ *   3. act on each answer by DESIGN.md's table: delivered, retried after a
+ *      backoff, written to the dead-letter topic, or the subscription paused
+ *      (410);
+ *   4. every COMMIT_INTERVAL_MS, store and commit per partition the offset
+ *      below which every message completed (offsets.c);
+ *   5. sleep in curl_multi_poll() on the connections and a wake-up pipe that
+ *      the consumer queue and dead-letter acks write to.
+ *
+ * A message completes when the endpoint answered 2xx, or when its
+ * dead-letter copy went through the spool and the producer and Kafka
+ * acknowledged it, or when on_exhausted = "drop" lets it go. Nothing else
+ * moves an offset. On revoke and at stop the thread waits (up to the
+ * subscription's timeout) for requests in flight, commits synchronously what
+ * completed, and only then lets the partitions go.
+ *
+ * Threads: everything on the subscription's thread, except the dead-letter
+ * callbacks (spool writer, kafka loop), which only queue the finished job
+ * under c->lock and wake the thread. A job holds a reference on the
+ * consumer, so a subscription stopped while a dead letter is pending is
+ * freed when the job comes back.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "backoff.h"
+#include "consumer.h"
+#include "log.h"
+#include "offsets.h"
+#include "producer.h"
+#include "spool.h"
+#include "util.h"
+#include "webhook.h"
+#include "webhook_sign.h"
+
+#define PART_WINDOW 1000       /* fetched, unfinished messages per partition */
+#define COMMIT_INTERVAL_MS 1000
+#define IDLE_WAKE_MS 100
+#define POLL_BATCH 10000       /* messages taken per loop turn at most */
+#define DLQ_ACK_TIMEOUT_MS 60000
+#define SEND_RETRY_MS 1000     /* libcurl could not start a request */
+
+enum msg_state {
+	M_WAITING,   /* to be sent */
+	M_IN_FLIGHT, /* a request is out */
+	M_BACKOFF,   /* to be sent again at not_before */
+	M_DLQ,       /* being written to the dead-letter topic */
+	M_DONE,
+};
+
+struct part;
+
+struct msg {
+	rd_kafka_message_t *rkm;
+	struct part *part;
+	enum msg_state state;
+	int attempts;
+	int64_t not_before;
+	struct webhook_hdr *hdrs;
+	size_t nhdrs;
+	char id[WEBHOOK_ID_MAX];
+};
+
+struct part {
+	char *topic;
+	int32_t partition;
+	uint64_t gen;         /* tells a dead-letter job its partition is gone */
+	struct msg **q;       /* ring of fetched messages, offset order */
+	size_t head, len, cap;
+	struct offsets *off;  /* NULL until the first message */
+	int64_t committed;    /* last offset committed by us, -1 none */
+	size_t busy;          /* requests and dead-letter writes out */
+	bool paused;
+};
+
+struct dlq_job {
+	struct producer_waiter w;
+	struct producer_result res;
+	struct consumer *c;
+	char topic[256];
+	int32_t partition;
+	int64_t offset;
+	uint64_t gen;
+	struct dlq_job *next;
+};
+
+struct consumer {
+	const struct conf *conf;
+	const struct conf_sub *cs;
+	struct spool *sp;
+	struct producer *prod;
+	rd_kafka_t *rk;
+	rd_kafka_queue_t *queue;
+	struct webhook *wh;
+	pthread_t thread;
+	int wake_rd, wake_wr;
+	atomic_bool stopping;
+
+	/* Subscription thread only. */
+	struct part **parts;
+	size_t nparts;
+	struct part *last; /* the partition of the last message, a cache */
+	uint64_t next_gen;
+	size_t in_flight;   /* webhook requests */
+	int64_t hold_until; /* Retry-After: nothing to the endpoint before this */
+	int64_t next_wake;  /* earliest backoff that ends, found by dispatch */
+	int64_t next_commit;
+	bool gone;          /* the endpoint answered 410 */
+	bool revoking;
+	bool commit_failed;
+	uint32_t rnd;
+	size_t rr;          /* round-robin start among partitions */
+	struct keyset {
+		const rd_kafka_message_t **v;
+		size_t cap;
+	} keys;             /* ordering = key: keys seen in one pass */
+
+	/* Shared with the dead-letter callbacks. */
+	pthread_mutex_t lock;
+	struct dlq_job *finished;
+	int refs; /* the thread, plus each job out */
+
+	atomic_uint_fast64_t delivered, retries, dead_lettered, dropped, retrying;
+	atomic_uint_fast64_t stat_in_flight, assigned, paused_parts;
+};
+
+static void wake(struct consumer *c)
+{
+	char b = 'w';
+
+	if (write(c->wake_wr, &b, 1) < 0 && errno != EAGAIN)
+		log_warn("subscription %s: wake pipe", c->cs->name);
+}
+
+static void drain_wake(struct consumer *c)
+{
+	char buf[256];
+
+	while (read(c->wake_rd, buf, sizeof(buf)) > 0)
+		continue;
+}
+
+static uint32_t next_rand(struct consumer *c)
+{
+	/* xorshift32: jitter needs spread, not secrecy. */
+	c->rnd ^= c->rnd << 13;
+	c->rnd ^= c->rnd >> 17;
+	c->rnd ^= c->rnd << 5;
+	return c->rnd;
+}
+
+static void unref(struct consumer *c)
+{
+	bool last;
+
+	pthread_mutex_lock(&c->lock);
+	last = --c->refs == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (!last)
+		return;
+	close(c->wake_rd);
+	close(c->wake_wr);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* --- partitions and their queues ------------------------------------------ */
+
+static struct msg *q_at(const struct part *p, size_t i) { return p->q[(p->head + i) % p->cap]; }
+
+static void q_push(struct part *p, struct msg *m)
+{
+	if (p->len == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 64;
+		struct msg **q = xcalloc(cap, sizeof(*q));
+		for (size_t i = 0; i < p->len; i++)
+			q[i] = q_at(p, i);
+		free(p->q);
+		p->q = q;
+		p->cap = cap;
+		p->head = 0;
+	}
+	p->q[(p->head + p->len) % p->cap] = m;
+	p->len++;
+}
+
+/* Every state change goes through here, so the retrying count stays true. */
+static void set_state(struct consumer *c, struct msg *m, enum msg_state st)
+{
+	if (m->state == M_BACKOFF && st != M_BACKOFF)
+		atomic_fetch_sub(&c->retrying, 1);
+	else if (m->state != M_BACKOFF && st == M_BACKOFF)
+		atomic_fetch_add(&c->retrying, 1);
+	m->state = st;
+}
+
+static void msg_free(struct msg *m)
+{
+	rd_kafka_message_destroy(m->rkm);
+	free(m->hdrs);
+	free(m);
+}
+
+static struct part *find_part(struct consumer *c, const char *topic, int32_t partition)
+{
+	if (c->last && c->last->partition == partition && strcmp(c->last->topic, topic) == 0)
+		return c->last;
+	for (size_t i = 0; i < c->nparts; i++) {
+		struct part *p = c->parts[i];
+		if (p->partition == partition && strcmp(p->topic, topic) == 0)
+			return c->last = p;
+	}
+	return NULL;
+}
+
+static void set_paused(struct consumer *c, struct part *p, bool pause)
+{
+	rd_kafka_topic_partition_list_t *l;
+
+	if (p->paused == pause)
+		return;
+	l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+	if (pause)
+		rd_kafka_pause_partitions(c->rk, l);
+	else
+		rd_kafka_resume_partitions(c->rk, l);
+	rd_kafka_topic_partition_list_destroy(l);
+	p->paused = pause;
+	if (pause)
+		atomic_fetch_add(&c->paused_parts, 1);
+	else
+		atomic_fetch_sub(&c->paused_parts, 1);
+}
+
+/* Drop finished messages from the head; resume the partition when it has room. */
+static void trim(struct consumer *c, struct part *p)
+{
+	while (p->len > 0 && q_at(p, 0)->state == M_DONE) {
+		msg_free(q_at(p, 0));
+		p->head = (p->head + 1) % p->cap;
+		p->len--;
+	}
+	if (p->paused && !c->gone && p->len < PART_WINDOW / 2)
+		set_paused(c, p, false);
+}
+
+static void part_free(struct consumer *c, struct part *p)
+{
+	for (size_t i = 0; i < p->len; i++) {
+		set_state(c, q_at(p, i), M_DONE);
+		msg_free(q_at(p, i));
+	}
+	offsets_free(p->off);
+	free(p->q);
+	free(p->topic);
+	free(p);
+}
+
+/* --- committing -------------------------------------------------------------- */
+
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+    rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	struct consumer *c = opaque;
+
+	(void)rk;
+	(void)offsets;
+	if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+		log_warnx("subscription %s: offset commit failed: %s; will commit again",
+		    c->cs->name, rd_kafka_err2str(err));
+		c->commit_failed = true;
+	}
+}
+
+/* Store and commit, per partition, the offset below which everything completed. */
+static void commit(struct consumer *c, bool sync)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->nparts);
+	bool force = c->commit_failed;
+	rd_kafka_resp_err_t err;
+
+	c->commit_failed = false;
+	for (size_t i = 0; i < c->nparts; i++) {
+		struct part *p = c->parts[i];
+		int64_t o = p->off ? offsets_committable(p->off) : -1;
+		if (o < 0 || (o <= p->committed && !force))
+			continue;
+		rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = o;
+		p->committed = o;
+	}
+	if (l->cnt > 0) {
+		rd_kafka_offsets_store(c->rk, l);
+		err = rd_kafka_commit(c->rk, l, sync ? 0 : 1);
+		if (sync && err) {
+			log_warnx("subscription %s: offset commit failed: %s", c->cs->name,
+			    rd_kafka_err2str(err));
+			c->commit_failed = true;
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* --- completion, retries, dead letters --------------------------------------- */
+
+static void complete(struct consumer *c, struct msg *m)
+{
+	struct part *p = m->part;
+
+	set_state(c, m, M_DONE);
+	offsets_done(p->off, m->rkm->offset);
+	trim(c, p);
+}
+
+static void retry_later(struct consumer *c, struct msg *m, int64_t delay_ms)
+{
+	set_state(c, m, M_BACKOFF);
+	m->not_before = now_ms() + delay_ms;
+	atomic_fetch_add(&c->retries, 1);
+}
+
+static void dlq_finished(struct consumer *c, struct dlq_job *job)
+{
+	pthread_mutex_lock(&c->lock);
+	job->next = c->finished;
+	c->finished = job;
+	pthread_mutex_unlock(&c->lock);
+	wake(c);
+	unref(c);
+}
+
+/* Kafka loop: the dead letter has a verdict, or its wait ended. */
+static void dlq_acked(struct producer_waiter *w)
+{
+	struct dlq_job *job = w->arg;
+
+	dlq_finished(job->c, job);
+}
+
+/* Spool writer: the dead letter is durable (or not). */
+static void dlq_spooled(void *arg, enum spool_err err, uint64_t first_seq)
+{
+	struct dlq_job *job = arg;
+
+	if (err != SPOOL_OK) {
+		dlq_finished(job->c, job);
+		return;
+	}
+	job->w.first_seq = first_seq;
+	job->w.n = 1;
+	job->w.deadline_ms = now_ms() + DLQ_ACK_TIMEOUT_MS;
+	job->w.results = &job->res;
+	job->w.done = dlq_acked;
+	job->w.arg = job;
+	producer_wait(job->c->prod, &job->w);
+}
+
+static void dead_letter(struct consumer *c, struct msg *m, const char *reason, long status)
+{
+	const struct conf_sub *cs = c->cs;
+	const rd_kafka_message_t *rkm = m->rkm;
+	struct spool_hdr *hdrs = xcalloc(m->nhdrs + 6, sizeof(*hdrs));
+	char st[16], att[16], part[16], off[24];
+	const char *names[6] = { "ackd-dlq-reason", "ackd-dlq-status", "ackd-dlq-attempts",
+		"ackd-dlq-source-topic", "ackd-dlq-source-partition", "ackd-dlq-source-offset" };
+	const char *values[6];
+	struct dlq_job *job = xcalloc(1, sizeof(*job));
+	struct spool_batch *b = spool_batch_new(1);
+	size_t n = 0;
+
+	snprintf(st, sizeof(st), "%ld", status);
+	snprintf(att, sizeof(att), "%d", m->attempts);
+	snprintf(part, sizeof(part), "%d", (int)rkm->partition);
+	snprintf(off, sizeof(off), "%lld", (long long)rkm->offset);
+	values[0] = reason;
+	values[1] = st;
+	values[2] = att;
+	values[3] = m->part->topic;
+	values[4] = part;
+	values[5] = off;
+	for (size_t i = 0; i < m->nhdrs; i++, n++) {
+		hdrs[n].name = m->hdrs[i].name;
+		hdrs[n].name_len = strlen(m->hdrs[i].name);
+		hdrs[n].value = m->hdrs[i].value ? m->hdrs[i].value : "";
+		hdrs[n].value_len = m->hdrs[i].value ? m->hdrs[i].value_len : 0;
+	}
+	for (size_t i = 0; i < 6; i++, n++) {
+		hdrs[n].name = names[i];
+		hdrs[n].name_len = strlen(names[i]);
+		hdrs[n].value = values[i];
+		hdrs[n].value_len = strlen(values[i]);
+	}
+	struct spool_msg sm = {
+		.topic = cs->dead_letter_topic,
+		.topic_len = strlen(cs->dead_letter_topic),
+		.partition = -1,
+		.key = rkm->key,
+		.key_len = rkm->key_len,
+		.value = rkm->payload ? rkm->payload : "",
+		.value_len = rkm->len,
+		.hdrs = hdrs,
+		.nhdrs = n,
+		.timestamp_ms = wall_ms(),
+	};
+	spool_batch_add(b, &sm);
+	free(hdrs);
+
+	job->c = c;
+	snprintf(job->topic, sizeof(job->topic), "%s", m->part->topic);
+	job->partition = rkm->partition;
+	job->offset = rkm->offset;
+	job->gen = m->part->gen;
+	pthread_mutex_lock(&c->lock);
+	c->refs++;
+	pthread_mutex_unlock(&c->lock);
+	set_state(c, m, M_DLQ);
+	m->part->busy++;
+	log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld, %d attempts); "
+	    "writing it to %s", cs->name, m->part->topic, (int)rkm->partition,
+	    (long long)rkm->offset, reason, status, m->attempts, cs->dead_letter_topic);
+	if (spool_submit(c->sp, b, dlq_spooled, job) != SPOOL_OK)
+		dlq_finished(c, job); /* refused at once: comes back as not written */
+}
+
+/* A message that the endpoint will not take, or that used up its attempts. */
+static void give_up(struct consumer *c, struct msg *m, const char *reason, long status)
+{
+	const struct conf_sub *cs = c->cs;
+
+	if (cs->dead_letter_topic[0]) {
+		dead_letter(c, m, reason, status);
+		return;
+	}
+	if (cs->on_exhausted == CONF_EXHAUSTED_DROP) {
+		log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld); dropped as "
+		    "on_exhausted = drop says", cs->name, m->part->topic, (int)m->rkm->partition,
+		    (long long)m->rkm->offset, reason, status);
+		atomic_fetch_add(&c->dropped, 1);
+		complete(c, m);
+		return;
+	}
+	log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld) and no "
+	    "dead_letter_topic; it blocks the partition and is retried every %lld ms",
+	    cs->name, m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, reason,
+	    status, (long long)cs->retry.max_ms);
+	retry_later(c, m, cs->retry.max_ms);
+}
+
+/* Dead-letter jobs that came back from the spool and the kafka loop. */
+static void take_finished(struct consumer *c)
+{
+	struct dlq_job *job, *next;
+
+	pthread_mutex_lock(&c->lock);
+	job = c->finished;
+	c->finished = NULL;
+	pthread_mutex_unlock(&c->lock);
+	for (; job; job = next) {
+		struct part *p = find_part(c, job->topic, job->partition);
+		struct msg *m = NULL;
+
+		next = job->next;
+		for (size_t i = 0; p && p->gen == job->gen && i < p->len; i++) {
+			if (q_at(p, i)->rkm->offset == job->offset) {
+				m = q_at(p, i);
+				break;
+			}
+		}
+		if (m && m->state == M_DLQ) {
+			p->busy--;
+			if (job->res.outcome == PRODUCER_DELIVERED) {
+				atomic_fetch_add(&c->dead_lettered, 1);
+				complete(c, m);
+			} else {
+				log_warnx("subscription %s: dead letter of %s [%d] offset %lld not "
+				    "acknowledged by kafka (%s); trying the endpoint again in %lld ms",
+				    c->cs->name, job->topic, (int)job->partition, (long long)job->offset,
+				    job->res.error ? job->res.error : "no answer in time",
+				    (long long)c->cs->retry.max_ms);
+				retry_later(c, m, c->cs->retry.max_ms);
+			}
+		}
+		free(job);
+	}
+}
+
+static void pause_all(struct consumer *c)
+{
+	for (size_t i = 0; i < c->nparts; i++)
+		set_paused(c, c->parts[i], true);
+}
+
+/* libcurl: the endpoint answered (or did not). */
+static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
+{
+	struct consumer *c = arg;
+	struct msg *m = tag;
+	const struct conf_sub *cs = c->cs;
+	int64_t now = now_ms();
+
+	m->part->busy--;
+	c->in_flight--;
+	m->attempts++;
+	if (a->retry_after_ms >= 0 && now + a->retry_after_ms > c->hold_until)
+		c->hold_until = now + a->retry_after_ms;
+
+	switch (webhook_verdict(a->status)) {
+	case VERDICT_DELIVERED:
+		atomic_fetch_add(&c->delivered, 1);
+		complete(c, m);
+		return;
+	case VERDICT_PAUSE:
+		if (!c->gone)
+			log_warnx("subscription %s: the endpoint answered 410 Gone; paused until "
+			    "reload, nothing more is sent or committed", cs->name);
+		c->gone = true;
+		m->attempts--;
+		set_state(c, m, M_WAITING);
+		pause_all(c);
+		return;
+	case VERDICT_POISON:
+		give_up(c, m, "rejected", a->status);
+		return;
+	case VERDICT_RETRY:
+		break;
+	}
+	if (cs->retry.max_attempts > 0 && m->attempts >= cs->retry.max_attempts) {
+		give_up(c, m, "retries exhausted", a->status);
+		return;
+	}
+	if (a->status == 0)
+		log_debug("subscription %s: %s [%d] offset %lld attempt %d: %s", cs->name,
+		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, m->attempts,
+		    a->error ? a->error : "no answer");
+	else
+		log_debug("subscription %s: %s [%d] offset %lld attempt %d: status %ld", cs->name,
+		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, m->attempts,
+		    a->status);
+	retry_later(c, m, backoff_delay_ms(&cs->retry, m->attempts, next_rand(c)));
+}
+
+/* --- dispatch ------------------------------------------------------------------ */
+
+static bool ready(struct consumer *c, const struct msg *m, int64_t now)
+{
+	if (m->state == M_WAITING)
+		return true;
+	if (m->state != M_BACKOFF)
+		return false;
+	if (m->not_before <= now)
+		return true;
+	if (c->next_wake < 0 || m->not_before < c->next_wake)
+		c->next_wake = m->not_before;
+	return false;
+}
+
+static void send_msg(struct consumer *c, struct msg *m)
+{
+	const rd_kafka_message_t *rkm = m->rkm;
+	rd_kafka_timestamp_type_t tstype;
+	int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
+	struct webhook_msg wm = {
+		.topic = m->part->topic,
+		.partition = rkm->partition,
+		.offset = rkm->offset,
+		.key = rkm->key,
+		.key_len = rkm->key_len,
+		.value = rkm->payload,
+		.value_len = rkm->len,
+		.hdrs = m->hdrs,
+		.nhdrs = m->nhdrs,
+		.timestamp_ms = tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
+		.id = m->id,
+		.attempt = m->attempts + 1,
+	};
+
+	if (webhook_send(c->wh, &wm, m) < 0) {
+		log_warnx("subscription %s: cannot start a request; trying again", c->cs->name);
+		set_state(c, m, M_BACKOFF);
+		m->not_before = now_ms() + SEND_RETRY_MS;
+		return;
+	}
+	set_state(c, m, M_IN_FLIGHT);
+	m->part->busy++;
+	c->in_flight++;
+}
+
+/* Keys seen in this pass over one partition: a small open-addressing set. */
+static uint64_t key_hash(const void *k, size_t n)
+{
+	const unsigned char *p = k;
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
+
+/* Adds the key of rkm; returns false when it was already there. */
+static bool keyset_add(struct keyset *ks, const rd_kafka_message_t *rkm)
+{
+	size_t i = key_hash(rkm->key, rkm->key_len) & (ks->cap - 1);
+
+	for (;; i = (i + 1) & (ks->cap - 1)) {
+		const rd_kafka_message_t *o = ks->v[i];
+		if (!o) {
+			ks->v[i] = rkm;
+			return true;
+		}
+		if (o->key_len == rkm->key_len && memcmp(o->key, rkm->key, rkm->key_len) == 0)
+			return false;
+	}
+}
+
+static void dispatch_partition(struct consumer *c, struct part *p, int64_t now,
+    struct keyset *ks)
+{
+	enum conf_ordering ordering = c->cs->ordering;
+	size_t limit = (size_t)c->cs->max_in_flight;
+
+	if (ordering == CONF_ORDER_PARTITION) {
+		if (p->busy == 0 && p->len > 0 && ready(c, q_at(p, 0), now))
+			send_msg(c, q_at(p, 0));
+		return;
+	}
+	if (ordering == CONF_ORDER_KEY) {
+		size_t cap = 16;
+		while (cap < 2 * p->len)
+			cap *= 2;
+		if (cap > ks->cap) {
+			free(ks->v);
+			ks->v = xcalloc(cap, sizeof(*ks->v));
+			ks->cap = cap;
+		} else {
+			memset(ks->v, 0, ks->cap * sizeof(*ks->v));
+		}
+	}
+	for (size_t i = 0; i < p->len && c->in_flight < limit; i++) {
+		struct msg *m = q_at(p, i);
+		if (m->state == M_DONE)
+			continue;
+		/* In key order, an earlier unfinished message of the same key goes first. */
+		if (ordering == CONF_ORDER_KEY && m->rkm->key && !keyset_add(ks, m->rkm))
+			continue;
+		if (ready(c, m, now))
+			send_msg(c, m);
+	}
+}
+
+static void dispatch(struct consumer *c, int64_t now)
+{
+	c->next_wake = -1;
+	if (c->gone || c->revoking || c->nparts == 0 || atomic_load(&c->stopping))
+		return;
+	if (now < c->hold_until) {
+		c->next_wake = c->hold_until;
+		return;
+	}
+	for (size_t k = 0; k < c->nparts && c->in_flight < (size_t)c->cs->max_in_flight; k++)
+		dispatch_partition(c, c->parts[(c->rr + k) % c->nparts], now, &c->keys);
+	c->rr++;
+}
+
+/* --- taking messages from Kafka ----------------------------------------------- */
+
+static void msg_headers(struct msg *m)
+{
+	rd_kafka_headers_t *hdrs;
+	const char *name;
+	const void *value;
+	size_t size, n;
+
+	if (rd_kafka_message_headers(m->rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	n = rd_kafka_header_cnt(hdrs);
+	m->hdrs = xcalloc(n ? n : 1, sizeof(*m->hdrs));
+	for (size_t i = 0; i < n; i++) {
+		if (rd_kafka_header_get_all(hdrs, i, &name, &value, &size))
+			break;
+		m->hdrs[i].name = name;
+		m->hdrs[i].value = value;
+		m->hdrs[i].value_len = size;
+		m->nhdrs++;
+		if (strcmp(name, "ackd-id") == 0 && value && size > 0 && size < WEBHOOK_ID_MAX)
+			snprintf(m->id, sizeof(m->id), "%.*s", (int)size, (const char *)value);
+	}
+}
+
+static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
+{
+	const char *topic = rd_kafka_topic_name(rkm->rkt);
+	struct part *p = find_part(c, topic, rkm->partition);
+	struct msg *m;
+
+	if (!p) {
+		/* Fetched just before a revoke; the next owner delivers it. */
+		rd_kafka_message_destroy(rkm);
+		return;
+	}
+	if (!p->off)
+		p->off = offsets_new(rkm->offset);
+	if (offsets_add(p->off, rkm->offset) < 0) {
+		/* Already taken (fetched again after a pause): nothing new. */
+		rd_kafka_message_destroy(rkm);
+		return;
+	}
+	m = xcalloc(1, sizeof(*m));
+	m->rkm = rkm;
+	m->part = p;
+	m->state = M_WAITING;
+	msg_headers(m);
+	if (!m->id[0])
+		webhook_id_from_coords(topic, rkm->partition, rkm->offset, m->id);
+	q_push(p, m);
+	if (p->len >= PART_WINDOW)
+		set_paused(c, p, true);
+}
+
+static void poll_kafka(struct consumer *c)
+{
+	for (int i = 0; i < POLL_BATCH; i++) {
+		rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, 0);
+		if (!rkm)
+			return;
+		if (rkm->err) {
+			if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				log_warnx("subscription %s: %s", c->cs->name, rd_kafka_message_errstr(rkm));
+			rd_kafka_message_destroy(rkm);
+			continue;
+		}
+		take_message(c, rkm);
+	}
+}
+
+/* --- rebalance ------------------------------------------------------------------ */
+
+/* Drive requests until nothing of ours is out, or the deadline. */
+static void wait_in_flight(struct consumer *c, int64_t deadline)
+{
+	for (;;) {
+		bool busy = false;
+		for (size_t i = 0; i < c->nparts; i++)
+			busy |= c->parts[i]->busy > 0;
+		if (!busy || now_ms() >= deadline)
+			return;
+		webhook_poll(c->wh, c->wake_rd, 50);
+		drain_wake(c);
+		webhook_collect(c->wh, on_answer, c);
+		take_finished(c);
+	}
+}
+
+/* Let every partition go: wait, commit what completed, forget the rest. */
+static void release_all(struct consumer *c, const char *why)
+{
+	char err[256];
+
+	c->revoking = true;
+	wait_in_flight(c, now_ms() + c->cs->timeout_ms);
+	commit(c, true);
+	if (webhook_in_flight(c->wh) > 0) {
+		log_warnx("subscription %s: %zu requests still out at %s; their messages will be "
+		    "delivered again", c->cs->name, webhook_in_flight(c->wh), why);
+		webhook_free(c->wh);
+		c->wh = webhook_new(c->cs, err, sizeof(err));
+		if (!c->wh)
+			fatalx("subscription %s: %s", c->cs->name, err);
+		c->in_flight = 0;
+	}
+	for (size_t i = 0; i < c->nparts; i++) {
+		if (c->parts[i]->paused)
+			atomic_fetch_sub(&c->paused_parts, 1);
+		part_free(c, c->parts[i]);
+	}
+	free(c->parts);
+	c->parts = NULL;
+	c->nparts = 0;
+	c->last = NULL;
+	atomic_store(&c->assigned, 0);
+	c->revoking = false;
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+    rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	struct consumer *c = opaque;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		c->parts = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof(*c->parts));
+		for (int i = 0; i < parts->cnt; i++) {
+			struct part *p = xcalloc(1, sizeof(*p));
+			p->topic = xstrdup(parts->elems[i].topic);
+			p->partition = parts->elems[i].partition;
+			p->gen = ++c->next_gen;
+			p->committed = -1;
+			c->parts[c->nparts++] = p;
+		}
+		atomic_store(&c->assigned, c->nparts);
+		log_info("subscription %s: assigned %d partitions", c->cs->name, parts->cnt);
+		rd_kafka_assign(rk, parts);
+		if (c->gone)
+			pause_all(c);
+		return;
+	}
+	log_info("subscription %s: partitions revoked", c->cs->name);
+	release_all(c, "revoke");
+	rd_kafka_assign(rk, NULL);
+}
+
+/* --- the thread ------------------------------------------------------------------ */
+
+static void *consumer_loop(void *arg)
+{
+	struct consumer *c = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "ackd-%.10s", c->cs->name);
+	thread_name(name);
+	c->next_commit = now_ms() + COMMIT_INTERVAL_MS;
+	while (!atomic_load(&c->stopping)) {
+		int64_t now;
+		int timeout = IDLE_WAKE_MS;
+
+		poll_kafka(c);
+		take_finished(c);
+		now = now_ms();
+		dispatch(c, now);
+		if (c->next_wake >= 0 && c->next_wake - now < timeout)
+			timeout = c->next_wake <= now ? 0 : (int)(c->next_wake - now);
+		atomic_store(&c->stat_in_flight, c->in_flight);
+		webhook_poll(c->wh, c->wake_rd, timeout);
+		drain_wake(c);
+		webhook_collect(c->wh, on_answer, c);
+		if (now_ms() >= c->next_commit) {
+			commit(c, false);
+			c->next_commit = now_ms() + COMMIT_INTERVAL_MS;
+		}
+	}
+	release_all(c, "stop");
+	rd_kafka_consumer_close(c->rk);
+	return NULL;
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	log_msg(level <= 3 ? LOG_LVL_ERR : level <= 4 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+	    "kafka consumer: %s: %s", fac, buf);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	struct consumer *c = opaque;
+
+	(void)rk;
+	(void)err;
+	log_warnx("subscription %s: kafka: %s", c->cs->name, reason);
+}
+
+static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
+{
+	const struct conf_sub *cs = c->cs;
+	rd_kafka_conf_t *kc = rd_kafka_conf_new();
+	rd_kafka_t *rk;
+	const char *settings[][2] = {
+		{ "bootstrap.servers", c->conf->kafka.brokers },
+		{ "group.id", cs->group },
+		{ "client.id", "ackd" },
+		{ "enable.auto.commit", "false" },
+		{ "enable.auto.offset.store", "false" },
+		{ "enable.partition.eof", "false" },
+		{ "auto.offset.reset", cs->start == CONF_START_LATEST ? "latest" : "earliest" },
+		{ "partition.assignment.strategy", "range" },
+		{ "queued.min.messages", "1000" },
+		{ "queued.max.messages.kbytes", "16384" },
+		{ "log.queue", "false" },
+	};
+
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		if (rd_kafka_conf_set(kc, settings[i][0], settings[i][1], err, errlen) !=
+		    RD_KAFKA_CONF_OK)
+			goto fail;
+	}
+	if (conf_apply_rdkafka(kc, &c->conf->kafka.consumer, err, errlen) < 0)
+		goto fail;
+	rd_kafka_conf_set_opaque(kc, c);
+	rd_kafka_conf_set_rebalance_cb(kc, on_rebalance);
+	rd_kafka_conf_set_offset_commit_cb(kc, on_commit);
+	rd_kafka_conf_set_error_cb(kc, on_error);
+	rd_kafka_conf_set_log_cb(kc, on_log);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen);
+	if (!rk)
+		goto fail;
+	return rk;
+fail:
+	rd_kafka_conf_destroy(kc);
+	return NULL;
+}
+
+int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct spool *sp,
+    struct producer *prod, struct consumer **out, char *err, size_t errlen)
+{
+	struct consumer *c = xcalloc(1, sizeof(*c));
+	rd_kafka_topic_partition_list_t *topics = NULL;
+	rd_kafka_resp_err_t kerr;
+	int fds[2] = { -1, -1 };
+
+	c->conf = conf;
+	c->cs = cs;
+	c->sp = sp;
+	c->prod = prod;
+	c->refs = 1;
+	c->rnd = (uint32_t)wall_ms() | 1;
+	pthread_mutex_init(&c->lock, NULL);
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	c->wake_rd = fds[0];
+	c->wake_wr = fds[1];
+	c->wh = webhook_new(cs, err, errlen);
+	if (!c->wh)
+		goto fail;
+	c->rk = new_consumer(c, err, errlen);
+	if (!c->rk)
+		goto fail;
+	rd_kafka_poll_set_consumer(c->rk);
+	c->queue = rd_kafka_queue_get_consumer(c->rk);
+	rd_kafka_queue_io_event_enable(c->queue, c->wake_wr, "c", 1);
+	topics = rd_kafka_topic_partition_list_new((int)cs->topics.n);
+	for (size_t i = 0; i < cs->topics.n; i++)
+		rd_kafka_topic_partition_list_add(topics, cs->topics.v[i], RD_KAFKA_PARTITION_UA);
+	kerr = rd_kafka_subscribe(c->rk, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (kerr) {
+		snprintf(err, errlen, "subscribe: %s", rd_kafka_err2str(kerr));
+		goto fail;
+	}
+	if (pthread_create(&c->thread, NULL, consumer_loop, c) != 0) {
+		snprintf(err, errlen, "cannot start the subscription thread");
+		goto fail;
+	}
+	log_info("subscription %s: consuming %zu topics in group %s for %s%s", cs->name,
+	    cs->topics.n, cs->group, cs->url[0] ? cs->url : "http://localhost/",
+	    cs->unix_socket[0] ? " over a unix socket" : "");
+	*out = c;
+	return 0;
+fail:
+	if (c->queue)
+		rd_kafka_queue_destroy(c->queue);
+	if (c->rk)
+		rd_kafka_destroy(c->rk);
+	webhook_free(c->wh);
+	if (fds[0] >= 0) {
+		close(fds[0]);
+		close(fds[1]);
+	}
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	return -1;
+}
+
+void consumer_stop(struct consumer *c)
+{
+	if (!c)
+		return;
+	atomic_store(&c->stopping, true);
+	wake(c);
+	pthread_join(c->thread, NULL);
+	rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
+	rd_kafka_queue_destroy(c->queue);
+	rd_kafka_destroy(c->rk);
+	webhook_free(c->wh);
+	free(c->keys.v);
+	/* Dead letters still out hold references; the last one frees c. */
+	unref(c);
+}
+
+const char *consumer_name(const struct consumer *c) { return c->cs->name; }
+
+void consumer_stats(struct consumer *c, struct consumer_stats *out)
+{
+	out->delivered = atomic_load(&c->delivered);
+	out->retries = atomic_load(&c->retries);
+	out->dead_lettered = atomic_load(&c->dead_lettered);
+	out->dropped = atomic_load(&c->dropped);
+	out->in_flight = atomic_load(&c->stat_in_flight);
+	out->retrying = atomic_load(&c->retrying);
+	out->assigned = atomic_load(&c->assigned);
+	out->paused_partitions = atomic_load(&c->paused_parts);
+	out->paused_gone = c->gone;
+}

@@ -1,0 +1,48 @@
+/*
+ * consumer: webhook subscriptions. Each subscription consumes its topics in
+ * its consumer group and POSTs every message to its endpoint, committing an
+ * offset only after the endpoint answered 2xx or the message was written to
+ * the dead-letter topic and Kafka acknowledged that.
+ */
+#ifndef ACKD_CONSUMER_H
+#define ACKD_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+struct consumer;
+struct spool;
+struct producer;
+
+/*
+ * Start the subscription cs: its consumer and its thread. conf, cs, sp and
+ * prod are borrowed and must outlive the consumer (dead letters go through
+ * the spool and the producer like published messages).
+ */
+int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct spool *sp,
+    struct producer *prod, struct consumer **out, char *err, size_t errlen);
+
+/*
+ * Stop dispatching, wait up to the subscription's timeout for requests in
+ * flight, commit what completed, leave the group. NULL ok.
+ */
+void consumer_stop(struct consumer *c);
+
+const char *consumer_name(const struct consumer *c);
+
+struct consumer_stats {
+	uint64_t delivered;
+	uint64_t retries;
+	uint64_t dead_lettered;
+	uint64_t dropped;
+	uint64_t in_flight;
+	uint64_t retrying;
+	uint64_t assigned;
+	uint64_t paused_partitions;
+	int paused_gone; /* 410: paused until reload */
+};
+void consumer_stats(struct consumer *c, struct consumer_stats *out);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * webhook: HTTP requests to one subscription's endpoint, driven by libcurl's
+ * multi interface. The caller (the subscription's thread) starts requests,
+ * polls, and collects finished ones; nothing here blocks except
+ * webhook_poll(), which is the thread's one place to sleep.
+ */
+#ifndef ACKD_WEBHOOK_H
+#define ACKD_WEBHOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+struct webhook;
+
+/* One Kafka header of the message, borrowed. */
+struct webhook_hdr {
+	const char *name;
+	const void *value; /* NULL: a header without a value */
+	size_t value_len;
+};
+
+/* What one POST carries; all borrowed until the request finishes. */
+struct webhook_msg {
+	const char *topic;
+	int32_t partition;
+	int64_t offset;
+	const void *key; /* NULL: no key */
+	size_t key_len;
+	const void *value;
+	size_t value_len;
+	const struct webhook_hdr *hdrs;
+	size_t nhdrs;
+	int64_t timestamp_ms; /* the record's time; -1 if none */
+	const char *id;       /* webhook-id */
+	int attempt;          /* 1 on the first try */
+};
+
+/* How a request ended. */
+struct webhook_answer {
+	long status;            /* HTTP status, 0 when there was no answer */
+	int64_t retry_after_ms; /* from Retry-After, capped; -1 without one */
+	const char *error;      /* libcurl's reason when status is 0 */
+};
+
+/* The endpoint of cs (borrowed; must outlive the webhook). */
+struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen);
+void webhook_free(struct webhook *wh); /* NULL ok; aborts requests in flight */
+
+/* Start a POST of m; tag comes back with its answer. 0, or -1 (out of resources). */
+int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag);
+
+/*
+ * Sleep until a request makes progress, extra_fd is readable, or timeout_ms
+ * passes; then make progress. extra_fd is the thread's wake-up pipe.
+ */
+void webhook_poll(struct webhook *wh, int extra_fd, int timeout_ms);
+
+/* Hand each finished request to done(arg, tag, answer); returns how many. */
+typedef void webhook_done_fn(void *arg, void *tag, const struct webhook_answer *a);
+size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg);
+
+size_t webhook_in_flight(const struct webhook *wh);
+
+#endif
