@@ -48,11 +48,22 @@
 #define WINDOW_RECORDS 100000
 #define WINDOW_BYTES (64u << 20)
 #define IDLE_WAKE_MS 100
+#define ORPHANS 4096 /* verdicts kept for waiters that register late */
 
 struct waiter_slot {
 	uint64_t first_seq;
 	uint64_t end_seq; /* first_seq + n */
 	struct producer_waiter *w; /* NULL once answered */
+};
+
+/*
+ * A verdict that came before its waiter: the spool hands records to the
+ * producer as soon as they are durable, possibly before the request that
+ * wrote them has registered. Indexed by seq % ORPHANS.
+ */
+struct orphan {
+	uint64_t seq; /* 0: empty (sequences start at 1) */
+	struct producer_result r;
 };
 
 struct seq_stack {
@@ -84,6 +95,7 @@ struct producer {
 	struct waiter_slot *slots;
 	size_t head, tail, cap;
 	bool closed; /* stopping: producer_wait answers at once */
+	struct orphan orphans[ORPHANS];
 
 	atomic_uint_fast64_t delivered, failed, requeued, possible_dups, rebuilds;
 	atomic_uint_fast64_t in_flight_pub;
@@ -108,6 +120,21 @@ static void drain_wake(struct producer *p)
 }
 
 /* --- waiters ------------------------------------------------------------ */
+
+static void trim_head(struct producer *p);
+
+/* Verdicts that arrived before s registered. Caller holds p->lock. */
+static void adopt_orphans(struct producer *p, struct waiter_slot *s)
+{
+	for (uint64_t seq = s->first_seq; seq < s->end_seq; seq++) {
+		struct orphan *o = &p->orphans[seq % ORPHANS];
+		if (o->seq != seq)
+			continue;
+		s->w->results[seq - s->first_seq] = o->r;
+		s->w->pending--;
+		o->seq = 0;
+	}
+}
 
 void producer_wait(struct producer *p, struct producer_waiter *w)
 {
@@ -145,6 +172,14 @@ void producer_wait(struct producer *p, struct producer_waiter *w)
 	s->end_seq = w->first_seq + w->n;
 	s->w = w;
 	p->tail++;
+	adopt_orphans(p, s);
+	if (w->pending == 0) {
+		s->w = NULL;
+		trim_head(p);
+		pthread_mutex_unlock(&p->lock);
+		w->done(w);
+		return;
+	}
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -181,7 +216,12 @@ static void set_result(struct producer *p, uint64_t seq, enum producer_outcome o
 
 	pthread_mutex_lock(&p->lock);
 	s = find_slot(p, seq);
-	if (s) {
+	if (!s) {
+		struct orphan *o = &p->orphans[seq % ORPHANS];
+		o->seq = seq;
+		o->r = (struct producer_result){ .outcome = outcome, .partition = partition,
+			.offset = offset, .kafka_err = err, .error = err ? rd_kafka_err2str(err) : NULL };
+	} else {
 		struct producer_result *r = &s->w->results[seq - s->first_seq];
 		if (r->outcome == PRODUCER_PENDING) {
 			r->outcome = outcome;

@@ -1396,18 +1396,7 @@ static void maybe_roll(struct spool *sp)
 	pthread_mutex_unlock(&sp->mu);
 }
 
-/*
- * Tell each batch how it ended. On success this runs before the records are
- * published to spool_next(), so a request waiting for Kafka has registered
- * its waiter before the producer can read, produce and see the ack.
- */
-static void notify_group(struct sub *list, enum spool_err err)
-{
-	for (; list; list = list->next)
-		if (list->done)
-			list->done(list->arg, err, err == SPOOL_OK ? list->first_seq : 0);
-}
-
+/* Tell each batch how it ended, then wake the producer. */
 static void finish_group(struct spool *sp, struct sub *list, enum spool_err err)
 {
 	void (*hook)(void *);
@@ -1415,6 +1404,8 @@ static void finish_group(struct spool *sp, struct sub *list, enum spool_err err)
 
 	while (list) {
 		struct sub *next = list->next;
+		if (list->done)
+			list->done(list->arg, err, err == SPOOL_OK ? list->first_seq : 0);
 		spool_batch_free(list->b);
 		free(list);
 		list = next;
@@ -1476,7 +1467,6 @@ static int commit_group(struct spool *sp, struct sub *list)
 	}
 	free(iov);
 
-	notify_group(list, SPOOL_OK);
 	pthread_mutex_lock(&sp->mu);
 	if (nrecs && (seg->nrecs == 0 || min_ts < seg->min_ts))
 		seg->min_ts = min_ts;
@@ -1513,7 +1503,6 @@ fail:
 	sp->q_bytes -= bytes;
 	sp->disk_checked_ms = 0;
 	pthread_mutex_unlock(&sp->mu);
-	notify_group(list, err);
 	finish_group(sp, list, err);
 	return -1;
 }
