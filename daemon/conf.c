@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -1361,6 +1362,45 @@ static void scan_big_ints(struct loader *ld, const char *text)
 	}
 }
 
+/* 1 for a host that only this machine can reach: 127.0.0.0/8, ::1, localhost. */
+static int host_is_loopback(const char *hostport)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	size_t len = colon ? (size_t)(colon - hostport) : strlen(hostport);
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (hostport[0] == '[' && len >= 2) {
+		hostport++;
+		len -= 2;
+	}
+	if (len >= sizeof(host))
+		return 0;
+	memcpy(host, hostport, len);
+	host[len] = '\0';
+	if (strcmp(host, "localhost") == 0)
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return 0;
+}
+
+/* Secure by default: the publish API leaves this host only behind tokens. */
+static void check_exposure(struct loader *ld, const config_t *cfg, const struct conf *conf)
+{
+	const config_setting_t *s;
+
+	if (empty(conf->listen.http) || conf->auth.ntokens > 0 ||
+	    host_is_loopback(conf->listen.http))
+		return;
+	s = config_lookup(cfg, "listen.http");
+	err_s(ld, s, "listen.http: \"%s\" is not a loopback address; set auth.tokens before "
+	    "exposing the publish API beyond this host", conf->listen.http);
+}
+
 /* Read the whole file; -1 with errno set when it cannot be read. */
 static int read_text(const char *path, char **out)
 {
@@ -1487,6 +1527,7 @@ int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 	apply_defaults(&ld, SCOPE_MAIN, conf);
 	load_group(&ld, &main_scope, config_root_setting(&cfg), "", "");
 	check_required(&ld, &main_scope);
+	check_exposure(&ld, &cfg, conf);
 	if (ld.nerrs > 0 || ld.oom)
 		goto fail;
 
@@ -1522,4 +1563,76 @@ fail:
 	loader_fini(&ld);
 	conf_free(conf);
 	return NULL;
+}
+
+/* --- comparing two configurations (reload) ---------------------------------- */
+
+static int str_equal(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static int strlist_equal(const struct conf_strlist *a, const struct conf_strlist *b)
+{
+	if (a->n != b->n)
+		return 0;
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->v[i], b->v[i]) != 0)
+			return 0;
+	return 1;
+}
+
+static int scope_equal(enum scope_id scope, const void *a, const void *b);
+
+static int key_equal(const struct key *k, const void *a, const void *b)
+{
+	const void *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+
+	switch (k->doc.type) {
+	case CONF_T_GROUP:
+		return 1; /* its keys are compared one by one */
+	case CONF_T_STRING:
+		return str_equal(*(char *const *)fa, *(char *const *)fb);
+	case CONF_T_INT:
+		return *(const int64_t *)fa == *(const int64_t *)fb;
+	case CONF_T_ENUM:
+		return *(const int *)fa == *(const int *)fb;
+	case CONF_T_MODE:
+		return *(const unsigned *)fa == *(const unsigned *)fb;
+	case CONF_T_STRLIST:
+		return strlist_equal(fa, fb);
+	case CONF_T_GROUPS: {
+		size_t na = *(const size_t *)((const char *)a + k->count_off);
+		size_t nb = *(const size_t *)((const char *)b + k->count_off);
+		const char *ea = *(const char *const *)fa, *eb = *(const char *const *)fb;
+		if (na != nb)
+			return 0;
+		for (size_t i = 0; i < na; i++)
+			if (!scope_equal(k->elem_scope, ea + i * k->elem_size, eb + i * k->elem_size))
+				return 0;
+		return 1;
+	}
+	}
+	return 0;
+}
+
+static int scope_equal(enum scope_id scope, const void *a, const void *b)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (keys[i].scope == scope && !key_equal(&keys[i], a, b))
+			return 0;
+	return 1;
+}
+
+int conf_sub_equal(const struct conf_sub *a, const struct conf_sub *b)
+{
+	return scope_equal(SCOPE_SUB, a, b);
+}
+
+void conf_diff(const struct conf *a, const struct conf *b,
+    void (*fn)(const char *path, void *arg), void *arg)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (keys[i].scope == SCOPE_MAIN && !key_equal(&keys[i], a, b))
+			fn(keys[i].doc.path, arg);
 }

@@ -151,6 +151,16 @@ const struct conf_key *conf_key_get(size_t i);
 /* "string", "integer", "group", ...: the type as ackd.conf(5) names it. */
 const char *conf_type_name(enum conf_type type);
 
+/* 1 when every key of the two subscriptions is equal (reload keeps it running). */
+int conf_sub_equal(const struct conf_sub *a, const struct conf_sub *b);
+
+/*
+ * Call fn with the path of every key outside subscriptions whose value
+ * differs between a and b ("spool.dir", "auth.tokens", ...).
+ */
+void conf_diff(const struct conf *a, const struct conf *b,
+    void (*fn)(const char *path, void *arg), void *arg);
+
 /*
  * Apply a "name=value" list to a librdkafka configuration object (borrowed),
  * as kcat -X does. On error fills err with librdkafka's text and returns -1.

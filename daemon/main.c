@@ -176,26 +176,143 @@ static void apply_log_level(const struct conf *conf, bool debug)
 	log_set_level(level);
 }
 
-/* SIGHUP: what can change without a restart. */
-static void reload(const char *path, bool debug)
+/* What runs, for reload and shutdown. */
+struct daemon {
+	struct conf *conf;    /* the start-up configuration: Kafka, spool, listeners */
+	struct conf **loaded; /* every configuration read; subscriptions borrow from them */
+	size_t nloaded;
+	struct consumer **subs;
+	const struct conf_sub **sub_confs;
+	size_t nsubs;
+	struct spool *sp;
+	struct producer *prod;
+};
+
+static void keep_conf(struct daemon *d, struct conf *conf)
+{
+	d->loaded = xrealloc(d->loaded, (d->nloaded + 1) * sizeof(*d->loaded));
+	d->loaded[d->nloaded++] = conf;
+}
+
+static struct consumer *start_sub(struct daemon *d, const struct conf_sub *cs)
+{
+	struct consumer *c;
+	char err[512];
+
+	/* Kafka settings come from the start-up configuration: they need a restart. */
+	if (consumer_start(d->conf, cs, d->sp, d->prod, &c, err, sizeof(err)) < 0) {
+		log_warnx("subscription %s: %s", cs->name, err);
+		return NULL;
+	}
+	return c;
+}
+
+static void start_subs(struct daemon *d)
+{
+	d->nsubs = d->conf->nsubs;
+	d->subs = xcalloc(d->nsubs + 1, sizeof(*d->subs));
+	d->sub_confs = xcalloc(d->nsubs + 1, sizeof(*d->sub_confs));
+	for (size_t i = 0; i < d->nsubs; i++) {
+		d->sub_confs[i] = &d->conf->subs[i];
+		d->subs[i] = start_sub(d, d->sub_confs[i]);
+		if (!d->subs[i])
+			fatalx("subscription %s could not start", d->sub_confs[i]->name);
+	}
+}
+
+static void stop_subs(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nsubs; i++)
+		consumer_stop(d->subs[i]);
+	free(d->subs);
+	free(d->sub_confs);
+	d->subs = NULL;
+	d->sub_confs = NULL;
+	d->nsubs = 0;
+}
+
+/* A running subscription that reload may leave alone. */
+static bool keeps_running(struct consumer *c, const struct conf_sub *old,
+    const struct conf_sub *next)
+{
+	struct consumer_stats st;
+
+	if (!c || !conf_sub_equal(old, next))
+		return false;
+	consumer_stats(c, &st);
+	return !st.paused_gone; /* a 410 pauses a subscription until reload */
+}
+
+/*
+ * Subscriptions of next replace the running ones: unchanged ones keep
+ * running, removed and changed ones stop, added and changed ones start.
+ */
+static void reload_subs(struct daemon *d, const struct conf *next)
+{
+	struct consumer **subs = xcalloc(next->nsubs + 1, sizeof(*subs));
+	const struct conf_sub **confs = xcalloc(next->nsubs + 1, sizeof(*confs));
+
+	for (size_t i = 0; i < d->nsubs; i++) {
+		const struct conf_sub *old = d->sub_confs[i];
+		size_t j;
+		for (j = 0; j < next->nsubs; j++)
+			if (strcmp(next->subs[j].name, old->name) == 0)
+				break;
+		if (j < next->nsubs && keeps_running(d->subs[i], old, &next->subs[j])) {
+			subs[j] = d->subs[i];
+			confs[j] = old;
+			continue;
+		}
+		log_info("reload: subscription %s %s", old->name,
+		    j < next->nsubs ? "changed or paused: restarting it" : "removed: stopping it");
+		consumer_stop(d->subs[i]);
+	}
+	for (size_t j = 0; j < next->nsubs; j++) {
+		if (confs[j])
+			continue;
+		confs[j] = &next->subs[j];
+		subs[j] = start_sub(d, confs[j]);
+		log_info("reload: subscription %s %s", confs[j]->name,
+		    subs[j] ? "started" : "could not start; fix it and reload again");
+	}
+	free(d->subs);
+	free(d->sub_confs);
+	d->subs = subs;
+	d->sub_confs = confs;
+	d->nsubs = next->nsubs;
+}
+
+static void name_restart_key(const char *path, void *arg)
+{
+	(void)arg;
+	if (strcmp(path, "subscriptions") == 0 || strncmp(path, "log", 3) == 0)
+		return;
+	log_warnx("reload: %s changed; it takes effect after a restart", path);
+}
+
+/* SIGHUP: subscriptions and the log level; other keys need a restart. */
+static void reload(struct daemon *d, const char *path, bool debug)
 {
 	struct conf_errors errs = { 0 };
-	struct conf *conf;
+	struct conf *next;
 
 	if (!path) {
 		log_info("reload: no configuration file; nothing to reload");
 		return;
 	}
-	if (conf_load(path, &conf, &errs) < 0) {
+	if (conf_load(path, &next, &errs) < 0) {
 		for (size_t i = 0; i < errs.n; i++)
 			log_warnx("reload: %s", errs.v[i]);
 		log_warnx("reload: %s has errors; keeping the running configuration", path);
 		conf_errors_fini(&errs);
 		return;
 	}
-	apply_log_level(conf, debug);
-	log_info("reload: log level set from %s", path);
-	conf_free(conf);
+	keep_conf(d, next);
+	apply_log_level(next, debug);
+	conf_diff(d->conf, next, name_restart_key, NULL);
+	reload_subs(d, next);
+	log_info("reload: done (%zu subscriptions, log level %s)", d->nsubs,
+	    debug ? "debug" : next->log.level);
 }
 
 int main(int argc, char **argv)
@@ -207,7 +324,7 @@ int main(int argc, char **argv)
 	struct topics *topics = NULL;
 	struct producer *prod = NULL;
 	struct http *http = NULL;
-	struct consumer **subs = NULL;
+	struct daemon d = { 0 };
 	char err[512], devdir[] = "/tmp/ackd-dev.XXXXXX";
 	sigset_t sigs;
 	int sig;
@@ -267,10 +384,10 @@ int main(int argc, char **argv)
 	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics };
 	if (http_start(&deps, &http, err, sizeof(err)) < 0)
 		fatalx("%s", err);
-	subs = xcalloc(conf->nsubs + 1, sizeof(*subs));
-	for (size_t i = 0; i < conf->nsubs; i++)
-		if (consumer_start(conf, &conf->subs[i], sp, prod, &subs[i], err, sizeof(err)) < 0)
-			fatalx("subscription %s: %s", conf->subs[i].name, err);
+	d.conf = conf;
+	d.sp = sp;
+	d.prod = prod;
+	start_subs(&d);
 
 	log_info("ackd %s started: kafka %s, spool %s", PACKAGE_VERSION, conf->kafka.brokers,
 	    conf->spool.dir);
@@ -281,7 +398,7 @@ int main(int argc, char **argv)
 		if (sigwait(&sigs, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			reload(o.conf_path, o.debug);
+			reload(&d, o.conf_path, o.debug);
 			continue;
 		}
 		log_info("received %s, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -290,9 +407,7 @@ int main(int argc, char **argv)
 
 	http_quiesce(http);
 	log_debug("shutdown: listeners closed");
-	for (size_t i = 0; i < conf->nsubs; i++)
-		consumer_stop(subs[i]);
-	free(subs);
+	stop_subs(&d);
 	log_debug("shutdown: subscriptions stopped");
 	topics_stop(topics);
 	log_debug("shutdown: topics stopped");
@@ -307,6 +422,9 @@ int main(int argc, char **argv)
 		devkafka_stop(dk);
 		nftw(devdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	}
+	for (size_t i = 0; i < d.nloaded; i++)
+		conf_free(d.loaded[i]);
+	free(d.loaded);
 	conf_free(conf);
 	curl_global_cleanup();
 	log_info("stopped");
