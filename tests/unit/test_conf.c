@@ -429,6 +429,46 @@ static void test_err_listen(void **state)
 	    "5: listen.unix_mode: \"0999\" is not an octal mode such as \"0660\"");
 }
 
+static void test_err_exposed_without_tokens(void **state)
+{
+	struct conf *conf;
+
+	(void)state;
+	expect_errors("exposed.conf",
+	    "2: listen.http: \"0.0.0.0:8470\" is not a loopback address; set auth.tokens before "
+	    "exposing the publish API beyond this host");
+	conf = load_ok(CONF_DIR "exposed_ok.conf");
+	assert_int_equal(conf->auth.ntokens, 1);
+	conf_free(conf);
+}
+
+static void collect_path(const char *path, void *arg)
+{
+	char *buf = arg;
+
+	strcat(buf, path);
+	strcat(buf, " ");
+}
+
+static void test_reload_compare(void **state)
+{
+	struct conf *a = load_ok(CONF_DIR "reload_a.conf");
+	struct conf *b = load_ok(CONF_DIR "reload_b.conf");
+	char changed[512] = "";
+
+	(void)state;
+	assert_true(conf_sub_equal(&a->subs[0], &b->subs[0]));
+	assert_false(conf_sub_equal(&a->subs[1], &b->subs[1]));
+	assert_true(conf_sub_equal(&a->subs[1], &a->subs[1]));
+	conf_diff(a, b, collect_path, changed);
+	assert_string_equal(changed, "spool.dir log.level subscriptions ");
+	changed[0] = '\0';
+	conf_diff(a, a, collect_path, changed);
+	assert_string_equal(changed, "");
+	conf_free(a);
+	conf_free(b);
+}
+
 static void test_err_topic_names(void **state)
 {
 	(void)state;
@@ -551,6 +591,8 @@ int main(void)
 		cmocka_unit_test(test_err_big_int),
 		cmocka_unit_test(test_err_enum),
 		cmocka_unit_test(test_err_listen),
+		cmocka_unit_test(test_err_exposed_without_tokens),
+		cmocka_unit_test(test_reload_compare),
 		cmocka_unit_test(test_err_topic_names),
 		cmocka_unit_test(test_err_duplicates),
 		cmocka_unit_test(test_err_endpoint),
