@@ -81,6 +81,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
 #include "spool.h"
 
@@ -94,6 +95,8 @@
 #define CF_KEEP_NEWEST 4            /* segments never copied forward */
 #define CF_LIVE_PERCENT 10
 #define CF_RETRY_MS 10000
+#define SPOOL_IDLE_BEAT_MS 1000
+#define SPOOL_MAX_QUIET_MS 20000    /* a write and fsync stuck this long is a hung disk */
 #define ERR_LOG_EVERY_MS 10000
 #define GROUP_MAX_BYTES (8ull << 20) /* one pwritev + fdatasync at most */
 
@@ -210,6 +213,7 @@ struct copy {
 };
 
 struct spool {
+	struct health_loop health; /* the writer's */
 	char *dir;
 	int dir_fd;
 	int lock_fd;
@@ -1550,9 +1554,13 @@ static void *writer_main(void *arg)
 	while (!sp->stopping) {
 		struct sub *list = sp->q_head;
 
+		health_beat(&sp->health);
 		if (!list) {
 			if (!dirty) {
-				pthread_cond_wait(&sp->wake, &sp->mu);
+				/* Idle: wake now and then to show the loop is alive. */
+				int64_t due = mono_ms() + SPOOL_IDLE_BEAT_MS;
+				struct timespec ts = { .tv_sec = due / 1000, .tv_nsec = (due % 1000) * 1000000 };
+				pthread_cond_timedwait(&sp->wake, &sp->mu, &ts);
 				continue;
 			}
 			int64_t due = last_sync + sp->fsync_interval_ms;
@@ -2212,7 +2220,9 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	sp->run_first_seq = sp->next_seq;
 	maintain(sp, true); /* flush acks for damage found, delete finished segments */
 
+	health_register(&sp->health, "spool writer", SPOOL_MAX_QUIET_MS);
 	if (pthread_create(&sp->writer, NULL, writer_main, sp) != 0) {
+		health_unregister(&sp->health);
 		snprintf(err, errlen, "spool %s: cannot start the writer thread", sp->dir);
 		goto fail;
 	}
@@ -2238,8 +2248,10 @@ void spool_close(struct spool *sp)
 	sp->stopping = true;
 	pthread_cond_signal(&sp->wake);
 	pthread_mutex_unlock(&sp->mu);
-	if (sp->writer_running)
+	if (sp->writer_running) {
 		pthread_join(sp->writer, NULL);
+		health_unregister(&sp->health);
+	}
 
 	pthread_mutex_lock(&sp->mu);
 	list = sp->q_head;

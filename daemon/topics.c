@@ -27,6 +27,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "health.h"
 #include "log.h"
 #include "topics.h"
 #include "util.h"
@@ -35,6 +36,7 @@
 #define MISSING_TTL_MS 2000
 #define UNREACHABLE_TTL_MS 5000
 #define POLL_SLICE_MS 100
+#define MAX_QUIET_MS 30000 /* a few metadata calls of QUERY_TIMEOUT_MS in a row */
 #define REFRESH_MS 60000
 #define MAX_TOPICS 4096
 
@@ -54,6 +56,7 @@ struct query {
 };
 
 struct topics {
+	struct health_loop health;
 	rd_kafka_t *rk;
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -271,6 +274,7 @@ static void refresh(struct topics *t)
 		}
 		snprintf(name, sizeof(name), "%s", t->v[i].name);
 		pthread_mutex_unlock(&t->lock);
+		health_beat(&t->health);
 		st = ask_kafka(t, name, &partitions, &replicas);
 		remember(t, name, st, partitions, &first_seen);
 	}
@@ -285,6 +289,7 @@ static void *topics_loop(void *arg)
 	pthread_mutex_lock(&t->lock);
 	while (!t->stopping) {
 		struct query *q = t->queries;
+		health_beat(&t->health);
 		if (!q) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -337,7 +342,9 @@ int topics_start(const struct conf *conf, struct topics **out, char *err, size_t
 		rd_kafka_conf_destroy(kc);
 		goto fail;
 	}
+	health_register(&t->health, "topics", MAX_QUIET_MS);
 	if (pthread_create(&t->thread, NULL, topics_loop, t) != 0) {
+		health_unregister(&t->health);
 		snprintf(err, errlen, "cannot start the topics thread");
 		goto fail;
 	}
@@ -372,6 +379,7 @@ void topics_stop(struct topics *t)
 		free(q);
 	}
 	pthread_join(t->thread, NULL);
+	health_unregister(&t->health);
 	rd_kafka_destroy(t->rk);
 	for (size_t i = 0; i < t->n; i++)
 		free(t->v[i].name);
