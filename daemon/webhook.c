@@ -153,7 +153,11 @@ static struct curl_slist *pct_header(struct curl_slist *list, const char *name, 
 	char *enc = xmalloc(need + 1);
 
 	pct_encode(v, len, enc, need + 1);
-	list = add_header(list, "%s: %s", name, enc);
+	/* libcurl drops "name:" without a value; "name;" sends it empty. */
+	if (need == 0)
+		list = add_header(list, "%s;", name);
+	else
+		list = add_header(list, "%s: %s", name, enc);
 	free(enc);
 	return list;
 }
@@ -167,7 +171,7 @@ static struct curl_slist *build_headers(const struct conf_sub *cs, const struct 
 
 	for (size_t i = 0; i < m->nhdrs; i++) {
 		if (strcasecmp(m->hdrs[i].name, "content-type") == 0 && m->hdrs[i].value &&
-		    m->hdrs[i].value_len < sizeof(ctype_buf) &&
+		    m->hdrs[i].value_len > 0 && m->hdrs[i].value_len < sizeof(ctype_buf) &&
 		    !memchr(m->hdrs[i].value, '\n', m->hdrs[i].value_len) &&
 		    !memchr(m->hdrs[i].value, '\r', m->hdrs[i].value_len)) {
 			snprintf(ctype_buf, sizeof(ctype_buf), "%.*s", (int)m->hdrs[i].value_len,

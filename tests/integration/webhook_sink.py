@@ -7,6 +7,15 @@ Records every request and answers from a per-path script (default 200):
     ... ackd subscription with url=sink.url("/hook") or unix_socket=sink.unix_path
     requests = sink.wait_for(3, timeout=10)
     sink.close()
+
+Beyond a fixed script, a responder decides per request (once the path's script
+is used up): it sees the Request and returns a Reply or a status.
+
+    sink.respond("/hook", lambda req: Reply(200, delay=random.uniform(0, 0.02)))
+
+Each Request carries monotonic times: started (the body had arrived) and
+answered (the delay was over and the answer was about to be sent), so tests
+can tell which requests overlapped and what happened after an answer.
 """
 
 import base64
@@ -17,6 +26,7 @@ import hmac
 import http.server
 import os
 import socketserver
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +53,8 @@ class Request:
     time: float            # time.time() when the body had arrived
     via: str               # "tcp" or "unix"
     status: int            # what the sink answered
+    started: float = 0.0   # time.monotonic() when the body had arrived
+    answered: float | None = None  # time.monotonic() just before the answer was sent
 
     def header(self, name):
         return self.headers.get(name)
@@ -63,12 +75,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         arrived = time.time()
+        started = time.monotonic()
         url = urllib.parse.urlsplit(self.path)
-        reply = sink.next_reply(url.path)
-        sink.record(Request(self.command, url.path, urllib.parse.parse_qs(url.query),
-                            self.headers, body, arrived, self.server.via, reply.status))
+        request = Request(self.command, url.path, urllib.parse.parse_qs(url.query),
+                          self.headers, body, arrived, self.server.via, 0, started)
+        reply = sink.reply_for(request)
+        request.status = reply.status
+        sink.record(request)
         if reply.delay:
             time.sleep(reply.delay)  # a deliberately slow endpoint
+        request.answered = time.monotonic()
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -85,14 +101,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.server.via
 
 
+def _quiet_disconnects(server, request, client_address):
+    """A client that went away mid-answer (a killed daemon) is expected in
+    these tests; anything else is reported as socketserver does."""
+    if isinstance(sys.exc_info()[1], ConnectionError):
+        return
+    socketserver.BaseServer.handle_error(server, request, client_address)
+
+
 class _TCPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     via = "tcp"
+    handle_error = _quiet_disconnects
 
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     via = "unix"
+    handle_error = _quiet_disconnects
 
     def get_request(self):
         sock, _ = super().get_request()
@@ -100,9 +126,10 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class WebhookSink:
-    def __init__(self, unix=False, tcp=True):
+    def __init__(self, unix=False, tcp=True, tcp_port=0):
         self.requests = []
         self._scripts = collections.defaultdict(collections.deque)
+        self._responders = {}
         self._cond = threading.Condition()
         self._servers = []
         self._threads = []
@@ -110,11 +137,12 @@ class WebhookSink:
         self.port = None
         self.unix_path = None
         self._want_tcp = tcp
+        self._tcp_port = tcp_port  # 0: any free port
         self._want_unix = unix
 
     def start(self):
         if self._want_tcp:
-            server = _TCPServer(("127.0.0.1", 0), _Handler)
+            server = _TCPServer(("127.0.0.1", self._tcp_port), _Handler)
             self.port = server.server_address[1]
             self._serve(server)
         if self._want_unix:
@@ -162,10 +190,32 @@ class WebhookSink:
             for r in replies:
                 self._scripts[path].append(r if isinstance(r, Reply) else Reply(int(r)))
 
+    def respond(self, path, responder):
+        """Answer requests to path with responder(request) -> Reply or int status
+        once its script is used up; None removes the responder."""
+        with self._cond:
+            if responder is None:
+                self._responders.pop(path, None)
+            else:
+                self._responders[path] = responder
+
     def next_reply(self, path):
         with self._cond:
             queue = self._scripts.get(path)
             return queue.popleft() if queue else Reply()
+
+    def reply_for(self, request):
+        """The script's next answer for the request's path, else the
+        responder's, else 200."""
+        with self._cond:
+            queue = self._scripts.get(request.path)
+            if queue:
+                return queue.popleft()
+            responder = self._responders.get(request.path)
+        if responder is None:
+            return Reply()
+        reply = responder(request)
+        return reply if isinstance(reply, Reply) else Reply(int(reply))
 
     def record(self, request):
         with self._cond:
