@@ -4,6 +4,11 @@
     a.http.get("/healthz"); a.unix.get("/healthz")
     a.kill9(); a.restart()          # the same config, ports and spool
     a.close()
+
+A service manager's view (tests/integration/test_systemd.py):
+
+    Ackd(..., env={"NOTIFY_SOCKET": path, "WATCHDOG_PID": None},
+         pass_fds=[fd], wrapper=[...])
 """
 
 import os
@@ -154,8 +159,15 @@ class Ackd:
     """One ackd process with its own directory, config, ports and spool."""
 
     def __init__(self, binary, brokers, config=None, subscriptions=None, args=(),
-                 spool_dir=None, unix_path=None, name="ackd"):
+                 spool_dir=None, unix_path=None, name="ackd", env=None, pass_fds=(),
+                 wrapper=()):
+        """env: variables set for ackd on top of this process's (None removes
+        one); pass_fds: descriptors ackd inherits; wrapper: argv run in front
+        of ackd's, which must exec ackd with the arguments it is given."""
         self.binary = Path(binary)
+        self.env = dict(env or {})
+        self.pass_fds = tuple(pass_fds)
+        self.wrapper = [str(w) for w in wrapper]
         self.name = name
         # Short paths: a Unix socket path must fit in 108 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="ackd-t"))
@@ -203,10 +215,14 @@ class Ackd:
     def start(self, wait=True, timeout=START_TIMEOUT):
         if self.running():
             raise RuntimeError(f"{self.name} is already running")
+        environ = None
+        if self.env:
+            environ = {k: v for k, v in {**os.environ, **self.env}.items() if v is not None}
         with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen([str(self.binary), "-c", str(self.config_path),
-                                          *self.args],
-                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            self.proc = subprocess.Popen([*self.wrapper, str(self.binary), "-c",
+                                          str(self.config_path), *self.args],
+                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                         env=environ, pass_fds=self.pass_fds)
         if wait:
             self.wait_healthy(timeout)
         return self
