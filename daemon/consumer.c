@@ -43,13 +43,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "backoff.h"
 #include "consumer.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "offsets.h"
 #include "producer.h"
 #include "spool.h"
@@ -63,6 +66,7 @@
 #define POLL_BATCH 10000       /* messages taken per loop turn at most */
 #define DLQ_ACK_TIMEOUT_MS 60000
 #define SEND_RETRY_MS 1000     /* libcurl could not start a request */
+#define MAX_QUIET_MS 60000     /* a revoke may wait a whole timeout_ms for requests */
 
 enum msg_state {
 	M_WAITING,   /* to be sent */
@@ -80,6 +84,7 @@ struct msg {
 	enum msg_state state;
 	int attempts;
 	int64_t not_before;
+	struct timespec sent; /* when the request went out, for its latency */
 	struct webhook_hdr *hdrs;
 	size_t nhdrs;
 	char id[WEBHOOK_ID_MAX];
@@ -109,6 +114,8 @@ struct dlq_job {
 };
 
 struct consumer {
+	struct health_loop health;
+	struct metrics_sub *metrics;
 	const struct conf *conf;
 	const struct conf_sub *cs;
 	struct spool *sp;
@@ -139,10 +146,12 @@ struct consumer {
 		size_t cap;
 	} keys;             /* ordering = key: keys seen in one pass */
 
-	/* Shared with the dead-letter callbacks. */
+	/* Shared with the dead-letter callbacks, and the lag snapshot with scrapes. */
 	pthread_mutex_t lock;
 	struct dlq_job *finished;
 	int refs; /* the thread, plus each job out */
+	struct consumer_lag *lag; /* taken at each commit */
+	size_t nlag;
 
 	atomic_uint_fast64_t delivered, retries, dead_lettered, dropped, retrying;
 	atomic_uint_fast64_t stat_in_flight, assigned, paused_parts;
@@ -297,6 +306,44 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	}
 }
 
+/*
+ * Lag per partition: Kafka's high watermark (as the last fetch saw it) less
+ * what we committed. Published under c->lock for scrapes on other threads.
+ */
+static void snapshot_lag(struct consumer *c)
+{
+	struct consumer_lag *rows = xcalloc(c->nparts + 1, sizeof(*rows));
+
+	for (size_t i = 0; i < c->nparts; i++) {
+		struct part *p = c->parts[i];
+		int64_t low, high;
+		snprintf(rows[i].topic, sizeof(rows[i].topic), "%s", p->topic);
+		rows[i].partition = p->partition;
+		rows[i].lag = -1;
+		if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low, &high) ==
+		        RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 && p->committed >= 0)
+			rows[i].lag = high > p->committed ? high - p->committed : 0;
+	}
+	pthread_mutex_lock(&c->lock);
+	free(c->lag);
+	c->lag = rows;
+	c->nlag = c->nparts;
+	pthread_mutex_unlock(&c->lock);
+}
+
+size_t consumer_lag(struct consumer *c, struct consumer_lag *out, size_t max)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->nlag < max ? c->nlag : max;
+	memcpy(out, c->lag, n * sizeof(*out));
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+struct metrics_sub *consumer_metrics(struct consumer *c) { return c->metrics; }
+
 /* Store and commit, per partition, the offset below which everything completed. */
 static void commit(struct consumer *c, bool sync)
 {
@@ -323,6 +370,7 @@ static void commit(struct consumer *c, bool sync)
 		}
 	}
 	rd_kafka_topic_partition_list_destroy(l);
+	snapshot_lag(c);
 }
 
 /* --- completion, retries, dead letters --------------------------------------- */
@@ -522,6 +570,11 @@ static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
 	const struct conf_sub *cs = c->cs;
 	int64_t now = now_ms();
 
+	struct timespec end;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	metrics_webhook_request(c->metrics, a->status, (double)(end.tv_sec - m->sent.tv_sec) +
+	    (double)(end.tv_nsec - m->sent.tv_nsec) / 1e9);
 	m->part->busy--;
 	c->in_flight--;
 	m->attempts++;
@@ -605,6 +658,7 @@ static void send_msg(struct consumer *c, struct msg *m)
 		return;
 	}
 	set_state(c, m, M_IN_FLIGHT);
+	clock_gettime(CLOCK_MONOTONIC, &m->sent);
 	m->part->busy++;
 	c->in_flight++;
 }
@@ -845,6 +899,7 @@ static void *consumer_loop(void *arg)
 		int64_t now;
 		int timeout = IDLE_WAKE_MS;
 
+		health_beat(&c->health);
 		poll_kafka(c);
 		take_finished(c);
 		now = now_ms();
@@ -960,7 +1015,11 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 		snprintf(err, errlen, "subscribe: %s", rd_kafka_err2str(kerr));
 		goto fail;
 	}
+	c->metrics = metrics_sub_new();
+	health_register(&c->health, cs->name, MAX_QUIET_MS);
 	if (pthread_create(&c->thread, NULL, consumer_loop, c) != 0) {
+		health_unregister(&c->health);
+		metrics_sub_free(c->metrics);
 		snprintf(err, errlen, "cannot start the subscription thread");
 		goto fail;
 	}
@@ -991,11 +1050,16 @@ void consumer_stop(struct consumer *c)
 	atomic_store(&c->stopping, true);
 	wake(c);
 	pthread_join(c->thread, NULL);
+	health_unregister(&c->health);
 	rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
 	rd_kafka_queue_destroy(c->queue);
 	rd_kafka_destroy(c->rk);
 	webhook_free(c->wh);
 	free(c->keys.v);
+	metrics_sub_free(c->metrics);
+	free(c->lag);
+	c->lag = NULL;
+	c->nlag = 0;
 	/* Dead letters still out hold references; the last one frees c. */
 	unref(c);
 }

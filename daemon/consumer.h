@@ -45,4 +45,18 @@ struct consumer_stats {
 };
 void consumer_stats(struct consumer *c, struct consumer_stats *out);
 
+/* Lag of one assigned partition: high watermark less the committed offset. */
+struct consumer_lag {
+	char topic[256];
+	int32_t partition;
+	int64_t lag; /* -1: not known yet */
+};
+
+/* Copy up to max rows of the latest lag snapshot (any thread); returns the count. */
+size_t consumer_lag(struct consumer *c, struct consumer_lag *out, size_t max);
+
+/* The subscription's request metrics (borrowed; lives as long as c). */
+struct metrics_sub;
+struct metrics_sub *consumer_metrics(struct consumer *c);
+
 #endif

@@ -20,6 +20,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,11 @@
 #include "conf.h"
 #include "consumer.h"
 #include "devkafka.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "producer.h"
+#include "service.h"
 #include "spool.h"
 #include "topics.h"
 #include "util.h"
@@ -42,6 +45,7 @@
 #define DEFAULT_CONF SYSCONFDIR "/ackd/ackd.conf"
 #define FLUSH_MS 5000
 #define DRAIN_MS 2000
+#define STATUS_EVERY_MS 5000
 
 struct options {
 	const char *conf_path;
@@ -315,6 +319,46 @@ static void reload(struct daemon *d, const char *path, bool debug)
 	    debug ? "debug" : next->log.level);
 }
 
+/*
+ * Wait for SIGTERM, SIGINT or SIGHUP. Meanwhile, every tick: tell systemd the
+ * spool's depth (STATUS=), and under a watchdog ping it, but only while every
+ * loop of the daemon still turns: a stuck loop stops the pings and systemd
+ * restarts ackd. The tick is half WatchdogSec, or STATUS_EVERY_MS without one.
+ */
+static int wait_signal(const sigset_t *sigs, struct spool *sp)
+{
+	int64_t watchdog = service_watchdog_interval_ms();
+	int64_t every = watchdog ? watchdog : STATUS_EVERY_MS;
+	static int64_t next_tick;
+	char stale[256];
+
+	for (;;) {
+		int64_t now = now_ms(), left;
+		struct spool_stats st;
+		struct timespec ts;
+		int sig;
+
+		if (now >= next_tick) {
+			spool_stats(sp, &st);
+			service_status("running; spool: %llu records, %llu bytes",
+			    (unsigned long long)st.records, (unsigned long long)st.bytes);
+			if (watchdog && health_check(stale, sizeof(stale)) == 0)
+				service_watchdog_ping();
+			else if (watchdog)
+				log_warnx("watchdog: not pinging systemd, stuck: %s", stale);
+			next_tick = now + every;
+		}
+		left = next_tick - now_ms();
+		if (left < 0)
+			left = 0;
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000;
+		sig = sigtimedwait(sigs, NULL, &ts);
+		if (sig > 0)
+			return sig;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -337,6 +381,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
+	/* Before any thread starts: this reads and unsets LISTEN_FDS. */
+	service_listen_fds_init();
 	if (o.dev) {
 		if (devkafka_start(3, &dk, err, sizeof(err)) < 0)
 			fatalx("--dev: %s", err);
@@ -384,6 +430,7 @@ int main(int argc, char **argv)
 	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics };
 	if (http_start(&deps, &http, err, sizeof(err)) < 0)
 		fatalx("%s", err);
+	service_unused_fds_warn();
 	d.conf = conf;
 	d.sp = sp;
 	d.prod = prod;
@@ -394,16 +441,14 @@ int main(int argc, char **argv)
 	if (o.dev)
 		print_dev_help(conf, devkafka_bootstrap(dk));
 
-	for (;;) {
-		if (sigwait(&sigs, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			reload(&d, o.conf_path, o.debug);
-			continue;
-		}
-		log_info("received %s, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-		break;
+	service_ready("running");
+	while ((sig = wait_signal(&sigs, sp)) != SIGTERM && sig != SIGINT) {
+		service_reloading();
+		reload(&d, o.conf_path, o.debug);
+		service_ready("running");
 	}
+	log_info("received %s, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	service_stopping();
 
 	http_quiesce(http);
 	log_debug("shutdown: listeners closed");
