@@ -645,6 +645,25 @@ static void advance(struct req *r)
 	submit(r);
 }
 
+/*
+ * An answer decided from the headers alone goes out at once only when no body
+ * is on its way that we would read: the client waits for 100 Continue, or its
+ * Content-Length is over the limit. Otherwise the body is read and dropped
+ * first: answering early makes libmicrohttpd stop reading, and a client still
+ * writing its body then fails with EPIPE (at once on a Unix socket) instead
+ * of reading the answer.
+ */
+static bool answer_before_body(struct req *r)
+{
+	const char *v;
+
+	if (MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT))
+		return true;
+	v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	return v &&
+	    strtoull(v, NULL, 10) > (unsigned long long)r->h->deps.conf->limits.max_body_bytes;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
@@ -658,17 +677,19 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		r->h = h;
 		r->conn = conn;
 		*con_cls = r;
-		if (begin(r, url, method) < 0)
-			return queue_answer(conn, &r->answer);
-		if (atomic_load(&h->closing)) {
-			set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
-			return queue_answer(conn, &r->answer);
-		}
 		r->state = ST_BODY;
+		if (begin(r, url, method) == 0 && atomic_load(&h->closing))
+			set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
+		if (r->answer.body) {
+			r->state = ST_ANSWER;
+			if (answer_before_body(r))
+				return queue_answer(conn, &r->answer);
+		}
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
-		take_body(r, upload_data, *upload_data_size);
+		if (r->state == ST_BODY)
+			take_body(r, upload_data, *upload_data_size);
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
