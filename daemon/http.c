@@ -44,8 +44,11 @@
 #include "http.h"
 #include "log.h"
 #include "producer.h"
+#include "metrics.h"
 #include "publish.h"
+#include "service.h"
 #include "spool.h"
+#include "status.h"
 #include "topics.h"
 #include "util.h"
 
@@ -104,12 +107,13 @@ static enum http_err kafka_rejection(int kafka_err)
 
 /* --- request state ------------------------------------------------------- */
 
-enum route { ROUTE_NONE, ROUTE_HEALTHZ, ROUTE_PUBLISH, ROUTE_BATCH };
+enum route { ROUTE_NONE, ROUTE_OPS, ROUTE_PUBLISH, ROUTE_BATCH };
 enum req_state { ST_BODY, ST_WAIT, ST_TOPIC_CHECKED, ST_ANSWER };
 
 struct answer {
 	unsigned status;
-	char *body; /* JSON, malloc'ed */
+	char *body; /* malloc'ed; JSON unless content_type says otherwise */
+	const char *content_type;
 	const char *allow;
 	bool retry_after;
 	bool www_authenticate;
@@ -194,7 +198,8 @@ static enum MHD_Result queue_answer(struct MHD_Connection *conn, struct answer *
 		free(body);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	    a->content_type ? a->content_type : "application/json");
 	if (a->allow)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, a->allow);
 	if (a->retry_after) {
@@ -300,6 +305,7 @@ static void on_spooled(void *arg, enum spool_err err, uint64_t first_seq)
 		resume(r, ST_ANSWER);
 		return;
 	}
+	metrics_publish_records(r->pub->n);
 	if (r->ack == CONF_ACK_SPOOL) {
 		set_publish_answer(r);
 		resume(r, ST_ANSWER);
@@ -404,6 +410,61 @@ static bool is_json(const char *ctype)
 	    (ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ');
 }
 
+/* --- operations endpoints --------------------------------------------------- */
+
+static void get_healthz(struct answer *a)
+{
+	char why[256];
+
+	if (status_alive(why, sizeof(why)) == 0) {
+		a->status = 200;
+		a->body = xstrdup("{\"status\":\"ok\"}");
+		return;
+	}
+	a->status = 503;
+	a->body = dump(json_pack("{s:s,s:s}", "status", "stuck", "reason", why));
+}
+
+static void get_readyz(struct answer *a)
+{
+	json_t *reasons;
+
+	if (status_ready(&reasons) == 0) {
+		json_decref(reasons);
+		a->status = 200;
+		a->body = xstrdup("{\"status\":\"ready\"}");
+		return;
+	}
+	a->status = 503;
+	a->retry_after = true;
+	a->body = dump(json_pack("{s:s,s:o}", "status", "not_ready", "reasons", reasons));
+}
+
+static void get_metrics(struct answer *a)
+{
+	size_t len;
+
+	a->status = 200;
+	a->body = status_metrics(&len);
+	a->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+static void get_status(struct answer *a)
+{
+	a->status = 200;
+	a->body = dump(status_json());
+}
+
+static const struct {
+	const char *path;
+	void (*get)(struct answer *a);
+} ops[] = {
+	{ "/healthz", get_healthz },
+	{ "/readyz", get_readyz },
+	{ "/metrics", get_metrics },
+	{ "/v1/status", get_status },
+};
+
 /*
  * Route the request and check everything known before the body: method,
  * topic, access, query, size, media type. 0 to read the body, -1 with the
@@ -415,15 +476,16 @@ static int begin(struct req *r, const char *url, const char *method)
 	const char *prefix = "/v1/topics/", *rest, *slash, *v;
 	size_t tlen;
 
-	if (strcmp(url, "/healthz") == 0) {
-		r->route = ROUTE_HEALTHZ;
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		if (strcmp(url, ops[i].path) != 0)
+			continue;
+		r->route = ROUTE_OPS;
 		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 			set_error(&r->answer, ERR_METHOD_NOT_ALLOWED, "use GET");
 			r->answer.allow = "GET, HEAD";
 			return -1;
 		}
-		r->answer.status = 200;
-		r->answer.body = xstrdup("{\"status\":\"ok\"}");
+		ops[i].get(&r->answer);
 		return -1;
 	}
 	if (strncmp(url, prefix, strlen(prefix)) != 0) {
@@ -664,6 +726,14 @@ static bool answer_before_body(struct req *r)
 	    strtoull(v, NULL, 10) > (unsigned long long)r->h->deps.conf->limits.max_body_bytes;
 }
 
+/* Queue the request's answer, counting publish answers by status. */
+static enum MHD_Result answer(struct req *r)
+{
+	if (r->route == ROUTE_PUBLISH || r->route == ROUTE_BATCH)
+		metrics_publish_request(r->answer.status);
+	return queue_answer(r->conn, &r->answer);
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
@@ -683,7 +753,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		if (r->answer.body) {
 			r->state = ST_ANSWER;
 			if (answer_before_body(r))
-				return queue_answer(conn, &r->answer);
+				return answer(r);
 		}
 		return MHD_YES;
 	}
@@ -696,7 +766,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	if (r->state == ST_BODY || r->state == ST_TOPIC_CHECKED)
 		advance(r);
 	if (r->state == ST_ANSWER)
-		return queue_answer(conn, &r->answer);
+		return answer(r);
 	return MHD_YES; /* suspended */
 }
 
@@ -863,16 +933,23 @@ int http_start(const struct http_deps *deps, struct http **out, char *err, size_
 
 	h->deps = *deps;
 	h->tcp.fd = h->unix_.fd = -1;
+	/* A socket handed over by systemd (ackd.socket) comes first. */
 	if (conf->listen.http[0]) {
-		fd = listen_tcp(conf->listen.http, err, errlen);
+		fd = service_take_tcp_fd(conf->listen.http);
+		if (fd < 0)
+			fd = listen_tcp(conf->listen.http, err, errlen);
 		if (fd < 0 || serve(h, &h->tcp, fd, err, errlen, conf->listen.http) < 0)
 			goto fail;
 	}
 	if (conf->listen.unix_path[0]) {
-		fd = listen_unix(conf, err, errlen);
-		if (fd < 0)
-			goto fail;
-		h->unix_path = xstrdup(conf->listen.unix_path);
+		/* An inherited socket file belongs to systemd: not ours to unlink. */
+		fd = service_take_unix_fd(conf->listen.unix_path);
+		if (fd < 0) {
+			fd = listen_unix(conf, err, errlen);
+			if (fd < 0)
+				goto fail;
+			h->unix_path = xstrdup(conf->listen.unix_path);
+		}
 		if (serve(h, &h->unix_, fd, err, errlen, conf->listen.unix_path) < 0)
 			goto fail;
 	}

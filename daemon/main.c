@@ -39,6 +39,7 @@
 #include "producer.h"
 #include "service.h"
 #include "spool.h"
+#include "status.h"
 #include "topics.h"
 #include "util.h"
 
@@ -213,6 +214,7 @@ static struct consumer *start_sub(struct daemon *d, const struct conf_sub *cs)
 
 static void start_subs(struct daemon *d)
 {
+	status_lock_subs();
 	d->nsubs = d->conf->nsubs;
 	d->subs = xcalloc(d->nsubs + 1, sizeof(*d->subs));
 	d->sub_confs = xcalloc(d->nsubs + 1, sizeof(*d->sub_confs));
@@ -222,10 +224,14 @@ static void start_subs(struct daemon *d)
 		if (!d->subs[i])
 			fatalx("subscription %s could not start", d->sub_confs[i]->name);
 	}
+	status_set_subs(d->subs, d->nsubs);
+	status_unlock_subs();
 }
 
 static void stop_subs(struct daemon *d)
 {
+	status_lock_subs();
+	status_set_subs(NULL, 0);
 	for (size_t i = 0; i < d->nsubs; i++)
 		consumer_stop(d->subs[i]);
 	free(d->subs);
@@ -233,6 +239,7 @@ static void stop_subs(struct daemon *d)
 	d->subs = NULL;
 	d->sub_confs = NULL;
 	d->nsubs = 0;
+	status_unlock_subs();
 }
 
 /* A running subscription that reload may leave alone. */
@@ -255,6 +262,9 @@ static void reload_subs(struct daemon *d, const struct conf *next)
 {
 	struct consumer **subs = xcalloc(next->nsubs + 1, sizeof(*subs));
 	const struct conf_sub **confs = xcalloc(next->nsubs + 1, sizeof(*confs));
+
+	/* Scrapes wait until the list is whole again (stops take a timeout at most). */
+	status_lock_subs();
 
 	for (size_t i = 0; i < d->nsubs; i++) {
 		const struct conf_sub *old = d->sub_confs[i];
@@ -284,6 +294,8 @@ static void reload_subs(struct daemon *d, const struct conf *next)
 	d->subs = subs;
 	d->sub_confs = confs;
 	d->nsubs = next->nsubs;
+	status_set_subs(d->subs, d->nsubs);
+	status_unlock_subs();
 }
 
 static void name_restart_key(const char *path, void *arg)
@@ -427,6 +439,7 @@ int main(int argc, char **argv)
 		fatalx("kafka: %s", err);
 	if (producer_start(conf, sp, &prod, err, sizeof(err)) < 0)
 		fatalx("kafka: %s", err);
+	status_init(sp, prod, topics);
 	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics };
 	if (http_start(&deps, &http, err, sizeof(err)) < 0)
 		fatalx("%s", err);

@@ -83,6 +83,7 @@
 
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "spool.h"
 
 #define SEG_DEFAULT_BYTES (64ull << 20)
@@ -96,6 +97,7 @@
 #define CF_LIVE_PERCENT 10
 #define CF_RETRY_MS 10000
 #define SPOOL_IDLE_BEAT_MS 1000
+#define WERR_RECENT_MS 10000       /* /readyz remembers a failed write this long */
 #define SPOOL_MAX_QUIET_MS 20000    /* a write and fsync stuck this long is a hung disk */
 #define ERR_LOG_EVERY_MS 10000
 #define GROUP_MAX_BYTES (8ull << 20) /* one pwritev + fdatasync at most */
@@ -240,6 +242,7 @@ struct spool {
 	uint64_t damaged, failed, commits, write_errors, torn_bytes;
 	uint64_t disk_free;
 	int64_t disk_checked_ms;
+	int64_t last_werr_ms; /* when a write or fsync last failed, 0 never */
 	void (*hook)(void *arg);
 	void *hook_arg;
 	int64_t werr_log_ms;
@@ -1295,6 +1298,25 @@ static enum spool_err submit(struct spool *sp, struct spool_batch *b, spool_done
 	return err;
 }
 
+int spool_writable(struct spool *sp, char *why, size_t len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	if (sp->last_werr_ms && mono_ms() - sp->last_werr_ms < WERR_RECENT_MS) {
+		snprintf(why, len, "a spool write failed in the last %d s", WERR_RECENT_MS / 1000);
+		rc = -1;
+	} else if (sp->max_bytes && sp->bytes + sp->q_bytes >= sp->max_bytes) {
+		snprintf(why, len, "the spool is full (spool.max_bytes)");
+		rc = -1;
+	} else if (disk_free(sp) < sp->q_bytes + DISK_MARGIN) {
+		snprintf(why, len, "the spool's file system is full");
+		rc = -1;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
+}
+
 enum spool_err spool_submit(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg)
 {
 	return submit(sp, b, done, arg, true);
@@ -1422,6 +1444,19 @@ static void finish_group(struct spool *sp, struct sub *list, enum spool_err err)
 		hook(hook_arg);
 }
 
+/* fdatasync through the seam, its time in ackd_spool_fsync_seconds. */
+static int timed_fdatasync(int fd)
+{
+	struct timespec t0, t1;
+	int rc;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = spool_io.fdatasync(fd);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	metrics_fsync((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	return rc;
+}
+
 /* Write one group; returns 0 when it was written. Writer thread. */
 static int commit_group(struct spool *sp, struct sub *list)
 {
@@ -1465,7 +1500,7 @@ static int commit_group(struct spool *sp, struct sub *list)
 		err = errno == ENOSPC || errno == EDQUOT ? SPOOL_EFULL : SPOOL_EIO;
 		goto fail;
 	}
-	if (sp->fsync == CONF_FSYNC_ALWAYS && bytes && spool_io.fdatasync(seg->fd) < 0) {
+	if (sp->fsync == CONF_FSYNC_ALWAYS && bytes && timed_fdatasync(seg->fd) < 0) {
 		err = SPOOL_EIO;
 		goto fail;
 	}
@@ -1504,6 +1539,7 @@ fail:
 		    seg->first_seq, off0);
 	pthread_mutex_lock(&sp->mu);
 	sp->write_errors++;
+	sp->last_werr_ms = mono_ms();
 	sp->q_bytes -= bytes;
 	sp->disk_checked_ms = 0;
 	pthread_mutex_unlock(&sp->mu);
@@ -1513,11 +1549,12 @@ fail:
 
 static void sync_active(struct spool *sp)
 {
-	if (spool_io.fdatasync(sp->active->fd) < 0) {
+	if (timed_fdatasync(sp->active->fd) < 0) {
 		if (log_due(&sp->werr_log_ms))
 			log_warn("spool: %s: fdatasync of segment %" PRIu64, sp->dir, sp->active->first_seq);
 		pthread_mutex_lock(&sp->mu);
 		sp->write_errors++;
+		sp->last_werr_ms = mono_ms();
 		pthread_mutex_unlock(&sp->mu);
 	}
 }

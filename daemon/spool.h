@@ -75,6 +75,13 @@ typedef void spool_done_fn(void *arg, enum spool_err err, uint64_t first_seq);
  */
 enum spool_err spool_submit(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg);
 
+/*
+ * Whether a publish would be taken now (for /readyz): 0, or -1 with the
+ * reason (a recent write error, spool.max_bytes reached, the disk full).
+ * Any thread.
+ */
+int spool_writable(struct spool *sp, char *why, size_t len);
+
 /* Called from the writer thread after each commit; wakes the producer. */
 void spool_set_commit_hook(struct spool *sp, void (*fn)(void *arg), void *arg);
 

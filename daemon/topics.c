@@ -36,6 +36,7 @@
 #define MISSING_TTL_MS 2000
 #define UNREACHABLE_TTL_MS 5000
 #define POLL_SLICE_MS 100
+#define PROBE_MS 5000 /* how often the cluster is asked for its brokers */
 #define MAX_QUIET_MS 30000 /* a few metadata calls of QUERY_TIMEOUT_MS in a row */
 #define REFRESH_MS 60000
 #define MAX_TOPICS 4096
@@ -68,6 +69,7 @@ struct topics {
 	size_t n, cap;
 	atomic_llong reached_ms; /* last successful metadata answer */
 	atomic_llong unreachable_until_ms; /* a query timed out: do not wait until then */
+	atomic_int brokers;                /* in the last metadata answer */
 };
 
 /* Caller holds t->lock. */
@@ -124,7 +126,7 @@ int topics_kafka_reachable(struct topics *t)
 {
 	long long reached = atomic_load(&t->reached_ms);
 
-	return reached > 0 && now_ms() - reached < 2 * REFRESH_MS;
+	return reached > 0 && now_ms() - reached < 3 * PROBE_MS;
 }
 
 /* --- the topics thread ---------------------------------------------------- */
@@ -257,6 +259,23 @@ static void serve(struct topics *t, struct query *q)
 		check_safety(t, q->topic, replicas);
 }
 
+/* Ask the cluster for its brokers: keeps reachability known without traffic. */
+static void probe(struct topics *t)
+{
+	const struct rd_kafka_metadata *md = NULL;
+
+	if (rd_kafka_metadata(t->rk, 0, NULL, &md, QUERY_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		atomic_store(&t->reached_ms, now_ms());
+		atomic_store(&t->brokers, md->broker_cnt);
+	} else {
+		atomic_store(&t->brokers, 0);
+	}
+	if (md)
+		rd_kafka_metadata_destroy(md);
+}
+
+int topics_brokers(struct topics *t) { return atomic_load(&t->brokers); }
+
 /* Refresh the partition counts of known topics (partitions can be added). */
 static void refresh(struct topics *t)
 {
@@ -283,7 +302,7 @@ static void refresh(struct topics *t)
 static void *topics_loop(void *arg)
 {
 	struct topics *t = arg;
-	int64_t next_refresh = now_ms() + REFRESH_MS;
+	int64_t next_refresh = now_ms() + REFRESH_MS, next_probe = 0;
 
 	thread_name("ackd-topics");
 	pthread_mutex_lock(&t->lock);
@@ -294,6 +313,13 @@ static void *topics_loop(void *arg)
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += 1;
+			if (now_ms() >= next_probe) {
+				pthread_mutex_unlock(&t->lock);
+				probe(t);
+				next_probe = now_ms() + PROBE_MS;
+				pthread_mutex_lock(&t->lock);
+				continue;
+			}
 			pthread_cond_timedwait(&t->cond, &t->lock, &ts);
 			if (now_ms() >= next_refresh) {
 				pthread_mutex_unlock(&t->lock);

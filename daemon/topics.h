@@ -37,7 +37,10 @@ enum topic_state topics_lookup(struct topics *t, const char *topic, int *partiti
 typedef void topics_cb(void *arg, enum topic_state st, int partitions);
 void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg);
 
-/* Kafka answered a metadata request recently (for /readyz). */
+/* Kafka answered a metadata request in the last 15 s (for /readyz). */
 int topics_kafka_reachable(struct topics *t);
+
+/* Brokers in Kafka's last metadata answer, 0 when it did not answer. */
+int topics_brokers(struct topics *t);
 
 #endif
