@@ -462,6 +462,7 @@ int main(int argc, char **argv)
 	}
 	log_info("received %s, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	service_stopping();
+	status_stopping();
 
 	http_quiesce(http);
 	log_debug("shutdown: listeners closed");

@@ -9,6 +9,8 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@ static struct spool *spool;
 static struct producer *producer;
 static struct topics *topics;
 
+static atomic_bool stopping;
 static pthread_mutex_t subs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct consumer *const *subs;
 static size_t nsubs;
@@ -38,6 +41,8 @@ void status_init(struct spool *sp, struct producer *prod, struct topics *t)
 	producer = prod;
 	topics = t;
 }
+
+void status_stopping(void) { atomic_store(&stopping, true); }
 
 void status_lock_subs(void) { pthread_mutex_lock(&subs_lock); }
 
@@ -137,6 +142,8 @@ int status_ready(json_t **reasons)
 	char why[256];
 
 	*reasons = json_array();
+	if (atomic_load(&stopping))
+		json_array_append_new(*reasons, json_string("ackd is shutting down"));
 	if (spool_writable(spool, why, sizeof(why)) < 0)
 		json_array_append_new(*reasons, json_string(why));
 	if (!topics_kafka_reachable(topics))

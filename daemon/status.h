@@ -19,6 +19,9 @@ struct consumer;
 /* The modules to read (borrowed; they outlive every request). */
 void status_init(struct spool *sp, struct producer *prod, struct topics *topics);
 
+/* SIGTERM arrived: /readyz answers 503 from now on. */
+void status_stopping(void);
+
 /*
  * Hold off scrapes while the subscriptions change, then name the running
  * ones (borrowed array, replaced by the next call).
