@@ -146,6 +146,17 @@ static const struct key keys[] = {
 	{ .doc = { "limits.max_batch_records", CONF_T_INT, "10000", 1, 1000000, NULL,
 		  "Most records in one batch request; more are refused with 413." },
 	    MAIN(limits.max_batch_records) },
+	{ .doc = { "limits.max_header_bytes", CONF_T_INT, "16384", 1024, 1048576, NULL,
+		  "Largest total of request header names and values, and at most 100 "
+		  "headers; more is refused with 431." },
+	    MAIN(limits.max_header_bytes) },
+	{ .doc = { "limits.max_url_bytes", CONF_T_INT, "8192", 256, 65536, NULL,
+		  "Longest request target (path and query); a longer one is refused with 414." },
+	    MAIN(limits.max_url_bytes) },
+	{ .doc = { "limits.max_connections", CONF_T_INT, "10000", 1, 1000000, NULL,
+		  "Most open connections per listener; a request on a connection beyond "
+		  "them is refused with 503." },
+	    MAIN(limits.max_connections) },
 
 	{ .doc = { "kafka", CONF_T_GROUP, NULL, 0, 0, NULL, "The Kafka cluster." },
 	    .scope = SCOPE_MAIN },

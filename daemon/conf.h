@@ -64,6 +64,9 @@ struct conf {
 	struct {
 		int64_t max_body_bytes;
 		int64_t max_batch_records;
+		int64_t max_header_bytes;
+		int64_t max_url_bytes;
+		int64_t max_connections;
 	} limits;
 
 	struct {

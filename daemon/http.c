@@ -53,7 +53,7 @@
 #include "util.h"
 
 #define MAX_REQUEST_HEADERS 100
-#define CONNECTION_LIMIT 10000
+#define CONNECTION_HEADROOM 64 /* accepted beyond max_connections, to answer 503 */
 #define RETRY_AFTER_S 1
 
 /* --- the one table from errors to HTTP statuses -------------------------- */
@@ -69,6 +69,9 @@ enum http_err {
 	ERR_UNSUPPORTED_MEDIA_TYPE,
 	ERR_UNAVAILABLE,
 	ERR_SPOOL_FULL,
+	ERR_URI_TOO_LONG,
+	ERR_HEADERS_TOO_LARGE,
+	ERR_TOO_MANY_CONNECTIONS,
 };
 
 static const struct {
@@ -86,6 +89,9 @@ static const struct {
 	[ERR_UNSUPPORTED_MEDIA_TYPE] = { 415, "unsupported_media_type", false },
 	[ERR_UNAVAILABLE] = { 503, "unavailable", true },
 	[ERR_SPOOL_FULL] = { 507, "spool_full", true },
+	[ERR_URI_TOO_LONG] = { 414, "uri_too_long", false },
+	[ERR_HEADERS_TOO_LARGE] = { 431, "header_fields_too_large", false },
+	[ERR_TOO_MANY_CONNECTIONS] = { 503, "unavailable", true },
 };
 
 /* What a single message Kafka rejected answers (a batch says it per record). */
@@ -117,6 +123,7 @@ struct answer {
 	const char *allow;
 	bool retry_after;
 	bool www_authenticate;
+	bool close; /* close the connection after the answer */
 };
 
 struct http;
@@ -154,6 +161,7 @@ struct http {
 	char *unix_path;
 	atomic_bool closing;
 	atomic_int suspended;
+	atomic_int connections; /* open, on all listeners */
 };
 
 /* --- answers ------------------------------------------------------------- */
@@ -183,6 +191,7 @@ static void set_error(struct answer *a, enum http_err e, const char *fmt, ...)
 	a->status = errors[e].status;
 	a->retry_after = errors[e].retry_after;
 	a->www_authenticate = e == ERR_UNAUTHORIZED;
+	a->close = e == ERR_TOO_MANY_CONNECTIONS;
 	a->body = dump(json_pack("{s:{s:s,s:s}}", "error", "code", errors[e].code, "message", msg));
 }
 
@@ -209,6 +218,8 @@ static enum MHD_Result queue_answer(struct MHD_Connection *conn, struct answer *
 	}
 	if (a->www_authenticate)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	if (a->close)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(conn, a->status, resp);
 	MHD_destroy_response(resp);
 	return ret;
@@ -335,9 +346,8 @@ static void on_topic(void *arg, enum topic_state st, int partitions)
 /* --- request parsing ----------------------------------------------------- */
 
 struct hdr_list {
-	struct publish_http_hdr v[MAX_REQUEST_HEADERS];
+	struct publish_http_hdr v[MAX_REQUEST_HEADERS]; /* begin() refused more */
 	size_t n;
-	bool overflow;
 };
 
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -346,10 +356,8 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
 	struct hdr_list *l = cls;
 
 	(void)kind;
-	if (l->n == MAX_REQUEST_HEADERS) {
-		l->overflow = true;
+	if (l->n == MAX_REQUEST_HEADERS)
 		return MHD_NO;
-	}
 	l->v[l->n].name = key;
 	l->v[l->n].value = value ? value : "";
 	l->n++;
@@ -465,6 +473,51 @@ static const struct {
 	{ "/v1/status", get_status },
 };
 
+struct size_count {
+	size_t bytes, count;
+};
+
+static enum MHD_Result count_value(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	struct size_count *sc = cls;
+
+	(void)kind;
+	sc->bytes += strlen(key) + (value ? strlen(value) : 0) + 2;
+	sc->count++;
+	return MHD_YES;
+}
+
+/* limits.max_connections, max_url_bytes, max_header_bytes: -1 with the answer set. */
+static int check_limits(struct req *r, const char *url)
+{
+	const struct conf *conf = r->h->deps.conf;
+	struct size_count query = { 0, 0 }, hdrs = { 0, 0 };
+
+	if (atomic_load(&r->h->connections) > conf->limits.max_connections) {
+		set_error(&r->answer, ERR_TOO_MANY_CONNECTIONS,
+		    "more than limits.max_connections (%lld) connections are open; retry later",
+		    (long long)conf->limits.max_connections);
+		return -1;
+	}
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_value, &query);
+	if ((int64_t)(strlen(url) + query.bytes) > conf->limits.max_url_bytes) {
+		set_error(&r->answer, ERR_URI_TOO_LONG,
+		    "the request target is longer than limits.max_url_bytes (%lld bytes)",
+		    (long long)conf->limits.max_url_bytes);
+		return -1;
+	}
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_value, &hdrs);
+	if (hdrs.count > MAX_REQUEST_HEADERS || (int64_t)hdrs.bytes > conf->limits.max_header_bytes) {
+		set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
+		    "request headers over the limit: at most %d headers and "
+		    "limits.max_header_bytes (%lld bytes)",
+		    MAX_REQUEST_HEADERS, (long long)conf->limits.max_header_bytes);
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Route the request and check everything known before the body: method,
  * topic, access, query, size, media type. 0 to read the body, -1 with the
@@ -475,6 +528,9 @@ static int begin(struct req *r, const char *url, const char *method)
 	const struct conf *conf = r->h->deps.conf;
 	const char *prefix = "/v1/topics/", *rest, *slash, *v;
 	size_t tlen;
+
+	if (check_limits(r, url) < 0)
+		return -1;
 
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		if (strcmp(url, ops[i].path) != 0)
@@ -606,11 +662,6 @@ static int parse(struct req *r)
 	size_t key_len = 0;
 
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &hdrs);
-	if (hdrs.overflow) {
-		set_error(&r->answer, ERR_BAD_REQUEST, "more than %d request headers",
-		    MAX_REQUEST_HEADERS);
-		return -1;
-	}
 	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "key", 3, &key,
 	        &key_len) == MHD_YES && !key)
 		key = "";
@@ -788,6 +839,19 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct http *h = cls;
+
+	(void)conn;
+	(void)socket_context;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+		atomic_fetch_add(&h->connections, 1);
+	else
+		atomic_fetch_sub(&h->connections, 1);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char line[512];
@@ -903,15 +967,22 @@ fail:
 static int serve(struct http *h, struct listener *l, int fd, char *err, size_t errlen,
     const char *what)
 {
+	const struct conf *conf = h->deps.conf;
 	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
 	    MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+	/* Room for the request line and headers at their limits, plus a read buffer. */
+	size_t pool = (size_t)(conf->limits.max_header_bytes + conf->limits.max_url_bytes) +
+	    (32u << 10);
 
 	l->fd = fd;
 	l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 	    MHD_OPTION_LISTEN_SOCKET, fd,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+	    MHD_OPTION_CONNECTION_LIMIT,
+	    (unsigned)(conf->limits.max_connections + CONNECTION_HEADROOM),
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, h,
 	    MHD_OPTION_END);

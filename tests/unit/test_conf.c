@@ -110,6 +110,9 @@ static void test_full(void **state)
 	assert_string_equal(c->listen.unix_group, "kafka");
 	assert_int_equal(c->limits.max_body_bytes, 2097152);
 	assert_int_equal(c->limits.max_batch_records, 500);
+	assert_int_equal(c->limits.max_header_bytes, 4096);
+	assert_int_equal(c->limits.max_url_bytes, 1024);
+	assert_int_equal(c->limits.max_connections, 64);
 	assert_string_equal(c->kafka.brokers, "k1:9092,k2:9092");
 	assert_int_equal(c->kafka.producer.n, 3);
 	assert_string_equal(c->kafka.producer.v[0], "compression.codec=zstd");
@@ -185,6 +188,9 @@ static void assert_main_defaults(const struct conf *c)
 	assert_string_equal(c->listen.unix_group, "");
 	assert_int_equal(c->limits.max_body_bytes, 1048576);
 	assert_int_equal(c->limits.max_batch_records, 10000);
+	assert_int_equal(c->limits.max_header_bytes, 16384);
+	assert_int_equal(c->limits.max_url_bytes, 8192);
+	assert_int_equal(c->limits.max_connections, 10000);
 	assert_int_equal(c->kafka.producer.n, 0);
 	assert_int_equal(c->kafka.consumer.n, 0);
 	assert_string_equal(c->spool.dir, LOCALSTATEDIR "/lib/ackd");
@@ -297,7 +303,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 45);
+	assert_int_equal(i, 48);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 

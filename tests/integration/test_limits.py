@@ -1,0 +1,83 @@
+"""Request limits: header count and size (431), request target length (414)
+and open connections (503), each refused with the error shape, and the
+secure default that refuses a non-loopback listener without tokens."""
+
+import socket
+import subprocess
+
+from kafka import wait_until
+
+LIMITS = {"limits": {"max_header_bytes": 2048, "max_url_bytes": 512, "max_connections": 4}}
+
+
+def assert_error(r, status, code):
+    assert r.status == status, (r.status, r.body)
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
+
+
+def test_too_many_headers_get_431(ackd):
+    daemon = ackd(config=LIMITS)
+    headers = {f"X-H{i}": "v" for i in range(101)}
+    assert_error(daemon.http.post("/v1/topics/t", b"x", headers=headers), 431,
+                 "header_fields_too_large")
+    # 90 small headers are fine: the request goes on to the topic check.
+    r = daemon.http.post("/v1/topics/t", b"x",
+                         headers={f"X-H{i}": "v" for i in range(90)})
+    assert r.status != 431, r.body
+
+
+def test_headers_over_max_header_bytes_get_431(ackd):
+    daemon = ackd(config=LIMITS)
+    r = daemon.http.post("/v1/topics/t", b"x", headers={"X-Big": "a" * 2100})
+    assert_error(r, 431, "header_fields_too_large")
+    assert "2048" in r.json()["error"]["message"]
+    r = daemon.unix.post("/v1/topics/t", b"x", headers={"X-Big": "a" * 2100})
+    assert_error(r, 431, "header_fields_too_large")
+
+
+def test_request_target_over_max_url_bytes_gets_414(ackd):
+    daemon = ackd(config=LIMITS)
+    r = daemon.http.post("/v1/topics/t?key=" + "k" * 600, b"x")
+    assert_error(r, 414, "uri_too_long")
+    assert "512" in r.json()["error"]["message"]
+    r = daemon.http.get("/healthz?pad=" + "p" * 600)
+    assert_error(r, 414, "uri_too_long")
+    assert daemon.http.get("/healthz?pad=short").status == 200
+
+
+def test_connections_over_max_connections_get_503_and_are_closed(ackd):
+    daemon = ackd(config=LIMITS)
+    idle = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5)
+            idle.append(s)
+        # The fifth open connection is one too many: its request is refused.
+        r = daemon.http.get("/healthz")
+        assert_error(r, 503, "unavailable")
+        assert r.header("retry-after") == "1"
+        assert r.header("connection") == "close"
+    finally:
+        for s in idle:
+            s.close()
+    # Once they are gone, requests are served again.
+    wait_until(lambda: daemon.http.get("/healthz").status == 200, 10,
+                         "healthz after the idle connections closed")
+
+
+def test_non_loopback_listener_without_tokens_is_refused(ackd_bin, tmp_path):
+    conf = tmp_path / "ackd.conf"
+    conf.write_text('listen = { http = "0.0.0.0:8470"; };\n'
+                    'kafka = { brokers = "127.0.0.1:9092"; };\n')
+    out = subprocess.run([ackd_bin, "-n", "-c", str(conf)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 1
+    assert (f"{conf}:1: listen.http: \"0.0.0.0:8470\" is not a loopback address; "
+            "set auth.tokens before exposing the publish API beyond this host") in out.stderr
+    conf.write_text('listen = { http = "0.0.0.0:8470"; };\n'
+                    'kafka = { brokers = "127.0.0.1:9092"; };\n'
+                    'auth = { tokens = ( { token = "s3cret"; } ); };\n')
+    out = subprocess.run([ackd_bin, "-n", "-c", str(conf)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
