@@ -9,6 +9,9 @@
  *   2. serve delivery reports (rd_kafka_poll): success acknowledges the record
  *      in the spool, a permanent rejection moves it to failed/, a timeout
  *      queues it to be produced again;
+ *      Kafka refuses a whole record batch when it is too large or holds a bad
+ *      record, so such a rejection is only believed for a record produced
+ *      alone: the others are produced again one at a time (produce_suspect);
  *   3. answer waiting publish requests whose records all have a verdict, or
  *      whose deadline passed;
  *   4. sleep in poll(2) on a pipe that the spool's commit hook, librdkafka's
@@ -87,6 +90,9 @@ struct producer {
 	size_t in_flight_bytes;
 	struct spool_rec *held;   /* read, refused by a full librdkafka queue */
 	struct seq_stack again;   /* timed out: produce once more */
+	struct seq_stack suspects; /* in a batch Kafka refused: produce again alone */
+	bool solo;                /* one suspect is in flight, alone */
+	uint64_t solo_seq;
 	bool fatal;               /* set by the error callback */
 	bool rebuilding;          /* ignore delivery reports of the old handle */
 
@@ -304,6 +310,23 @@ static bool is_permanent(rd_kafka_resp_err_t err)
 	}
 }
 
+/*
+ * Errors Kafka gives a whole record batch for one record in it (too large,
+ * invalid record or timestamp): the batch's other records may be fine.
+ */
+static bool is_batch_rejection(rd_kafka_resp_err_t err)
+{
+	switch (err) {
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+	case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka_resp_err_t err)
 {
 	const char *reason = rd_kafka_err2str(err);
@@ -320,10 +343,8 @@ static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka
 	set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
 }
 
-static void push_again(struct producer *p, uint64_t seq)
+static void push_seq(struct seq_stack *s, uint64_t seq)
 {
-	struct seq_stack *s = &p->again;
-
 	if (s->n == s->cap) {
 		s->cap = s->cap ? s->cap * 2 : 256;
 		s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
@@ -335,17 +356,27 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 {
 	struct producer *p = opaque;
 	uint64_t seq = (uint64_t)(uintptr_t)m->_private;
+	bool alone = p->solo && p->solo_seq == seq;
 
 	(void)rk;
 	p->in_flight--;
 	p->in_flight_bytes -= m->len + m->key_len;
 	if (p->rebuilding)
 		return;
+	if (alone)
+		p->solo = false;
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		spool_ack(p->sp, seq);
 		atomic_fetch_add(&p->delivered, 1);
 		atomic_store(&p->brokers_up, 1);
 		set_result(p, seq, PRODUCER_DELIVERED, m->partition, m->offset, 0);
+		return;
+	}
+	if (is_batch_rejection(m->err) && !alone) {
+		log_debug("producer: record %llu to %s was in a batch kafka refused (%s); "
+		    "producing it again alone", (unsigned long long)seq,
+		    rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+		push_seq(&p->suspects, seq);
 		return;
 	}
 	if (is_permanent(m->err)) {
@@ -358,7 +389,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	atomic_fetch_add(&p->requeued, 1);
 	log_debug("producer: record %llu to %s not acknowledged (%s); producing it again",
 	    (unsigned long long)seq, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-	push_again(p, seq);
+	push_seq(&p->again, seq);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -457,9 +488,12 @@ static void rebuild(struct producer *p)
 	p->in_flight = 0;
 	p->in_flight_bytes = 0;
 	p->again.n = 0;
+	p->suspects.n = 0;
+	p->solo = false;
 	spool_rec_free(p->held);
 	p->held = NULL;
 	p->cursor = 0;
+	spool_rewind(p->sp);
 	while (!(p->rk = new_handle(p, err, sizeof(err)))) {
 		/* The configuration was accepted before; this is a resource problem. */
 		log_errx("producer: cannot create a new producer: %s; retrying in 1s", err);
@@ -533,8 +567,45 @@ static struct spool_rec *next_record(struct producer *p)
 	return NULL;
 }
 
+/*
+ * A record of a batch Kafka refused, produced again with nothing else in
+ * librdkafka's queue, so that it travels in a batch of its own and Kafka's
+ * verdict is about this record alone. Nothing else is produced meanwhile.
+ */
+static void produce_suspect(struct producer *p)
+{
+	struct spool_rec *r = NULL;
+
+	while (!p->solo && p->in_flight == 0 && !p->fatal && p->suspects.n > 0) {
+		uint64_t seq = p->suspects.v[p->suspects.n - 1];
+		if (spool_get(p->sp, seq, &r) != 1) {
+			p->suspects.n--; /* acknowledged or failed meanwhile */
+			continue;
+		}
+		switch (produce(p, r)) {
+		case PRODUCED:
+			p->suspects.n--;
+			p->solo = true;
+			p->solo_seq = seq;
+			break;
+		case REJECTED:
+			p->suspects.n--;
+			break;
+		case QUEUE_FULL:
+		case FATAL:
+			break;
+		}
+		spool_rec_free(r);
+		return;
+	}
+}
+
 static void fill_window(struct producer *p)
 {
+	if (p->solo || p->suspects.n > 0) {
+		produce_suspect(p);
+		return;
+	}
 	while (!p->fatal && p->in_flight < WINDOW_RECORDS && p->in_flight_bytes < WINDOW_BYTES) {
 		struct spool_rec *r = next_record(p);
 		if (!r)
@@ -646,6 +717,7 @@ void producer_stop(struct producer *p, int flush_ms)
 	destroy_handle(p);
 	spool_rec_free(p->held);
 	free(p->again.v);
+	free(p->suspects.v);
 	free(p->slots);
 	close(p->wake_rd);
 	close(p->wake_wr);

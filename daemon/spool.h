@@ -31,7 +31,7 @@ struct spool_opts {
 	enum conf_fsync fsync;
 	int64_t fsync_interval_ms;
 	uint64_t max_bytes;     /* refuse (SPOOL_EFULL) beyond this */
-	uint64_t segment_bytes; /* 0: default 64 MiB */
+	uint64_t segment_bytes; /* 0: 64 MiB, or max_bytes / 8 when less (64 KiB at least) */
 };
 
 /* Why a submit failed; http.c maps these to 507 / 503. */
@@ -102,6 +102,12 @@ struct spool_rec {
  */
 int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out);
 
+/*
+ * The producer was rebuilt and holds nothing: every unacknowledged record,
+ * copies made in this run included, is to be handed out again from cursor 0.
+ */
+void spool_rewind(struct spool *sp);
+
 /* Read one record again by sequence (a retry). 1 found, 0 gone or damaged. */
 int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out);
 void spool_rec_free(struct spool_rec *r);
@@ -136,6 +142,114 @@ struct spool_stats {
 	uint64_t torn_bytes;   /* cut from the last segment's torn tail at open */
 };
 void spool_stats(struct spool *sp, struct spool_stats *out);
+
+/*
+ * Offline reading, for ackd-spool(8). A spool directory opened without
+ * taking its lock and without changing a byte: no recovery, no truncation,
+ * no acknowledgements written. The listing (files and their sizes) is taken
+ * at spool_ro_open(); each file is read up to the size it had then, so a
+ * running ackd may append meanwhile (its newest record may then look torn)
+ * or delete a segment (spool_ro_iter_new() fails with ENOENT). One thread.
+ */
+struct spool_ro;
+struct spool_ro_iter;
+
+/* A segment file, or a failed/ log (same header, records, no footer). */
+struct spool_ro_file {
+	char name[64];        /* relative to the spool directory */
+	uint64_t first_seq;   /* from the file name */
+	uint64_t bytes;       /* the size at spool_ro_open() */
+	uint64_t seq_limit;   /* segments: the next segment's first sequence, 0 for the newest */
+	int hdr_ok;           /* the segment header is valid and names first_seq */
+	int sealed;           /* segments: a valid footer ends the file (seal) */
+	struct spool_seal seal;
+	/* Segments: the .ack file. */
+	int has_ack;
+	uint64_t ack_bytes;   /* its size */
+	const uint64_t *acks; /* acknowledged sequences within the segment, sorted, unique */
+	size_t nacks;
+	uint64_t ack_bad;     /* entries whose CRC fails */
+	uint64_t ack_stray;   /* intact entries for sequences outside the segment */
+	uint64_t ack_partial; /* bytes of a partial last entry, 0 when none */
+};
+
+/* Files in the directory that are neither segments, their .ack files nor failed/ logs. */
+enum spool_ro_other_kind {
+	SPOOL_RO_ORPHAN_ACK, /* the .ack file of a deleted segment (ackd removes it) */
+	SPOOL_RO_TEMP,       /* a segment being created (ackd removes it) */
+	SPOOL_RO_UNKNOWN,    /* anything else (ackd ignores it) */
+};
+struct spool_ro_other {
+	char name[256];
+	enum spool_ro_other_kind kind;
+};
+
+/*
+ * List dir read-only and load the .ack files. Returns 0 and *out (free with
+ * spool_ro_free()), or -1 with err filled (no such directory, not a spool,
+ * unreadable).
+ */
+int spool_ro_open(const char *dir, struct spool_ro **out, char *err, size_t errlen);
+void spool_ro_free(struct spool_ro *ro);
+
+/*
+ * Whether an ackd holds the spool's lock, tried without blocking (and
+ * released at once, so a starting ackd is never kept out): 1 in use, 0 not,
+ * -1 when the lock file cannot be opened for reading (errno).
+ */
+int spool_ro_in_use(const struct spool_ro *ro);
+
+/* The segments and the failed/ logs in sequence order, other files; borrowed. */
+size_t spool_ro_segments(const struct spool_ro *ro, const struct spool_ro_file **files);
+size_t spool_ro_failed(const struct spool_ro *ro, const struct spool_ro_file **files);
+size_t spool_ro_others(const struct spool_ro *ro, const struct spool_ro_other **others);
+
+/* Whether seg's .ack file lists seq. */
+int spool_ro_acked(const struct spool_ro_file *seg, uint64_t seq);
+
+/* What a read-only iterator found. */
+enum spool_ro_kind {
+	SPOOL_RO_RECORD,   /* an intact record */
+	SPOOL_RO_DAMAGE,   /* bytes that hold no valid record (why) */
+	SPOOL_RO_FOOTER,   /* a seal record; the records end here */
+	SPOOL_RO_TRAILING, /* bytes after a footer */
+};
+
+struct spool_ro_item {
+	enum spool_ro_kind kind;
+	uint64_t off; /* file offset */
+	uint64_t len; /* bytes of the record, the damage, the footer, the trailing bytes */
+	/* SPOOL_RO_RECORD, and SPOOL_RO_DAMAGE when the header was intact. */
+	uint64_t seq;
+	uint8_t type; /* enum spool_rec_type */
+	uint16_t flags;
+	int acked;    /* segments: listed in the .ack file */
+	int64_t timestamp_ms;
+	/* SPOOL_RO_RECORD unless headers_only: decoded, borrowed until the next call. */
+	const struct spool_rec *rec;
+	/* SPOOL_RO_DAMAGE */
+	enum spool_rec_status why;
+	int resynced;       /* a valid record follows; else the damage runs to the end */
+	uint64_t lost_from; /* segments: sequences [lost_from, lost_to) not found; */
+	uint64_t lost_to;   /* lost_to 0: up to wherever the segment ends */
+	/* SPOOL_RO_FOOTER */
+	int seal_ok;        /* valid, for this segment, and ending where the records end */
+	struct spool_seal seal;
+};
+
+/*
+ * Iterate over the records of f, one of ro's files. headers_only: check the
+ * record headers only (no payload CRC, no decoding; rec stays NULL), as
+ * ackd's recovery does for all but the newest segment. A failed/ log's
+ * records may come in any sequence order; a segment's must ascend below
+ * seq_limit. Returns 0 and *out (free with spool_ro_iter_free()), or -1
+ * with errno (ENOENT: deleted since spool_ro_open()).
+ */
+int spool_ro_iter_new(struct spool_ro *ro, const struct spool_ro_file *f, int headers_only,
+    struct spool_ro_iter **out);
+/* 1 and *item, 0 at the end, -1 on a read error (errno). */
+int spool_ro_iter_next(struct spool_ro_iter *it, struct spool_ro_item *item);
+void spool_ro_iter_free(struct spool_ro_iter *it);
 
 /* The I/O seam: tests replace these to inject ENOSPC and EIO. */
 struct spool_io {
