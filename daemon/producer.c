@@ -42,7 +42,9 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "producer.h"
 #include "spool.h"
 #include "util.h"
@@ -52,6 +54,7 @@
 #define WINDOW_BYTES (64u << 20)
 #define IDLE_WAKE_MS 100
 #define ORPHANS 4096 /* verdicts kept for waiters that register late */
+#define MAX_QUIET_MS 30000 /* a rebuild, or a flush at stop, may take a while */
 
 struct waiter_slot {
 	uint64_t first_seq;
@@ -75,6 +78,7 @@ struct seq_stack {
 };
 
 struct producer {
+	struct health_loop health;
 	const struct conf *conf;
 	struct spool *sp;
 	rd_kafka_t *rk;
@@ -338,6 +342,7 @@ static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka
 		return;
 	}
 	atomic_fetch_add(&p->failed, 1);
+	metrics_produce_error(METRICS_PRODUCE_REJECTED);
 	log_warnx("producer: record %llu to %s rejected permanently by kafka: %s; moved to failed/",
 	    (unsigned long long)seq, topic, reason);
 	set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
@@ -366,6 +371,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	if (alone)
 		p->solo = false;
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rd_kafka_timestamp_type_t tstype;
+		int64_t accepted = rd_kafka_message_timestamp(m, &tstype);
+		if (tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME)
+			metrics_produce_ack((double)(wall_ms() - accepted) / 1000.0);
 		spool_ack(p->sp, seq);
 		atomic_fetch_add(&p->delivered, 1);
 		atomic_store(&p->brokers_up, 1);
@@ -387,6 +396,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	if (rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED)
 		atomic_fetch_add(&p->possible_dups, 1);
 	atomic_fetch_add(&p->requeued, 1);
+	metrics_produce_error(METRICS_PRODUCE_TIMEOUT);
 	log_debug("producer: record %llu to %s not acknowledged (%s); producing it again",
 	    (unsigned long long)seq, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
 	push_seq(&p->again, seq);
@@ -400,6 +410,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
 		rd_kafka_fatal_error(rk, why, sizeof(why));
 		log_warnx("kafka: fatal producer error: %s", why);
+		metrics_produce_error(METRICS_PRODUCE_FATAL);
 		p->fatal = true;
 		return;
 	}
@@ -497,6 +508,7 @@ static void rebuild(struct producer *p)
 	while (!(p->rk = new_handle(p, err, sizeof(err)))) {
 		/* The configuration was accepted before; this is a resource problem. */
 		log_errx("producer: cannot create a new producer: %s; retrying in 1s", err);
+		health_beat(&p->health);
 		sleep(1);
 	}
 }
@@ -533,8 +545,10 @@ static enum produce_res produce(struct producer *p, const struct spool_rec *r)
 		return PRODUCED;
 	}
 	rd_kafka_headers_destroy(hdrs);
-	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+		metrics_produce_error(METRICS_PRODUCE_QUEUE_FULL);
 		return QUEUE_FULL;
+	}
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
 		p->fatal = true;
 		return FATAL;
@@ -633,6 +647,7 @@ static void *kafka_loop(void *arg)
 		int64_t now, deadline;
 		int timeout = IDLE_WAKE_MS;
 
+		health_beat(&p->health);
 		fill_window(p);
 		rd_kafka_poll(p->rk, 0);
 		if (p->fatal)
@@ -687,8 +702,10 @@ int producer_start(const struct conf *conf, struct spool *sp, struct producer **
 	if (!p->rk)
 		goto fail;
 	spool_set_commit_hook(sp, commit_hook, p);
+	health_register(&p->health, "kafka loop", MAX_QUIET_MS);
 	if (pthread_create(&p->thread, NULL, kafka_loop, p) != 0) {
 		snprintf(err, errlen, "cannot start the kafka loop thread");
+		health_unregister(&p->health);
 		spool_set_commit_hook(sp, NULL, NULL);
 		goto fail;
 	}
@@ -713,6 +730,7 @@ void producer_stop(struct producer *p, int flush_ms)
 	atomic_store(&p->stopping, true);
 	wake(p);
 	pthread_join(p->thread, NULL);
+	health_unregister(&p->health);
 	spool_set_commit_hook(p->sp, NULL, NULL);
 	destroy_handle(p);
 	spool_rec_free(p->held);
