@@ -371,10 +371,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	if (alone)
 		p->solo = false;
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		/* From accept (the record's CreateTime) to ack; else from produce() on. */
 		rd_kafka_timestamp_type_t tstype;
 		int64_t accepted = rd_kafka_message_timestamp(m, &tstype);
-		if (tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME)
+		int64_t produced_us = rd_kafka_message_latency(m);
+		if (tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME && accepted > 0)
 			metrics_produce_ack((double)(wall_ms() - accepted) / 1000.0);
+		else if (produced_us >= 0)
+			metrics_produce_ack((double)produced_us / 1e6);
 		spool_ack(p->sp, seq);
 		atomic_fetch_add(&p->delivered, 1);
 		atomic_store(&p->brokers_up, 1);
