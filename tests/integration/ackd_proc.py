@@ -61,6 +61,15 @@ def find_mock():
                              "ackd-mock (built by make check)")
 
 
+def find_spool_tool():
+    """ACKD_SPOOL_BIN, else ackd-spool next to ackd in the build directory."""
+    if os.environ.get("ACKD_SPOOL_BIN"):
+        return _first_executable([Path(os.environ["ACKD_SPOOL_BIN"]).resolve()],
+                                 "ACKD_SPOOL_BIN")
+    return _first_executable([build_dir() / "ackd-spool", REPO / "build" / "ackd-spool",
+                              REPO / "ackd-spool"], "the ackd-spool binary")
+
+
 def project_version():
     """The version in configure.ac's AC_INIT."""
     text = (REPO / "configure.ac").read_text()

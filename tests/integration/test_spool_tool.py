@@ -1,0 +1,371 @@
+"""ackd-spool(8), the offline spool tool, on real spools.
+
+    fixtures      verify names each damage of tests/fixtures/spool/ by file,
+                  offset and kind and exits 1; the clean one exits 0 with notes;
+                  stat and dump give the numbers and records the fixtures hold;
+                  none of them changes a byte
+    daemon spool  ackd with Kafka unreachable spools what clients publish with
+                  ack=spool: stat (while ackd runs: "in use"), verify and dump
+                  show exactly what was published
+    reinject      a message the (mock) cluster rejects lands in failed/;
+                  reinject is refused while ackd runs, then moves it back as a
+                  new record that ackd produces after a restart; a damaged
+                  failed/ log is kept and nothing of it appended
+
+The fixtures are copied to a temporary directory first.
+"""
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ackd_proc import REPO, find_spool_tool
+from kafka import wait_until
+
+FIXTURES = REPO / "tests" / "fixtures" / "spool"
+TS0 = 1700000000000  # make-fixtures.py: record i was accepted at TS0 + i
+UNREACHABLE = "127.0.0.1:1"
+
+
+def tool(*args):
+    return subprocess.run([str(find_spool_tool()), *map(str, args)], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+
+
+def seg(first, ext="spool"):
+    return f"seg-{first:020d}.{ext}"
+
+
+def fixture(tmp_path, case):
+    dst = tmp_path / case
+    shutil.copytree(FIXTURES / case, dst)
+    return dst
+
+
+def digest(root):
+    """Every file under root with the hash of its bytes and its mode."""
+    root = Path(root)
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                       p.stat().st_mode)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- what make-fixtures.py writes -------------------------------------------------
+
+def rec_size(seq):
+    """Bytes of fixture record seq: header, then the payload of docs/spool-format.md."""
+    key, rid, value = b"k%d" % seq, b"id-%d" % seq, b"value-%d" % seq
+    payload = 8 + 4 + 2 + 1 + 4 + len(key) + 4 + 2 + len(b"ackd-id") + 4 + len(rid) \
+        + 4 + len(value)
+    return 28 + payload
+
+
+def rec_off(first, seq):
+    """File offset of record seq in a fixture segment starting at first."""
+    return 40 + sum(rec_size(s) for s in range(first, seq))
+
+
+def fixture_record(seq, acked=False):
+    return {"seq": seq, "topic": "t", "partition": 0, "key": f"k{seq}",
+            "value": f"value-{seq}", "headers": [{"name": "ackd-id", "value": f"id-{seq}"}],
+            "timestamp": TS0 + seq, "acked": acked}
+
+
+# --- reading the tool's output --------------------------------------------------------
+
+SEG_LINE = re.compile(r"^segment (\S+): seq (\S+) (sealed|active|unsealed) records (\d+) "
+                      r"acked (\d+) bytes (\d+)")
+
+
+def stat(spool):
+    r = tool("stat", spool)
+    assert r.returncode == 0, r
+    out = {"segs": {}}
+    for line in r.stdout.splitlines():
+        m = SEG_LINE.match(line)
+        if m:
+            out["segs"][m[1]] = {"seq": m[2], "state": m[3], "records": int(m[4]),
+                                     "acked": int(m[5]), "bytes": int(m[6])}
+            continue
+        name, _, value = line.partition(": ")
+        out[name] = value
+    assert int(out["segments"]) == len(out["segs"]), r.stdout
+    out["unacked"] = int(out["unacked records"])
+    out["bytes"] = int(out["bytes"])
+    oldest = re.search(r"\((\d+)\)$", out["oldest accept time"])
+    out["oldest_ms"] = int(oldest[1]) if oldest else None
+    failed = re.match(r"(\d+) in (\d+) files", out["failed records"])
+    out["failed"], out["failed_files"] = int(failed[1]), int(failed[2])
+    return out
+
+
+def problems(stdout):
+    """(file, offset or None, kind) of each problem line of verify."""
+    found = []
+    for line in stdout.splitlines():
+        if re.search(r": (damaged|clean): ", line):
+            continue  # the summary
+        m = re.match(r"^(\S+): offset (\d+): ([a-z-]+): ", line)
+        if m:
+            found.append((m[1], int(m[2]), m[3]))
+            continue
+        m = re.match(r"^(\S+): ([a-z-]+): ", line)
+        if m and m[2] != "note":
+            found.append((m[1], None, m[2]))
+    return found
+
+
+def dump(spool, *flags):
+    r = tool("dump", spool, *flags)
+    assert r.returncode == 0, r
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+# --- fixtures -----------------------------------------------------------------------
+
+DAMAGE = {
+    "bad-footer": [(seg(1), rec_off(1, 11), "bad-footer")],
+    "bad-hdr-crc": [(seg(1), rec_off(1, 3), "bad-header-crc"),
+                    (seg(11), rec_off(11, 14), "bad-header-crc")],
+    "bad-payload-crc": [(seg(1), rec_off(1, 4), "bad-payload-crc"),
+                        (seg(11), rec_off(11, 15), "bad-payload-crc")],
+    "torn-tail": [(seg(1), rec_off(1, 11), "torn-tail")],
+    "zero-tail": [(seg(1), rec_off(1, 11), "torn-tail")],
+    "truncated-ack": [(seg(1, "ack"), 3 * 12, "ack-partial-entry")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_verify_names_each_damage_and_exits_1_without_changing_a_byte(tmp_path, case):
+    spool = fixture(tmp_path, case)
+    before = digest(spool)
+    r = tool("verify", spool)
+    assert r.returncode == 1, r
+    assert problems(r.stdout) == DAMAGE[case], r.stdout
+    assert r.stdout.splitlines()[-1].startswith(f"{spool}: damaged: {len(DAMAGE[case])} problems")
+    for args in (("stat",), ("dump",), ("dump", "--all"), ("dump", "--failed")):
+        tool(*args[:1], spool, *args[1:])
+    assert digest(spool) == before, "a read-only command changed the spool"
+    assert not (spool / "lock").exists() and not (spool / "failed").exists()
+
+
+def test_verify_exits_0_on_a_clean_spool_and_notes_what_ackd_tolerates(tmp_path):
+    spool = fixture(tmp_path, "missing-segment")
+    r = tool("verify", spool)
+    assert r.returncode == 0, r
+    assert problems(r.stdout) == []
+    notes = [line for line in r.stdout.splitlines() if ": note: " in line]
+    assert notes == [
+        f"{seg(11)}: note: sequences 6-10 are in no segment (deleted once acknowledged)",
+        "notes.txt: note: not a spool file (ackd ignores it)",
+        f"{seg(6, 'ack')}: note: acknowledgements of a deleted segment (ackd removes the file)",
+    ], r.stdout
+    assert r.stdout.splitlines()[-1] == \
+        f"{spool}: clean: 2 segments and 0 failed/ logs verified"
+
+
+def test_stat_counts_segments_acks_and_the_oldest_record(tmp_path):
+    s = stat(fixture(tmp_path, "truncated-ack"))
+    assert s["lock"].startswith("free")
+    assert s["segs"] == {seg(1): {"seq": "1-10", "state": "active", "records": 10,
+                                      "acked": 3, "bytes": rec_off(1, 11)}}
+    assert (s["unacked"], s["bytes"], s["oldest_ms"]) == (7, rec_off(1, 11), TS0 + 4)
+    assert (s["failed"], s["failed_files"]) == (0, 0)
+
+    s = stat(fixture(tmp_path, "missing-segment"))
+    assert s["segs"] == {
+        seg(1): {"seq": "1-5", "state": "sealed", "records": 5, "acked": 0,
+                 "bytes": rec_off(1, 6) + 68},
+        seg(11): {"seq": "11-15", "state": "active", "records": 5, "acked": 0,
+                  "bytes": rec_off(11, 16)}}
+    assert (s["unacked"], s["oldest_ms"]) == (10, TS0 + 1)
+
+
+def test_dump_prints_the_unacknowledged_records_and_all_with_all(tmp_path):
+    spool = fixture(tmp_path, "truncated-ack")
+    assert dump(spool) == [fixture_record(s) for s in range(4, 11)]
+    assert dump(spool, "--all") == [fixture_record(s, acked=s <= 3) for s in range(1, 11)]
+    assert dump(spool, "--failed") == []
+
+    # Damaged records are skipped, each with a warning; the rest still come.
+    spool = fixture(tmp_path, "bad-payload-crc")
+    r = tool("dump", spool)
+    assert r.returncode == 0, r
+    assert [json.loads(line)["seq"] for line in r.stdout.splitlines()] == \
+        [s for s in range(1, 21) if s not in (4, 15)]
+    assert r.stderr.count("bad payload crc") == 2, r.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert tool().returncode == 2
+    assert tool("stat", tmp_path / "nonexistent").returncode == 2
+    assert tool("frobnicate", tmp_path).returncode == 2
+    assert tool("dump", tmp_path, "--all", "--failed").returncode == 2
+
+
+# --- a spool written by ackd ---------------------------------------------------------
+
+def b64(b):
+    return base64.b64encode(b).decode()
+
+
+def test_a_spool_written_by_ackd_shows_exactly_what_was_published(ackd):
+    daemon = ackd(brokers=UNREACHABLE)
+    spool = daemon.spool_dir
+    t0 = int(time.time() * 1000)
+    answers = []
+    r = daemon.http.post("/v1/topics/orders?ack=spool&key=k%C3%A9y&partition=3",
+                         body="héllo wörld".encode(),
+                         headers={"Content-Type": "text/plain", "Kafka-Header-Trace": "abc"})
+    answers.append(r)
+    r = daemon.http.post("/v1/topics/orders?ack=spool", body=b"\x00\xff\xfe binary")
+    answers.append(r)
+    r = daemon.http.post("/v1/topics/empty.one?ack=spool&key=", body=b"")
+    answers.append(r)
+    for r in answers:
+        assert r.status == 202, (r.status, r.body)
+    batch = {"records": [{"key_b64": b64(b"\xff\x00"), "value": {"a": [1, 2]},
+                          "headers": {"h": "v", "n": "ünï"}},
+                         {"value_b64": b64(b"\xc3\x28"), "partition": 0}]}
+    r = daemon.http.post("/v1/topics/batched/records?ack=spool", body=batch)
+    assert r.status == 202, (r.status, r.body)
+    t1 = int(time.time() * 1000)
+    ids = [a.json()["id"] for a in answers] + [e["id"] for e in r.json()["results"]]
+
+    expected = [
+        {"topic": "orders", "partition": 3, "key": "kéy", "value": "héllo wörld",
+         "headers": {"content-type": "text/plain", "trace": "abc"}},
+        {"topic": "orders", "partition": None, "key": None, "value_b64": b64(b"\x00\xff\xfe binary"),
+         "headers": {}},
+        {"topic": "empty.one", "partition": None, "key": "", "value": "", "headers": {}},
+        {"topic": "batched", "partition": None, "key_b64": b64(b"\xff\x00"),
+         "value": '{"a":[1,2]}', "headers": {"h": "v", "n": "ünï"}},
+        {"topic": "batched", "partition": 0, "key": None, "value_b64": b64(b"\xc3\x28"),
+         "headers": {}},
+    ]
+
+    # While ackd runs: read-only, and said so.
+    s = stat(spool)
+    assert s["lock"].startswith("in use by a running ackd"), s
+    assert (s["unacked"], s["failed"]) == (5, 0), s
+    assert t0 <= s["oldest_ms"] <= t1
+    r = tool("verify", spool)
+    assert r.returncode == 0, r
+    assert "in use by a running ackd" in r.stdout
+
+    daemon.stop()
+    s = stat(spool)
+    assert s["lock"].startswith("free"), s
+    [(name, info)] = s["segs"].items()
+    assert info == {"seq": "1-5", "state": "active", "records": 5, "acked": 0,
+                    "bytes": (spool / name).stat().st_size}
+    assert (s["unacked"], s["bytes"]) == (5, (spool / name).stat().st_size)
+
+    lines = dump(spool)
+    assert [d["seq"] for d in lines] == [1, 2, 3, 4, 5]
+    for d, want, ackd_id in zip(lines, expected, ids):
+        headers = {h["name"]: h["value"] for h in d["headers"]}
+        assert len(headers) == len(d["headers"]), d
+        assert headers.pop("ackd-id") == ackd_id
+        got = {k: v for k, v in d.items() if k not in ("seq", "timestamp", "acked")}
+        got["headers"] = headers
+        assert got == want
+        assert t0 <= d["timestamp"] <= t1 and d["acked"] is False
+    assert dump(spool, "--all") == lines
+
+    r = tool("verify", spool)
+    assert (r.returncode, problems(r.stdout)) == (0, []), r
+    assert r.stdout.splitlines()[-1] == f"{spool}: clean: 1 segments and 0 failed/ logs verified"
+
+
+# --- failed/ and reinject --------------------------------------------------------------
+
+def reject_one(mock, daemon, topic):
+    """Publish a message that the mock cluster rejects permanently; returns its answer."""
+    mock.push_errors("Produce", *["MSG_SIZE_TOO_LARGE"] * 4)
+    r = daemon.http.post(f"/v1/topics/{topic}?ack=kafka&key=kk", body=b"rejected \xff",
+                         headers={"Kafka-Header-X": "y"})
+    mock.clear_errors("Produce")
+    return r
+
+
+def test_reinject_moves_failed_records_back_and_ackd_produces_them(mock_kafka, ackd, tmp_path):
+    mock = mock_kafka
+    topic = "rej"
+    mock.create_topic(topic, partitions=1, rf=3)
+    daemon = ackd(brokers=mock.bootstrap)
+    spool = daemon.spool_dir
+    r = daemon.http.post(f"/v1/topics/{topic}?ack=kafka", body=b"fine")
+    assert r.status == 200, r.body
+    r = reject_one(mock, daemon, topic)
+    assert r.status == 413, (r.status, r.body)
+    failed_files = sorted((spool / "failed").iterdir())
+    assert len(failed_files) == 1
+    failed_before = failed_files[0].read_bytes()
+
+    # A running ackd owns the spool: reinject refuses and touches nothing.
+    r = tool("reinject", spool)
+    assert r.returncode == 1, r
+    assert f"{spool} is in use by a running ackd" in r.stderr
+    assert "stop ackd first" in r.stderr
+    assert failed_files[0].read_bytes() == failed_before
+    daemon.stop()
+
+    s = stat(spool)
+    assert (s["unacked"], s["failed"], s["failed_files"]) == (0, 1, 1), s
+    [f] = dump(spool, "--failed")
+    assert "Message size too large" in f.pop("reason")
+    ackd_id = {h["name"]: h["value"] for h in f["headers"]}["ackd-id"]
+    accepted = f.pop("timestamp")
+    assert f == {"seq": 2, "topic": topic, "partition": None, "key": "kk",
+                 "value_b64": b64(b"rejected \xff"),
+                 "headers": [{"name": "x", "value": "y"}, {"name": "ackd-id", "value": ackd_id}]}
+    r = tool("verify", spool)
+    assert (r.returncode, problems(r.stdout)) == (0, []), r
+    assert "1 segments and 1 failed/ logs verified" in r.stdout
+
+    # A damaged failed/ log is kept whole and nothing of it reaches the spool.
+    broken = tmp_path / "broken"
+    shutil.copytree(spool, broken)
+    log = broken / "failed" / failed_files[0].name
+    data = bytearray(log.read_bytes())
+    data[-3] ^= 0x5A
+    log.write_bytes(bytes(data))
+    r = tool("reinject", broken)
+    assert r.returncode == 1, r
+    assert "damaged, file kept" in r.stderr
+    assert "reinjected 0 records from 0 of 1 failed/ files" in r.stdout
+    assert log.read_bytes() == bytes(data)
+    assert stat(broken)["unacked"] == 0
+
+    r = tool("reinject", spool)
+    assert r.returncode == 0, r
+    assert r.stdout == "reinjected 1 records from 1 of 1 failed/ files\n"
+    assert list((spool / "failed").iterdir()) == []
+    s = stat(spool)
+    assert (s["unacked"], s["failed"], s["oldest_ms"]) == (1, 0, accepted), s
+    [d] = dump(spool)
+    assert d == {"seq": 3, "topic": topic, "partition": None, "key": "kk",
+                 "value_b64": b64(b"rejected \xff"),
+                 "headers": [{"name": "x", "value": "y"}, {"name": "ackd-id", "value": ackd_id}],
+                 "timestamp": accepted, "acked": False}
+    r = tool("verify", spool)
+    assert (r.returncode, problems(r.stdout)) == (0, []), r
+
+    # ackd produces the reinjected record like any other.
+    daemon.start()
+    wait_until(lambda: tool("stat", spool).stdout.count("unacked records: 0") == 1, 30,
+               "the reinjected record acknowledged by the cluster")
+    records = mock.read_topic(topic)
+    assert sorted(rec.value for rec in records) == [b"fine", b"rejected \xff"]
+    again = next(rec for rec in records if rec.value == b"rejected \xff")
+    assert again.key == b"kk"
+    assert again.header("ackd-id") == ackd_id.encode()
+    assert again.header("ackd-failed-reason") is None
