@@ -6,8 +6,11 @@
  * multi handle, and loops:
  *
  *   1. take fetched messages into per-partition queues, in offset order; a
- *      partition whose queue holds PART_WINDOW messages is paused (and
- *      resumed at half), so memory stays bounded whatever the endpoint does;
+ *      partition whose queue holds PART_WINDOW messages or PART_WINDOW_BYTES
+ *      is paused, and resumed at a quarter, so memory stays bounded whatever
+ *      the endpoint does. Pausing makes librdkafka drop what it prefetched
+ *      for the partition and fetch it again, so the window is deep (several
+ *      fetches) and resumes late, to pause seldom;
  *   2. dispatch what the ordering allows: "partition", the head of each
  *      partition, one at a time; "key", the first waiting message of each key
  *      of a partition; "none", any waiting message; never more than
@@ -60,7 +63,8 @@
 #include "webhook.h"
 #include "webhook_sign.h"
 
-#define PART_WINDOW 1000       /* fetched, unfinished messages per partition */
+#define PART_WINDOW 5000       /* fetched, unfinished messages per partition */
+#define PART_WINDOW_BYTES (4u << 20)
 #define COMMIT_INTERVAL_MS 1000
 #define IDLE_WAKE_MS 100
 #define POLL_BATCH 10000       /* messages taken per loop turn at most */
@@ -96,6 +100,7 @@ struct part {
 	uint64_t gen;         /* tells a dead-letter job its partition is gone */
 	struct msg **q;       /* ring of fetched messages, offset order */
 	size_t head, len, cap;
+	size_t bytes;         /* of the values queued */
 	struct offsets *off;  /* NULL until the first message */
 	int64_t committed;    /* last offset committed by us, -1 none */
 	size_t busy;          /* requests and dead-letter writes out */
@@ -270,11 +275,12 @@ static void set_paused(struct consumer *c, struct part *p, bool pause)
 static void trim(struct consumer *c, struct part *p)
 {
 	while (p->len > 0 && q_at(p, 0)->state == M_DONE) {
+		p->bytes -= q_at(p, 0)->rkm->len;
 		msg_free(q_at(p, 0));
 		p->head = (p->head + 1) % p->cap;
 		p->len--;
 	}
-	if (p->paused && !c->gone && p->len < PART_WINDOW / 2)
+	if (p->paused && !c->gone && p->len < PART_WINDOW / 4 && p->bytes < PART_WINDOW_BYTES / 4)
 		set_paused(c, p, false);
 }
 
@@ -790,7 +796,8 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 	if (!m->id[0])
 		webhook_id_from_coords(topic, rkm->partition, rkm->offset, m->id);
 	q_push(p, m);
-	if (p->len >= PART_WINDOW)
+	p->bytes += rkm->len;
+	if (p->len >= PART_WINDOW || p->bytes >= PART_WINDOW_BYTES)
 		set_paused(c, p, true);
 }
 
@@ -950,8 +957,9 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		{ "enable.partition.eof", "false" },
 		{ "auto.offset.reset", cs->start == CONF_START_LATEST ? "latest" : "earliest" },
 		{ "partition.assignment.strategy", "range" },
-		{ "queued.min.messages", "1000" },
-		{ "queued.max.messages.kbytes", "16384" },
+		/* Prefetch per partition is bounded in bytes; a count limit would be
+		 * compared with the whole consumer queue and stall every partition. */
+		{ "queued.max.messages.kbytes", "4096" },
 		{ "log.queue", "false" },
 	};
 

@@ -114,7 +114,13 @@ static enum http_err kafka_rejection(int kafka_err)
 /* --- request state ------------------------------------------------------- */
 
 enum route { ROUTE_NONE, ROUTE_OPS, ROUTE_PUBLISH, ROUTE_BATCH };
-enum req_state { ST_BODY, ST_WAIT, ST_TOPIC_CHECKED, ST_ANSWER };
+/*
+ * ST_VERDICT: the records' fate is known (durable, or Kafka's verdicts are
+ * in); the request thread builds the answer. Threads that resume a request
+ * only store what they learned: a batch's answer is a thousand JSON objects,
+ * and the spool writer and the kafka loop have better things to do.
+ */
+enum req_state { ST_BODY, ST_WAIT, ST_TOPIC_CHECKED, ST_VERDICT, ST_ANSWER };
 
 struct answer {
 	unsigned status;
@@ -291,8 +297,7 @@ static void on_kafka_done(struct producer_waiter *w)
 {
 	struct req *r = w->arg;
 
-	set_publish_answer(r);
-	resume(r, ST_ANSWER);
+	resume(r, ST_VERDICT);
 }
 
 /* Spool writer: the batch is durable (or failed). */
@@ -318,11 +323,9 @@ static void on_spooled(void *arg, enum spool_err err, uint64_t first_seq)
 	}
 	metrics_publish_records(r->pub->n);
 	if (r->ack == CONF_ACK_SPOOL) {
-		set_publish_answer(r);
-		resume(r, ST_ANSWER);
+		resume(r, ST_VERDICT);
 		return;
 	}
-	r->results = xcalloc(r->pub->n, sizeof(*r->results));
 	r->waiter.first_seq = first_seq;
 	r->waiter.n = r->pub->n;
 	r->waiter.deadline_ms = now_ms() + r->h->deps.conf->publish.ack_timeout_ms;
@@ -700,6 +703,8 @@ static void submit(struct req *r)
 
 	for (size_t i = 0; i < r->pub->n; i++)
 		spool_batch_add(b, &r->pub->msgs[i]);
+	if (r->ack == CONF_ACK_KAFKA)
+		r->results = xcalloc(r->pub->n, sizeof(*r->results));
 	suspend(r);
 	err = spool_submit(r->h->deps.spool, b, on_spooled, r);
 	if (err == SPOOL_OK)
@@ -816,6 +821,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	}
 	if (r->state == ST_BODY || r->state == ST_TOPIC_CHECKED)
 		advance(r);
+	if (r->state == ST_VERDICT) {
+		set_publish_answer(r);
+		r->state = ST_ANSWER;
+	}
 	if (r->state == ST_ANSWER)
 		return answer(r);
 	return MHD_YES; /* suspended */

@@ -453,7 +453,7 @@ static void render_producer(struct buf *b, const struct metrics_sources *src)
 	if (!p)
 		return;
 	scalar(b, "ackd_kafka_brokers_up", "gauge",
-	    "1 while the producer reaches the brokers, 0 once all are down.",
+	    "Brokers in Kafka's last metadata answer (probed every 5 s); 0 when it did not answer.",
 	    p->brokers_up > 0 ? (uint64_t)p->brokers_up : 0);
 	scalar(b, "ackd_produce_in_flight", "gauge", "Records produced and awaiting Kafka's ack.",
 	    p->in_flight);
@@ -499,7 +499,7 @@ static const struct {
 	{ F_ASSIGNED, "ackd_consumer_assigned_partitions", "gauge",
 	    "Partitions assigned to the subscription's consumer." },
 	{ F_PAUSED_PARTS, "ackd_consumer_paused_partitions", "gauge",
-	    "Assigned partitions paused because their window is full." },
+	    "Assigned partitions paused: their window is full, or the endpoint answered 410." },
 	{ F_PAUSED, "ackd_subscription_paused", "gauge",
 	    "1 when the endpoint answered 410 and the subscription waits for a reload." },
 };

@@ -50,8 +50,8 @@
 #include "util.h"
 
 /* The window: what librdkafka holds in memory at most. */
-#define WINDOW_RECORDS 100000
-#define WINDOW_BYTES (64u << 20)
+#define WINDOW_RECORDS 50000
+#define WINDOW_BYTES (32u << 20)
 #define IDLE_WAKE_MS 100
 #define ORPHANS 4096 /* verdicts kept for waiters that register late */
 #define MAX_QUIET_MS 30000 /* a rebuild, or a flush at stop, may take a while */

@@ -122,14 +122,17 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *fmt, .
 
 static struct curl_slist *add_header(struct curl_slist *list, const char *fmt, ...)
 {
-	char line[8192];
 	struct curl_slist *next;
 	va_list ap;
+	char *line;
 
+	/* Sized to fit: a percent-encoded key or header may be long. */
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	if (vasprintf(&line, fmt, ap) < 0)
+		fatalx("out of memory building webhook headers");
 	va_end(ap);
 	next = curl_slist_append(list, line);
+	free(line);
 	if (!next)
 		fatalx("out of memory building webhook headers");
 	return next;
