@@ -11,6 +11,21 @@ controller quorum.
         kafka.create_topic("orders", partitions=3)
         ...
         records = kafka.read_topic("orders")
+
+With sasl=, clients authenticate: every node gets a SASL_PLAINTEXT listener
+for clients next to its PLAINTEXT one (inter-broker traffic only) and the
+controller's. The mechanism is PLAIN (users in the listener's JAAS config) or
+SCRAM-SHA-256/512 (credentials written into the metadata log when the storage
+is formatted; the harness's clients need librdkafka 2.6.1 or later for it, see
+SCRAM_MIN_LIBRDKAFKA). There is no authorizer: authentication is what is
+tested. The cluster's own helpers (bootstrap, client_config, admin,
+create_topic, read_topic, produce, committed) then go through the SASL
+listener as the client user ("admin" when there is one).
+
+    users = {"admin": "admin-secret", "ackd": "ackd-secret"}
+    with KafkaCluster(sasl={"mechanism": "PLAIN", "users": users}) as kafka:
+        kafka.create_topic("orders")
+        props = kafka.sasl_properties("ackd")   # ["security.protocol=...", ...]
 """
 
 import base64
@@ -27,6 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
+import confluent_kafka
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -60,6 +76,95 @@ logger.kafka.level = INFO
 logger.apache.name = org.apache
 logger.apache.level = INFO
 """
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# librdkafka before 2.6.1 repeats the client nonce in its SCRAM final message;
+# Kafka 4 brokers check the nonce strictly (RFC 5802) and answer "invalid
+# credentials" (confluentinc/librdkafka#4895). The Java client is not affected.
+SCRAM_MIN_LIBRDKAFKA = (2, 6, 1)
+SASL_LISTENER = "SASL_PLAINTEXT"
+# User names and passwords go into JAAS and --add-scram texts unquoted or in
+# double quotes; these characters need no escaping in either.
+SASL_SAFE = re.compile(r"[A-Za-z0-9._@+-]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sasl:
+    """SASL/PLAINTEXT authentication for clients: one mechanism, its users
+    ({name: password}) and the user the harness's own clients log in as."""
+    mechanism: str
+    users: dict
+    client_user: str
+
+    @classmethod
+    def of(cls, spec):
+        """From a Sasl or a dict {"mechanism", "users", optional "client_user"}
+        (default client user: "admin" when there is one, else the first)."""
+        if isinstance(spec, cls):
+            return spec
+        mechanism = spec.get("mechanism", "PLAIN").upper()
+        users = dict(spec.get("users") or {})
+        if mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"sasl mechanism {mechanism!r} is not one of {SASL_MECHANISMS}")
+        if not users:
+            raise ValueError("sasl needs at least one user")
+        if mechanism.startswith("SCRAM-") and librdkafka_version() < SCRAM_MIN_LIBRDKAFKA:
+            raise ValueError(f"sasl {mechanism}: librdkafka {confluent_kafka.libversion()[0]} "
+                             f"cannot log in to Kafka 4 brokers with SCRAM (fixed in "
+                             f"{'.'.join(map(str, SCRAM_MIN_LIBRDKAFKA))}); use PLAIN")
+        for name, password in users.items():
+            if not SASL_SAFE.fullmatch(name) or not SASL_SAFE.fullmatch(password):
+                raise ValueError(f"sasl user {name!r}: names and passwords must match "
+                                 f"{SASL_SAFE.pattern}")
+        client_user = spec.get("client_user") or ("admin" if "admin" in users
+                                                  else next(iter(users)))
+        if client_user not in users:
+            raise ValueError(f"sasl client_user {client_user!r} is not among the users")
+        return cls(mechanism, users, client_user)
+
+    @property
+    def scram(self):
+        return self.mechanism.startswith("SCRAM-")
+
+    def jaas(self):
+        """The server side JAAS entry of the SASL listener."""
+        if self.scram:
+            return "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        users = " ".join(f'user_{n}="{p}"' for n, p in self.users.items())
+        return f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+
+    def server_settings(self):
+        prefix = f"listener.name.{SASL_LISTENER.lower()}"
+        return {
+            "sasl.enabled.mechanisms": self.mechanism,
+            f"{prefix}.sasl.enabled.mechanisms": self.mechanism,
+            f"{prefix}.{self.mechanism.lower()}.sasl.jaas.config": self.jaas(),
+        }
+
+    def format_args(self):
+        """kafka-storage format arguments creating the SCRAM credentials."""
+        if not self.scram:
+            return []
+        args = []
+        for name, password in self.users.items():
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+    def client_config(self, user=None, password=None):
+        """librdkafka properties logging in as user (default: the client user)
+        with password (default: the user's own)."""
+        user = user or self.client_user
+        if password is None:
+            password = self.users[user]
+        return {"security.protocol": SASL_LISTENER, "sasl.mechanisms": self.mechanism,
+                "sasl.username": user, "sasl.password": password}
+
+
+def librdkafka_version():
+    """The (major, minor, patch) of the librdkafka the Python client runs on."""
+    num = confluent_kafka.libversion()[1]
+    return (num >> 24 & 0xff, num >> 16 & 0xff, num >> 8 & 0xff)
 
 
 def log(msg):
@@ -146,8 +251,9 @@ class Record:
 class KafkaNode:
     """One KRaft combined broker+controller JVM."""
 
-    def __init__(self, node_id, libs, root):
+    def __init__(self, node_id, libs, root, sasl=None):
         self.node_id = node_id
+        self.sasl = sasl
         self.libs = libs
         self.dir = root / f"node{node_id}"
         self.data_dir = self.dir / "data"
@@ -157,12 +263,17 @@ class KafkaNode:
         self.stdout_log = self.dir / "stdout.log"
         self.port = free_port()
         self.controller_port = free_port()
+        self.sasl_port = free_port() if sasl else None
         self.proc = None
         self.dir.mkdir(parents=True)
 
     @property
     def address(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_address(self):
+        return f"127.0.0.1:{self.sasl_port}" if self.sasl else None
 
     def write_config(self, voters, settings):
         props = {
@@ -178,6 +289,15 @@ class KafkaNode:
             "log.dirs": str(self.data_dir),
             **settings,
         }
+        if self.sasl:
+            sasl_listener = f"{SASL_LISTENER}://127.0.0.1:{self.sasl_port}"
+            props.update({
+                "listeners": f"{props['listeners']},{sasl_listener}",
+                "advertised.listeners": f"{props['advertised.listeners']},{sasl_listener}",
+                "listener.security.protocol.map": f"{props['listener.security.protocol.map']},"
+                                                  f"{SASL_LISTENER}:{SASL_LISTENER}",
+                **self.sasl.server_settings(),
+            })
         self.config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self.log4j.write_text(LOG4J2_CONFIG.format(log=self.server_log))
 
@@ -187,7 +307,8 @@ class KafkaNode:
 
     def format(self, cluster_id):
         cmd = self.java("kafka.tools.StorageTool", "format", "--ignore-formatted",
-                        "-t", cluster_id, "-c", str(self.config))
+                        "-t", cluster_id, "-c", str(self.config),
+                        *(self.sasl.format_args() if self.sasl else []))
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, timeout=FORMAT_TIMEOUT)
         if res.returncode != 0:
@@ -212,9 +333,11 @@ class KafkaNode:
                                f"{self.proc.returncode}:\n{self.log_tail()}")
 
     def wait_listening(self, timeout):
-        wait_until(lambda: port_open(self.port), timeout,
-                   f"kafka node {self.node_id} to listen on {self.port}",
-                   alive=self.check_alive)
+        for port in (self.port, self.sasl_port):
+            if port is not None:
+                wait_until(lambda: port_open(port), timeout,
+                           f"kafka node {self.node_id} to listen on {port}",
+                           alive=self.check_alive)
 
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM (controlled shutdown), then SIGKILL when it takes too long."""
@@ -258,12 +381,15 @@ class KafkaNode:
 class KafkaCluster:
     """A KRaft cluster of combined nodes on loopback."""
 
-    def __init__(self, brokers=1, workdir=None, libs=None):
+    def __init__(self, brokers=1, workdir=None, libs=None, sasl=None):
+        """sasl: None (plain clients), or a Sasl or dict (see Sasl.of)."""
+        self.sasl = Sasl.of(sasl) if sasl else None
         self.libs = Path(libs) if libs else kafka_libs()
         self.version = kafka_version(self.libs)
         self._own_dir = workdir is None
         self.root = Path(workdir or tempfile.mkdtemp(prefix="ackd-kafka-"))
-        self.nodes = [KafkaNode(i + 1, self.libs, self.root) for i in range(brokers)]
+        self.nodes = [KafkaNode(i + 1, self.libs, self.root, self.sasl)
+                      for i in range(brokers)]
         self.start_seconds = None
         self._admin = None
 
@@ -313,8 +439,9 @@ class KafkaCluster:
             raise
         self.start_seconds = time.monotonic() - t0
         started = self.nodes[0].started_version() or self.version
+        auth = f" (SASL {self.sasl.mechanism})" if self.sasl else ""
         log(f"Apache Kafka {started} started: {len(self.nodes)} broker(s) at "
-            f"{self.bootstrap} in {self.start_seconds:.1f}s ({self.root})")
+            f"{self.bootstrap}{auth} in {self.start_seconds:.1f}s ({self.root})")
         return self
 
     @staticmethod
@@ -403,10 +530,34 @@ class KafkaCluster:
 
     @property
     def bootstrap(self):
+        """Where clients connect: the SASL listeners when sasl is set."""
+        if self.sasl:
+            return ",".join(n.sasl_address for n in self.nodes)
+        return self.internal_bootstrap
+
+    @property
+    def internal_bootstrap(self):
+        """The PLAINTEXT listeners (with sasl: meant for inter-broker traffic)."""
         return ",".join(n.address for n in self.nodes)
 
     def client_config(self, **extra):
-        return {"bootstrap.servers": self.bootstrap, **extra}
+        """Properties of a client of this cluster: bootstrap.servers, and with
+        sasl the client user's login; extra adds or replaces properties."""
+        return {"bootstrap.servers": self.bootstrap, **self.security_config(), **extra}
+
+    def security_config(self, user=None, password=None):
+        """The security properties logging in as user (default: the client
+        user) with password (default: the user's); {} without sasl."""
+        if not self.sasl:
+            if user is not None or password is not None:
+                raise ValueError("this cluster has no sasl users")
+            return {}
+        return self.sasl.client_config(user, password)
+
+    def sasl_properties(self, user=None, password=None):
+        """security_config as the "name=value" strings of kafka.producer /
+        kafka.consumer in ackd's configuration (and of kcat -X)."""
+        return [f"{k}={v}" for k, v in self.security_config(user, password).items()]
 
     def admin(self):
         if self._admin is None:
@@ -439,23 +590,28 @@ class KafkaCluster:
 
     def produce(self, topic, value, key=None, headers=None, partition=None, timeout=30):
         """Produce one message with acks=all and wait for its delivery."""
-        return produce(self.bootstrap, topic, value, key, headers, partition, timeout)
+        return produce(self.bootstrap, topic, value, key, headers, partition, timeout,
+                       config=self.security_config())
 
     def read_topic(self, name, timeout=30):
         """Every message now in the topic, ordered by partition then offset."""
-        return read_topic(self.bootstrap, name, timeout)
+        return read_topic(self.bootstrap, name, timeout, config=self.security_config())
 
     def committed(self, group, topic, timeout=10):
         """{partition: committed offset} of a consumer group (-1001 when none)."""
-        return committed_offsets(self.bootstrap, group, topic, timeout)
+        return committed_offsets(self.bootstrap, group, topic, timeout,
+                                 config=self.security_config())
 
 
 # --- client helpers shared with the mock cluster --------------------------
 
-def produce(bootstrap, topic, value, key=None, headers=None, partition=None, timeout=30):
-    """Produce one message with acks=all; returns (partition, offset)."""
+def produce(bootstrap, topic, value, key=None, headers=None, partition=None, timeout=30,
+            config=None):
+    """Produce one message with acks=all; returns (partition, offset). config
+    adds client properties (security)."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True, "message.timeout.ms": timeout * 1000})
+                         "enable.idempotence": True, "message.timeout.ms": timeout * 1000,
+                         **(config or {})})
     result = {}
 
     def on_delivery(err, msg):
@@ -474,11 +630,12 @@ def produce(bootstrap, topic, value, key=None, headers=None, partition=None, tim
     return result["msg"].partition(), result["msg"].offset()
 
 
-def read_topic(bootstrap, name, timeout=30):
-    """Read every message up to the current high watermarks of topic name."""
+def read_topic(bootstrap, name, timeout=30, config=None):
+    """Read every message up to the current high watermarks of topic name.
+    config adds client properties (security)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ackd-test-{uuid.uuid4()}",
                          "enable.auto.commit": False, "enable.partition.eof": True,
-                         "isolation.level": "read_committed"})
+                         "isolation.level": "read_committed", **(config or {})})
     try:
         md = consumer.list_topics(topic=name, timeout=timeout)
         topic = md.topics.get(name)
@@ -520,9 +677,9 @@ def drain(consumer, ends, timeout):
     return records
 
 
-def committed_offsets(bootstrap, group, topic, timeout=10):
+def committed_offsets(bootstrap, group, topic, timeout=10, config=None):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, **(config or {})})
     try:
         md = consumer.list_topics(topic=topic, timeout=timeout)
         parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
