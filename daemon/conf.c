@@ -1399,6 +1399,53 @@ static int host_is_loopback(const char *hostport)
 	return 0;
 }
 
+/*
+ * Some values librdkafka checks only when a client is made (an unsupported
+ * SASL mechanism, say): make one from each property list, without brokers,
+ * and report its refusal at the list's line.
+ */
+static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	/* A probe client's notices (no brokers set, ...) are not the user's concern. */
+	(void)rk;
+	(void)level;
+	(void)fac;
+	(void)buf;
+}
+
+static void check_clients(struct loader *ld, const config_t *cfg)
+{
+	static const struct {
+		const char *path;
+		rd_kafka_type_t type;
+	} lists[] = {
+		{ "kafka.producer", RD_KAFKA_PRODUCER },
+		{ "kafka.consumer", RD_KAFKA_CONSUMER },
+	};
+
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		rd_kafka_conf_t *kc = rd_kafka_conf_dup(i == 0 ? ld->rk_producer : ld->rk_consumer);
+		const config_setting_t *s = config_lookup(cfg, lists[i].path);
+		char msg[512];
+		rd_kafka_t *rk;
+
+		if (!kc) {
+			ld->oom = 1;
+			return;
+		}
+		rd_kafka_conf_set_log_cb(kc, quiet);
+		rk = rd_kafka_new(lists[i].type, kc, msg, sizeof(msg));
+		if (rk) {
+			rd_kafka_destroy(rk); /* it owned kc */
+			continue;
+		}
+		rd_kafka_conf_destroy(kc);
+		if (!s)
+			s = config_lookup(cfg, "kafka");
+		err_s(ld, s, "%s: librdkafka refuses these properties: %s", lists[i].path, msg);
+	}
+}
+
 /* Secure by default: the publish API leaves this host only behind tokens. */
 static void check_exposure(struct loader *ld, const config_t *cfg, const struct conf *conf)
 {
@@ -1539,6 +1586,8 @@ int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 	load_group(&ld, &main_scope, config_root_setting(&cfg), "", "");
 	check_required(&ld, &main_scope);
 	check_exposure(&ld, &cfg, conf);
+	if (ld.nerrs == 0 && !ld.oom)
+		check_clients(&ld, &cfg);
 	if (ld.nerrs > 0 || ld.oom)
 		goto fail;
 

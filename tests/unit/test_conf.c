@@ -435,6 +435,14 @@ static void test_err_listen(void **state)
 	    "5: listen.unix_mode: \"0999\" is not an octal mode such as \"0660\"");
 }
 
+static void test_err_client_refused(void **state)
+{
+	(void)state;
+	expect_errors("client_refused.conf",
+	    "3: kafka.producer: librdkafka refuses these properties: Unsupported SASL mechanism: "
+	    "PLAINN");
+}
+
 static void test_err_exposed_without_tokens(void **state)
 {
 	struct conf *conf;
@@ -598,6 +606,7 @@ int main(void)
 		cmocka_unit_test(test_err_enum),
 		cmocka_unit_test(test_err_listen),
 		cmocka_unit_test(test_err_exposed_without_tokens),
+		cmocka_unit_test(test_err_client_refused),
 		cmocka_unit_test(test_reload_compare),
 		cmocka_unit_test(test_err_topic_names),
 		cmocka_unit_test(test_err_duplicates),
