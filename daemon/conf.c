@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "base64.h"
 #include "conf.h"
 
 enum scope_id { SCOPE_MAIN, SCOPE_SUB, SCOPE_TOKEN };
@@ -617,50 +618,16 @@ static int check_url(struct loader *ld, const char *v, char *msg, size_t msglen)
 	return -1;
 }
 
-static int b64_value(int c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Length of standard base64 decoded, padding optional; -1 when malformed. */
-static long b64_decoded_len(const char *s)
-{
-	size_t len = strlen(s);
-	size_t pad = 0;
-
-	while (len > 0 && s[len - 1] == '=' && pad < 2) {
-		len--;
-		pad++;
-	}
-	if (len % 4 == 1 || (pad > 0 && (len + pad) % 4 != 0))
-		return -1;
-	for (size_t i = 0; i < len; i++)
-		if (b64_value((unsigned char)s[i]) < 0)
-			return -1;
-	return (long)(len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0));
-}
-
 static int check_secret(struct loader *ld, const char *v, char *msg, size_t msglen)
 {
-	long n;
+	size_t n;
 
 	(void)ld;
 	if (strncmp(v, "whsec_", 6) != 0) {
 		snprintf(msg, msglen, "secret does not start with \"whsec_\"");
 		return -1;
 	}
-	n = b64_decoded_len(v + 6);
-	if (n < 0) {
+	if (base64_decode(v + 6, strlen(v + 6), BASE64_LENIENT, NULL, 0, &n) < 0) {
 		snprintf(msg, msglen, "secret after \"whsec_\" is not base64");
 		return -1;
 	}

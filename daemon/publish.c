@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "log.h"
 #include "publish.h"
 
@@ -445,63 +446,6 @@ fail:
 
 /* --- batch ------------------------------------------------------------------- */
 
-/* -1 for a character outside the standard base64 alphabet. */
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/*
- * Strict standard base64 (RFC 4648 section 4): length a multiple of 4, "="
- * only as the last one or two characters, unused bits zero, so every byte
- * string has exactly one accepted spelling. out has room for len / 4 * 3.
- */
-static int b64_decode(const char *s, size_t len, unsigned char *out, size_t *out_len)
-{
-	size_t n = 0;
-
-	if (len % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < len; i += 4) {
-		int last = i + 4 == len;
-		int pad = 0;
-		int v[4];
-
-		if (last && s[i + 3] == '=')
-			pad = s[i + 2] == '=' ? 2 : 1;
-		for (int j = 0; j < 4 - pad; j++) {
-			v[j] = b64_value((unsigned char)s[i + j]);
-			if (v[j] < 0)
-				return -1;
-		}
-		out[n++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
-		if (pad == 2) {
-			if ((v[1] & 0x0f) != 0)
-				return -1;
-			break;
-		}
-		out[n++] = (unsigned char)((v[1] & 0x0f) << 4 | v[2] >> 2);
-		if (pad == 1) {
-			if ((v[2] & 0x03) != 0)
-				return -1;
-			break;
-		}
-		out[n++] = (unsigned char)((v[2] & 0x03) << 6 | v[3]);
-	}
-	*out_len = n;
-	return 0;
-}
-
 /*
  * The fewest %g digits (at most 17) that give the real back exactly, for
  * every real in v. jansson prints reals with 17 digits unless told, which
@@ -573,7 +517,7 @@ static int field_bytes(struct req *q, size_t idx, const char *field, const json_
 		*out_len = len;
 	} else {
 		unsigned char *buf = arena_alloc(q, len / 4 * 3 + 1, 1);
-		if (buf != NULL && b64_decode(s, len, buf, out_len) < 0) {
+		if (buf != NULL && base64_decode(s, len, BASE64_STRICT, buf, len / 4 * 3, out_len) < 0) {
 			snprintf(err, errlen, "records[%zu].%s: invalid base64", idx, field);
 			return -1;
 		}

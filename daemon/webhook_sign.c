@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base64.h"
 #include "webhook_sign.h"
 
 /* --- SHA-256 ---------------------------------------------------------------- */
@@ -188,81 +189,6 @@ void hmac_sha256(const void *key, size_t keylen, const void *const parts[], cons
 	sha256_final(&c, out);
 }
 
-/* --- base64 --------------------------------------------------------------------- */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-size_t base64_encode(const void *in, size_t len, char *out, size_t outlen)
-{
-	const unsigned char *p = in;
-	size_t need = (len + 2) / 3 * 4, o = 0;
-
-	if (out == NULL || need >= outlen)
-		return need;
-	for (size_t i = 0; i < len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16;
-
-		if (i + 1 < len)
-			v |= (uint32_t)p[i + 1] << 8;
-		if (i + 2 < len)
-			v |= p[i + 2];
-		out[o++] = b64_alphabet[v >> 18];
-		out[o++] = b64_alphabet[(v >> 12) & 63];
-		out[o++] = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
-	}
-	out[o] = '\0';
-	return need;
-}
-
-/* The 6-bit value of a base64 character, -1 outside the standard alphabet. */
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-int base64_decode(const char *in, size_t len, unsigned char *out, size_t outcap, size_t *outlen)
-{
-	size_t pad = 0, n = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-
-	while (len > 0 && in[len - 1] == '=' && pad < 2) {
-		len--;
-		pad++;
-	}
-	/* A lone character in the last group carries no whole byte. */
-	if (len % 4 == 1 || (pad > 0 && (len + pad) % 4 != 0))
-		return -1;
-	if (len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > outcap)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64_value((unsigned char)in[i]);
-
-		if (v < 0)
-			return -1;
-		acc = (acc << 6 | (uint32_t)v) & 0xffffff;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[n++] = (unsigned char)(acc >> bits);
-		}
-	}
-	*outlen = n;
-	return 0;
-}
-
 /* --- signatures ----------------------------------------------------------------- */
 
 #define SECRET_PREFIX "whsec_"
@@ -273,7 +199,8 @@ int webhook_secret_decode(const char *secret, unsigned char *key, size_t *keylen
 
 	if (strncmp(secret, SECRET_PREFIX, plen) != 0)
 		return -1;
-	if (base64_decode(secret + plen, strlen(secret + plen), key, WEBHOOK_KEY_MAX, keylen) < 0)
+	if (base64_decode(secret + plen, strlen(secret + plen), BASE64_LENIENT, key,
+	        WEBHOOK_KEY_MAX, keylen) < 0)
 		return -1;
 	return *keylen > 0 ? 0 : -1;
 }

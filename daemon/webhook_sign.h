@@ -26,20 +26,6 @@ void hmac_sha256(const void *key, size_t keylen, const void *const parts[], cons
     size_t nparts, unsigned char out[SHA256_LEN]);
 
 /*
- * Standard base64 (RFC 4648 section 4), with padding. Returns the length of
- * the text without the NUL; writes it, NUL-terminated, only when that fits
- * in outlen (so out = NULL, outlen = 0 asks for the size).
- */
-size_t base64_encode(const void *in, size_t len, char *out, size_t outlen);
-
-/*
- * Decode standard base64 of len characters into out (room for outcap bytes);
- * "=" padding may be present (then correct) or left out. 0 and *outlen, or
- * -1 when malformed or when the bytes do not fit.
- */
-int base64_decode(const char *in, size_t len, unsigned char *out, size_t outcap, size_t *outlen);
-
-/*
  * "whsec_" + base64 into key (room for WEBHOOK_KEY_MAX bytes) and *keylen.
  * 0, or -1 when malformed, empty or longer than WEBHOOK_KEY_MAX bytes.
  */

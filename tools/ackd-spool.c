@@ -31,7 +31,7 @@
 
 #include "log.h"
 #include "spool.h"
-#include "webhook_sign.h" /* base64_encode */
+#include "base64.h"
 
 #define EXIT_DAMAGE 1
 #define EXIT_USAGE 2

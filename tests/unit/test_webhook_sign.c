@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "base64.h"
 #include "webhook_sign.h"
 
 static void hex(const unsigned char *d, size_t n, char *out)
@@ -125,7 +126,7 @@ static void test_base64(void **state)
 		assert_int_equal(base64_encode(plain[i], plen, NULL, 0), clen);
 		assert_int_equal(base64_encode(plain[i], plen, text, sizeof(text)), clen);
 		assert_string_equal(text, coded[i]);
-		assert_int_equal(base64_decode(coded[i], clen, bytes, sizeof(bytes), &n), 0);
+		assert_int_equal(base64_decode(coded[i], clen, BASE64_LENIENT, bytes, sizeof(bytes), &n), 0);
 		assert_int_equal(n, strlen(plain[i]));
 		assert_memory_equal(bytes, plain[i], n);
 	}
@@ -139,7 +140,7 @@ static void test_base64(void **state)
 	{
 		unsigned char back[256];
 
-		assert_int_equal(base64_decode(text, 344, back, sizeof(back), &n), 0);
+		assert_int_equal(base64_decode(text, 344, BASE64_LENIENT, back, sizeof(back), &n), 0);
 		assert_int_equal(n, 256);
 		assert_memory_equal(back, all, 256);
 	}
@@ -152,20 +153,34 @@ static void test_base64(void **state)
 	assert_string_equal(text, "Zm9v");
 
 	/* Padding may be left out, but when present it must be right. */
-	assert_int_equal(base64_decode("Zg", 2, bytes, sizeof(bytes), &n), 0);
+	assert_int_equal(base64_decode("Zg", 2, BASE64_LENIENT, bytes, sizeof(bytes), &n), 0);
 	assert_int_equal(n, 1);
-	assert_int_equal(base64_decode("Zm8", 3, bytes, sizeof(bytes), &n), 0);
+	assert_int_equal(base64_decode("Zm8", 3, BASE64_LENIENT, bytes, sizeof(bytes), &n), 0);
 	assert_int_equal(n, 2);
-	assert_int_equal(base64_decode("Zg=", 3, bytes, sizeof(bytes), &n), -1);
-	assert_int_equal(base64_decode("Zm8==", 5, bytes, sizeof(bytes), &n), -1);
-	assert_int_equal(base64_decode("Z", 1, bytes, sizeof(bytes), &n), -1);
-	assert_int_equal(base64_decode("Zm9vY", 5, bytes, sizeof(bytes), &n), -1);
-	assert_int_equal(base64_decode("Zm9v\n", 5, bytes, sizeof(bytes), &n), -1);
-	assert_int_equal(base64_decode("Zm-v", 4, bytes, sizeof(bytes), &n), -1); /* URL alphabet */
-	assert_int_equal(base64_decode("Z=9v", 4, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Zg=", 3, BASE64_LENIENT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Zm8==", 5, BASE64_LENIENT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Z", 1, BASE64_LENIENT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Zm9vY", 5, BASE64_LENIENT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Zm9v\n", 5, BASE64_LENIENT, bytes, sizeof(bytes), &n), -1);
+	/* URL alphabet */
+	assert_int_equal(base64_decode("Zm-v", 4, BASE64_LENIENT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Z=9v", 4, BASE64_LENIENT, bytes, sizeof(bytes), &n), -1);
 	/* Output room is checked before writing. */
-	assert_int_equal(base64_decode("Zm9vYmFy", 8, bytes, 5, &n), -1);
-	assert_int_equal(base64_decode("Zm9vYmFy", 8, bytes, 6, &n), 0);
+	assert_int_equal(base64_decode("Zm9vYmFy", 8, BASE64_LENIENT, bytes, 5, &n), -1);
+	assert_int_equal(base64_decode("Zm9vYmFy", 8, BASE64_LENIENT, bytes, 6, &n), 0);
+
+	/* Strict: padded, unused bits zero, so each byte string has one spelling. */
+	assert_int_equal(base64_decode("Zg==", 4, BASE64_STRICT, bytes, sizeof(bytes), &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(base64_decode("Zg", 2, BASE64_STRICT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Zh==", 4, BASE64_STRICT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("Zh==", 4, BASE64_LENIENT, bytes, sizeof(bytes), &n), 0);
+	assert_int_equal(base64_decode("AAF=", 4, BASE64_STRICT, bytes, sizeof(bytes), &n), -1);
+	assert_int_equal(base64_decode("AAE=", 4, BASE64_STRICT, bytes, sizeof(bytes), &n), 0);
+	assert_int_equal(n, 2);
+	/* No output buffer: check and measure only. */
+	assert_int_equal(base64_decode("Zm9vYmFy", 8, BASE64_STRICT, NULL, 0, &n), 0);
+	assert_int_equal(n, 6);
 }
 
 static const char vector_secret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
