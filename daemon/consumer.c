@@ -71,6 +71,10 @@
 #define DLQ_ACK_TIMEOUT_MS 60000
 #define SEND_RETRY_MS 1000     /* libcurl could not start a request */
 #define MAX_QUIET_MS 60000     /* a revoke may wait a whole timeout_ms for requests */
+#define COMMITTED_TIMEOUT_MS 5000
+#define WATERMARK_EVERY_MS 5000 /* paused partitions are not fetched: ask for their end */
+#define WATERMARK_TIMEOUT_MS 200
+#define WATERMARK_BUDGET_MS 500 /* per snapshot, so a slow Kafka never holds deliveries */
 
 enum msg_state {
 	M_WAITING,   /* to be sent */
@@ -102,7 +106,9 @@ struct part {
 	size_t head, len, cap;
 	size_t bytes;         /* of the values queued */
 	struct offsets *off;  /* NULL until the first message */
-	int64_t committed;    /* last offset committed by us, -1 none */
+	int64_t committed;    /* the group's committed offset (at assignment, then ours), -1 none */
+	int64_t low, high;    /* watermarks last known, -1 unknown */
+	int64_t wm_next_ms;   /* when to ask Kafka for them again */
 	size_t busy;          /* requests and dead-letter writes out */
 	bool paused;
 };
@@ -316,19 +322,43 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * Lag per partition: Kafka's high watermark (as the last fetch saw it) less
  * what we committed. Published under c->lock for scrapes on other threads.
  */
+static void watermarks(struct consumer *c, struct part *p, int64_t budget_end)
+{
+	int64_t low, high, now = now_ms();
+
+	/* What the fetcher last saw, unless it no longer fetches the partition. */
+	if (!p->paused && rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low,
+	        &high) == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0) {
+		p->low = low;
+		p->high = high;
+		return;
+	}
+	if (now < p->wm_next_ms || now >= budget_end)
+		return;
+	p->wm_next_ms = now + WATERMARK_EVERY_MS;
+	if (rd_kafka_query_watermark_offsets(c->rk, p->topic, p->partition, &low, &high,
+	        WATERMARK_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		p->low = low;
+		p->high = high;
+	}
+}
+
 static void snapshot_lag(struct consumer *c)
 {
 	struct consumer_lag *rows = xcalloc(c->nparts + 1, sizeof(*rows));
+	int64_t budget_end = now_ms() + WATERMARK_BUDGET_MS;
 
 	for (size_t i = 0; i < c->nparts; i++) {
 		struct part *p = c->parts[i];
-		int64_t low, high;
+		int64_t from;
+
+		watermarks(c, p, budget_end);
+		/* A group with no committed offset starts where start says. */
+		from = p->committed >= 0 ? p->committed :
+		    c->cs->start == CONF_START_EARLIEST ? p->low : p->high;
 		snprintf(rows[i].topic, sizeof(rows[i].topic), "%s", p->topic);
 		rows[i].partition = p->partition;
-		rows[i].lag = -1;
-		if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low, &high) ==
-		        RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 && p->committed >= 0)
-			rows[i].lag = high > p->committed ? high - p->committed : 0;
+		rows[i].lag = p->high >= 0 && from >= 0 ? (p->high > from ? p->high - from : 0) : -1;
 	}
 	pthread_mutex_lock(&c->lock);
 	free(c->lag);
@@ -871,15 +901,22 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	struct consumer *c = opaque;
 
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		/* The group's committed offsets: where lag counts from. */
+		rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+		if (rd_kafka_committed(rk, committed, COMMITTED_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			log_warnx("subscription %s: cannot read the group's committed offsets; lag "
+			    "is reported once messages are committed", c->cs->name);
 		c->parts = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof(*c->parts));
 		for (int i = 0; i < parts->cnt; i++) {
 			struct part *p = xcalloc(1, sizeof(*p));
 			p->topic = xstrdup(parts->elems[i].topic);
 			p->partition = parts->elems[i].partition;
 			p->gen = ++c->next_gen;
-			p->committed = -1;
+			p->committed = committed->elems[i].offset >= 0 ? committed->elems[i].offset : -1;
+			p->low = p->high = -1;
 			c->parts[c->nparts++] = p;
 		}
+		rd_kafka_topic_partition_list_destroy(committed);
 		atomic_store(&c->assigned, c->nparts);
 		log_info("subscription %s: assigned %d partitions", c->cs->name, parts->cnt);
 		rd_kafka_assign(rk, parts);
