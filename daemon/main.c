@@ -403,7 +403,7 @@ int main(int argc, char **argv)
 		conf = o.conf_path ? load_or_exit(o.conf_path) : conf_defaults(devkafka_bootstrap(dk));
 		replace(&conf->kafka.brokers, devkafka_bootstrap(dk));
 		replace(&conf->spool.dir, devdir);
-		if (!o.conf_path) {
+		if (conf->listen.unix_path[0]) {
 			char sock[sizeof(devdir) + 16];
 			snprintf(sock, sizeof(sock), "%s/ackd.sock", devdir);
 			replace(&conf->listen.unix_path, sock);
