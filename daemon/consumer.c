@@ -38,6 +38,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -777,6 +778,23 @@ static void dispatch(struct consumer *c, int64_t now)
 
 /* --- taking messages from Kafka ----------------------------------------------- */
 
+/*
+ * An ackd-id header becomes the webhook-id, sent as a header line and signed:
+ * only ids of plain characters qualify (any producer can write this header);
+ * others get the id computed from the message's coordinates.
+ */
+static bool id_usable(const void *value, size_t size)
+{
+	const unsigned char *v = value;
+
+	if (!v || size == 0 || size >= WEBHOOK_ID_MAX)
+		return false;
+	for (size_t i = 0; i < size; i++)
+		if (!isalnum(v[i]) && v[i] != '_' && v[i] != '-' && v[i] != '.')
+			return false;
+	return true;
+}
+
 static void msg_headers(struct msg *m)
 {
 	rd_kafka_headers_t *hdrs;
@@ -795,7 +813,7 @@ static void msg_headers(struct msg *m)
 		m->hdrs[i].value = value;
 		m->hdrs[i].value_len = size;
 		m->nhdrs++;
-		if (strcmp(name, "ackd-id") == 0 && value && size > 0 && size < WEBHOOK_ID_MAX)
+		if (strcmp(name, "ackd-id") == 0 && id_usable(value, size))
 			snprintf(m->id, sizeof(m->id), "%.*s", (int)size, (const char *)value);
 	}
 }
