@@ -289,6 +289,24 @@ def test_unix_socket_webhook(kafka, ackd, webhook_sink):
         assert_signed(req, [SECRET_A])
 
 
+def test_an_ackd_id_header_that_is_not_plain_is_not_used_as_webhook_id(kafka, ackd,
+                                                                       webhook_sink):
+    # Any producer can write an ackd-id header; it must not reach the request
+    # as anything but a percent-encoded ackd-header-ackd-id.
+    topic = new_topic(kafka)
+    sub = subscription(topic, webhook_sink, secrets=[SECRET_A])
+    start_ackd(ackd, sub)
+    evil = b"abc\r\nX-Injected: 1"
+    (where,) = produce_all(kafka, topic, [{"value": b"v", "headers": [("ackd-id", evil)]}])
+
+    webhook_sink.wait_for(1, timeout=DELIVERY_TIMEOUT)
+    (req,) = webhook_sink.received()
+    assert req.headers["webhook-id"] == coords_id(topic, *where)
+    assert "x-injected" not in {name.lower() for name in req.headers}
+    assert req.headers["ackd-header-ackd-id"] == pct(evil)
+    assert_signed(req, [SECRET_A])
+
+
 # --- ordering ------------------------------------------------------------------
 
 def random_delay(rnd, low, high):
