@@ -1,23 +1,46 @@
 /*
- * webhook: one libcurl multi handle per subscription.
+ * webhook: one libcurl multi handle per subscription, driven by the
+ * subscription's own epoll set.
  *
- * Design. Every message is one easy handle with its own header list; the
- * multi handle keeps connections alive between them, so a steady stream of
- * messages reuses a few connections. Redirects are not followed (a 3xx is an
- * answer, and DESIGN.md says to retry it). The body is the message value,
- * sent from the Kafka message's own buffer without a copy. The answer's body
- * is read and thrown away; only the status and Retry-After matter.
+ * Design. Every message is one transfer on an easy handle taken from the
+ * subscription's free list; the multi handle keeps connections alive between
+ * them, so a steady stream of messages reuses a few connections. A handle is
+ * set up once (URL, socket path, timeouts, callbacks, its header list) and
+ * only its body changes per message; after its transfer it goes back to the
+ * free list, not to curl_easy_cleanup(). The header block is written with
+ * memcpy into the request's own buffer and handed to libcurl as three list
+ * entries that point into it (libcurl copies each entry into the request):
+ * Content-Type alone, so that libcurl neither adds its own nor sends a blank
+ * one; everything else as one entry of CRLF-separated lines; and "Expect:",
+ * so that larger bodies get no "100-continue" round trip. The URL is parsed
+ * once per subscription (CURLOPT_CURLU), and when no proxy variable is set in
+ * the environment the handles say so once, so that libcurl does neither for
+ * every transfer.
+ *
+ * Sockets and timers come from libcurl's socket and timer callbacks into an
+ * epoll set, together with the caller's wake-up fd; webhook_poll() waits on
+ * it and hands libcurl only the sockets that are ready
+ * (curl_multi_socket_action), instead of rebuilding a poll set of every
+ * transfer each turn.
+ *
+ * Redirects are not followed (a 3xx is an answer, and DESIGN.md says to retry
+ * it). The body is the message value, sent from the Kafka message's own
+ * buffer without a copy. The answer's body is read and thrown away; only the
+ * status and Retry-After matter.
  *
  * Threads: all of it on the subscription's thread.
  */
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -27,42 +50,174 @@
 #include "webhook.h"
 #include "webhook_sign.h"
 
+#define MAX_EVENTS 128
+
 struct request;
 
 struct webhook {
 	const struct conf_sub *cs;
 	CURLM *multi;
+	CURLU *url;  /* parsed once, every handle points at it; NULL: CURLOPT_URL */
+	int epfd;
+	int extra_fd;        /* the caller's wake-up fd in epfd; -1 none yet */
+	int64_t timer_at;    /* now_ms() when libcurl wants its timeout; -1 none */
+	bool no_proxy_env;   /* no proxy variable set: tell the handles so */
 	size_t in_flight;
 	struct request *requests; /* in flight, for webhook_free() */
+	struct request *idle;     /* set up, not in use (singly linked by next) */
+	unsigned char *fds;       /* by fd: what epfd holds (FD_NONE...) */
+	size_t nfds;
 };
 
 struct request {
 	struct request *prev, *next;
 	CURL *easy;
 	void *tag;
-	struct curl_slist *headers;
+	char *buf; /* the header block: Content-Type line, NUL, the rest, NUL */
+	size_t len, cap;
+	struct curl_slist hdr[3]; /* point into buf, and "Expect:" */
 	char retry_after[64];
 	char error[CURL_ERROR_SIZE];
 	const struct conf_sub *cs;
 };
+
+/* --- sockets and timers ------------------------------------------------------- */
+
+/*
+ * What epfd holds for fd: nothing, a socket libcurl watches, or one it stopped
+ * watching. libcurl stops watching a connection whenever it goes back to the
+ * connection cache and starts again with the next request on it, so the
+ * socket stays in epfd in between (one epoll_ctl per request instead of two)
+ * and leaves it when an event arrives that libcurl no longer wants.
+ */
+enum { FD_NONE, FD_CURL, FD_IDLE };
+
+static int fd_state(const struct webhook *wh, int fd)
+{
+	return (size_t)fd < wh->nfds ? wh->fds[fd] : FD_NONE;
+}
+
+static void fd_set_state(struct webhook *wh, int fd, int state)
+{
+	if ((size_t)fd >= wh->nfds) {
+		size_t n = wh->nfds ? wh->nfds : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		wh->fds = xrealloc(wh->fds, n);
+		memset(wh->fds + wh->nfds, FD_NONE, n - wh->nfds);
+		wh->nfds = n;
+	}
+	wh->fds[fd] = (unsigned char)state;
+}
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct webhook *wh = userp;
+	struct epoll_event ev = { .events = 0, .data.fd = s };
+
+	(void)easy;
+	(void)socketp;
+	if (what == CURL_POLL_REMOVE) {
+		if (fd_state(wh, s) == FD_CURL)
+			fd_set_state(wh, s, FD_IDLE);
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+	/*
+	 * A socket we think is in epfd may have been closed and its number
+	 * reused (then MOD fails with ENOENT), and one we think is not may
+	 * still be there (ADD fails with EEXIST).
+	 */
+	if (fd_state(wh, s) != FD_NONE) {
+		if (epoll_ctl(wh->epfd, EPOLL_CTL_MOD, s, &ev) < 0 &&
+		    (errno != ENOENT || epoll_ctl(wh->epfd, EPOLL_CTL_ADD, s, &ev) < 0))
+			return -1;
+	} else if (epoll_ctl(wh->epfd, EPOLL_CTL_ADD, s, &ev) < 0 &&
+	    (errno != EEXIST || epoll_ctl(wh->epfd, EPOLL_CTL_MOD, s, &ev) < 0)) {
+		return -1;
+	}
+	fd_set_state(wh, s, FD_CURL);
+	return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct webhook *wh = userp;
+
+	(void)multi;
+	wh->timer_at = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return 0;
+}
+
+/* --- handles ------------------------------------------------------------------ */
+
+static bool proxy_env_set(void)
+{
+	/* What libcurl would read for an http:// or https:// URL. */
+	static const char *const vars[] = { "http_proxy", "HTTP_PROXY", "https_proxy",
+		"HTTPS_PROXY", "all_proxy", "ALL_PROXY" };
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *v = getenv(vars[i]);
+		if (v && *v)
+			return true;
+	}
+	return false;
+}
 
 struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen)
 {
 	struct webhook *wh = xcalloc(1, sizeof(*wh));
 
 	wh->cs = cs;
-	wh->multi = curl_multi_init();
-	if (!wh->multi) {
-		snprintf(err, errlen, "cannot create a libcurl multi handle");
+	wh->extra_fd = -1;
+	wh->timer_at = -1;
+	wh->no_proxy_env = !proxy_env_set();
+	wh->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (wh->epfd < 0) {
+		snprintf(err, errlen, "cannot create an epoll set: %s", strerror(errno));
 		free(wh);
 		return NULL;
 	}
+	wh->multi = curl_multi_init();
+	if (!wh->multi) {
+		snprintf(err, errlen, "cannot create a libcurl multi handle");
+		close(wh->epfd);
+		free(wh);
+		return NULL;
+	}
+	/*
+	 * Parsed here once, with the flags libcurl uses for CURLOPT_URL, instead
+	 * of for every transfer. A URL it rejects is left to CURLOPT_URL, so
+	 * that every request fails with libcurl's reason, as before.
+	 */
+	wh->url = curl_url();
+	if (wh->url && curl_url_set(wh->url, CURLUPART_URL, cs->url[0] ? cs->url : "http://localhost/",
+	    CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+		curl_url_cleanup(wh->url);
+		wh->url = NULL;
+	}
 	/* Keep as many connections alive as may be busy at once. */
 	curl_multi_setopt(wh->multi, CURLMOPT_MAXCONNECTS, (long)cs->max_in_flight);
+	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETDATA, wh);
+	curl_multi_setopt(wh->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(wh->multi, CURLMOPT_TIMERDATA, wh);
 	return wh;
 }
 
-static void request_free(struct webhook *wh, struct request *req)
+static void request_destroy(struct request *req)
+{
+	curl_easy_cleanup(req->easy);
+	free(req->buf);
+	free(req);
+}
+
+/* Off the in-flight list and out of the multi handle. */
+static void request_detach(struct webhook *wh, struct request *req)
 {
 	if (req->prev)
 		req->prev->next = req->next;
@@ -71,9 +226,6 @@ static void request_free(struct webhook *wh, struct request *req)
 	if (req->next)
 		req->next->prev = req->prev;
 	curl_multi_remove_handle(wh->multi, req->easy);
-	curl_easy_cleanup(req->easy);
-	curl_slist_free_all(req->headers);
-	free(req);
 	wh->in_flight--;
 }
 
@@ -81,13 +233,22 @@ void webhook_free(struct webhook *wh)
 {
 	if (!wh)
 		return;
-	while (wh->requests)
-		request_free(wh, wh->requests);
+	while (wh->requests) {
+		struct request *req = wh->requests;
+		request_detach(wh, req);
+		request_destroy(req);
+	}
+	while (wh->idle) {
+		struct request *req = wh->idle;
+		wh->idle = req->next;
+		request_destroy(req);
+	}
 	curl_multi_cleanup(wh->multi);
+	curl_url_cleanup(wh->url);
+	close(wh->epfd);
+	free(wh->fds);
 	free(wh);
 }
-
-/* --- building a request ----------------------------------------------------- */
 
 static size_t discard_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -117,25 +278,83 @@ static size_t read_header(char *line, size_t size, size_t nitems, void *userdata
 	return len;
 }
 
-static struct curl_slist *add_header(struct curl_slist *list, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static struct curl_slist *add_header(struct curl_slist *list, const char *fmt, ...)
+/* A handle with everything set that stays the same from message to message. */
+static struct request *request_new(struct webhook *wh)
 {
-	struct curl_slist *next;
-	va_list ap;
-	char *line;
+	const struct conf_sub *cs = wh->cs;
+	struct request *req = xcalloc(1, sizeof(*req));
+	CURL *e = curl_easy_init();
 
-	/* Sized to fit: a percent-encoded key or header may be long. */
-	va_start(ap, fmt);
-	if (vasprintf(&line, fmt, ap) < 0)
-		fatalx("out of memory building webhook headers");
-	va_end(ap);
-	next = curl_slist_append(list, line);
-	free(line);
-	if (!next)
-		fatalx("out of memory building webhook headers");
-	return next;
+	if (!e) {
+		free(req);
+		return NULL;
+	}
+	req->easy = e;
+	req->cs = cs;
+	req->cap = 1024;
+	req->buf = xmalloc(req->cap);
+	req->hdr[0].next = &req->hdr[1];
+	req->hdr[1].next = &req->hdr[2];
+	req->hdr[2].data = (char *)"Expect:";
+	req->hdr[2].next = NULL;
+	if (wh->url)
+		curl_easy_setopt(e, CURLOPT_CURLU, wh->url);
+	else
+		curl_easy_setopt(e, CURLOPT_URL, cs->url[0] ? cs->url : "http://localhost/");
+	if (cs->unix_socket[0])
+		curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, cs->unix_socket);
+	if (wh->no_proxy_env) {
+		curl_easy_setopt(e, CURLOPT_PROXY, "");
+		curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	}
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdr);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cs->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->error);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
+	return req;
+}
+
+/* --- the header block ----------------------------------------------------------- */
+
+static char *reserve(struct request *req, size_t n)
+{
+	if (req->len + n > req->cap) {
+		while (req->len + n > req->cap)
+			req->cap *= 2;
+		req->buf = xrealloc(req->buf, req->cap);
+	}
+	return req->buf + req->len;
+}
+
+static void put(struct request *req, const void *s, size_t n)
+{
+	memcpy(reserve(req, n), s, n);
+	req->len += n;
+}
+
+static void put_str(struct request *req, const char *s) { put(req, s, strlen(s)); }
+
+#define PUT_LIT(req, lit) put((req), (lit), sizeof(lit) - 1)
+
+static void put_int(struct request *req, int64_t v)
+{
+	char tmp[24];
+	char *p = tmp + sizeof(tmp);
+	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	put(req, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 /* Kafka header names are bytes; an HTTP field name is a token. */
@@ -149,109 +368,113 @@ static bool is_token(const char *s)
 	return true;
 }
 
-static struct curl_slist *pct_header(struct curl_slist *list, const char *name, const void *v,
-    size_t len)
+/* "\r\n{name}: {percent-encoded v}"; an empty value is sent empty. */
+static void put_pct(struct request *req, const char *prefix, size_t plen, const char *name,
+    const void *v, size_t len)
 {
-	size_t need = pct_encode(v, len, NULL, 0);
-	char *enc = xmalloc(need + 1);
+	size_t cap = 3 * len + 1; /* every byte encoded, and the NUL */
 
-	pct_encode(v, len, enc, need + 1);
-	/* libcurl drops "name:" without a value; "name;" sends it empty. */
-	if (need == 0)
-		list = add_header(list, "%s;", name);
-	else
-		list = add_header(list, "%s: %s", name, enc);
-	free(enc);
-	return list;
+	PUT_LIT(req, "\r\n");
+	put(req, prefix, plen);
+	put_str(req, name);
+	if (len == 0) {
+		PUT_LIT(req, ":");
+		return;
+	}
+	PUT_LIT(req, ": ");
+	req->len += pct_encode(v, len, reserve(req, cap), cap);
 }
 
-static struct curl_slist *build_headers(const struct conf_sub *cs, const struct webhook_msg *m)
+static void build_headers(struct request *req, const struct webhook_msg *m)
 {
-	struct curl_slist *h = NULL;
+	const struct conf_sub *cs = req->cs;
 	const char *ctype = "application/octet-stream";
-	char ctype_buf[256];
+	size_t ctype_len = strlen(ctype);
 	int64_t now_s = wall_ms() / 1000;
+	size_t rest;
 
+	req->len = 0;
 	for (size_t i = 0; i < m->nhdrs; i++) {
-		if (strcasecmp(m->hdrs[i].name, "content-type") == 0 && m->hdrs[i].value &&
-		    m->hdrs[i].value_len > 0 && m->hdrs[i].value_len < sizeof(ctype_buf) &&
-		    !memchr(m->hdrs[i].value, '\n', m->hdrs[i].value_len) &&
-		    !memchr(m->hdrs[i].value, '\r', m->hdrs[i].value_len)) {
-			snprintf(ctype_buf, sizeof(ctype_buf), "%.*s", (int)m->hdrs[i].value_len,
-			    (const char *)m->hdrs[i].value);
-			ctype = ctype_buf;
+		const struct webhook_hdr *h = &m->hdrs[i];
+		if (strcasecmp(h->name, "content-type") == 0 && h->value && h->value_len > 0 &&
+		    h->value_len < 256 && !memchr(h->value, '\n', h->value_len) &&
+		    !memchr(h->value, '\r', h->value_len)) {
+			ctype = (const char *)h->value;
+			ctype_len = strnlen(h->value, h->value_len);
 		}
 	}
-	h = add_header(h, "Content-Type: %s", ctype);
-	h = add_header(h, "webhook-id: %s", m->id);
-	h = add_header(h, "webhook-timestamp: %lld", (long long)now_s);
+	PUT_LIT(req, "Content-Type: ");
+	put(req, ctype, ctype_len);
+	put(req, "", 1);
+	rest = req->len;
+	/* Never blank, so libcurl sends the whole entry. */
+	PUT_LIT(req, "webhook-timestamp: ");
+	put_int(req, now_s);
+	PUT_LIT(req, "\r\nwebhook-id: ");
+	put_str(req, m->id);
 	if (cs->secrets.n > 0) {
 		size_t cap = 96 * cs->secrets.n + 1;
-		char *sig = xmalloc(cap);
-		if (webhook_sign(&cs->secrets, m->id, now_s, m->value, m->value_len, sig, cap) > 0)
-			h = add_header(h, "webhook-signature: %s", sig);
-		free(sig);
+		size_t at = req->len;
+		size_t n;
+		PUT_LIT(req, "\r\nwebhook-signature: ");
+		/* An empty Kafka value may come as NULL; memcpy wants a pointer. */
+		n = webhook_sign(&cs->secrets, m->id, now_s, m->value_len ? m->value : "",
+		    m->value_len, reserve(req, cap), cap);
+		if (n > 0)
+			req->len += n;
+		else
+			req->len = at;
 	}
-	h = add_header(h, "ackd-topic: %s", m->topic);
-	h = add_header(h, "ackd-partition: %d", (int)m->partition);
-	h = add_header(h, "ackd-offset: %lld", (long long)m->offset);
+	PUT_LIT(req, "\r\nackd-topic: ");
+	put_str(req, m->topic);
+	PUT_LIT(req, "\r\nackd-partition: ");
+	put_int(req, m->partition);
+	PUT_LIT(req, "\r\nackd-offset: ");
+	put_int(req, m->offset);
 	if (m->key)
-		h = pct_header(h, "ackd-key", m->key, m->key_len);
-	h = add_header(h, "ackd-attempt: %d", m->attempt);
-	if (m->timestamp_ms >= 0)
-		h = add_header(h, "ackd-timestamp: %lld", (long long)m->timestamp_ms);
+		put_pct(req, "", 0, "ackd-key", m->key, m->key_len);
+	PUT_LIT(req, "\r\nackd-attempt: ");
+	put_int(req, m->attempt);
+	if (m->timestamp_ms >= 0) {
+		PUT_LIT(req, "\r\nackd-timestamp: ");
+		put_int(req, m->timestamp_ms);
+	}
 	for (size_t i = 0; i < m->nhdrs; i++) {
-		char name[300];
-		if (!is_token(m->hdrs[i].name) || strlen(m->hdrs[i].name) > 256) {
+		const struct webhook_hdr *h = &m->hdrs[i];
+		if (!is_token(h->name) || strlen(h->name) > 256) {
 			log_debug("webhook %s: kafka header %s is not an http field name; not sent",
-			    cs->name, m->hdrs[i].name);
+			    cs->name, h->name);
 			continue;
 		}
-		snprintf(name, sizeof(name), "ackd-header-%s", m->hdrs[i].name);
-		h = pct_header(h, name, m->hdrs[i].value ? m->hdrs[i].value : "",
-		    m->hdrs[i].value ? m->hdrs[i].value_len : 0);
+		put_pct(req, "ackd-header-", sizeof("ackd-header-") - 1, h->name,
+		    h->value ? h->value : "", h->value ? h->value_len : 0);
 	}
-	h = add_header(h, "User-Agent: ackd/%s", PACKAGE_VERSION);
-	/* No "Expect: 100-continue" round trip for larger bodies. */
-	h = add_header(h, "Expect:");
-	return h;
+	PUT_LIT(req, "\r\nUser-Agent: ackd/" PACKAGE_VERSION);
+	put(req, "", 1);
+	/* The buffer may have moved: point the list at it now. */
+	req->hdr[0].data = req->buf;
+	req->hdr[1].data = req->buf + rest;
 }
 
 int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag)
 {
-	const struct conf_sub *cs = wh->cs;
-	struct request *req = xcalloc(1, sizeof(*req));
-	CURL *e = curl_easy_init();
+	struct request *req = wh->idle;
 
-	if (!e) {
-		free(req);
+	if (req)
+		wh->idle = req->next;
+	else if (!(req = request_new(wh)))
 		return -1;
-	}
-	req->easy = e;
 	req->tag = tag;
-	req->cs = cs;
-	req->headers = build_headers(cs, m);
-	curl_easy_setopt(e, CURLOPT_URL, cs->url[0] ? cs->url : "http://localhost/");
-	if (cs->unix_socket[0])
-		curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, cs->unix_socket);
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, m->value_len ? m->value : "");
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)m->value_len);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cs->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->error);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
-	if (curl_multi_add_handle(wh->multi, e) != CURLM_OK) {
-		curl_slist_free_all(req->headers);
-		curl_easy_cleanup(e);
-		free(req);
+	req->retry_after[0] = '\0';
+	req->error[0] = '\0';
+	build_headers(req, m);
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)m->value_len);
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, m->value_len ? m->value : "");
+	if (curl_multi_add_handle(wh->multi, req->easy) != CURLM_OK) {
+		request_destroy(req);
 		return -1;
 	}
+	req->prev = NULL;
 	req->next = wh->requests;
 	if (wh->requests)
 		wh->requests->prev = req;
@@ -260,13 +483,51 @@ int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag)
 	return 0;
 }
 
+/* --- driving them --------------------------------------------------------------- */
+
 void webhook_poll(struct webhook *wh, int extra_fd, int timeout_ms)
 {
-	struct curl_waitfd wake = { .fd = extra_fd, .events = CURL_WAIT_POLLIN };
-	int running;
+	struct epoll_event evs[MAX_EVENTS];
+	int running, n, wait = timeout_ms;
 
-	curl_multi_poll(wh->multi, &wake, extra_fd >= 0 ? 1 : 0, timeout_ms, NULL);
-	curl_multi_perform(wh->multi, &running);
+	if (extra_fd != wh->extra_fd) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = extra_fd };
+		if (wh->extra_fd >= 0)
+			epoll_ctl(wh->epfd, EPOLL_CTL_DEL, wh->extra_fd, NULL);
+		if (extra_fd >= 0 && epoll_ctl(wh->epfd, EPOLL_CTL_ADD, extra_fd, &ev) < 0)
+			log_warn("webhook %s: cannot watch the wake-up fd", wh->cs->name);
+		wh->extra_fd = extra_fd;
+	}
+	if (wh->timer_at >= 0) {
+		int64_t left = wh->timer_at - now_ms();
+		if (left < 0)
+			left = 0;
+		if (wait < 0 || left < wait)
+			wait = (int)left;
+	}
+	n = epoll_wait(wh->epfd, evs, MAX_EVENTS, wait);
+	for (int i = 0; i < n; i++) {
+		int fd = evs[i].data.fd, mask = 0;
+		if (fd == extra_fd)
+			continue; /* the caller drains it */
+		if (fd_state(wh, fd) != FD_CURL) {
+			/* An idle connection: closed by the peer, most likely. */
+			epoll_ctl(wh->epfd, EPOLL_CTL_DEL, fd, NULL);
+			fd_set_state(wh, fd, FD_NONE);
+			continue;
+		}
+		if (evs[i].events & EPOLLIN)
+			mask |= CURL_CSELECT_IN;
+		if (evs[i].events & EPOLLOUT)
+			mask |= CURL_CSELECT_OUT;
+		if (evs[i].events & (EPOLLERR | EPOLLHUP))
+			mask |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(wh->multi, fd, mask, &running);
+	}
+	if (wh->timer_at >= 0 && now_ms() >= wh->timer_at) {
+		wh->timer_at = -1;
+		curl_multi_socket_action(wh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
 }
 
 size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
@@ -291,8 +552,10 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 		    retry_after_parse(req->retry_after, wall_ms(), req->cs->retry.max_retry_after_ms,
 		        &a.retry_after_ms) < 0)
 			a.retry_after_ms = -1;
+		request_detach(wh, req);
 		done(arg, req->tag, &a);
-		request_free(wh, req);
+		req->next = wh->idle;
+		wh->idle = req;
 		n++;
 	}
 	return n;
