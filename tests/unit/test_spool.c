@@ -481,6 +481,75 @@ static void shuffle(uint64_t *v, size_t n, unsigned seed)
 	}
 }
 
+/*
+ * A deleted segment larger than one trim step leaves the spool at once
+ * (renamed to its temp name, which spool_open() removes after a crash) and
+ * is then shrunk by maintenance until it is gone.
+ */
+static void test_delete_in_steps(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 5u << 20);
+	struct spool *sp = open_ok(&o);
+	struct spool_stats st;
+	struct spool_rec *r;
+	uint64_t cursor = 0, segs;
+	char tmpname[64];
+	off_t size, prev = -1;
+	int n = 0, passes = 0;
+
+	for (int i = 0; i < 100000; i += 10000)
+		assert_int_equal(write_range(sp, i, i + 10000, NULL), SPOOL_OK);
+	spool_stats(sp, &st);
+	assert_int_equal(st.segments, 2);
+	segs = st.segments;
+	snprintf(tmpname, sizeof(tmpname), ".seg-%020d.tmp", 1);
+	while (spool_next(sp, &cursor, &r) == 1) {
+		spool_ack(sp, r->seq);
+		spool_rec_free(r);
+		n++;
+		spool_stats(sp, &st);
+		if (st.segments < segs) {
+			/* The first segment was just deleted: gone by name, its blocks not yet. */
+			segs = st.segments;
+			assert_int_equal(file_size(t->dir, "seg-00000000000000000001.spool"), -1);
+			assert_int_equal(file_size(t->dir, "seg-00000000000000000001.ack"), -1);
+			prev = file_size(t->dir, tmpname);
+			assert_true(prev > 0);
+		}
+	}
+	assert_int_equal(n, 100000);
+	assert_true(prev > 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	assert_int_equal(st.segments, 1);
+	assert_int_equal(count_files(t->dir, ".spool"), 1);
+	while ((size = file_size(t->dir, tmpname)) >= 0) {
+		assert_true(size < prev || passes == 0);
+		prev = size;
+		spool_maintain(sp);
+		assert_true(++passes <= 3);
+	}
+	assert_int_equal(count_files(t->dir, ".tmp"), 0);
+
+	/* A temp file left by a crash is removed at open. */
+	spool_close(sp);
+	{
+		char path[512];
+		int fd;
+		snprintf(path, sizeof(path), "%s/%s", t->dir, tmpname);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, 1 << 20), 0);
+		close(fd);
+	}
+	sp = open_ok(&o);
+	assert_int_equal(count_files(t->dir, ".tmp"), 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	spool_close(sp);
+}
+
 static void test_acks_delete_segments(void **state)
 {
 	struct tmp *t = *state;
@@ -917,6 +986,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_forward_survives_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enospc_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_in_steps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),
