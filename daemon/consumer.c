@@ -374,7 +374,8 @@ size_t consumer_lag(struct consumer *c, struct consumer_lag *out, size_t max)
 
 	pthread_mutex_lock(&c->lock);
 	n = c->nlag < max ? c->nlag : max;
-	memcpy(out, c->lag, n * sizeof(*out));
+	if (n > 0) /* no snapshot yet: c->lag is NULL */
+		memcpy(out, c->lag, n * sizeof(*out));
 	pthread_mutex_unlock(&c->lock);
 	return n;
 }
