@@ -40,7 +40,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -136,7 +135,7 @@ struct consumer {
 	rd_kafka_queue_t *queue;
 	struct webhook *wh;
 	pthread_t thread;
-	int wake_rd, wake_wr;
+	struct wakeup wake;
 	atomic_bool stopping;
 
 	/* Subscription thread only. */
@@ -169,22 +168,6 @@ struct consumer {
 	atomic_uint_fast64_t stat_in_flight, assigned, paused_parts;
 };
 
-static void wake(struct consumer *c)
-{
-	char b = 'w';
-
-	if (write(c->wake_wr, &b, 1) < 0 && errno != EAGAIN)
-		log_warn("subscription %s: wake pipe", c->cs->name);
-}
-
-static void drain_wake(struct consumer *c)
-{
-	char buf[256];
-
-	while (read(c->wake_rd, buf, sizeof(buf)) > 0)
-		continue;
-}
-
 static uint32_t next_rand(struct consumer *c)
 {
 	/* xorshift32: jitter needs spread, not secrecy. */
@@ -203,8 +186,7 @@ static void unref(struct consumer *c)
 	pthread_mutex_unlock(&c->lock);
 	if (!last)
 		return;
-	close(c->wake_rd);
-	close(c->wake_wr);
+	wakeup_close(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -435,7 +417,7 @@ static void dlq_finished(struct consumer *c, struct dlq_job *job)
 	job->next = c->finished;
 	c->finished = job;
 	pthread_mutex_unlock(&c->lock);
-	wake(c);
+	wakeup_signal(&c->wake);
 	unref(c);
 }
 
@@ -877,8 +859,8 @@ static void wait_in_flight(struct consumer *c, int64_t deadline)
 			busy |= c->parts[i]->busy > 0;
 		if (!busy || now_ms() >= deadline)
 			return;
-		webhook_poll(c->wh, c->wake_rd, 50);
-		drain_wake(c);
+		webhook_poll(c->wh, c->wake.rd, 50);
+		wakeup_drain(&c->wake);
 		webhook_collect(c->wh, on_answer, c);
 		take_finished(c);
 	}
@@ -970,8 +952,8 @@ static void *consumer_loop(void *arg)
 		if (c->next_wake >= 0 && c->next_wake - now < timeout)
 			timeout = c->next_wake <= now ? 0 : (int)(c->next_wake - now);
 		atomic_store(&c->stat_in_flight, c->in_flight);
-		webhook_poll(c->wh, c->wake_rd, timeout);
-		drain_wake(c);
+		webhook_poll(c->wh, c->wake.rd, timeout);
+		wakeup_drain(&c->wake);
 		webhook_collect(c->wh, on_answer, c);
 		if (now_ms() >= c->next_commit) {
 			commit(c, false);
@@ -1046,7 +1028,6 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 	struct consumer *c = xcalloc(1, sizeof(*c));
 	rd_kafka_topic_partition_list_t *topics = NULL;
 	rd_kafka_resp_err_t kerr;
-	int fds[2] = { -1, -1 };
 
 	c->conf = conf;
 	c->cs = cs;
@@ -1055,12 +1036,10 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 	c->refs = 1;
 	c->rnd = (uint32_t)wall_ms() | 1;
 	pthread_mutex_init(&c->lock, NULL);
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+	if (wakeup_open(&c->wake) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	c->wake_rd = fds[0];
-	c->wake_wr = fds[1];
 	c->wh = webhook_new(cs, err, errlen);
 	if (!c->wh)
 		goto fail;
@@ -1069,7 +1048,7 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 		goto fail;
 	rd_kafka_poll_set_consumer(c->rk);
 	c->queue = rd_kafka_queue_get_consumer(c->rk);
-	rd_kafka_queue_io_event_enable(c->queue, c->wake_wr, "c", 1);
+	rd_kafka_queue_io_event_enable(c->queue, c->wake.wr, "c", 1);
 	topics = rd_kafka_topic_partition_list_new((int)cs->topics.n);
 	for (size_t i = 0; i < cs->topics.n; i++)
 		rd_kafka_topic_partition_list_add(topics, cs->topics.v[i], RD_KAFKA_PARTITION_UA);
@@ -1098,10 +1077,7 @@ fail:
 	if (c->rk)
 		rd_kafka_destroy(c->rk);
 	webhook_free(c->wh);
-	if (fds[0] >= 0) {
-		close(fds[0]);
-		close(fds[1]);
-	}
+	wakeup_close(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 	return -1;
@@ -1112,7 +1088,7 @@ void consumer_stop(struct consumer *c)
 	if (!c)
 		return;
 	atomic_store(&c->stopping, true);
-	wake(c);
+	wakeup_signal(&c->wake);
 	pthread_join(c->thread, NULL);
 	health_unregister(&c->health);
 	rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);

@@ -29,7 +29,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -84,7 +83,7 @@ struct producer {
 	rd_kafka_t *rk;
 	rd_kafka_queue_t *mainq;
 	pthread_t thread;
-	int wake_rd, wake_wr;
+	struct wakeup wake;
 	atomic_bool stopping;
 	int flush_ms;
 
@@ -111,23 +110,6 @@ struct producer {
 	atomic_uint_fast64_t in_flight_pub;
 	atomic_int brokers_up;
 };
-
-static void wake(struct producer *p)
-{
-	char c = 'w';
-
-	/* A full pipe already means "wake up". */
-	if (write(p->wake_wr, &c, 1) < 0 && errno != EAGAIN)
-		log_warn("producer: wake pipe");
-}
-
-static void drain_wake(struct producer *p)
-{
-	char buf[256];
-
-	while (read(p->wake_rd, buf, sizeof(buf)) > 0)
-		continue;
-}
 
 /* --- waiters ------------------------------------------------------------ */
 
@@ -471,7 +453,7 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 		return NULL;
 	}
 	p->mainq = rd_kafka_queue_get_main(rk);
-	rd_kafka_queue_io_event_enable(p->mainq, p->wake_wr, "q", 1);
+	rd_kafka_queue_io_event_enable(p->mainq, p->wake.wr, "q", 1);
 	return rk;
 }
 
@@ -644,7 +626,7 @@ static void fill_window(struct producer *p)
 static void *kafka_loop(void *arg)
 {
 	struct producer *p = arg;
-	struct pollfd pfd = { .fd = p->wake_rd, .events = POLLIN };
+	struct pollfd pfd = { .fd = p->wake.rd, .events = POLLIN };
 
 	thread_name("ackd-kafka");
 	while (!atomic_load(&p->stopping)) {
@@ -665,7 +647,7 @@ static void *kafka_loop(void *arg)
 			timeout = 5; /* librdkafka's queue was full: look again soon */
 		atomic_store(&p->in_flight_pub, p->in_flight);
 		if (poll(&pfd, 1, timeout) > 0)
-			drain_wake(p);
+			wakeup_drain(&p->wake);
 	}
 
 	/* Stopping: answer everyone, then give Kafka flush_ms to ack what it has. */
@@ -685,23 +667,25 @@ static void *kafka_loop(void *arg)
 	return NULL;
 }
 
-static void commit_hook(void *arg) { wake(arg); }
+static void commit_hook(void *arg)
+{
+	struct producer *p = arg;
+
+	wakeup_signal(&p->wake);
+}
 
 int producer_start(const struct conf *conf, struct spool *sp, struct producer **out, char *err,
     size_t errlen)
 {
 	struct producer *p = xcalloc(1, sizeof(*p));
-	int fds[2];
 
 	p->conf = conf;
 	p->sp = sp;
 	pthread_mutex_init(&p->lock, NULL);
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+	if (wakeup_open(&p->wake) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	p->wake_rd = fds[0];
-	p->wake_wr = fds[1];
 	p->rk = new_handle(p, err, errlen);
 	if (!p->rk)
 		goto fail;
@@ -717,10 +701,7 @@ int producer_start(const struct conf *conf, struct spool *sp, struct producer **
 	return 0;
 fail:
 	destroy_handle(p);
-	if (p->wake_rd > 0) {
-		close(p->wake_rd);
-		close(p->wake_wr);
-	}
+	wakeup_close(&p->wake);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return -1;
@@ -732,7 +713,7 @@ void producer_stop(struct producer *p, int flush_ms)
 		return;
 	p->flush_ms = flush_ms;
 	atomic_store(&p->stopping, true);
-	wake(p);
+	wakeup_signal(&p->wake);
 	pthread_join(p->thread, NULL);
 	health_unregister(&p->health);
 	spool_set_commit_hook(p->sp, NULL, NULL);
@@ -741,13 +722,12 @@ void producer_stop(struct producer *p, int flush_ms)
 	free(p->again.v);
 	free(p->suspects.v);
 	free(p->slots);
-	close(p->wake_rd);
-	close(p->wake_wr);
+	wakeup_close(&p->wake);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
 
-void producer_kick(struct producer *p) { wake(p); }
+void producer_kick(struct producer *p) { wakeup_signal(&p->wake); }
 
 void producer_stats(struct producer *p, struct producer_stats *out)
 {

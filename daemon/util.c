@@ -3,10 +3,13 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -62,3 +65,41 @@ int64_t now_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 int64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
 
 void thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+int wakeup_open(struct wakeup *w)
+{
+	int fds[2];
+
+	w->rd = w->wr = -1;
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	w->rd = fds[0];
+	w->wr = fds[1];
+	return 0;
+}
+
+void wakeup_signal(const struct wakeup *w)
+{
+	char c = 'w';
+
+	/* A full pipe already means "wake up". */
+	if (write(w->wr, &c, 1) < 0 && errno != EAGAIN)
+		log_warn("wake-up pipe");
+}
+
+void wakeup_drain(const struct wakeup *w)
+{
+	char buf[256];
+
+	while (read(w->rd, buf, sizeof(buf)) > 0)
+		continue;
+}
+
+void wakeup_close(struct wakeup *w)
+{
+	if (w->rd >= 0)
+		close(w->rd);
+	if (w->wr >= 0)
+		close(w->wr);
+	w->rd = w->wr = -1;
+}

@@ -21,4 +21,16 @@ int64_t wall_ms(void);
 /* Name the calling thread (shown by top -H, gdb). */
 void thread_name(const char *name);
 
+/*
+ * A self-pipe: any thread (or librdkafka, through rd_kafka_queue_io_event_
+ * enable on wr) wakes a loop that sleeps in poll or epoll on rd.
+ */
+struct wakeup {
+	int rd, wr;
+};
+int wakeup_open(struct wakeup *w); /* 0, or -1 with errno */
+void wakeup_signal(const struct wakeup *w);
+void wakeup_drain(const struct wakeup *w);
+void wakeup_close(struct wakeup *w); /* a closed or never opened one is fine */
+
 #endif
