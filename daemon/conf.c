@@ -155,8 +155,8 @@ static const struct key keys[] = {
 		  "Longest request target (path and query); a longer one is refused with 414." },
 	    MAIN(limits.max_url_bytes) },
 	{ .doc = { "limits.max_connections", CONF_T_INT, "10000", 1, 1000000, NULL,
-		  "Most open connections per listener; a request on a connection beyond "
-		  "them is refused with 503." },
+		  "Most open connections, both listeners together; a request on a "
+		  "connection beyond them is refused with 503." },
 	    MAIN(limits.max_connections) },
 
 	{ .doc = { "kafka", CONF_T_GROUP, NULL, 0, 0, NULL, "The Kafka cluster." },
