@@ -111,6 +111,7 @@ struct part {
 	int64_t wm_next_ms;   /* when to ask Kafka for them again */
 	size_t busy;          /* requests and dead-letter writes out */
 	bool paused;
+	bool went_back;       /* warned that the log went back below what completed */
 };
 
 struct dlq_job {
@@ -186,6 +187,11 @@ static void unref(struct consumer *c)
 	pthread_mutex_unlock(&c->lock);
 	if (!last)
 		return;
+	while (c->finished) {
+		struct dlq_job *next = c->finished->next;
+		free(c->finished);
+		c->finished = next;
+	}
 	wakeup_close(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -368,7 +374,8 @@ struct metrics_sub *consumer_metrics(struct consumer *c) { return c->metrics; }
 static void commit(struct consumer *c, bool sync)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->nparts);
-	bool force = c->commit_failed;
+	/* An async commit may have failed unseen: a synchronous one sends all. */
+	bool force = c->commit_failed || sync;
 	rd_kafka_resp_err_t err;
 
 	c->commit_failed = false;
@@ -815,7 +822,16 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 	if (!p->off)
 		p->off = offsets_new(rkm->offset);
 	if (offsets_add(p->off, rkm->offset) < 0) {
-		/* Already taken (fetched again after a pause): nothing new. */
+		/* Already taken (fetched again after a pause): nothing new. Below what
+		 * completed, though, the log itself went back (topic recreated,
+		 * truncated): say so, those offsets were delivered already. */
+		if (rkm->offset < offsets_committable(p->off) && !p->went_back) {
+			p->went_back = true;
+			log_warnx("subscription %s: %s [%d] went back to offset %lld below %lld "
+			    "already delivered (topic recreated or truncated?); not delivered again",
+			    c->cs->name, topic, (int)rkm->partition, (long long)rkm->offset,
+			    (long long)offsets_committable(p->off));
+		}
 		rd_kafka_message_destroy(rkm);
 		return;
 	}
@@ -920,6 +936,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		rd_kafka_topic_partition_list_destroy(committed);
 		atomic_store(&c->assigned, c->nparts);
 		log_info("subscription %s: assigned %d partitions", c->cs->name, parts->cnt);
+		/* librdkafka 2.0.2 keeps an application's pause across revoke and assign. */
+		rd_kafka_resume_partitions(rk, parts);
 		rd_kafka_assign(rk, parts);
 		if (c->gone)
 			pause_all(c);

@@ -476,10 +476,20 @@ static void get_readyz(struct answer *a)
 	a->body = dump(json_pack("{s:s,s:o}", "status", "not_ready", "reasons", reasons));
 }
 
+static bool stopping(struct answer *a)
+{
+	if (!status_is_stopping())
+		return false;
+	set_error(a, ERR_UNAVAILABLE, "ackd is shutting down");
+	return true;
+}
+
 static void get_metrics(struct answer *a)
 {
 	size_t len;
 
+	if (stopping(a))
+		return;
 	a->status = 200;
 	a->body = status_metrics(&len);
 	a->content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -487,6 +497,8 @@ static void get_metrics(struct answer *a)
 
 static void get_status(struct answer *a)
 {
+	if (stopping(a))
+		return;
 	a->status = 200;
 	a->body = dump(status_json());
 }
@@ -747,6 +759,12 @@ static void advance(struct req *r)
 {
 	int partitions = 0;
 
+	/* First: once ackd stops, the topics cache and the spool may be gone. */
+	if (atomic_load(&r->h->closing)) {
+		set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
+		r->state = ST_ANSWER;
+		return;
+	}
 	if (r->state == ST_BODY) {
 		if (r->too_large) {
 			set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
@@ -778,11 +796,6 @@ static void advance(struct req *r)
 		return;
 	}
 	if (r->topic_state == TOPIC_EXISTS && check_partitions(r, partitions) < 0) {
-		r->state = ST_ANSWER;
-		return;
-	}
-	if (atomic_load(&r->h->closing)) {
-		set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
 		r->state = ST_ANSWER;
 		return;
 	}

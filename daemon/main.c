@@ -46,6 +46,7 @@
 #define DEFAULT_CONF SYSCONFDIR "/ackd/ackd.conf"
 #define FLUSH_MS 5000
 #define DRAIN_MS 2000
+#define QUIESCE_MS 10000
 #define STATUS_EVERY_MS 5000
 
 struct options {
@@ -464,14 +465,24 @@ int main(int argc, char **argv)
 	service_stopping();
 	status_stopping();
 
+	/*
+	 * Each step leaves no callback into what the next one frees: requests
+	 * stop entering the pipeline; subscriptions finish (their dead letters
+	 * use the spool and the producer); the spool writer answers everything
+	 * queued; the producer answers its waiters; the topics thread answers its
+	 * queries; then no request is suspended and the servers can stop.
+	 */
 	http_quiesce(http);
 	log_debug("shutdown: listeners closed");
 	stop_subs(&d);
 	log_debug("shutdown: subscriptions stopped");
-	topics_stop(topics);
-	log_debug("shutdown: topics stopped");
+	if (spool_quiesce(sp, QUIESCE_MS) < 0)
+		log_warnx("shutdown: the spool writer did not finish within %d ms", QUIESCE_MS);
+	log_debug("shutdown: spool writer idle");
 	producer_stop(prod, FLUSH_MS);
 	log_debug("shutdown: producer flushed and stopped");
+	topics_stop(topics);
+	log_debug("shutdown: topics stopped");
 	http_drain(http, DRAIN_MS);
 	http_stop(http);
 	log_debug("shutdown: http stopped");

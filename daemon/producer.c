@@ -234,44 +234,41 @@ static void set_result(struct producer *p, uint64_t seq, enum producer_outcome o
 }
 
 /* Answer waiters whose deadline passed (all of them when all is set). */
-static void expire_waiters(struct producer *p, int64_t now, bool all)
+/*
+ * Answer waiters whose deadline passed (all of them when all is set); returns
+ * the nearest deadline left, -1 for none. Deadlines do not follow the
+ * sequence (a dead letter waits longer than a publish), so every live waiter
+ * is looked at; they are the requests open right now, a few thousand at most.
+ */
+static int64_t expire_waiters(struct producer *p, int64_t now, bool all)
 {
-	for (;;) {
-		struct producer_waiter *w = NULL;
-		size_t i;
+	struct producer_waiter *expired[64];
+	int64_t next;
+	size_t n;
 
+	do {
+		n = 0;
+		next = -1;
 		pthread_mutex_lock(&p->lock);
-		for (i = p->head; i < p->tail; i++) {
-			if (!p->slots[i].w)
+		for (size_t i = p->head; i < p->tail; i++) {
+			struct producer_waiter *w = p->slots[i].w;
+			if (!w)
 				continue;
-			/* Deadlines grow with the sequence: stop at the first live one. */
-			if (all || p->slots[i].w->deadline_ms <= now) {
-				w = p->slots[i].w;
+			if (all || w->deadline_ms <= now) {
+				if (n == sizeof(expired) / sizeof(expired[0]))
+					break; /* answer these first, then look again */
+				expired[n++] = w;
 				p->slots[i].w = NULL;
-				trim_head(p);
+			} else if (next < 0 || w->deadline_ms < next) {
+				next = w->deadline_ms;
 			}
-			break;
 		}
+		trim_head(p);
 		pthread_mutex_unlock(&p->lock);
-		if (!w)
-			return;
-		w->done(w);
-	}
-}
-
-static int64_t next_deadline(struct producer *p)
-{
-	int64_t d = -1;
-
-	pthread_mutex_lock(&p->lock);
-	for (size_t i = p->head; i < p->tail; i++) {
-		if (p->slots[i].w) {
-			d = p->slots[i].w->deadline_ms;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&p->lock);
-	return d;
+		for (size_t k = 0; k < n; k++)
+			expired[k]->done(expired[k]);
+	} while (n == sizeof(expired) / sizeof(expired[0]));
+	return next;
 }
 
 /* --- librdkafka callbacks (run inside rd_kafka_poll on the kafka loop) --- */
@@ -639,8 +636,7 @@ static void *kafka_loop(void *arg)
 		if (p->fatal)
 			rebuild(p);
 		now = now_ms();
-		expire_waiters(p, now, false);
-		deadline = next_deadline(p);
+		deadline = expire_waiters(p, now, false);
 		if (deadline >= 0 && deadline - now < timeout)
 			timeout = deadline - now < 0 ? 0 : (int)(deadline - now);
 		if (p->held && timeout > 5)

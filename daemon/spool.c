@@ -238,6 +238,9 @@ struct spool {
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake;
+	pthread_cond_t idle;  /* the writer finished a group; see spool_quiesce() */
+	bool refusing;        /* spool_quiesce(): new batches get SPOOL_ECLOSED */
+	bool writing;         /* the writer has a group out of the queue */
 	pthread_t writer;
 	bool writer_running;
 	bool stopping;
@@ -1334,7 +1337,7 @@ static enum spool_err submit(struct spool *sp, struct spool_batch *b, spool_done
 	pthread_mutex_lock(&sp->mu);
 	if (!s)
 		err = SPOOL_EIO;
-	else if (sp->stopping)
+	else if (sp->stopping || sp->refusing)
 		err = SPOOL_ECLOSED;
 	else if (check_space && sp->max_bytes && sp->bytes + sp->q_bytes + b->len > sp->max_bytes)
 		err = SPOOL_EFULL;
@@ -1680,6 +1683,7 @@ static void *writer_main(void *arg)
 			}
 		}
 		list = take_group(sp);
+		sp->writing = true;
 		pthread_mutex_unlock(&sp->mu);
 
 		if (list && commit_group(sp, list) == 0 && interval)
@@ -1690,6 +1694,8 @@ static void *writer_main(void *arg)
 			last_sync = mono_ms();
 		}
 		pthread_mutex_lock(&sp->mu);
+		sp->writing = false;
+		pthread_cond_broadcast(&sp->idle);
 	}
 	pthread_mutex_unlock(&sp->mu);
 	if (dirty)
@@ -2278,6 +2284,7 @@ static void spool_free(struct spool *sp)
 	if (sp->lock_fd >= 0)
 		close(sp->lock_fd);
 	pthread_cond_destroy(&sp->wake);
+	pthread_cond_destroy(&sp->idle);
 	pthread_mutex_destroy(&sp->mu);
 	free(sp->dir);
 	free(sp);
@@ -2306,6 +2313,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sp->wake, &ca);
+	pthread_cond_init(&sp->idle, &ca);
 	pthread_condattr_destroy(&ca);
 
 	if (mkdir(sp->dir, 0750) < 0 && errno != EEXIST) {
@@ -2355,6 +2363,23 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 fail:
 	spool_free(sp);
 	return -1;
+}
+
+int spool_quiesce(struct spool *sp, int timeout_ms)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	sp->refusing = true;
+	while ((sp->q_head || sp->writing) && rc == 0) {
+		struct timespec ts = { .tv_sec = deadline / 1000,
+			.tv_nsec = (deadline % 1000) * 1000000 };
+		if (pthread_cond_timedwait(&sp->idle, &sp->mu, &ts) == ETIMEDOUT)
+			rc = -1;
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return rc;
 }
 
 void spool_close(struct spool *sp)

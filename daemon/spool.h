@@ -50,6 +50,14 @@ enum spool_err {
  */
 int spool_open(const struct spool_opts *opts, struct spool **out, char *err, size_t errlen);
 
+/*
+ * Refuse new batches (SPOOL_ECLOSED) and wait up to timeout_ms until the
+ * writer has written, and called back, everything queued: after it, no done
+ * callback runs until spool_close(). 0, or -1 when the writer did not finish
+ * in time (a hung disk). Any thread but the writer.
+ */
+int spool_quiesce(struct spool *sp, int timeout_ms);
+
 /* Stop the writer (failing queued batches with SPOOL_ECLOSED), close. NULL ok. */
 void spool_close(struct spool *sp);
 

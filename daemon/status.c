@@ -111,6 +111,8 @@ static void release(struct snapshot *s)
 	free(s->mlag);
 }
 
+bool status_is_stopping(void) { return atomic_load(&stopping); }
+
 char *status_metrics(size_t *len)
 {
 	struct snapshot s;
@@ -142,8 +144,11 @@ int status_ready(json_t **reasons)
 	char why[256];
 
 	*reasons = json_array();
-	if (atomic_load(&stopping))
+	if (atomic_load(&stopping)) {
+		/* The modules below are being stopped: do not read them. */
 		json_array_append_new(*reasons, json_string("ackd is shutting down"));
+		return -1;
+	}
 	if (spool_writable(spool, why, sizeof(why)) < 0)
 		json_array_append_new(*reasons, json_string(why));
 	if (!topics_kafka_reachable(topics))

@@ -7,6 +7,7 @@
 #ifndef ACKD_STATUS_H
 #define ACKD_STATUS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -19,8 +20,12 @@ struct consumer;
 /* The modules to read (borrowed; they outlive every request). */
 void status_init(struct spool *sp, struct producer *prod, struct topics *topics);
 
-/* SIGTERM arrived: /readyz answers 503 from now on. */
+/*
+ * SIGTERM arrived: /readyz answers 503 from now on, and /metrics and
+ * /v1/status too (the modules they read are being stopped).
+ */
 void status_stopping(void);
+bool status_is_stopping(void);
 
 /*
  * Hold off scrapes while the subscriptions change, then name the running

@@ -385,6 +385,27 @@ static void put_pct(struct request *req, const char *prefix, size_t plen, const 
 	req->len += pct_encode(v, len, reserve(req, cap), cap);
 }
 
+/*
+ * A content-type header value that can stand on a request line: printable,
+ * not blank (libcurl drops a blank one, and then sends no Content-Type).
+ */
+static bool usable_ctype(const char *v, size_t len)
+{
+	bool visible = false;
+
+	if (!v || len == 0 || len >= 256)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c < 0x20 && c != '\t')
+			return false;
+		if (c == 0x7f)
+			return false;
+		visible |= c != ' ' && c != '\t';
+	}
+	return visible;
+}
+
 static void build_headers(struct request *req, const struct webhook_msg *m)
 {
 	const struct conf_sub *cs = req->cs;
@@ -396,11 +417,9 @@ static void build_headers(struct request *req, const struct webhook_msg *m)
 	req->len = 0;
 	for (size_t i = 0; i < m->nhdrs; i++) {
 		const struct webhook_hdr *h = &m->hdrs[i];
-		if (strcasecmp(h->name, "content-type") == 0 && h->value && h->value_len > 0 &&
-		    h->value_len < 256 && !memchr(h->value, '\n', h->value_len) &&
-		    !memchr(h->value, '\r', h->value_len)) {
+		if (strcasecmp(h->name, "content-type") == 0 && usable_ctype(h->value, h->value_len)) {
 			ctype = (const char *)h->value;
-			ctype_len = strnlen(h->value, h->value_len);
+			ctype_len = h->value_len;
 		}
 	}
 	PUT_LIT(req, "Content-Type: ");
