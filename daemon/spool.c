@@ -585,11 +585,24 @@ static void ack_flush(struct spool *sp, struct seg *seg)
 		seg_name(name, sizeof(name), seg->first_seq, "ack");
 		seg->ack_fd = openat(sp->dir_fd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	}
-	/* A lost acknowledgement only makes the record be produced again. */
-	if (seg->ack_fd < 0 || write_all(seg->ack_fd, seg->ack_buf, seg->ack_n * SPOOL_ACK_ENTRY_SIZE) < 0) {
-		if (log_due(&sp->ackerr_log_ms))
-			log_warn("spool: %s: cannot write acknowledgements of segment %" PRIu64, sp->dir,
-			    seg->first_seq);
+	/*
+	 * A lost acknowledgement only makes the record be produced again; a
+	 * partial entry would shift every later one off the entry grid, so a
+	 * failed write is cut back to where it started.
+	 */
+	if (seg->ack_fd >= 0) {
+		off_t before = lseek(seg->ack_fd, 0, SEEK_END);
+		if (write_all(seg->ack_fd, seg->ack_buf, seg->ack_n * SPOOL_ACK_ENTRY_SIZE) < 0) {
+			if (before >= 0 && ftruncate(seg->ack_fd, before) < 0)
+				log_warn("spool: %s: cannot truncate the acknowledgements of segment %"
+				    PRIu64, sp->dir, seg->first_seq);
+			if (log_due(&sp->ackerr_log_ms))
+				log_warn("spool: %s: cannot write acknowledgements of segment %" PRIu64,
+				    sp->dir, seg->first_seq);
+		}
+	} else if (log_due(&sp->ackerr_log_ms)) {
+		log_warn("spool: %s: cannot open the acknowledgements of segment %" PRIu64, sp->dir,
+		    seg->first_seq);
 	}
 	seg->ack_n = 0;
 }
@@ -1010,6 +1023,9 @@ void spool_rewind(struct spool *sp)
 	pthread_mutex_unlock(&sp->mu);
 	sp->read_pos = 0; /* nothing is handed out: no segment may be copied forward yet */
 	sp->rd_seg = NULL;
+	/* No producer holds an original any more: copies are records of their own. */
+	map_fini(&sp->fwd);
+	map_fini(&sp->rev);
 }
 
 int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out)
@@ -1168,8 +1184,12 @@ static int failed_append(struct spool *sp, uint64_t first, const unsigned char *
 		if (write_all(fd, hdr, sizeof(hdr)) < 0)
 			goto fail;
 	}
-	if (write_all(fd, rec, len) < 0 || spool_io.fdatasync(fd) < 0)
+	if (write_all(fd, rec, len) < 0 || spool_io.fdatasync(fd) < 0) {
+		/* No partial record stays: the retry appends to a clean end. */
+		if (ftruncate(fd, st.st_size) < 0)
+			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
 		goto fail;
+	}
 	close(fd);
 	if (st.st_size == 0) {
 		int dfd = openat(sp->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1409,14 +1429,27 @@ static int seg_create(struct spool *sp, uint64_t first, struct seg **out)
 	fd = openat(sp->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
-	spool_seg_hdr_encode(hdr, first, wall_ms());
-	if (pwritev_all(fd, &iov, 1, 0) < 0 || spool_io.fdatasync(fd) < 0)
-		goto fail;
-	if (renameat(sp->dir_fd, tmp, sp->dir_fd, name) < 0 || fsync(sp->dir_fd) < 0)
-		goto fail;
 	seg = seg_new(first);
 	if (!seg || seg_reserve(seg, first + 1) < 0)
 		goto fail;
+	spool_seg_hdr_encode(hdr, first, wall_ms());
+	if (pwritev_all(fd, &iov, 1, 0) < 0 || spool_io.fdatasync(fd) < 0)
+		goto fail;
+	if (renameat(sp->dir_fd, tmp, sp->dir_fd, name) < 0)
+		goto fail;
+	if (fsync(sp->dir_fd) < 0) {
+		/*
+		 * The writer keeps appending to the old segment; an empty segment
+		 * left under its final name would end the old one early at the
+		 * next open, and its later records would be lost. Take it back.
+		 */
+		int saved = errno;
+		unlinkat(sp->dir_fd, name, 0);
+		if (fsync(sp->dir_fd) < 0)
+			log_warn("spool: %s: fsync of the directory", sp->dir);
+		errno = saved;
+		goto fail;
+	}
 	seg->fd = fd;
 	seg->gen = sp->next_gen++;
 	seg->data_end = SPOOL_SEG_HDR_SIZE;
@@ -1728,6 +1761,19 @@ static void cf_done(void *arg, enum spool_err err, uint64_t first_seq)
 }
 
 /* The copies are durable: point the originals at them, drop the old segment. */
+/* Keep the originals of a copy-forward: the copies are surplus, acknowledged. */
+static void cf_drop_copies(struct spool *sp, const char *why)
+{
+	struct seg *seg;
+
+	log_warnx("spool: %s: %s, keeping segment %" PRIu64, sp->dir, why, sp->cf.seg->first_seq);
+	for (size_t i = 0; i < sp->cf.n; i++)
+		if ((seg = find_seg(sp, sp->cf.first_seq + i)))
+			ack_mark(sp, seg, sp->cf.first_seq + i, false);
+	sp->cf.retry_ms = mono_ms() + CF_RETRY_MS;
+	cf_reset(sp);
+}
+
 static void cf_apply(struct spool *sp)
 {
 	struct seg *old = sp->cf.seg, *seg;
@@ -1742,15 +1788,17 @@ static void cf_apply(struct spool *sp)
 		maybe_delete(sp, old);
 		return;
 	}
+	/*
+	 * With spool.fsync interval or never the copies may still be in the page
+	 * cache: they must be on disk before the originals are deleted.
+	 */
+	seg = find_seg(sp, first);
+	if (sp->fsync != CONF_FSYNC_ALWAYS && (!seg || timed_fdatasync(seg->fd) < 0)) {
+		cf_drop_copies(sp, "cannot make the copies durable");
+		return;
+	}
 	if (map_reserve(&sp->fwd, n) < 0 || map_reserve(&sp->rev, n) < 0) {
-		/* Keep the originals; the copies are surplus. */
-		log_warnx("spool: %s: out of memory mapping copied records, keeping segment %" PRIu64,
-		    sp->dir, old->first_seq);
-		for (size_t i = 0; i < n; i++)
-			if ((seg = find_seg(sp, first + i)))
-				ack_mark(sp, seg, first + i, false);
-		sp->cf.retry_ms = mono_ms() + CF_RETRY_MS;
-		cf_reset(sp);
+		cf_drop_copies(sp, "out of memory mapping copied records");
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -2246,7 +2294,18 @@ static int recover(struct spool *sp, char *err, size_t errlen)
 	}
 	if (sp->next_seq == 0)
 		sp->next_seq = 1;
-	if (last && !last->sealed) {
+	/*
+	 * Records of the last run are not appended to: its .ack file may name
+	 * sequences whose records did not reach the disk (a torn tail, a power
+	 * loss with spool.fsync interval), and new records must not inherit
+	 * those acknowledgements. An empty segment is reused, without its .ack
+	 * file: whatever that names did not reach the disk.
+	 */
+	if (last && !last->sealed && last->end_seq == last->first_seq) {
+		char name[64];
+		seg_name(name, sizeof(name), last->first_seq, "ack");
+		if (unlinkat(sp->dir_fd, name, 0) == 0 && fsync(sp->dir_fd) < 0)
+			log_warn("spool: %s: fsync of the directory", sp->dir);
 		sp->active = last;
 	} else {
 		if (seg_create(sp, sp->next_seq, &seg) < 0) {
@@ -2279,6 +2338,8 @@ static void spool_free(struct spool *sp)
 	map_fini(&sp->fwd);
 	map_fini(&sp->rev);
 	free(sp->cf.seqs);
+	for (size_t i = 0; i < sp->ntrims; i++)
+		close(sp->trims[i].fd); /* the temp files go at the next open */
 	if (sp->dir_fd >= 0)
 		close(sp->dir_fd);
 	if (sp->lock_fd >= 0)
