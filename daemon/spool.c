@@ -1552,6 +1552,18 @@ static uint64_t default_segment_bytes(const struct spool_opts *opts)
 	return eighth > SEG_MIN_BYTES ? eighth : SEG_MIN_BYTES;
 }
 
+/*
+ * A footer whose CRC holds can still be nonsense (written by something else):
+ * no more records than fit between header and footer, no sequence near the
+ * top of the range (the bitmap is sized by it). Else the segment is scanned.
+ */
+static bool seal_plausible(const struct spool_seal *s)
+{
+	return s->end_seq >= s->first_seq && s->end_seq < (UINT64_C(1) << 62) &&
+	    s->data_end >= SPOOL_SEG_HDR_SIZE &&
+	    s->end_seq - s->first_seq <= (s->data_end - SPOOL_SEG_HDR_SIZE) / SPOOL_REC_HDR_SIZE;
+}
+
 /* fdatasync through the seam, its time in ackd_spool_fsync_seconds. */
 static int timed_fdatasync(int fd)
 {
@@ -2160,7 +2172,8 @@ static int seg_load(struct spool *sp, uint64_t first, uint64_t seq_limit, bool l
 	if (size >= SPOOL_SEG_HDR_SIZE + SPOOL_SEAL_SIZE &&
 	    pread_all(seg->fd, foot, sizeof(foot), size - SPOOL_SEAL_SIZE, &got) == 0 &&
 	    got == sizeof(foot) && spool_seal_parse(foot, &seal) == 0 && seal.first_seq == first &&
-	    seal.data_end == size - SPOOL_SEAL_SIZE && (!seq_limit || seal.end_seq <= seq_limit)) {
+	    seal.data_end == size - SPOOL_SEAL_SIZE && (!seq_limit || seal.end_seq <= seq_limit) &&
+	    seal_plausible(&seal)) {
 		seg->sealed = true;
 		seg->end_seq = seal.end_seq;
 		seg->data_end = seal.data_end;
@@ -2588,7 +2601,7 @@ static int ro_probe(struct spool_ro *ro, struct spool_ro_file *f, bool segment)
 		f->sealed = got == sizeof(foot) && spool_seal_parse(foot, &f->seal) == 0 &&
 		    f->seal.first_seq == f->first_seq &&
 		    f->seal.data_end == f->bytes - SPOOL_SEAL_SIZE &&
-		    (!f->seq_limit || f->seal.end_seq <= f->seq_limit);
+		    (!f->seq_limit || f->seal.end_seq <= f->seq_limit) && seal_plausible(&f->seal);
 	}
 	close(fd);
 	return 0;

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -842,7 +843,16 @@ static int cmd_reinject(const char *dir)
 		/* Durable in the spool (fsync=always): only now may the file go. */
 		{
 			char path[4096];
+			struct stat st;
 			snprintf(path, sizeof(path), "%s/%s", dir, files[i].name);
+			/* A daemon stopping before we took the lock may have appended. */
+			if (stat(path, &st) == 0 && (uint64_t)st.st_size != files[i].bytes) {
+				warnx_("%s: grew while it was read; kept (its records read so far are "
+				    "in the spool now: run reinject again for the rest, expect "
+				    "duplicates of those)", path);
+				rc = EXIT_DAMAGE;
+				continue;
+			}
 			if (unlink(path) < 0) {
 				warnx_("%s: cannot remove: %s (its records are in the spool now; remove it "
 				    "before ackd-spool reinject runs again)", path, strerror(errno));
