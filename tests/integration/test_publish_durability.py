@@ -198,16 +198,16 @@ def publish_until_accepted(client, topic, unit, ledger, stop, timeout=30, retry_
 def run_clients(clients, topic, units, ledger, stop, enough=None, pause=0, **kwargs):
     """Threads, one per client, taking units from a shared queue until it is
     empty or enough is set; returns the threads (started)."""
-    todo = collections.deque(units)
+    pending = collections.deque(units)
     lock = threading.Lock()
     enough = enough or threading.Event()
 
     def worker(client):
         while not stop.is_set() and not enough.is_set():
             with lock:
-                if not todo:
+                if not pending:
                     return
-                unit = todo.popleft()
+                unit = pending.popleft()
             publish_until_accepted(client, topic, unit, ledger, stop, **kwargs)
             if pause:
                 time.sleep(pause)
