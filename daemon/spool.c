@@ -111,16 +111,41 @@
 #define fdatasync fsync
 #endif
 
+static int sys_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	return openat(dirfd, path, flags, mode);
+}
+
 static ssize_t sys_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
 	return pwritev(fd, iov, iovcnt, off);
 }
 
+static ssize_t sys_write(int fd, const void *buf, size_t len) { return write(fd, buf, len); }
+static int sys_fsync(int fd) { return fsync(fd); }
 static int sys_fdatasync(int fd) { return fdatasync(fd); }
-
 static int sys_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
 
-struct spool_io spool_io = { sys_pwritev, sys_fdatasync, sys_ftruncate };
+static int sys_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
+{
+	return renameat(olddirfd, oldpath, newdirfd, newpath);
+}
+
+static int sys_unlinkat(int dirfd, const char *path, int flags) { return unlinkat(dirfd, path, flags); }
+static int sys_mkdirat(int dirfd, const char *path, mode_t mode) { return mkdirat(dirfd, path, mode); }
+
+struct spool_io spool_io = {
+	.openat = sys_openat,
+	.close = close,
+	.pwritev = sys_pwritev,
+	.write = sys_write,
+	.fsync = sys_fsync,
+	.fdatasync = sys_fdatasync,
+	.ftruncate = sys_ftruncate,
+	.renameat = sys_renameat,
+	.unlinkat = sys_unlinkat,
+	.mkdirat = sys_mkdirat,
+};
 
 /* --- types ------------------------------------------------------------------ */
 
@@ -356,7 +381,7 @@ static int write_all(int fd, const void *buf, size_t len)
 	const char *p = buf;
 
 	while (len > 0) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = spool_io.write(fd, p, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -513,9 +538,9 @@ static void seg_free(struct seg *seg)
 	if (!seg)
 		return;
 	if (seg->fd >= 0)
-		close(seg->fd);
+		spool_io.close(seg->fd);
 	if (seg->ack_fd >= 0)
-		close(seg->ack_fd);
+		spool_io.close(seg->ack_fd);
 	free(seg->acked);
 	free(seg->cps);
 	free(seg);
@@ -583,7 +608,7 @@ static void ack_flush(struct spool *sp, struct seg *seg)
 		return;
 	if (seg->ack_fd < 0) {
 		seg_name(name, sizeof(name), seg->first_seq, "ack");
-		seg->ack_fd = openat(sp->dir_fd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		seg->ack_fd = spool_io.openat(sp->dir_fd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	}
 	/*
 	 * A lost acknowledgement only makes the record be produced again; a
@@ -593,7 +618,7 @@ static void ack_flush(struct spool *sp, struct seg *seg)
 	if (seg->ack_fd >= 0) {
 		off_t before = lseek(seg->ack_fd, 0, SEEK_END);
 		if (write_all(seg->ack_fd, seg->ack_buf, seg->ack_n * SPOOL_ACK_ENTRY_SIZE) < 0) {
-			if (before >= 0 && ftruncate(seg->ack_fd, before) < 0)
+			if (before >= 0 && spool_io.ftruncate(seg->ack_fd, before) < 0)
 				log_warn("spool: %s: cannot truncate the acknowledgements of segment %"
 				    PRIu64, sp->dir, seg->first_seq);
 			if (log_due(&sp->ackerr_log_ms))
@@ -665,16 +690,16 @@ static void seg_delete(struct spool *sp, struct seg *seg)
 	seg_name(name, sizeof(name), seg->first_seq, "spool");
 	snprintf(tmp, sizeof(tmp), ".seg-%020" PRIu64 ".tmp", seg->first_seq);
 	if (size > TRIM_STEP && sp->ntrims < TRIM_MAX &&
-	    renameat(sp->dir_fd, name, sp->dir_fd, tmp) == 0) {
+	    spool_io.renameat(sp->dir_fd, name, sp->dir_fd, tmp) == 0) {
 		/* Gone from the spool; trim_step() frees its blocks a step at a time. */
 		sp->trims[sp->ntrims++] = (struct trim){ seg->fd, seg->first_seq, size };
 		seg->fd = -1;
-	} else if (unlinkat(sp->dir_fd, name, 0) < 0)
+	} else if (spool_io.unlinkat(sp->dir_fd, name, 0) < 0)
 		log_warn("spool: %s: cannot delete %s", sp->dir, name);
 	seg_name(name, sizeof(name), seg->first_seq, "ack");
-	if (unlinkat(sp->dir_fd, name, 0) < 0 && errno != ENOENT)
+	if (spool_io.unlinkat(sp->dir_fd, name, 0) < 0 && errno != ENOENT)
 		log_warn("spool: %s: cannot delete %s", sp->dir, name);
-	if (fsync(sp->dir_fd) < 0)
+	if (spool_io.fsync(sp->dir_fd) < 0)
 		log_warn("spool: %s: fsync of the directory", sp->dir);
 	log_debug("spool: %s: deleted segment %" PRIu64, sp->dir, seg->first_seq);
 	seg_free(seg);
@@ -694,12 +719,12 @@ static void trim_step(struct spool *sp, bool all)
 	while (sp->ntrims > 0) {
 		struct trim *t = &sp->trims[0];
 		t->size = t->size > TRIM_STEP ? t->size - TRIM_STEP : 0;
-		if (!all && t->size > 0 && ftruncate(t->fd, (off_t)t->size) == 0)
+		if (!all && t->size > 0 && spool_io.ftruncate(t->fd, (off_t)t->size) == 0)
 			return;
 		/* The last step, or truncation failed: the unlink frees the rest. */
-		close(t->fd);
+		spool_io.close(t->fd);
 		snprintf(tmp, sizeof(tmp), ".seg-%020" PRIu64 ".tmp", t->first_seq);
-		if (unlinkat(sp->dir_fd, tmp, 0) < 0)
+		if (spool_io.unlinkat(sp->dir_fd, tmp, 0) < 0)
 			log_warn("spool: %s: cannot delete %s", sp->dir, tmp);
 		memmove(sp->trims, sp->trims + 1, --sp->ntrims * sizeof(*sp->trims));
 		if (!all)
@@ -1174,7 +1199,7 @@ static int failed_append(struct spool *sp, uint64_t first, const unsigned char *
 	int fd;
 
 	snprintf(name, sizeof(name), "failed/failed-%020" PRIu64 ".log", first);
-	fd = openat(sp->dir_fd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	fd = spool_io.openat(sp->dir_fd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, &st) < 0)
@@ -1186,22 +1211,22 @@ static int failed_append(struct spool *sp, uint64_t first, const unsigned char *
 	}
 	if (write_all(fd, rec, len) < 0 || spool_io.fdatasync(fd) < 0) {
 		/* No partial record stays: the retry appends to a clean end. */
-		if (ftruncate(fd, st.st_size) < 0)
+		if (spool_io.ftruncate(fd, st.st_size) < 0)
 			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
 		goto fail;
 	}
-	close(fd);
+	spool_io.close(fd);
 	if (st.st_size == 0) {
-		int dfd = openat(sp->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int dfd = spool_io.openat(sp->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 		if (dfd >= 0) {
-			if (fsync(dfd) < 0)
+			if (spool_io.fsync(dfd) < 0)
 				log_warn("spool: %s: fsync of failed/", sp->dir);
-			close(dfd);
+			spool_io.close(dfd);
 		}
 	}
 	return 0;
 fail:
-	close(fd);
+	spool_io.close(fd);
 	return -1;
 }
 
@@ -1426,7 +1451,7 @@ static int seg_create(struct spool *sp, uint64_t first, struct seg **out)
 	*out = NULL;
 	snprintf(tmp, sizeof(tmp), ".seg-%020" PRIu64 ".tmp", first);
 	seg_name(name, sizeof(name), first, "spool");
-	fd = openat(sp->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	fd = spool_io.openat(sp->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
 	seg = seg_new(first);
@@ -1435,17 +1460,17 @@ static int seg_create(struct spool *sp, uint64_t first, struct seg **out)
 	spool_seg_hdr_encode(hdr, first, wall_ms());
 	if (pwritev_all(fd, &iov, 1, 0) < 0 || spool_io.fdatasync(fd) < 0)
 		goto fail;
-	if (renameat(sp->dir_fd, tmp, sp->dir_fd, name) < 0)
+	if (spool_io.renameat(sp->dir_fd, tmp, sp->dir_fd, name) < 0)
 		goto fail;
-	if (fsync(sp->dir_fd) < 0) {
+	if (spool_io.fsync(sp->dir_fd) < 0) {
 		/*
 		 * The writer keeps appending to the old segment; an empty segment
 		 * left under its final name would end the old one early at the
 		 * next open, and its later records would be lost. Take it back.
 		 */
 		int saved = errno;
-		unlinkat(sp->dir_fd, name, 0);
-		if (fsync(sp->dir_fd) < 0)
+		spool_io.unlinkat(sp->dir_fd, name, 0);
+		if (spool_io.fsync(sp->dir_fd) < 0)
 			log_warn("spool: %s: fsync of the directory", sp->dir);
 		errno = saved;
 		goto fail;
@@ -1460,8 +1485,8 @@ fail:
 	{
 		int saved = errno;
 		seg_free(seg);
-		close(fd);
-		unlinkat(sp->dir_fd, tmp, 0);
+		spool_io.close(fd);
+		spool_io.unlinkat(sp->dir_fd, tmp, 0);
 		errno = saved;
 	}
 	return -1;
@@ -2010,7 +2035,7 @@ static void load_acks(struct spool *sp, struct seg *seg)
 	int fd;
 
 	seg_name(name, sizeof(name), seg->first_seq, "ack");
-	fd = openat(sp->dir_fd, name, O_RDWR | O_APPEND | O_CLOEXEC);
+	fd = spool_io.openat(sp->dir_fd, name, O_RDWR | O_APPEND | O_CLOEXEC, 0);
 	if (fd < 0) {
 		if (errno != ENOENT)
 			log_warn("spool: %s: cannot open %s", sp->dir, name);
@@ -2018,13 +2043,13 @@ static void load_acks(struct spool *sp, struct seg *seg)
 	}
 	if (fstat(fd, &st) < 0) {
 		log_warn("spool: %s: %s", sp->dir, name);
-		close(fd);
+		spool_io.close(fd);
 		return;
 	}
 	whole = (uint64_t)st.st_size / SPOOL_ACK_ENTRY_SIZE * SPOOL_ACK_ENTRY_SIZE;
 	if (whole != (uint64_t)st.st_size) {
 		log_warnx("spool: %s: %s ends with a partial entry, ignoring it", sp->dir, name);
-		if (ftruncate(fd, (off_t)whole) < 0)
+		if (spool_io.ftruncate(fd, (off_t)whole) < 0)
 			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
 	}
 	while (off < whole) {
@@ -2144,7 +2169,7 @@ static int seg_load(struct spool *sp, uint64_t first, uint64_t seq_limit, bool l
 
 	*out = NULL;
 	seg_name(name, sizeof(name), first, "spool");
-	fd = openat(sp->dir_fd, name, O_RDWR | O_CLOEXEC);
+	fd = spool_io.openat(sp->dir_fd, name, O_RDWR | O_CLOEXEC, 0);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		snprintf(err, errlen, "spool %s: open %s: %s", sp->dir, name, strerror(errno));
 		goto fail;
@@ -2152,8 +2177,8 @@ static int seg_load(struct spool *sp, uint64_t first, uint64_t seq_limit, bool l
 	size = (uint64_t)st.st_size;
 	if (size < SPOOL_SEG_HDR_SIZE) {
 		log_warnx("spool: %s: %s is too short to hold a segment, removing it", sp->dir, name);
-		close(fd);
-		unlinkat(sp->dir_fd, name, 0);
+		spool_io.close(fd);
+		spool_io.unlinkat(sp->dir_fd, name, 0);
 		return 0;
 	}
 	if (pread_all(fd, hdr, sizeof(hdr), 0, &got) < 0 || got != sizeof(hdr)) {
@@ -2201,7 +2226,7 @@ static int seg_load(struct spool *sp, uint64_t first, uint64_t seq_limit, bool l
 	return 0;
 fail:
 	if (fd >= 0)
-		close(fd);
+		spool_io.close(fd);
 	free(lost);
 	seg_free(seg);
 	return -1;
@@ -2239,7 +2264,7 @@ static int list_dir(struct spool *sp, uint64_t **segs, size_t *nsegs, uint64_t *
 	if (!d) {
 		snprintf(err, errlen, "spool %s: cannot list: %s", sp->dir, strerror(errno));
 		if (dfd >= 0)
-			close(dfd);
+			close(dfd); /* a dup(), not opened through the seam */
 		return -1;
 	}
 	rewinddir(d);
@@ -2256,7 +2281,7 @@ static int list_dir(struct spool *sp, uint64_t **segs, size_t *nsegs, uint64_t *
 			rc = push_u64(acks, nacks, &acap, first);
 		else if (!strncmp(n, ".seg-", 5) && strlen(n) > 9 && !strcmp(n + strlen(n) - 4, ".tmp")) {
 			log_info("spool: %s: removing unfinished segment %s", sp->dir, n);
-			unlinkat(sp->dir_fd, n, 0);
+			spool_io.unlinkat(sp->dir_fd, n, 0);
 		} else
 			log_warnx("spool: %s: ignoring unknown file %s", sp->dir, n);
 		if (rc < 0) {
@@ -2303,7 +2328,7 @@ static int recover(struct spool *sp, char *err, size_t errlen)
 			continue;
 		seg_name(name, sizeof(name), acks[i], "ack");
 		log_info("spool: %s: removing %s of a deleted segment", sp->dir, name);
-		unlinkat(sp->dir_fd, name, 0);
+		spool_io.unlinkat(sp->dir_fd, name, 0);
 	}
 	if (sp->next_seq == 0)
 		sp->next_seq = 1;
@@ -2317,7 +2342,7 @@ static int recover(struct spool *sp, char *err, size_t errlen)
 	if (last && !last->sealed && last->end_seq == last->first_seq) {
 		char name[64];
 		seg_name(name, sizeof(name), last->first_seq, "ack");
-		if (unlinkat(sp->dir_fd, name, 0) == 0 && fsync(sp->dir_fd) < 0)
+		if (spool_io.unlinkat(sp->dir_fd, name, 0) == 0 && spool_io.fsync(sp->dir_fd) < 0)
 			log_warn("spool: %s: fsync of the directory", sp->dir);
 		sp->active = last;
 	} else {
@@ -2352,11 +2377,11 @@ static void spool_free(struct spool *sp)
 	map_fini(&sp->rev);
 	free(sp->cf.seqs);
 	for (size_t i = 0; i < sp->ntrims; i++)
-		close(sp->trims[i].fd); /* the temp files go at the next open */
+		spool_io.close(sp->trims[i].fd); /* the temp files go at the next open */
 	if (sp->dir_fd >= 0)
-		close(sp->dir_fd);
+		spool_io.close(sp->dir_fd);
 	if (sp->lock_fd >= 0)
-		close(sp->lock_fd);
+		spool_io.close(sp->lock_fd);
 	pthread_cond_destroy(&sp->wake);
 	pthread_cond_destroy(&sp->idle);
 	pthread_mutex_destroy(&sp->mu);
@@ -2390,16 +2415,16 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	pthread_cond_init(&sp->idle, &ca);
 	pthread_condattr_destroy(&ca);
 
-	if (mkdir(sp->dir, 0750) < 0 && errno != EEXIST) {
+	if (spool_io.mkdirat(AT_FDCWD, sp->dir, 0750) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "spool %s: cannot create: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
-	sp->dir_fd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	sp->dir_fd = spool_io.openat(AT_FDCWD, sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 	if (sp->dir_fd < 0) {
 		snprintf(err, errlen, "spool %s: cannot open: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
-	sp->lock_fd = openat(sp->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	sp->lock_fd = spool_io.openat(sp->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
 	if (sp->lock_fd < 0) {
 		snprintf(err, errlen, "spool %s: cannot open lock file: %s", sp->dir, strerror(errno));
 		goto fail;
@@ -2412,7 +2437,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 			snprintf(err, errlen, "spool %s: cannot lock: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
-	if (mkdirat(sp->dir_fd, "failed", 0750) < 0 && errno != EEXIST) {
+	if (spool_io.mkdirat(sp->dir_fd, "failed", 0750) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "spool %s: cannot create failed/: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
@@ -2490,7 +2515,7 @@ void spool_close(struct spool *sp)
 	trim_step(sp, true);
 	for (struct seg *seg = sp->segs; seg; seg = seg->next) {
 		ack_flush(sp, seg);
-		if (seg->ack_fd >= 0 && fdatasync(seg->ack_fd) < 0)
+		if (seg->ack_fd >= 0 && spool_io.fdatasync(seg->ack_fd) < 0)
 			log_warn("spool: %s: fdatasync of acknowledgements of segment %" PRIu64, sp->dir,
 			    seg->first_seq);
 	}

@@ -259,11 +259,25 @@ int spool_ro_iter_new(struct spool_ro *ro, const struct spool_ro_file *f, int he
 int spool_ro_iter_next(struct spool_ro_iter *it, struct spool_ro_item *item);
 void spool_ro_iter_free(struct spool_ro_iter *it);
 
-/* The I/O seam: tests replace these to inject ENOSPC and EIO. */
+/*
+ * The I/O seam: every call of the daemon's spool that changes the file system
+ * goes through it (reads do not). Tests replace entries to inject ENOSPC and
+ * EIO, or to record the operations and build the states a power loss could
+ * leave. openat() also opens directories (O_DIRECTORY) and, with AT_FDCWD,
+ * the spool directory itself; fsync() of a directory descriptor makes its
+ * entries durable.
+ */
 struct spool_io {
+	int (*openat)(int dirfd, const char *path, int flags, mode_t mode);
+	int (*close)(int fd);
 	ssize_t (*pwritev)(int fd, const struct iovec *iov, int iovcnt, off_t off);
+	ssize_t (*write)(int fd, const void *buf, size_t len); /* appends (O_APPEND) */
+	int (*fsync)(int fd);
 	int (*fdatasync)(int fd);
 	int (*ftruncate)(int fd, off_t len);
+	int (*renameat)(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+	int (*unlinkat)(int dirfd, const char *path, int flags);
+	int (*mkdirat)(int dirfd, const char *path, mode_t mode);
 };
 extern struct spool_io spool_io;
 
