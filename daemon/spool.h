@@ -106,7 +106,7 @@ struct spool_rec {
  * counted, logged and skipped (acknowledged as lost to damage), never
  * returned. Each record is handed out once per run: from then on it is the
  * producer's until spool_ack() or spool_fail(), and spool_get() reads it
- * again by the same sequence even after copy-forward moved it (spool.c).
+ * again by the same sequence even after copy-forward moved it (spool_copy.c).
  */
 int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out);
 

@@ -90,7 +90,7 @@ enum spool_rec_status {
 	SPOOL_REC_BAD_SEQ,     /* intact, but its sequence does not belong here */
 };
 
-/* Header flag: the record is a copy made by copy-forward (see spool.c). */
+/* Header flag: the record is a copy made by copy-forward (see spool_copy.c). */
 #define SPOOL_REC_F_COPY 0x0001u
 
 struct spool_rec_hdr {

@@ -6,7 +6,7 @@
  *   dump DIR [--all|--failed] records as JSON lines
  *   reinject DIR              move failed/ records back into the spool
  *
- * stat, verify and dump go through spool.c's read-only reader
+ * stat, verify and dump go through the read-only reader of daemon/spool_ro.c
  * (spool_ro_open() and its iterator) and never change a file, so they may
  * run beside a running ackd. reinject opens the spool as ackd does
  * (spool_open(), which takes the lock), appends the failed records as new
