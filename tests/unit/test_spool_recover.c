@@ -305,6 +305,49 @@ static void test_middle_damage_skips_whole_record(void **state)
 	spool_close(sp);
 }
 
+/*
+ * An empty last segment is reused at start-up and its .ack file removed (it
+ * can only name records that never reached the disk). The acknowledgements
+ * of the new run must land in a file that exists: after a reopen, the
+ * acknowledged records stay acknowledged.
+ */
+static void test_reused_segment_keeps_acks(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct spool_stats st;
+	struct spool *sp;
+	unsigned char entry[SPOOL_ACK_ENTRY_SIZE];
+	uint64_t first, cursor = 0, seqs[8];
+	int nums[8], fd;
+	char path[256];
+
+	sp = open_ok(&o); /* creates the empty segment 1 */
+	spool_close(sp);
+	/* A .ack file left by a run whose record 1 never reached the disk. */
+	snprintf(path, sizeof(path), "%s/seg-00000000000000000001.ack", t->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+	assert_true(fd >= 0);
+	spool_ack_entry_encode(entry, 1);
+	assert_int_equal(write(fd, entry, sizeof(entry)), (ssize_t)sizeof(entry));
+	close(fd);
+
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, 1, 4, &first), SPOOL_OK);
+	assert_int_equal(first, 1); /* the empty segment was reused */
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 8), 3);
+	for (int i = 0; i < 3; i++)
+		spool_ack(sp, seqs[i]);
+	spool_maintain(sp);
+	spool_close(sp);
+	assert_int_equal(file_size(t->dir, "seg-00000000000000000001.ack"), 3 * SPOOL_ACK_ENTRY_SIZE);
+
+	sp = open_ok(&o);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -313,6 +356,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_tail_forged_plausible, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail_forged_huge_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_middle_damage_skips_whole_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reused_segment_keeps_acks, setup, teardown),
 	};
 
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
