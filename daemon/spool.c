@@ -250,7 +250,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 		snprintf(err, errlen, "spool %s: cannot create failed/: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
-	if (spool_recover(sp, err, errlen) < 0)
+	if (failed_repair(sp, err, errlen) < 0 || spool_recover(sp, err, errlen) < 0)
 		goto fail;
 	sp->run_first_seq = sp->next_seq;
 	spool_maint(sp, true); /* flush acks for damage found, delete finished segments */

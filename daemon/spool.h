@@ -147,7 +147,7 @@ struct spool_stats {
 	uint64_t failed;       /* records moved to failed/ since start */
 	uint64_t commits;      /* group commits (fsyncs) since start */
 	uint64_t write_errors; /* failed group writes or syncs since start */
-	uint64_t torn_bytes;   /* cut from the last segment's torn tail at open */
+	uint64_t torn_bytes;   /* cut at open: the last segment's and failed/ logs' torn tails */
 };
 void spool_stats(struct spool *sp, struct spool_stats *out);
 

@@ -1,14 +1,18 @@
 /*
  * spool_failed: failed/: spool_fail() copies a record Kafka rejected, with
  * the reason, into failed/failed-<first seq>.log, then acknowledges it.
+ * failed_repair() cuts the torn tails of those logs at open.
  *
- * Threads: the producer thread only.
+ * Threads: the producer thread only (failed_repair(): the opening thread,
+ * before the writer starts).
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +23,46 @@
 #include "spool_int.h"
 #include "util.h"
 
-/* Append one FAILED record to failed/failed-<first>.log and fsync it. */
+/* "failed-<20 digits>.log" -> first sequence. */
+bool failed_parse_name(const char *name, uint64_t *first)
+{
+	char seg[64];
+
+	if (strncmp(name, "failed-", 7) != 0 || strlen(name) != 7 + 20 + 4 ||
+	    strcmp(name + 27, ".log") != 0)
+		return false;
+	snprintf(seg, sizeof(seg), "seg-%.20s.spool", name + 7);
+	return seg_parse_name(seg, "spool", first);
+}
+
+/* Cut failed/failed-<first>.log to size and make it durable. 0, or -1 (errno). */
+static int failed_cut(struct spool *sp, uint64_t first, uint64_t size)
+{
+	char name[96];
+	int fd, rc = 0;
+
+	snprintf(name, sizeof(name), "failed/failed-%020" PRIu64 ".log", first);
+	fd = spool_io.openat(sp->dir_fd, name, O_WRONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (spool_io.ftruncate(fd, (off_t)size) < 0 || spool_io.fdatasync(fd) < 0)
+		rc = -1;
+	{
+		int saved = errno;
+		spool_io.close(fd);
+		errno = saved;
+	}
+	return rc;
+}
+
+/*
+ * Append one FAILED record to failed/failed-<first>.log and make it
+ * durable. A new log gets its header and its directory entry made durable
+ * before the record goes in. A failed append is cut back, so the next one
+ * starts at a record boundary; when even the cut fails, nothing is
+ * appended to failed/ until it succeeds (bytes after a torn record would
+ * lie inside it, and readers never look inside a record).
+ */
 static int failed_append(struct spool *sp, uint64_t first, const unsigned char *rec, size_t len)
 {
 	char name[96];
@@ -27,6 +70,11 @@ static int failed_append(struct spool *sp, uint64_t first, const unsigned char *
 	struct stat st;
 	int fd;
 
+	if (sp->fcut_pending) {
+		if (failed_cut(sp, sp->fcut_first, sp->fcut_size) < 0)
+			return -1;
+		sp->fcut_pending = false;
+	}
 	snprintf(name, sizeof(name), "failed/failed-%020" PRIu64 ".log", first);
 	fd = spool_io.openat(sp->dir_fd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -34,29 +82,134 @@ static int failed_append(struct spool *sp, uint64_t first, const unsigned char *
 	if (fstat(fd, &st) < 0)
 		goto fail;
 	if (st.st_size == 0) {
+		sp->failed_dir_dirty = true;
 		spool_seg_hdr_encode(hdr, first, wall_ms());
-		if (spool_write_all(fd, hdr, sizeof(hdr)) < 0)
-			goto fail;
+		if (spool_write_all(fd, hdr, sizeof(hdr)) < 0 || spool_io.fdatasync(fd) < 0)
+			goto cut;
+		st.st_size = sizeof(hdr);
 	}
-	if (spool_write_all(fd, rec, len) < 0 || spool_io.fdatasync(fd) < 0) {
-		/* No partial record stays: the retry appends to a clean end. */
-		if (spool_io.ftruncate(fd, st.st_size) < 0)
-			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
-		goto fail;
-	}
-	spool_io.close(fd);
-	if (st.st_size == 0) {
+	if (sp->failed_dir_dirty) {
 		int dfd = spool_io.openat(sp->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-		if (dfd >= 0) {
-			if (spool_io.fsync(dfd) < 0)
-				log_warn("spool: %s: fsync of failed/", sp->dir);
+		if (dfd < 0)
+			goto fail;
+		if (spool_io.fsync(dfd) < 0) {
+			int saved = errno;
 			spool_io.close(dfd);
+			errno = saved;
+			goto fail;
+		}
+		spool_io.close(dfd);
+		sp->failed_dir_dirty = false;
+	}
+	if (spool_write_all(fd, rec, len) < 0 || spool_io.fdatasync(fd) < 0)
+		goto cut;
+	spool_io.close(fd);
+	return 0;
+cut:
+	/* No partial record stays: the retry appends to a clean end. */
+	{
+		int saved = errno;
+		if (spool_io.ftruncate(fd, st.st_size) < 0) {
+			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
+			sp->fcut_pending = true;
+			sp->fcut_first = first;
+			sp->fcut_size = (uint64_t)st.st_size;
+		}
+		errno = saved;
+	}
+fail:
+	{
+		int saved = errno;
+		spool_io.close(fd);
+		errno = saved;
+	}
+	return -1;
+}
+
+/* Cut the torn tail of one failed/ log; see failed_repair(). */
+static int failed_repair_one(struct spool *sp, const char *file, char *err, size_t errlen)
+{
+	char name[300];
+	struct iter it = { 0 };
+	struct it_item item;
+	struct stat st;
+	uint64_t size, keep;
+	int fd, rc = -1;
+
+	snprintf(name, sizeof(name), "failed/%s", file);
+	fd = spool_io.openat(sp->dir_fd, name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "spool %s: open %s: %s", sp->dir, name, strerror(errno));
+		goto out;
+	}
+	size = (uint64_t)st.st_size;
+	keep = size;
+	if (size < SPOOL_SEG_HDR_SIZE) {
+		keep = 0; /* its header never reached the disk whole */
+	} else {
+		it_init(&it, fd, SPOOL_SEG_HDR_SIZE, size, 0, 0);
+		for (;;) {
+			it.next_seq = 0; /* records fail, and are appended, in any order */
+			enum it_res r = it_next(&it, &item);
+			if (r == IT_END)
+				break;
+			if (r == IT_DAMAGE && !item.resynced)
+				keep = item.off; /* damage up to the end: the torn tail */
+		}
+		if (it.io_errno) {
+			snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, name,
+			    strerror(it.io_errno));
+			goto out;
 		}
 	}
+	if (keep < size) {
+		log_warnx("spool: %s: %s: torn tail of %" PRIu64 " bytes at offset %" PRIu64 " cut off",
+		    sp->dir, name, size - keep, keep);
+		if (spool_io.ftruncate(fd, (off_t)keep) < 0 || spool_io.fdatasync(fd) < 0) {
+			snprintf(err, errlen, "spool %s: cannot cut the torn tail of %s: %s", sp->dir,
+			    name, strerror(errno));
+			goto out;
+		}
+		sp->torn_bytes += size - keep;
+	}
+	rc = 0;
+out:
+	it_fini(&it);
+	if (fd >= 0)
+		spool_io.close(fd);
+	return rc;
+}
+
+/*
+ * At open, before anything is appended: cut the torn tail of every failed/
+ * log (a crash in the middle of an append), so appends start at a record
+ * boundary and ackd-spool reinject takes every whole record. The bytes cut
+ * count in torn_bytes. Damage followed by whole records stays (counted by
+ * ackd-spool verify). 0, or -1 with err.
+ */
+int failed_repair(struct spool *sp, char *err, size_t errlen)
+{
+	int dfd = openat(sp->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct dirent *de;
+	uint64_t first;
+
+	if (!d) {
+		snprintf(err, errlen, "spool %s: cannot list failed/: %s", sp->dir, strerror(errno));
+		if (dfd >= 0)
+			close(dfd); /* read-only, not opened through the seam */
+		return -1;
+	}
+	while ((de = readdir(d))) {
+		if (!failed_parse_name(de->d_name, &first))
+			continue;
+		if (failed_repair_one(sp, de->d_name, err, errlen) < 0) {
+			closedir(d);
+			return -1;
+		}
+	}
+	closedir(d);
 	return 0;
-fail:
-	spool_io.close(fd);
-	return -1;
 }
 
 int spool_fail(struct spool *sp, uint64_t seq, const char *reason)

@@ -211,6 +211,14 @@ struct spool {
 	struct seqmap fwd, rev;
 	struct copy cf;
 	struct trim trims[TRIM_MAX];
+	/*
+	 * A failed append to failed/ whose cut-back failed: that log must be
+	 * cut to fcut_size before anything is appended after it.
+	 */
+	bool fcut_pending;
+	uint64_t fcut_first;
+	uint64_t fcut_size;
+	bool failed_dir_dirty; /* a failed/ log was created; failed/ not yet fsynced */
 	size_t ntrims;
 	int64_t maint_ms;
 	int64_t ackerr_log_ms;
@@ -285,6 +293,10 @@ void spool_log_damage(struct spool *sp, struct seg *seg, const struct it_item *i
 int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq, struct spool_rec **out);
 void reader_forget(struct spool *sp, struct seg *seg);
 struct seg *reader_resolve(struct spool *sp, uint64_t seq, uint64_t *cur);
+
+/* spool_failed.c */
+bool failed_parse_name(const char *name, uint64_t *first);
+int failed_repair(struct spool *sp, char *err, size_t errlen);
 
 /* spool_writer.c */
 int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len);

@@ -45,18 +45,6 @@ struct spool_ro_iter {
 	struct spool_rec *rec;
 };
 
-/* "failed-<20 digits>.log" -> first sequence. */
-static bool parse_failed_name(const char *name, uint64_t *first)
-{
-	char seg[64];
-
-	if (strncmp(name, "failed-", 7) != 0 || strlen(name) != 7 + 20 + 4 ||
-	    strcmp(name + 27, ".log") != 0)
-		return false;
-	snprintf(seg, sizeof(seg), "seg-%.20s.spool", name + 7);
-	return seg_parse_name(seg, "spool", first);
-}
-
 static int ro_add_file(struct spool_ro_file **v, size_t *n, size_t *cap, const char *name,
     uint64_t first)
 {
@@ -223,7 +211,7 @@ static int ro_list(struct spool_ro *ro, const char *sub, char *err, size_t errle
 			continue;
 		if (sub) {
 			snprintf(path, sizeof(path), "%s/%s", sub, n);
-			if (parse_failed_name(n, &first))
+			if (failed_parse_name(n, &first))
 				rc = ro_add_file(&ro->failed, &ro->nfailed, &fcap, path, first);
 			else
 				rc = ro_add_other(ro, &ocap, path, SPOOL_RO_UNKNOWN);

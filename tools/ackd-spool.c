@@ -835,6 +835,13 @@ static int cmd_reinject(const char *dir)
 		spool_ro_free(ro);
 		return EXIT_DAMAGE;
 	}
+	/* Recovery cut the torn tails of failed/ logs: list them again. */
+	spool_ro_free(ro);
+	if (open_ro(dir, &ro) < 0) {
+		spool_close(sp);
+		return EXIT_DAMAGE;
+	}
+	n = spool_ro_failed(ro, &files);
 	for (size_t i = 0; i < n; i++) {
 		if (reinject_file(sp, ro, dir, &files[i], &count) < 0) {
 			rc = EXIT_DAMAGE;
