@@ -74,6 +74,7 @@ void spool_maint(struct spool *sp, bool force)
 		return;
 	sp->maint_ms = now;
 	trim_step(sp, false);
+	failed_retry_due(sp);
 
 	/*
 	 * Not under sp->mu: a write can wait for the file system, and spool_submit()
@@ -137,6 +138,7 @@ static void spool_free(struct spool *sp)
 	seqmap_fini(&sp->fwd);
 	seqmap_fini(&sp->rev);
 	free(sp->cf.seqs);
+	failed_fini(sp);
 	for (size_t i = 0; i < sp->ntrims; i++)
 		spool_io.close(sp->trims[i].fd); /* the temp files go at the next open */
 	if (sp->dir_fd >= 0)

@@ -133,8 +133,14 @@ void spool_maintain(struct spool *sp);
 
 /*
  * Kafka rejected seq permanently: copy it with reason into failed/, then
- * acknowledge it. Returns 0, or -1 when failed/ cannot be written (the
- * record then stays in the spool and will be retried).
+ * acknowledge it. When failed/ cannot be written (ENOSPC, EIO) the record
+ * stays in the spool and maintenance writes it later, after 1 s, doubling
+ * to 60 s between tries, until it succeeds (or the record is acknowledged
+ * meanwhile; a restart forgets the retry, and the record is produced
+ * again). The reason is cut to what fits in a record; a message that
+ * leaves no room for it goes without one (flag SPOOL_REC_F_NO_REASON).
+ * Returns 0 (written, or taken over for retry), -1 when out of memory
+ * (nothing done).
  */
 int spool_fail(struct spool *sp, uint64_t seq, const char *reason);
 

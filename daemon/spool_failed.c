@@ -212,7 +212,35 @@ int failed_repair(struct spool *sp, char *err, size_t errlen)
 	return 0;
 }
 
-int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
+/*
+ * The reason header for m, cut to what fits: a record's payload may not
+ * exceed SPOOL_REC_MAX_PAYLOAD, and a message close to it must not become
+ * unwritable for its reason. Returns false when not even an empty reason
+ * header fits (the record then goes without one, flagged).
+ */
+static bool reason_fit(const struct spool_msg *m, const char *reason, struct spool_hdr *h)
+{
+	size_t base = spool_rec_size(m), len = strlen(reason);
+	size_t room, overhead = 2 + strlen(SPOOL_REC_REASON_HDR) + 4;
+
+	h->name = SPOOL_REC_REASON_HDR;
+	h->name_len = strlen(SPOOL_REC_REASON_HDR);
+	h->value = reason;
+	if (base == 0 || base - SPOOL_REC_HDR_SIZE + overhead > SPOOL_REC_MAX_PAYLOAD)
+		return false;
+	room = SPOOL_REC_MAX_PAYLOAD - (base - SPOOL_REC_HDR_SIZE) - overhead;
+	if (len > 4096)
+		len = 4096;
+	h->value_len = len < room ? len : room;
+	return true;
+}
+
+/*
+ * Write record seq, as handed out, to failed/ with reason and acknowledge
+ * it. 0 when done, or when the record is gone (acknowledged, lost to
+ * damage); -1 when failed/ could not take it (it stays in the spool).
+ */
+static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
 {
 	struct spool_rec *r = NULL;
 	struct spool_hdr *hdrs = NULL;
@@ -220,6 +248,7 @@ int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 	unsigned char *buf = NULL;
 	uint64_t cur;
 	struct seg *seg = reader_resolve(sp, seq, &cur);
+	uint16_t flags = 0;
 	size_t len;
 
 	if (!seg || reader_read_one(sp, seg, cur, &r) == 0)
@@ -230,26 +259,27 @@ int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 		goto fail;
 	if (m.nhdrs)
 		memcpy(hdrs, m.hdrs, m.nhdrs * sizeof(*hdrs));
-	hdrs[m.nhdrs].name = SPOOL_REC_REASON_HDR;
-	hdrs[m.nhdrs].name_len = strlen(SPOOL_REC_REASON_HDR);
-	hdrs[m.nhdrs].value = reason;
-	hdrs[m.nhdrs].value_len = strlen(reason) > 4096 ? 4096 : strlen(reason);
-	m.hdrs = hdrs;
-	m.nhdrs++;
+	if (reason_fit(&m, reason, &hdrs[m.nhdrs])) {
+		m.hdrs = hdrs;
+		m.nhdrs++;
+	} else {
+		flags = SPOOL_REC_F_NO_REASON;
+	}
 	len = spool_rec_size(&m);
 	if (len == 0 || !(buf = malloc(len)))
 		goto fail;
 	spool_rec_encode_type(&m, SPOOL_REC_FAILED, buf);
+	if (flags)
+		spool_rec_set_flags(buf, flags);
 	spool_rec_set_seq(buf, seq);
-	if (failed_append(sp, seg->first_seq, buf, len) < 0) {
-		log_warn("spool: %s: cannot write record %" PRIu64 " to failed/", sp->dir, seq);
+	if (failed_append(sp, seg->first_seq, buf, len) < 0)
 		goto fail;
-	}
 	pthread_mutex_lock(&sp->mu);
 	sp->failed++;
 	pthread_mutex_unlock(&sp->mu);
-	log_warnx("spool: %s: record %" PRIu64 " (topic %.*s) moved to failed/: %s", sp->dir, seq,
-	    (int)r->msg.topic_len, r->msg.topic, reason);
+	log_warnx("spool: %s: record %" PRIu64 " (topic %.*s) moved to failed/: %s%s", sp->dir, seq,
+	    (int)r->msg.topic_len, r->msg.topic, reason,
+	    flags ? " (no room for the reason in the record)" : "");
 	free(buf);
 	free(hdrs);
 	spool_rec_free(r);
@@ -260,4 +290,81 @@ fail:
 	free(hdrs);
 	spool_rec_free(r);
 	return -1;
+}
+
+static int64_t retry_delay_ms(int attempts)
+{
+	int64_t d = FAIL_RETRY_MIN_MS;
+
+	while (--attempts > 0 && d < FAIL_RETRY_MAX_MS)
+		d *= 2;
+	return d < FAIL_RETRY_MAX_MS ? d : FAIL_RETRY_MAX_MS;
+}
+
+int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
+{
+	struct fail_retry *f;
+
+	for (size_t i = 0; i < sp->nfretry; i++)
+		if (sp->fretry[i].seq == seq)
+			return 0; /* already waiting for failed/ */
+	if (fail_write(sp, seq, reason) == 0)
+		return 0;
+	if (sp->nfretry == sp->fretry_cap) {
+		size_t cap = sp->fretry_cap ? sp->fretry_cap * 2 : 16;
+		struct fail_retry *nv = realloc(sp->fretry, cap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		sp->fretry = nv;
+		sp->fretry_cap = cap;
+	}
+	f = &sp->fretry[sp->nfretry];
+	if (!(f->reason = strdup(reason)))
+		return -1;
+	f->seq = seq;
+	f->attempts = 1;
+	f->due_ms = now_ms() + retry_delay_ms(1);
+	sp->nfretry++;
+	log_warn("spool: %s: cannot write record %" PRIu64 " to failed/, trying again in %d s",
+	    sp->dir, seq, FAIL_RETRY_MIN_MS / 1000);
+	return 0;
+}
+
+/* Maintenance: write the rejected records whose retry is due. Producer thread. */
+void failed_retry_due(struct spool *sp)
+{
+	int64_t now = now_ms();
+
+	if (sp->fretry_busy)
+		return; /* fail_write() -> spool_ack() -> maintenance: not again */
+	sp->fretry_busy = true;
+	for (size_t i = 0; i < sp->nfretry;) {
+		struct fail_retry *f = &sp->fretry[i];
+		if (f->due_ms > now) {
+			i++;
+			continue;
+		}
+		if (fail_write(sp, f->seq, f->reason) == 0) {
+			free(f->reason);
+			sp->fretry[i] = sp->fretry[--sp->nfretry];
+			continue;
+		}
+		f->attempts++;
+		f->due_ms = now + retry_delay_ms(f->attempts);
+		if (spool_log_due(&sp->ackerr_log_ms))
+			log_warn("spool: %s: cannot write record %" PRIu64 " to failed/ (attempt %d), "
+			    "trying again in %" PRId64 " s",
+			    sp->dir, f->seq, f->attempts, retry_delay_ms(f->attempts) / 1000);
+		i++;
+	}
+	sp->fretry_busy = false;
+}
+
+void failed_fini(struct spool *sp)
+{
+	for (size_t i = 0; i < sp->nfretry; i++)
+		free(sp->fretry[i].reason);
+	free(sp->fretry);
+	sp->fretry = NULL;
+	sp->nfretry = sp->fretry_cap = 0;
 }

@@ -51,6 +51,8 @@
 #define ERR_LOG_EVERY_MS 10000
 #define GROUP_MAX_BYTES (8ull << 20) /* one pwritev + fdatasync at most */
 #define TRIM_STEP (4ull << 20)      /* a deleted segment shrinks by this per maintenance pass */
+#define FAIL_RETRY_MIN_MS 1000    /* a failed/ write is tried again after this, doubling */
+#define FAIL_RETRY_MAX_MS 60000
 #define TRIM_MAX 2                  /* deleted segments shrinking at once; more are unlinked */
 
 #ifndef HAVE_FDATASYNC
@@ -148,6 +150,14 @@ struct seqmap {
 #define MAP_EMPTY 0
 #define MAP_TOMB UINT64_MAX
 
+/* A rejected record that failed/ could not take: written again at due_ms. */
+struct fail_retry {
+	uint64_t seq;
+	char *reason;
+	int attempts;
+	int64_t due_ms;
+};
+
 /* A deleted segment, renamed to its temp name, shrinking step by step. */
 struct trim {
 	int fd;
@@ -219,6 +229,9 @@ struct spool {
 	uint64_t fcut_first;
 	uint64_t fcut_size;
 	bool failed_dir_dirty; /* a failed/ log was created; failed/ not yet fsynced */
+	struct fail_retry *fretry; /* rejected records failed/ could not take yet */
+	size_t nfretry, fretry_cap;
+	bool fretry_busy;
 	size_t ntrims;
 	int64_t maint_ms;
 	int64_t ackerr_log_ms;
@@ -297,6 +310,8 @@ struct seg *reader_resolve(struct spool *sp, uint64_t seq, uint64_t *cur);
 /* spool_failed.c */
 bool failed_parse_name(const char *name, uint64_t *first);
 int failed_repair(struct spool *sp, char *err, size_t errlen);
+void failed_retry_due(struct spool *sp);
+void failed_fini(struct spool *sp);
 
 /* spool_writer.c */
 int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len);

@@ -92,6 +92,11 @@ enum spool_rec_status {
 
 /* Header flag: the record is a copy made by copy-forward (see spool_copy.c). */
 #define SPOOL_REC_F_COPY 0x0001u
+/*
+ * Header flag of a FAILED record: the message left no room for the
+ * ackd-failed-reason header within SPOOL_REC_MAX_PAYLOAD, so it has none.
+ */
+#define SPOOL_REC_F_NO_REASON 0x0002u
 
 struct spool_rec_hdr {
 	uint8_t version;

@@ -359,7 +359,7 @@ static void verify_file(struct verify *v, struct spool_ro *ro, const struct spoo
 					problem(v, f->name, (int64_t)item.off, "bad-sequence",
 					    "record %" PRIu64 " is below the file's first sequence",
 					    item.seq);
-				if (!reason_hdr(m))
+				if (!reason_hdr(m) && !(item.flags & SPOOL_REC_F_NO_REASON))
 					problem(v, f->name, (int64_t)item.off, "missing-reason",
 					    "record %" PRIu64 " has no " SPOOL_REC_REASON_HDR " header",
 					    item.seq);
