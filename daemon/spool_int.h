@@ -170,6 +170,12 @@ struct copy {
 	uint64_t *seqs;  /* its live sequences, in the order submitted */
 	size_t n;
 	int64_t retry_ms;
+	/*
+	 * spool_rewind() ran while the copy was under way: the rebuilt producer
+	 * reads the originals again, so the copies are surplus (cf_apply()
+	 * acknowledges them and keeps the originals).
+	 */
+	bool abandoned;
 	/* Set by the writer's callback, under sp->mu. */
 	bool done;
 	enum spool_err err;
