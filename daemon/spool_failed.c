@@ -187,28 +187,33 @@ out:
  * count in torn_bytes. Damage followed by whole records stays (counted by
  * ackd-spool verify). 0, or -1 with err.
  */
+struct repair {
+	struct spool *sp;
+	char *err;
+	size_t errlen;
+};
+
+static int repair_one(void *arg, const char *name, enum spool_name_kind kind, uint64_t first)
+{
+	struct repair *r = arg;
+
+	(void)first;
+	if (kind != SPOOL_NAME_FAILED)
+		return 0;
+	return failed_repair_one(r->sp, name, r->err, r->errlen);
+}
+
 int failed_repair(struct spool *sp, char *err, size_t errlen)
 {
-	int dfd = openat(sp->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-	struct dirent *de;
-	uint64_t first;
+	struct repair r = { sp, err, errlen };
 
-	if (!d) {
-		snprintf(err, errlen, "spool %s: cannot list failed/: %s", sp->dir, strerror(errno));
-		if (dfd >= 0)
-			close(dfd); /* read-only, not opened through the seam */
+	err[0] = 0;
+	if (spool_list(sp->dir_fd, "failed", repair_one, &r) < 0) {
+		if (!err[0])
+			snprintf(err, errlen, "spool %s: cannot list failed/: %s", sp->dir,
+			    strerror(errno));
 		return -1;
 	}
-	while ((de = readdir(d))) {
-		if (!failed_parse_name(de->d_name, &first))
-			continue;
-		if (failed_repair_one(sp, de->d_name, err, errlen) < 0) {
-			closedir(d);
-			return -1;
-		}
-	}
-	closedir(d);
 	return 0;
 }
 

@@ -290,10 +290,38 @@ void seg_snapshot(struct spool *sp, struct seg *seg, uint64_t *end, uint64_t *en
     bool *active);
 void trim_step(struct spool *sp, bool all);
 
+/*
+ * The directory listing the daemon's recovery and ackd-spool's reader
+ * share. spool_name_kind() classifies a name of the spool directory (or of
+ * failed/: in_failed) and gives the first sequence it names; -1 for the
+ * names that are no part of the listing (".", "..", lock, failed).
+ * spool_list() calls each for every entry of dir_fd (sub NULL) or of
+ * dir_fd/sub, and stops at the first -1 each returns; 0, or -1 with errno
+ * (ENOENT: no such sub). Nothing is changed.
+ */
+enum spool_name_kind {
+	SPOOL_NAME_SEG,    /* seg-<first>.spool */
+	SPOOL_NAME_ACK,    /* seg-<first>.ack */
+	SPOOL_NAME_TEMP,   /* .seg-<first>.tmp: being created, or a deleted one shrinking */
+	SPOOL_NAME_FAILED, /* failed/failed-<first>.log */
+	SPOOL_NAME_OTHER,  /* anything else */
+};
+typedef int spool_list_fn(void *arg, const char *name, enum spool_name_kind kind, uint64_t first);
+int spool_name_kind(const char *name, bool in_failed, uint64_t *first);
+int spool_list(int dir_fd, const char *sub, spool_list_fn *each, void *arg);
+
 /* spool_ack.c */
 void ack_flush(struct spool *sp, struct seg *seg);
 bool ack_mark(struct spool *sp, struct seg *seg, uint64_t seq, bool lost);
 void ack_load(struct spool *sp, struct seg *seg);
+/*
+ * Read the whole entries of an .ack file of size bytes: each(arg, seq) for
+ * every intact entry; *bad counts those whose CRC fails. A partial last
+ * entry is not read. 0, or -1 with errno. ack_load() and ackd-spool's
+ * reader both use it.
+ */
+int ack_file_read(int fd, uint64_t size, void (*each)(void *arg, uint64_t seq), void *arg,
+    uint64_t *bad);
 uint64_t ack_mark_lost(struct spool *sp, struct seg *seg, uint64_t from, uint64_t to);
 
 /* spool_iter.c */
