@@ -33,6 +33,7 @@
 
 #include "health.h"
 #include "spool.h"
+#include "util.h"
 
 #define SEG_DEFAULT_BYTES (64ull << 20)
 #define SEG_MIN_BYTES (64ull << 10)
@@ -256,21 +257,24 @@ static inline void seg_set_acked(struct seg *seg, uint64_t seq)
 	seg->nacked++;
 }
 
-static inline uint64_t seg_live(const struct seg *seg) { return seg->end_seq - seg->first_seq - seg->nacked; }
+static inline uint64_t seg_live(const struct seg *seg)
+{
+	return seg->end_seq - seg->first_seq - seg->nacked;
+}
 
 /* spool_io.c */
 bool spool_log_due(int64_t *last);
-int spool_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got);
-int spool_pwritev_all(int fd, struct iovec *iov, size_t n, uint64_t off);
+MUST_USE int spool_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got);
+MUST_USE int spool_pwritev_all(int fd, struct iovec *iov, size_t n, uint64_t off);
 int spool_timed_fdatasync(int fd);
-int spool_write_all(int fd, const void *buf, size_t len);
+MUST_USE int spool_write_all(int fd, const void *buf, size_t len);
 
 /* spool_seqmap.c */
 void seqmap_del(struct seqmap *m, uint64_t key);
 void seqmap_fini(struct seqmap *m);
 bool seqmap_get(const struct seqmap *m, uint64_t key, uint64_t *val);
 void seqmap_put_nogrow(struct seqmap *m, uint64_t key, uint64_t val);
-int seqmap_reserve(struct seqmap *m, size_t n);
+MUST_USE int seqmap_reserve(struct seqmap *m, size_t n);
 
 /* spool_seg.c */
 struct seg *seg_find(struct spool *sp, uint64_t seq);
@@ -279,12 +283,12 @@ void seg_maybe_delete(struct spool *sp, struct seg *seg);
 bool seg_parse_name(const char *name, const char *ext, uint64_t *first);
 size_t spool_rec_total(const unsigned char *rec);
 bool seg_seal_plausible(const struct spool_seal *s);
-int seg_create(struct spool *sp, uint64_t first, struct seg **out);
+MUST_USE int seg_create(struct spool *sp, uint64_t first, struct seg **out);
 void seg_delete(struct spool *sp, struct seg *seg);
 void seg_free(struct seg *seg);
 void seg_name(char *buf, size_t len, uint64_t first, const char *ext);
 struct seg *seg_new(uint64_t first);
-int seg_reserve(struct seg *seg, uint64_t end);
+MUST_USE int seg_reserve(struct seg *seg, uint64_t end);
 void seg_seal(struct spool *sp, struct seg *seg);
 void seg_snapshot(struct spool *sp, struct seg *seg, uint64_t *end, uint64_t *end_seq,
     bool *active);
@@ -308,7 +312,7 @@ enum spool_name_kind {
 };
 typedef int spool_list_fn(void *arg, const char *name, enum spool_name_kind kind, uint64_t first);
 int spool_name_kind(const char *name, bool in_failed, uint64_t *first);
-int spool_list(int dir_fd, const char *sub, spool_list_fn *each, void *arg);
+MUST_USE int spool_list(int dir_fd, const char *sub, spool_list_fn *each, void *arg);
 
 /* spool_ack.c */
 void ack_flush(struct spool *sp, struct seg *seg);
@@ -320,7 +324,7 @@ void ack_load(struct spool *sp, struct seg *seg);
  * entry is not read. 0, or -1 with errno. ack_load() and ackd-spool's
  * reader both use it.
  */
-int ack_file_read(int fd, uint64_t size, void (*each)(void *arg, uint64_t seq), void *arg,
+MUST_USE int ack_file_read(int fd, uint64_t size, void (*each)(void *arg, uint64_t seq), void *arg,
     uint64_t *bad);
 uint64_t ack_mark_lost(struct spool *sp, struct seg *seg, uint64_t from, uint64_t to);
 
@@ -337,20 +341,21 @@ struct spool_rec *it_rec_copy(const struct it_item *item, enum spool_rec_status 
 
 /* spool_reader.c */
 void spool_log_damage(struct spool *sp, struct seg *seg, const struct it_item *item, uint64_t lost);
-int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq, struct spool_rec **out);
+MUST_USE int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq,
+    struct spool_rec **out);
 void reader_forget(struct spool *sp, struct seg *seg);
 struct seg *reader_resolve(struct spool *sp, uint64_t seq, uint64_t *cur);
 
 /* spool_failed.c */
 bool failed_parse_name(const char *name, uint64_t *first);
-int failed_repair(struct spool *sp, char *err, size_t errlen);
+MUST_USE int failed_repair(struct spool *sp, char *err, size_t errlen);
 void failed_retry_due(struct spool *sp);
 void failed_fini(struct spool *sp);
 
 /* spool_writer.c */
-int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len);
-enum spool_err spool_submit_batch(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg,
-    bool check_space);
+MUST_USE int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len);
+MUST_USE enum spool_err spool_submit_batch(struct spool *sp, struct spool_batch *b,
+    spool_done_fn *done, void *arg, bool check_space);
 void *spool_writer_main(void *arg);
 
 /* spool_copy.c */
@@ -359,8 +364,8 @@ void cf_start(struct spool *sp);
 
 /* spool_recover.c */
 int spool_cmp_u64(const void *a, const void *b);
-int spool_push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
-int spool_recover(struct spool *sp, char *err, size_t errlen);
+MUST_USE int spool_push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
+MUST_USE int spool_recover(struct spool *sp, char *err, size_t errlen);
 
 /* spool.c */
 void spool_maint(struct spool *sp, bool force);

@@ -358,7 +358,8 @@ size_t spool_ro_others(const struct spool_ro *ro, const struct spool_ro_other **
 
 int spool_ro_acked(const struct spool_ro_file *seg, uint64_t seq)
 {
-	return seg->nacks && bsearch(&seq, seg->acks, seg->nacks, sizeof(*seg->acks), spool_cmp_u64) != NULL;
+	return seg->nacks &&
+	    bsearch(&seq, seg->acks, seg->nacks, sizeof(*seg->acks), spool_cmp_u64) != NULL;
 }
 
 int spool_ro_iter_new(struct spool_ro *ro, const struct spool_ro_file *f, int headers_only,
