@@ -276,7 +276,11 @@ static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
 	spool_rec_encode_type(&m, SPOOL_REC_FAILED, buf);
 	if (flags)
 		spool_rec_set_flags(buf, flags);
-	spool_rec_set_seq(buf, seq);
+	/*
+	 * Filed with the sequence it has in seg (a copy's, after copy-forward),
+	 * so it lies in the range of the log's name, as ackd-spool verify checks.
+	 */
+	spool_rec_set_seq(buf, cur);
 	if (failed_append(sp, seg->first_seq, buf, len) < 0)
 		goto fail;
 	pthread_mutex_lock(&sp->mu);

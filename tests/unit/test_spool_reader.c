@@ -249,6 +249,28 @@ static void test_copy_forward(void **state)
 	snprintf(failed_dir, sizeof(failed_dir), "%s/failed", t->dir);
 	assert_int_equal(count_files(failed_dir, ".log"), 1);
 	spool_close(sp);
+	/*
+	 * The failed record was the copy: it is filed under the segment the copy
+	 * was in, with the copy's sequence, so ackd-spool verify finds it in range.
+	 */
+	{
+		const struct spool_ro_file *files;
+		struct spool_ro_iter *it;
+		struct spool_ro_item item;
+		struct spool_ro *ro;
+		char err[256];
+
+		assert_int_equal(spool_ro_open(t->dir, &ro, err, sizeof(err)), 0);
+		assert_int_equal(spool_ro_failed(ro, &files), 1);
+		assert_int_equal(spool_ro_iter_new(ro, &files[0], 0, &it), 0);
+		assert_int_equal(spool_ro_iter_next(it, &item), 1);
+		assert_int_equal(item.kind, SPOOL_RO_RECORD);
+		assert_true(item.seq >= files[0].first_seq);
+		assert_int_equal(item.rec->msg.value_len, 7);
+		assert_memory_equal(item.rec->msg.value, "value-5", 7);
+		spool_ro_iter_free(it);
+		spool_ro_free(ro);
+	}
 
 	/* Nothing comes back: the originals are gone and the copies acknowledged. */
 	sp = open_ok(&o);
