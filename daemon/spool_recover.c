@@ -1,0 +1,342 @@
+/*
+ * spool_recover: recovery at spool_open().
+ *
+ * Recovery (spool_open). Sealed segments are trusted by their footer; the
+ * last, unsealed segment is read in full with its payload CRCs. A damaged
+ * region followed by a valid record is skipped and its sequences are marked
+ * lost (counted, logged); damage with no valid record after it is a torn
+ * tail and is cut off. Sealed segments' payloads are checked lazily by
+ * spool_next(), which handles damage the same way. Unknown files are
+ * ignored with a warning, unfinished temp files and orphan .ack files
+ * removed, a partial last .ack entry dropped.
+ *
+ * Threads: the opening thread, before the writer thread starts.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "spool_int.h"
+#include "util.h"
+
+struct lost_range {
+	uint64_t from, to;
+};
+
+/*
+ * Scan an unsealed segment. The last one (full) has its payload CRCs checked,
+ * its torn tail cut and damaged ranges returned in *lost; others only have
+ * their headers read, damage being left to the reader.
+ */
+static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64_t seq_limit,
+    bool full, struct lost_range **lost, size_t *nlost)
+{
+	struct iter it = { 0 };
+	struct it_item item;
+	enum it_res r;
+	uint64_t good_end = SPOOL_SEG_HDR_SIZE, last_seq = 0;
+	size_t npending = 0, cap = 0;
+
+	*lost = NULL;
+	*nlost = 0;
+	it_init(&it, seg->fd, SPOOL_SEG_HDR_SIZE, size, seg->first_seq, seq_limit);
+	while ((r = it_next(&it, &item)) != IT_END) {
+		bool bad = r == IT_DAMAGE || (full && !it_payload_ok(&item));
+		if (bad && !full)
+			continue;
+		if (bad) {
+			if (*nlost == cap) {
+				struct lost_range *nl;
+				cap = cap ? cap * 2 : 8;
+				if (!(nl = realloc(*lost, cap * sizeof(*nl))))
+					goto fail;
+				*lost = nl;
+			}
+			(*lost)[*nlost].from = r == IT_DAMAGE ? item.lost_from : item.h.seq;
+			(*lost)[*nlost].to = r == IT_DAMAGE ? item.lost_to : item.h.seq + 1;
+			(*nlost)++;
+			npending++;
+			if (r == IT_DAMAGE)
+				log_warnx("spool: %s: segment %" PRIu64 ": %s at offset %" PRIu64, sp->dir,
+				    seg->first_seq, spool_rec_status_str(item.why), item.off);
+			else
+				log_warnx("spool: %s: segment %" PRIu64 ": record %" PRIu64
+				    ": bad payload crc at offset %" PRIu64,
+				    sp->dir, seg->first_seq, item.h.seq, item.off);
+			continue;
+		}
+		/* A valid record: the damage before it was in the middle, not a tail. */
+		npending = 0;
+		last_seq = item.h.seq;
+		good_end = item.off + item.len;
+		if (seg->nrecs == 0 || spool_rec_peek_timestamp(item.rec) < seg->min_ts)
+			seg->min_ts = spool_rec_peek_timestamp(item.rec);
+		seg->nrecs++;
+	}
+	if (it.io_errno) {
+		errno = it.io_errno;
+		goto fail;
+	}
+	*nlost -= npending; /* damage at the very end is the torn tail */
+	seg->data_end = good_end;
+	seg->end_seq = last_seq ? last_seq + 1 : seg->first_seq;
+	if (full && good_end < size) {
+		log_warnx("spool: %s: segment %" PRIu64 ": torn tail of %" PRIu64
+		    " bytes at offset %" PRIu64 " cut off",
+		    sp->dir, seg->first_seq, size - good_end, good_end);
+		if (spool_io.ftruncate(seg->fd, (off_t)good_end) < 0 || spool_io.fdatasync(seg->fd) < 0)
+			goto fail;
+		sp->torn_bytes += size - good_end;
+		size = good_end;
+	}
+	seg->file_bytes = size;
+	it_fini(&it);
+	return 0;
+fail:
+	it_fini(&it);
+	return -1;
+}
+
+/*
+ * Load one segment file. last: the newest, scanned fully and appended to
+ * later. seq_limit: the next segment's first sequence (0: none). *out NULL
+ * when the file holds no records and was removed.
+ */
+static int seg_load(struct spool *sp, uint64_t first, uint64_t seq_limit, bool last,
+    struct seg **out, char *err, size_t errlen)
+{
+	char name[64];
+	unsigned char hdr[SPOOL_SEG_HDR_SIZE], foot[SPOOL_SEAL_SIZE];
+	struct lost_range *lost = NULL;
+	size_t nlost = 0, got;
+	struct spool_seal seal;
+	struct seg *seg = NULL;
+	struct stat st;
+	uint64_t hdr_first, size;
+	int fd;
+
+	*out = NULL;
+	seg_name(name, sizeof(name), first, "spool");
+	fd = spool_io.openat(sp->dir_fd, name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "spool %s: open %s: %s", sp->dir, name, strerror(errno));
+		goto fail;
+	}
+	size = (uint64_t)st.st_size;
+	if (size < SPOOL_SEG_HDR_SIZE) {
+		log_warnx("spool: %s: %s is too short to hold a segment, removing it", sp->dir, name);
+		spool_io.close(fd);
+		spool_io.unlinkat(sp->dir_fd, name, 0);
+		return 0;
+	}
+	if (spool_pread_all(fd, hdr, sizeof(hdr), 0, &got) < 0 || got != sizeof(hdr)) {
+		snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, name, strerror(errno));
+		goto fail;
+	}
+	if (spool_seg_hdr_parse(hdr, sizeof(hdr), &hdr_first) < 0 || hdr_first != first)
+		log_warnx("spool: %s: %s: damaged segment header, going by the file name", sp->dir, name);
+	if (!(seg = seg_new(first))) {
+		snprintf(err, errlen, "spool %s: out of memory", sp->dir);
+		goto fail;
+	}
+	seg->fd = fd;
+	fd = -1;
+
+	if (size >= SPOOL_SEG_HDR_SIZE + SPOOL_SEAL_SIZE &&
+	    spool_pread_all(seg->fd, foot, sizeof(foot), size - SPOOL_SEAL_SIZE, &got) == 0 &&
+	    got == sizeof(foot) && spool_seal_parse(foot, &seal) == 0 && seal.first_seq == first &&
+	    seal.data_end == size - SPOOL_SEAL_SIZE && (!seq_limit || seal.end_seq <= seq_limit) &&
+	    seg_seal_plausible(&seal)) {
+		seg->sealed = true;
+		seg->end_seq = seal.end_seq;
+		seg->data_end = seal.data_end;
+		seg->file_bytes = size;
+		seg->nrecs = seal.nrecs;
+		seg->min_ts = seal.min_ts;
+	} else if (scan_segment(sp, seg, size, seq_limit, last, &lost, &nlost) < 0) {
+		snprintf(err, errlen, "spool %s: recovering %s: %s", sp->dir, name, strerror(errno));
+		goto fail;
+	}
+	if (seg_reserve(seg, seg->end_seq + 1) < 0) {
+		snprintf(err, errlen, "spool %s: out of memory", sp->dir);
+		goto fail;
+	}
+	ack_load(sp, seg);
+	pthread_mutex_lock(&sp->mu);
+	sp->live += seg_live(seg);
+	pthread_mutex_unlock(&sp->mu);
+	for (size_t i = 0; i < nlost; i++) {
+		uint64_t to = lost[i].to ? lost[i].to : seg->end_seq;
+		ack_mark_lost(sp, seg, lost[i].from, to);
+	}
+	free(lost);
+	*out = seg;
+	return 0;
+fail:
+	if (fd >= 0)
+		spool_io.close(fd);
+	free(lost);
+	seg_free(seg);
+	return -1;
+}
+
+int spool_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int spool_push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		uint64_t *nv = realloc(*v, nc * sizeof(*nv));
+		if (!nv)
+			return -1;
+		*v = nv;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = x;
+	return 0;
+}
+
+struct listing {
+	struct spool *sp;
+	uint64_t *segs, *acks;
+	size_t nsegs, nacks, scap, acap;
+};
+
+static int list_one(void *arg, const char *name, enum spool_name_kind kind, uint64_t first)
+{
+	struct listing *l = arg;
+	struct spool *sp = l->sp;
+
+	switch (kind) {
+	case SPOOL_NAME_SEG:
+		return spool_push_u64(&l->segs, &l->nsegs, &l->scap, first);
+	case SPOOL_NAME_ACK:
+		return spool_push_u64(&l->acks, &l->nacks, &l->acap, first);
+	case SPOOL_NAME_TEMP:
+		log_info("spool: %s: removing unfinished segment %s", sp->dir, name);
+		spool_io.unlinkat(sp->dir_fd, name, 0);
+		return 0;
+	case SPOOL_NAME_FAILED:
+	case SPOOL_NAME_OTHER:
+		break;
+	}
+	log_warnx("spool: %s: ignoring unknown file %s", sp->dir, name);
+	return 0;
+}
+
+/* List the directory: segments and ack files sorted, junk reported. */
+static int list_dir(struct spool *sp, uint64_t **segs, size_t *nsegs, uint64_t **acks,
+    size_t *nacks, char *err, size_t errlen)
+{
+	struct listing l = { .sp = sp };
+
+	if (spool_list(sp->dir_fd, NULL, list_one, &l) < 0) {
+		snprintf(err, errlen, "spool %s: cannot list: %s", sp->dir, strerror(errno));
+		free(l.segs);
+		free(l.acks);
+		return -1;
+	}
+	if (l.nsegs)
+		qsort(l.segs, l.nsegs, sizeof(*l.segs), spool_cmp_u64);
+	*segs = l.segs;
+	*nsegs = l.nsegs;
+	*acks = l.acks;
+	*nacks = l.nacks;
+	return 0;
+}
+
+int spool_recover(struct spool *sp, char *err, size_t errlen)
+{
+	uint64_t *firsts = NULL, *acks = NULL;
+	size_t nfirsts = 0, nacks = 0;
+	struct seg **tail = &sp->segs, *seg, *last = NULL;
+	int rc = -1;
+
+	if (list_dir(sp, &firsts, &nfirsts, &acks, &nacks, err, errlen) < 0)
+		goto out;
+	for (size_t i = 0; i < nfirsts; i++) {
+		uint64_t limit = i + 1 < nfirsts ? firsts[i + 1] : 0;
+		if (seg_load(sp, firsts[i], limit, i + 1 == nfirsts, &seg, err, errlen) < 0)
+			goto out;
+		if (!seg)
+			continue;
+		seg->gen = sp->next_gen++;
+		*tail = seg;
+		tail = &seg->next;
+		sp->nsegs++;
+		sp->bytes += seg->file_bytes;
+		last = seg;
+		if (seg->end_seq > sp->next_seq)
+			sp->next_seq = seg->end_seq;
+	}
+	for (size_t i = 0; i < nacks; i++) {
+		char name[64];
+		for (seg = sp->segs; seg && seg->first_seq != acks[i]; seg = seg->next)
+			;
+		if (seg)
+			continue;
+		seg_name(name, sizeof(name), acks[i], "ack");
+		log_info("spool: %s: removing %s of a deleted segment", sp->dir, name);
+		spool_io.unlinkat(sp->dir_fd, name, 0);
+	}
+	if (sp->next_seq == 0)
+		sp->next_seq = 1;
+	/*
+	 * Records of the last run are not appended to: its .ack file may name
+	 * sequences whose records did not reach the disk (a torn tail, a power
+	 * loss with spool.fsync interval), and new records must not inherit
+	 * those acknowledgements. An empty segment is reused, without its .ack
+	 * file: whatever that names did not reach the disk. The descriptor
+	 * ack_load() opened goes with it (acknowledgements written to an
+	 * unlinked file would be lost), and the removal must be durable before
+	 * a new record can take a sequence the old file names.
+	 */
+	if (last && !last->sealed && last->end_seq == last->first_seq) {
+		char name[64];
+		seg_name(name, sizeof(name), last->first_seq, "ack");
+		if (last->ack_fd >= 0) {
+			spool_io.close(last->ack_fd);
+			last->ack_fd = -1;
+		}
+		if (spool_io.unlinkat(sp->dir_fd, name, 0) == 0) {
+			if (spool_io.fsync(sp->dir_fd) < 0) {
+				snprintf(err, errlen, "spool %s: fsync of the directory: %s", sp->dir,
+				    strerror(errno));
+				goto out;
+			}
+		} else if (errno != ENOENT) {
+			snprintf(err, errlen, "spool %s: cannot remove %s: %s", sp->dir, name,
+			    strerror(errno));
+			goto out;
+		}
+		sp->active = last;
+	} else {
+		if (seg_create(sp, sp->next_seq, &seg) < 0) {
+			snprintf(err, errlen, "spool %s: cannot create a segment: %s", sp->dir,
+			    strerror(errno));
+			goto out;
+		}
+		*tail = seg;
+		sp->nsegs++;
+		sp->bytes += seg->file_bytes;
+		sp->active = seg;
+	}
+	rc = 0;
+out:
+	free(firsts);
+	free(acks);
+	return rc;
+}

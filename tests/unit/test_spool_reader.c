@@ -1,0 +1,464 @@
+/*
+ * test_spool_reader: acknowledgements, deletion of finished segments, reopening, copy-forward.
+ * Helpers and the message numbering: test_spool_util.h.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "spool.h"
+
+#include "test_spool_util.h"
+
+/* --- acknowledgements, deletion, reopen ------------------------------------------- */
+
+static void shuffle(uint64_t *v, size_t n, unsigned seed)
+{
+	srand(seed);
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = (size_t)rand() % (i + 1);
+		uint64_t x = v[i];
+		v[i] = v[j];
+		v[j] = x;
+	}
+}
+
+/*
+ * A deleted segment larger than one trim step leaves the spool at once
+ * (renamed to its temp name, which spool_open() removes after a crash) and
+ * is then shrunk by maintenance until it is gone.
+ */
+static void test_delete_in_steps(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 5u << 20);
+	struct spool *sp = open_ok(&o);
+	struct spool_stats st;
+	struct spool_rec *r;
+	uint64_t cursor = 0, segs;
+	char tmpname[64];
+	off_t size, prev = -1;
+	int n = 0, passes = 0;
+
+	for (int i = 0; i < 100000; i += 10000)
+		assert_int_equal(write_range(sp, i, i + 10000, NULL), SPOOL_OK);
+	spool_stats(sp, &st);
+	assert_int_equal(st.segments, 2);
+	segs = st.segments;
+	snprintf(tmpname, sizeof(tmpname), ".seg-%020d.tmp", 1);
+	while (spool_next(sp, &cursor, &r) == 1) {
+		spool_ack(sp, r->seq);
+		spool_rec_free(r);
+		n++;
+		spool_stats(sp, &st);
+		if (st.segments < segs) {
+			/* The first segment was just deleted: gone by name, its blocks not yet. */
+			segs = st.segments;
+			assert_int_equal(file_size(t->dir, "seg-00000000000000000001.spool"), -1);
+			assert_int_equal(file_size(t->dir, "seg-00000000000000000001.ack"), -1);
+			prev = file_size(t->dir, tmpname);
+			assert_true(prev > 0);
+		}
+	}
+	assert_int_equal(n, 100000);
+	assert_true(prev > 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	assert_int_equal(st.segments, 1);
+	assert_int_equal(count_files(t->dir, ".spool"), 1);
+	while ((size = file_size(t->dir, tmpname)) >= 0) {
+		assert_true(size < prev || passes == 0);
+		prev = size;
+		spool_maintain(sp);
+		assert_true(++passes <= 3);
+	}
+	assert_int_equal(count_files(t->dir, ".tmp"), 0);
+
+	/* A temp file left by a crash is removed at open. */
+	spool_close(sp);
+	{
+		char path[512];
+		int fd;
+		snprintf(path, sizeof(path), "%s/%s", t->dir, tmpname);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, 1 << 20), 0);
+		close(fd);
+	}
+	sp = open_ok(&o);
+	assert_int_equal(count_files(t->dir, ".tmp"), 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	spool_close(sp);
+}
+
+static void test_acks_delete_segments(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 4096);
+	struct spool *sp = open_ok(&o);
+	struct spool_stats st;
+	int nums[600];
+	uint64_t seqs[600], cursor = 0, odd[300], even[300];
+	size_t n, nodd = 0, neven = 0;
+
+	for (int i = 0; i < 600; i += 50)
+		assert_int_equal(write_range(sp, i, i + 50, NULL), SPOOL_OK);
+	n = drain(sp, &cursor, nums, seqs, 600);
+	assert_int_equal(n, 600);
+	spool_stats(sp, &st);
+	assert_true(st.segments >= 8);
+	assert_int_equal(count_files(t->dir, ".spool"), (int)st.segments);
+	assert_true(st.oldest_ms == 1700000000000);
+
+	for (size_t i = 0; i < n; i++) {
+		if (seqs[i] % 2)
+			odd[nodd++] = seqs[i];
+		else
+			even[neven++] = seqs[i];
+	}
+	shuffle(odd, nodd, 1);
+	shuffle(even, neven, 2);
+	for (size_t i = 0; i < nodd; i++)
+		spool_ack(sp, odd[i]);
+	spool_ack(sp, odd[0]); /* a duplicate ack changes nothing */
+	spool_maintain(sp);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 300);
+	assert_true(st.segments >= 8); /* every segment still has live records */
+
+	for (size_t i = 0; i < neven; i++)
+		spool_ack(sp, even[i]);
+	/*
+	 * A slow run may have started a copy-forward of an almost empty segment
+	 * among the acks; that segment goes once the copy is written.
+	 */
+	for (int64_t end = now_ms() + 5000;;) {
+		spool_maintain(sp);
+		spool_stats(sp, &st);
+		if (st.segments == 1 || now_ms() > end)
+			break;
+		usleep(2000);
+	}
+	assert_int_equal(st.records, 0);
+	assert_int_equal(st.segments, 1); /* only the active one */
+	assert_int_equal(st.oldest_ms, 0);
+	assert_int_equal(count_files(t->dir, ".spool"), 1);
+	assert_true(count_files(t->dir, ".ack") <= 1);
+	spool_close(sp);
+}
+
+static void test_reopen_returns_unacked(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 8192);
+	struct spool *sp = open_ok(&o);
+	int nums[300];
+	uint64_t seqs[300], cursor = 0;
+	size_t n;
+
+	assert_int_equal(write_range(sp, 0, 150, NULL), SPOOL_OK);
+	assert_int_equal(write_range(sp, 150, 300, NULL), SPOOL_OK);
+	n = drain(sp, &cursor, nums, seqs, 300);
+	assert_int_equal(n, 300);
+	for (size_t i = 0; i < n; i++)
+		if (nums[i] % 3 != 0)
+			spool_ack(sp, seqs[i]); /* out of order within segments is fine too */
+	spool_close(sp);
+
+	sp = open_ok(&o);
+	cursor = 0;
+	n = drain(sp, &cursor, nums, NULL, 300);
+	assert_int_equal(n, 100);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(nums[i], (int)i * 3);
+	spool_close(sp);
+}
+
+/* --- copy-forward --------------------------------------------------------------- */
+
+/* Run maintenance until the file is gone (the copy committed and applied). */
+static void maintain_until_gone(struct spool *sp, const char *dir, const char *name)
+{
+	for (int64_t end = now_ms() + 5000; file_size(dir, name) >= 0;) {
+		assert_true(now_ms() < end);
+		spool_maintain(sp);
+		usleep(2000);
+	}
+}
+
+static void test_copy_forward(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 4096);
+	struct spool *sp = open_ok(&o);
+	struct spool_stats st;
+	struct spool_rec *r;
+	int nums[400];
+	uint64_t seqs[400], cursor = 0, n;
+	const char *seg1 = "seg-00000000000000000001.spool";
+
+	for (int i = 1; i < 401; i += 20)
+		assert_int_equal(write_range(sp, i, i + 20, NULL), SPOOL_OK);
+	n = drain(sp, &cursor, nums, seqs, 400);
+	assert_int_equal(n, 400);
+	/* Everything acknowledged but records 2, 5 and 7: stragglers in segment 1. */
+	for (size_t i = 0; i < n; i++)
+		if (seqs[i] != 2 && seqs[i] != 5 && seqs[i] != 7)
+			spool_ack(sp, seqs[i]);
+	spool_maintain(sp); /* starts the copy of segment 1 */
+	spool_ack(sp, 7);   /* acknowledged while the copy is in flight */
+	maintain_until_gone(sp, t->dir, seg1);
+
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 2);
+	assert_int_equal(st.damaged, 0);
+	/* The copies are not handed out again in this run. */
+	assert_int_equal(spool_next(sp, &cursor, &r), 0);
+	/* The producer keeps using the sequences it was given. */
+	assert_int_equal(spool_get(sp, 2, &r), 1);
+	assert_int_equal(r->seq, 2);
+	assert_int_equal(msg_num(r), 2);
+	spool_rec_free(r);
+	assert_int_equal(spool_get(sp, 7, &r), 0);
+	spool_ack(sp, 2);
+	assert_int_equal(spool_fail(sp, 5, "message too large"), 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	assert_int_equal(st.failed, 1);
+	assert_int_equal(count_files(t->dir, ".spool") >= 1, 1);
+	char failed_dir[128];
+	snprintf(failed_dir, sizeof(failed_dir), "%s/failed", t->dir);
+	assert_int_equal(count_files(failed_dir, ".log"), 1);
+	spool_close(sp);
+	/*
+	 * The failed record was the copy: it is filed under the segment the copy
+	 * was in, with the copy's sequence, so ackd-spool verify finds it in range.
+	 */
+	{
+		const struct spool_ro_file *files;
+		struct spool_ro_iter *it;
+		struct spool_ro_item item;
+		struct spool_ro *ro;
+		char err[256];
+
+		assert_int_equal(spool_ro_open(t->dir, &ro, err, sizeof(err)), 0);
+		assert_int_equal(spool_ro_failed(ro, &files), 1);
+		assert_int_equal(spool_ro_iter_new(ro, &files[0], 0, &it), 0);
+		assert_int_equal(spool_ro_iter_next(it, &item), 1);
+		assert_int_equal(item.kind, SPOOL_RO_RECORD);
+		assert_true(item.seq >= files[0].first_seq);
+		assert_int_equal(item.rec->msg.value_len, 7);
+		assert_memory_equal(item.rec->msg.value, "value-5", 7);
+		spool_ro_iter_free(it);
+		spool_ro_free(ro);
+	}
+
+	/* Nothing comes back: the originals are gone and the copies acknowledged. */
+	sp = open_ok(&o);
+	cursor = 0;
+	assert_int_equal(drain(sp, &cursor, nums, NULL, 400), 0);
+	spool_close(sp);
+}
+
+static void test_copy_forward_survives_restart(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 4096);
+	struct spool *sp = open_ok(&o);
+	int nums[400];
+	uint64_t seqs[400], cursor = 0, n;
+
+	for (int i = 1; i < 401; i += 20)
+		assert_int_equal(write_range(sp, i, i + 20, NULL), SPOOL_OK);
+	n = drain(sp, &cursor, nums, seqs, 400);
+	assert_int_equal(n, 400);
+	for (size_t i = 0; i < n; i++)
+		if (seqs[i] != 3 && seqs[i] != 4)
+			spool_ack(sp, seqs[i]);
+	spool_maintain(sp);
+	maintain_until_gone(sp, t->dir, "seg-00000000000000000001.spool");
+	spool_close(sp);
+
+	/* After a restart the copies are ordinary records, each exactly once. */
+	sp = open_ok(&o);
+	cursor = 0;
+	n = drain(sp, &cursor, nums, seqs, 400);
+	assert_int_equal(n, 2);
+	assert_int_equal(nums[0], 3);
+	assert_int_equal(nums[1], 4);
+	assert_true(seqs[0] > 400);
+	spool_close(sp);
+}
+
+/* --- copy-forward against a producer rebuild (spool_rewind) -------------------------------- */
+
+static atomic_int hold_writes; /* the writer's pwritev waits while set */
+static ssize_t (*inner_pwritev)(int, const struct iovec *, int, off_t);
+
+static ssize_t holding_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+	while (atomic_load(&hold_writes))
+		usleep(1000);
+	return inner_pwritev(fd, iov, iovcnt, off);
+}
+
+/*
+ * 400 records in segments of 4 KiB, all acknowledged but 2, 5 and 7 of
+ * segment 1. The writer is held from before the acks (a slow run may start
+ * the copy of segment 1 among them): the copy cannot be written yet.
+ */
+static struct spool *stragglers(const char *dir)
+{
+	struct spool_opts o = opts_for(dir, 4096);
+	struct spool *sp = open_ok(&o);
+	int nums[400];
+	uint64_t seqs[400], cursor = 0, n;
+
+	for (int i = 1; i < 401; i += 20)
+		assert_int_equal(write_range(sp, i, i + 20, NULL), SPOOL_OK);
+	n = drain(sp, &cursor, nums, seqs, 400);
+	assert_int_equal(n, 400);
+	inner_pwritev = spool_io.pwritev;
+	spool_io.pwritev = holding_pwritev;
+	atomic_store(&hold_writes, 1);
+	for (size_t i = 0; i < n; i++)
+		if (seqs[i] != 2 && seqs[i] != 5 && seqs[i] != 7)
+			spool_ack(sp, seqs[i]);
+	spool_maintain(sp); /* starts the copy of segment 1 if the acks did not */
+	return sp;
+}
+
+/* Let the writer go on; the seam as it was. */
+static void release_writes(void)
+{
+	atomic_store(&hold_writes, 0);
+	spool_io.pwritev = inner_pwritev;
+}
+
+/* Drain from 0, check the messages are exactly want[n], acknowledge them; the spool is empty. */
+static void drain_ack_all(struct spool *sp, const int *want, size_t nwant)
+{
+	struct spool_stats st;
+	int nums[8];
+	uint64_t seqs[8], cursor = 0;
+	size_t n = drain(sp, &cursor, nums, seqs, 8);
+
+	assert_int_equal(n, nwant);
+	for (size_t i = 0; i < n; i++) {
+		struct spool_rec *r;
+		assert_int_equal(nums[i], want[i]);
+		assert_int_equal(spool_get(sp, seqs[i], &r), 1);
+		assert_int_equal(msg_num(r), want[i]);
+		spool_rec_free(r);
+		spool_ack(sp, seqs[i]);
+	}
+	spool_maintain(sp);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+}
+
+/*
+ * The producer is rebuilt while a copy-forward is queued: the copies are
+ * written after the rewind. The rebuilt producer must get the three
+ * records (not have them stranded as copies nobody hands out).
+ */
+static void test_rewind_during_copy_forward(void **state)
+{
+	struct tmp *t = *state;
+	struct spool *sp = stragglers(t->dir);
+	const int want[] = { 2, 5, 7 };
+
+	usleep(20000); /* the copy of segment 1 waits in the writer */
+	spool_rewind(sp);
+	release_writes();
+	for (int64_t end = now_ms() + 300; now_ms() < end;) {
+		spool_maintain(sp);
+		usleep(2000);
+	}
+	drain_ack_all(sp, want, 3);
+	spool_close(sp);
+}
+
+/*
+ * The copies are written before the rewind but not yet applied. After the
+ * rewind the producer holds whatever spool_next() hands out; when the
+ * segment holding those is copied forward in turn, spool_get() and
+ * spool_ack() by the sequences it holds must still reach the records.
+ */
+static void test_rewind_before_copy_applied(void **state)
+{
+	struct tmp *t = *state;
+	struct spool *sp = stragglers(t->dir);
+	struct spool_stats st;
+	int nums[400];
+	uint64_t seqs[400], held[8], cursor = 0, n, nheld;
+	int held_nums[8];
+
+	release_writes();
+	for (int64_t end = now_ms() + 5000;;) { /* until the writer committed the copies */
+		spool_stats(sp, &st);
+		if (st.records == 6)
+			break;
+		assert_true(now_ms() < end);
+		usleep(1000);
+	}
+	spool_rewind(sp);
+	nheld = drain(sp, &cursor, held_nums, held, 8);
+	assert_int_equal(nheld, 3);
+	/* More traffic, all acknowledged: what the producer holds gets old, and copied. */
+	for (int i = 401; i < 801; i += 20)
+		assert_int_equal(write_range(sp, i, i + 20, NULL), SPOOL_OK);
+	n = drain(sp, &cursor, nums, seqs, 400);
+	assert_int_equal(n, 400);
+	for (size_t i = 0; i < n; i++)
+		spool_ack(sp, seqs[i]);
+	for (int64_t end = now_ms() + 300; now_ms() < end;) {
+		spool_maintain(sp);
+		usleep(2000);
+	}
+	for (size_t i = 0; i < nheld; i++) {
+		struct spool_rec *r;
+		assert_int_equal(spool_get(sp, held[i], &r), 1);
+		assert_int_equal(msg_num(r), held_nums[i]);
+		spool_rec_free(r);
+		spool_ack(sp, held[i]);
+	}
+	spool_maintain(sp);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	spool_close(sp);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_delete_in_steps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_acks_delete_segments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_returns_unacked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_forward_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rewind_during_copy_forward, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rewind_before_copy_applied, setup, teardown),
+	};
+
+	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
+}

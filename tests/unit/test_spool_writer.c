@@ -1,0 +1,364 @@
+/*
+ * test_spool_writer: group commit, full disk and I/O errors through the spool_io seam, spool.max_bytes, the lock, the fsync modes.
+ * Helpers and the message numbering: test_spool_util.h.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "spool.h"
+
+#include "test_spool_util.h"
+
+/* --- group commit ------------------------------------------------------------- */
+
+enum { GC_THREADS = 8, GC_PER = 2000 };
+
+struct gc_slot {
+	atomic_int calls;
+	enum spool_err err;
+	uint64_t seq;
+};
+
+static struct gc_slot gc_slots[GC_THREADS * GC_PER];
+static atomic_int gc_done;
+static atomic_int hook_calls;
+
+static void gc_cb(void *arg, enum spool_err err, uint64_t first_seq)
+{
+	struct gc_slot *s = arg;
+
+	s->err = err;
+	s->seq = first_seq;
+	atomic_fetch_add(&s->calls, 1);
+	atomic_fetch_add(&gc_done, 1);
+}
+
+static void count_hook(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&hook_calls, 1);
+}
+
+static void *gc_thread(void *arg)
+{
+	struct spool *sp = arg;
+	static atomic_int next_thread;
+	int t = atomic_fetch_add(&next_thread, 1);
+
+	for (int i = 0; i < GC_PER; i++) {
+		int num = t * GC_PER + i;
+		struct spool_batch *b = spool_batch_new(1);
+		add_msg(b, num);
+		if (spool_submit(sp, b, gc_cb, &gc_slots[num]) != SPOOL_OK)
+			return NULL;
+	}
+	return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 256 * 1024);
+	pthread_t th[GC_THREADS];
+	struct spool_stats st;
+	struct spool *sp = open_ok(&o);
+	static int nums[GC_THREADS * GC_PER];
+	static uint64_t seqs[GC_THREADS * GC_PER];
+	uint64_t cursor = 0;
+	int syncs0, syncs;
+	size_t n;
+
+	spool_set_commit_hook(sp, count_hook, NULL);
+	syncs0 = atomic_load(&n_fdatasync);
+	for (int i = 0; i < GC_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, gc_thread, sp), 0);
+	for (int i = 0; i < GC_THREADS; i++)
+		pthread_join(th[i], NULL);
+	for (int64_t end = now_ms() + 20000; atomic_load(&gc_done) < GC_THREADS * GC_PER;) {
+		assert_true(now_ms() < end);
+		usleep(1000);
+	}
+	syncs = atomic_load(&n_fdatasync) - syncs0;
+	spool_stats(sp, &st);
+	print_message("group commit: %d records, %d fdatasync, %lu commits, %lu segments\n",
+	    GC_THREADS * GC_PER, syncs, (unsigned long)st.commits, (unsigned long)st.segments);
+	assert_true(syncs > 0);
+	assert_true(syncs < GC_THREADS * GC_PER / 4);
+	assert_true(st.commits < (uint64_t)GC_THREADS * GC_PER / 4);
+	assert_int_equal(st.records, GC_THREADS * GC_PER);
+	assert_true(st.segments > 2);
+	assert_true(atomic_load(&hook_calls) > 0);
+	for (int i = 0; i < GC_THREADS * GC_PER; i++) {
+		assert_int_equal(atomic_load(&gc_slots[i].calls), 1);
+		assert_int_equal(gc_slots[i].err, SPOOL_OK);
+	}
+
+	n = drain(sp, &cursor, nums, seqs, GC_THREADS * GC_PER);
+	assert_int_equal(n, GC_THREADS * GC_PER);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(seqs[i], i + 1); /* contiguous, in order */
+		assert_int_equal(gc_slots[nums[i]].seq, seqs[i]); /* callback told the truth */
+	}
+	/* Each thread's records keep their submission order. */
+	int last[GC_THREADS];
+	memset(last, -1, sizeof(last));
+	for (size_t i = 0; i < n; i++) {
+		int thr = nums[i] / GC_PER;
+		assert_true(nums[i] > last[thr]);
+		last[thr] = nums[i];
+	}
+	spool_close(sp);
+}
+
+/* --- full disk and I/O errors ------------------------------------------------------ */
+
+static void test_enospc_eio(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	const char *seg = "seg-00000000000000000001.spool";
+	struct spool *sp = open_ok(&o);
+	struct spool_stats st;
+	int nums[64];
+	uint64_t first, cursor = 0;
+	off_t size;
+
+	assert_int_equal(write_range(sp, 1, 11, &first), SPOOL_OK);
+	assert_int_equal(first, 1);
+	size = file_size(t->dir, seg);
+
+	atomic_store(&fail_write_errno, ENOSPC);
+	assert_int_equal(write_range(sp, 11, 21, NULL), SPOOL_EFULL);
+	assert_int_equal(file_size(t->dir, seg), size); /* the partial write is gone */
+
+	atomic_store(&fail_sync_errno, EIO);
+	assert_int_equal(write_range(sp, 21, 31, NULL), SPOOL_EIO);
+	assert_int_equal(file_size(t->dir, seg), size);
+
+	atomic_store(&fail_write_errno, EIO);
+	assert_int_equal(write_range(sp, 31, 41, NULL), SPOOL_EIO);
+	assert_int_equal(file_size(t->dir, seg), size);
+
+	/* The problem is gone: writing works again, sequences continue. */
+	assert_int_equal(write_range(sp, 41, 51, &first), SPOOL_OK);
+	assert_int_equal(first, 11);
+	spool_stats(sp, &st);
+	assert_int_equal(st.write_errors, 3);
+	assert_int_equal(st.records, 20);
+	spool_close(sp);
+
+	/* Recovery sees only the good records. */
+	sp = open_ok(&o);
+	size_t n = drain(sp, &cursor, nums, NULL, 64);
+	assert_int_equal(n, 20);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(nums[i], i < 10 ? (int)i + 1 : (int)i + 31);
+	spool_stats(sp, &st);
+	assert_int_equal(st.damaged, 0);
+	assert_int_equal(st.torn_bytes, 0);
+	spool_close(sp);
+}
+
+static void count_cb(void *arg, enum spool_err err, uint64_t first_seq)
+{
+	(void)err;
+	(void)first_seq;
+	(*(int *)arg)++;
+}
+
+static void test_max_bytes(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct spool *sp;
+	struct spool_stats st;
+	struct spool_batch *b;
+	int called = 0;
+
+	o.max_bytes = 4096;
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, 0, 20, NULL), SPOOL_OK);
+	spool_stats(sp, &st);
+	assert_true(st.bytes < 4096);
+
+	/* A batch that would cross max_bytes is refused at once, done not called. */
+	b = spool_batch_new(100);
+	for (int i = 0; i < 100; i++)
+		add_msg(b, i);
+	assert_int_equal(spool_submit(sp, b, count_cb, &called), SPOOL_EFULL);
+	assert_int_equal(called, 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 20);
+
+	/* A small one still fits. */
+	assert_int_equal(write_range(sp, 20, 21, NULL), SPOOL_OK);
+	spool_close(sp);
+}
+
+/* --- lock, fsync modes, start-up cost -------------------------------------------------- */
+
+static void test_lock(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct spool *sp = open_ok(&o), *sp2 = NULL;
+	char err[256] = "";
+
+	assert_int_equal(spool_open(&o, &sp2, err, sizeof(err)), -1);
+	assert_null(sp2);
+	assert_non_null(strstr(err, t->dir));
+	assert_non_null(strstr(err, "in use"));
+	spool_close(sp);
+
+	/* Free again once closed. */
+	sp = open_ok(&o);
+	spool_close(sp);
+}
+
+static void test_fsync_modes(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct spool *sp;
+	int before;
+
+	o.fsync = CONF_FSYNC_NEVER;
+	sp = open_ok(&o);
+	before = atomic_load(&n_fdatasync);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(write_range(sp, i, i + 1, NULL), SPOOL_OK);
+	assert_int_equal(atomic_load(&n_fdatasync), before);
+	spool_close(sp);
+
+	o.fsync = CONF_FSYNC_INTERVAL;
+	o.fsync_interval_ms = 30;
+	sp = open_ok(&o);
+	before = atomic_load(&n_fdatasync);
+	assert_int_equal(write_range(sp, 10, 11, NULL), SPOOL_OK);
+	for (int64_t end = now_ms() + 2000; atomic_load(&n_fdatasync) == before;) {
+		assert_true(now_ms() < end);
+		usleep(5000);
+	}
+	spool_close(sp);
+}
+
+/* --- directories created durably ---------------------------------------------------- */
+
+/* What the seam saw: "mkdir <path>", "open <path> <fd>" for directories, "fsync <fd>". */
+static char dir_ops[64][300];
+static int n_dir_ops;
+
+static void dir_op(const char *what, const char *path, int fd)
+{
+	if (n_dir_ops < 64)
+		snprintf(dir_ops[n_dir_ops++], sizeof(dir_ops[0]), "%s %s %d", what, path, fd);
+}
+
+static int rec_mkdirat(int dirfd, const char *path, mode_t mode)
+{
+	int rc = real_io.mkdirat(dirfd, path, mode);
+	if (rc == 0)
+		dir_op("mkdir", path, -1);
+	return rc;
+}
+
+static int rec_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	int fd = real_io.openat(dirfd, path, flags, mode);
+	if (fd >= 0 && (flags & O_DIRECTORY))
+		dir_op("open", path, fd);
+	return fd;
+}
+
+static int rec_fsync(int fd)
+{
+	dir_op("fsync", "-", fd);
+	return real_io.fsync(fd);
+}
+
+/* Whether, after "mkdir <made>", a directory opened as <dir> was fsynced. */
+static bool synced_after_mkdir(const char *made, const char *dir)
+{
+	int fd = -1;
+	bool made_seen = false;
+	char want[300];
+
+	for (int i = 0; i < n_dir_ops; i++) {
+		char path[280];
+		int f;
+		snprintf(want, sizeof(want), "mkdir %s -1", made);
+		if (!strcmp(dir_ops[i], want))
+			made_seen = true;
+		if (sscanf(dir_ops[i], "open %279s %d", path, &f) == 2 && !strcmp(path, dir))
+			fd = f;
+		if (made_seen && fd >= 0 && sscanf(dir_ops[i], "fsync - %d", &f) == 1 && f == fd)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A spool directory (and failed/) that ackd creates must survive a power
+ * loss: after the mkdir, the directory holding the new one is fsynced.
+ */
+static void test_mkdir_fsyncs_parent(void **state)
+{
+	struct tmp *t = *state;
+	char dir[128], failed[160];
+	struct spool_opts o;
+	struct spool *sp;
+	struct spool_io saved = spool_io;
+
+	snprintf(dir, sizeof(dir), "%s/sub", t->dir);
+	o = opts_for(dir, 0);
+	spool_io.mkdirat = rec_mkdirat;
+	spool_io.openat = rec_openat;
+	spool_io.fsync = rec_fsync;
+	n_dir_ops = 0;
+	sp = open_ok(&o);
+	spool_close(sp);
+	assert_true(synced_after_mkdir(dir, t->dir));
+
+	/* failed/ made again on an existing spool whose empty segment is reused. */
+	snprintf(failed, sizeof(failed), "%s/failed", dir);
+	assert_int_equal(rmdir(failed), 0);
+	n_dir_ops = 0;
+	sp = open_ok(&o);
+	spool_close(sp);
+	spool_io = saved;
+	assert_true(synced_after_mkdir("failed", dir));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_enospc_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mkdir_fsyncs_parent, setup, teardown),
+	};
+
+	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
+}
