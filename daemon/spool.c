@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,42 @@ static void spool_free(struct spool *sp)
 	free(sp);
 }
 
+/*
+ * A directory just created survives a power loss only once the directory
+ * holding it is synced: open the parent of path through the seam, fsync it.
+ * 0, or -1 with errno.
+ */
+static int fsync_parent(const char *path)
+{
+	char parent[PATH_MAX];
+	size_t len = strlen(path);
+	int fd, rc, saved;
+
+	if (len >= sizeof(parent)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(parent, path, len + 1);
+	while (len > 1 && parent[len - 1] == '/')
+		parent[--len] = 0;
+	while (len > 0 && parent[len - 1] != '/')
+		len--;
+	while (len > 1 && parent[len - 1] == '/')
+		len--;
+	if (len == 0)
+		strcpy(parent, ".");
+	else
+		parent[len] = 0;
+	fd = spool_io.openat(AT_FDCWD, parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	rc = spool_io.fsync(fd);
+	saved = errno;
+	spool_io.close(fd);
+	errno = saved;
+	return rc;
+}
+
 int spool_open(const struct spool_opts *opts, struct spool **out, char *err, size_t errlen)
 {
 	struct spool *sp = calloc(1, sizeof(*sp));
@@ -175,7 +212,13 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	pthread_cond_init(&sp->idle, &ca);
 	pthread_condattr_destroy(&ca);
 
-	if (spool_io.mkdirat(AT_FDCWD, sp->dir, 0750) < 0 && errno != EEXIST) {
+	if (spool_io.mkdirat(AT_FDCWD, sp->dir, 0750) == 0) {
+		if (fsync_parent(sp->dir) < 0) {
+			snprintf(err, errlen, "spool %s: cannot sync the directory holding it: %s", sp->dir,
+			    strerror(errno));
+			goto fail;
+		}
+	} else if (errno != EEXIST) {
 		snprintf(err, errlen, "spool %s: cannot create: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
@@ -197,7 +240,13 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 			snprintf(err, errlen, "spool %s: cannot lock: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
-	if (spool_io.mkdirat(sp->dir_fd, "failed", 0750) < 0 && errno != EEXIST) {
+	if (spool_io.mkdirat(sp->dir_fd, "failed", 0750) == 0) {
+		if (spool_io.fsync(sp->dir_fd) < 0) {
+			snprintf(err, errlen, "spool %s: cannot sync after creating failed/: %s", sp->dir,
+			    strerror(errno));
+			goto fail;
+		}
+	} else if (errno != EEXIST) {
 		snprintf(err, errlen, "spool %s: cannot create failed/: %s", sp->dir, strerror(errno));
 		goto fail;
 	}

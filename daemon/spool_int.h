@@ -109,6 +109,13 @@ struct iter {
 	uint64_t end;       /* records end here */
 	uint64_t next_seq;  /* the next record's sequence is at least this */
 	uint64_t seq_limit; /* and below this; 0: no bound */
+	/*
+	 * A record at offset o has a sequence of at most base_seq + (o -
+	 * base_off) / SPOOL_REC_HDR_SIZE (a segment's sequences are consecutive);
+	 * base_seq 0: no such bound (failed/ logs).
+	 */
+	uint64_t base_seq;
+	uint64_t base_off;
 	unsigned char *buf;
 	size_t cap;
 	uint64_t buf_off;

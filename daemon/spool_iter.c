@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ void it_init(struct iter *it, int fd, uint64_t off, uint64_t end, uint64_t next_
 	it->end = end;
 	it->next_seq = next_seq;
 	it->seq_limit = seq_limit;
+	it->base_seq = next_seq;
+	it->base_off = off;
 	it->buf_off = 0;
 	it->buf_len = 0;
 	it->io_errno = 0;
@@ -83,16 +86,25 @@ size_t it_fill(struct iter *it, uint64_t off, size_t need, const unsigned char *
 	return got;
 }
 
-/* Check the record at off: header, sequence bounds, length within the end. */
+/*
+ * Check the record at off: header, sequence bounds, length within the end.
+ * *framed: its magic and header CRC hold, so h says where it ends (even when
+ * it is SHORT, out of sequence or of an unknown version): its bytes belong
+ * to it and are never read as records of their own.
+ */
 static enum spool_rec_status it_rec_at(struct iter *it, uint64_t off, struct spool_rec_hdr *h,
-    const unsigned char **p)
+    const unsigned char **p, bool *framed)
 {
 	enum spool_rec_status st;
 	size_t avail = it_fill(it, off, SPOOL_REC_HDR_SIZE, p);
 
+	*framed = false;
 	if (avail < SPOOL_REC_HDR_SIZE)
 		return SPOOL_REC_SHORT;
 	st = spool_rec_parse_hdr(*p, avail, h);
+	if (st == SPOOL_REC_BAD_MAGIC || st == SPOOL_REC_BAD_HDR_CRC)
+		return st;
+	*framed = true;
 	if (st == SPOOL_REC_SHORT) {
 		if (off + SPOOL_REC_HDR_SIZE + h->payload_len > it->end)
 			return SPOOL_REC_SHORT;
@@ -105,21 +117,37 @@ static enum spool_rec_status it_rec_at(struct iter *it, uint64_t off, struct spo
 		return SPOOL_REC_OK;
 	if (h->seq < it->next_seq || (it->seq_limit && h->seq >= it->seq_limit))
 		return SPOOL_REC_BAD_SEQ;
+	/*
+	 * A segment's sequences are consecutive and each record takes at least
+	 * a header: a sequence beyond that is damage, never a bitmap to size.
+	 */
+	if (it->base_seq && h->seq - it->base_seq > (off - it->base_off) / SPOOL_REC_HDR_SIZE)
+		return SPOOL_REC_BAD_SEQ;
 	return SPOOL_REC_OK;
 }
 
 /*
  * The next record (payload CRC not checked: the caller decides), or the
  * damage before the next valid record, or the end (records end, or a footer).
+ *
+ * Damage: a record whose header CRC holds is skipped whole (it is out of
+ * sequence, of an unknown version, or its payload is damaged); one whose
+ * bytes run past the end is the torn tail, and the damage runs to the end.
+ * Only bytes that lie in no such record are scanned, byte by byte, for the
+ * next valid header. So no bytes inside a record whose header was written
+ * whole can pass for a record of their own.
  */
 enum it_res it_next(struct iter *it, struct it_item *item)
 {
 	const unsigned char *p;
 	enum spool_rec_status st;
+	struct spool_rec_hdr h;
+	bool framed;
+	uint64_t o;
 
 	if (it->off >= it->end || it->io_errno)
 		return IT_END;
-	st = it_rec_at(it, it->off, &item->h, &p);
+	st = it_rec_at(it, it->off, &item->h, &p, &framed);
 	if (it->io_errno)
 		return IT_END;
 	if (st == SPOOL_REC_OK) {
@@ -135,20 +163,32 @@ enum it_res it_next(struct iter *it, struct it_item *item)
 		return IT_REC;
 	}
 
-	/* Damage: scan forward for the magic and a valid header. */
 	item->why = st;
 	item->off = it->off;
 	item->lost_from = it->next_seq;
 	item->lost_to = 0;
 	item->resynced = false;
-	for (uint64_t o = it->off + 1; o + SPOOL_REC_HDR_SIZE <= it->end; o++) {
-		struct spool_rec_hdr h;
-		size_t avail = it_fill(it, o, SPOOL_REC_HDR_SIZE, &p);
+	h = item->h;
+	for (o = it->off;;) {
+		size_t avail;
+		if (!framed) {
+			o++;
+		} else if (o + SPOOL_REC_HDR_SIZE <= it->end &&
+		    it->end - o - SPOOL_REC_HDR_SIZE >= h.payload_len) {
+			o += SPOOL_REC_HDR_SIZE + h.payload_len;
+		} else {
+			break; /* runs past the end: the torn tail */
+		}
+		if (o + SPOOL_REC_HDR_SIZE > it->end)
+			break;
+		avail = it_fill(it, o, SPOOL_REC_HDR_SIZE, &p);
 		if (avail < SPOOL_REC_HDR_SIZE)
 			break;
-		if (memcmp(p, "AKSR", 4) != 0)
+		if (memcmp(p, "AKSR", 4) != 0) {
+			framed = false;
 			continue;
-		if (it_rec_at(it, o, &h, &p) == SPOOL_REC_OK) {
+		}
+		if (it_rec_at(it, o, &h, &p, &framed) == SPOOL_REC_OK) {
 			item->resynced = true;
 			item->resync_off = o;
 			item->lost_to = h.type == SPOOL_REC_SEAL ? 0 : h.seq;

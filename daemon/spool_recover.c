@@ -294,13 +294,29 @@ int spool_recover(struct spool *sp, char *err, size_t errlen)
 	 * sequences whose records did not reach the disk (a torn tail, a power
 	 * loss with spool.fsync interval), and new records must not inherit
 	 * those acknowledgements. An empty segment is reused, without its .ack
-	 * file: whatever that names did not reach the disk.
+	 * file: whatever that names did not reach the disk. The descriptor
+	 * ack_load() opened goes with it (acknowledgements written to an
+	 * unlinked file would be lost), and the removal must be durable before
+	 * a new record can take a sequence the old file names.
 	 */
 	if (last && !last->sealed && last->end_seq == last->first_seq) {
 		char name[64];
 		seg_name(name, sizeof(name), last->first_seq, "ack");
-		if (spool_io.unlinkat(sp->dir_fd, name, 0) == 0 && spool_io.fsync(sp->dir_fd) < 0)
-			log_warn("spool: %s: fsync of the directory", sp->dir);
+		if (last->ack_fd >= 0) {
+			spool_io.close(last->ack_fd);
+			last->ack_fd = -1;
+		}
+		if (spool_io.unlinkat(sp->dir_fd, name, 0) == 0) {
+			if (spool_io.fsync(sp->dir_fd) < 0) {
+				snprintf(err, errlen, "spool %s: fsync of the directory: %s", sp->dir,
+				    strerror(errno));
+				goto out;
+			}
+		} else if (errno != ENOENT) {
+			snprintf(err, errlen, "spool %s: cannot remove %s: %s", sp->dir, name,
+			    strerror(errno));
+			goto out;
+		}
 		sp->active = last;
 	} else {
 		if (seg_create(sp, sp->next_seq, &seg) < 0) {

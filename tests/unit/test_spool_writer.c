@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -261,6 +262,93 @@ static void test_fsync_modes(void **state)
 	spool_close(sp);
 }
 
+/* --- directories created durably ---------------------------------------------------- */
+
+/* What the seam saw: "mkdir <path>", "open <path> <fd>" for directories, "fsync <fd>". */
+static char dir_ops[64][300];
+static int n_dir_ops;
+
+static void dir_op(const char *what, const char *path, int fd)
+{
+	if (n_dir_ops < 64)
+		snprintf(dir_ops[n_dir_ops++], sizeof(dir_ops[0]), "%s %s %d", what, path, fd);
+}
+
+static int rec_mkdirat(int dirfd, const char *path, mode_t mode)
+{
+	int rc = real_io.mkdirat(dirfd, path, mode);
+	if (rc == 0)
+		dir_op("mkdir", path, -1);
+	return rc;
+}
+
+static int rec_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	int fd = real_io.openat(dirfd, path, flags, mode);
+	if (fd >= 0 && (flags & O_DIRECTORY))
+		dir_op("open", path, fd);
+	return fd;
+}
+
+static int rec_fsync(int fd)
+{
+	dir_op("fsync", "-", fd);
+	return real_io.fsync(fd);
+}
+
+/* Whether, after "mkdir <made>", a directory opened as <dir> was fsynced. */
+static bool synced_after_mkdir(const char *made, const char *dir)
+{
+	int fd = -1;
+	bool made_seen = false;
+	char want[300];
+
+	for (int i = 0; i < n_dir_ops; i++) {
+		char path[280];
+		int f;
+		snprintf(want, sizeof(want), "mkdir %s -1", made);
+		if (!strcmp(dir_ops[i], want))
+			made_seen = true;
+		if (sscanf(dir_ops[i], "open %279s %d", path, &f) == 2 && !strcmp(path, dir))
+			fd = f;
+		if (made_seen && fd >= 0 && sscanf(dir_ops[i], "fsync - %d", &f) == 1 && f == fd)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A spool directory (and failed/) that ackd creates must survive a power
+ * loss: after the mkdir, the directory holding the new one is fsynced.
+ */
+static void test_mkdir_fsyncs_parent(void **state)
+{
+	struct tmp *t = *state;
+	char dir[128], failed[160];
+	struct spool_opts o;
+	struct spool *sp;
+	struct spool_io saved = spool_io;
+
+	snprintf(dir, sizeof(dir), "%s/sub", t->dir);
+	o = opts_for(dir, 0);
+	spool_io.mkdirat = rec_mkdirat;
+	spool_io.openat = rec_openat;
+	spool_io.fsync = rec_fsync;
+	n_dir_ops = 0;
+	sp = open_ok(&o);
+	spool_close(sp);
+	assert_true(synced_after_mkdir(dir, t->dir));
+
+	/* failed/ made again on an existing spool whose empty segment is reused. */
+	snprintf(failed, sizeof(failed), "%s/failed", dir);
+	assert_int_equal(rmdir(failed), 0);
+	n_dir_ops = 0;
+	sp = open_ok(&o);
+	spool_close(sp);
+	spool_io = saved;
+	assert_true(synced_after_mkdir("failed", dir));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +357,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mkdir_fsyncs_parent, setup, teardown),
 	};
 
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
