@@ -53,8 +53,10 @@ struct names {
 
 static struct {
 	pthread_mutex_t mu;
+	pthread_cond_t gate_cv;
 	bool recording;
 	bool frozen;
+	bool held; /* pwritev waits until released */
 	char root[256];
 	struct spool_io real;
 	struct inode *inodes;
@@ -66,7 +68,7 @@ static struct {
 	size_t nops, ops_cap;
 	uint64_t *seen; /* open-addressed set of state hashes */
 	size_t seen_cap, seen_n;
-} cf = { .mu = PTHREAD_MUTEX_INITIALIZER };
+} cf = { .mu = PTHREAD_MUTEX_INITIALIZER, .gate_cv = PTHREAD_COND_INITIALIZER };
 
 uint64_t crashfs_rand(uint64_t *s)
 {
@@ -316,6 +318,8 @@ static ssize_t rec_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t of
 	int ino;
 
 	pthread_mutex_lock(&cf.mu);
+	while (cf.held)
+		pthread_cond_wait(&cf.gate_cv, &cf.mu);
 	if (cf.frozen) {
 		pthread_mutex_unlock(&cf.mu);
 		return frozen_fail();
@@ -593,6 +597,14 @@ void crashfs_freeze(int on)
 {
 	pthread_mutex_lock(&cf.mu);
 	cf.frozen = on != 0;
+	pthread_mutex_unlock(&cf.mu);
+}
+
+void crashfs_hold(int on)
+{
+	pthread_mutex_lock(&cf.mu);
+	cf.held = on != 0;
+	pthread_cond_broadcast(&cf.gate_cv);
 	pthread_mutex_unlock(&cf.mu);
 }
 

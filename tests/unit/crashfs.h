@@ -71,6 +71,12 @@ void crashfs_reset(void);
  */
 void crashfs_freeze(int on);
 
+/*
+ * On: pwritev() waits (the writer thread stops before its next group) until
+ * it is turned off again; lets a test act while a commit is pending.
+ */
+void crashfs_hold(int on);
+
 /* Operations recorded so far, and the i-th of them. */
 size_t crashfs_nops(void);
 const struct crashfs_op *crashfs_op(size_t i);

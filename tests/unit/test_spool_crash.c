@@ -592,8 +592,7 @@ static const struct workload workloads[] = {
 	{ "roll", wl_roll, NULL },
 	{ "copy", wl_copy, NULL },
 	{ "fail-rewind", wl_fail_rewind, NULL },
-	{ "torn-embedded", wl_torn_embedded,
-	    "issue 8 defect 3: recovery scans inside a torn record and takes the one embedded in it" },
+	{ "torn-embedded", wl_torn_embedded, NULL },
 };
 
 static int wl_alloc(void **state)
