@@ -31,7 +31,7 @@
 
 #define SECTOR 512u
 #define MAX_FD 4096
-#define RANDOM_PER_K 4       /* random combinations per point; LONG_RANDOM_PER_K in long runs */
+#define RANDOM_PER_K 8       /* random combinations per point; LONG_RANDOM_PER_K in long runs */
 #define LONG_RANDOM_PER_K 32
 
 struct inode {
@@ -57,6 +57,7 @@ static struct {
 	bool recording;
 	bool frozen;
 	bool held; /* pwritev waits until released */
+	bool drop_syncs; /* a self-test: syncs happen but are not recorded */
 	char root[256];
 	struct spool_io real;
 	struct inode *inodes;
@@ -361,7 +362,7 @@ static int rec_sync(int fd, int (*real)(int))
 		return frozen_fail();
 	}
 	rc = real(fd);
-	if (rc == 0 && (ino = fd_ino(fd)) >= 0) {
+	if (rc == 0 && !cf.drop_syncs && (ino = fd_ino(fd)) >= 0) {
 		struct crashfs_op *op = op_new(cf.inodes[ino].is_dir ? CFS_DIRSYNC : CFS_SYNC);
 		if (cf.inodes[ino].is_dir)
 			op->dir = ino;
@@ -597,6 +598,13 @@ void crashfs_freeze(int on)
 {
 	pthread_mutex_lock(&cf.mu);
 	cf.frozen = on != 0;
+	pthread_mutex_unlock(&cf.mu);
+}
+
+void crashfs_drop_syncs(int on)
+{
+	pthread_mutex_lock(&cf.mu);
+	cf.drop_syncs = on != 0;
 	pthread_mutex_unlock(&cf.mu);
 }
 

@@ -77,6 +77,12 @@ void crashfs_freeze(int on);
  */
 void crashfs_hold(int on);
 
+/*
+ * On: fsync and fdatasync still run but are not recorded, as if the code
+ * under test never called them; the explorer's self-test expects losses.
+ */
+void crashfs_drop_syncs(int on);
+
 /* Operations recorded so far, and the i-th of them. */
 size_t crashfs_nops(void);
 const struct crashfs_op *crashfs_op(size_t i);
