@@ -844,7 +844,8 @@ static uint64_t image_hash(struct image *img)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 
-	qsort(img->names.v, img->names.n, sizeof(*img->names.v), cmp_entry);
+	if (img->names.n > 1)
+		qsort(img->names.v, img->names.n, sizeof(*img->names.v), cmp_entry);
 	for (size_t i = 0; i < img->names.n; i++) {
 		const struct entry *e = &img->names.v[i];
 		const struct buf *f = &img->files[e->ino];
