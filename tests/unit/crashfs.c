@@ -1118,7 +1118,10 @@ int crashfs_materialize_random(size_t k, uint64_t *rng, const char *dir, char *d
 	for (size_t ui = 0; ui < p.nu; ui++) {
 		const struct unit *u = &p.u[ui];
 		size_t nvol = u->n - u->ndur;
-		ch[ui] = (struct choice){ .keep = (size_t)(crashfs_rand(rng) % (nvol + 1)), .omit = -1 };
+		uint64_t r = crashfs_rand(rng) % 4;
+		/* The extremes (nothing unsynced kept, everything kept) a quarter of the time each. */
+		size_t keep = r == 0 ? 0 : r == 1 ? nvol : (size_t)(crashfs_rand(rng) % (nvol + 1));
+		ch[ui] = (struct choice){ .keep = keep, .omit = -1 };
 		if (ch[ui].keep && !u->is_dir) {
 			const struct crashfs_op *last = &cf.ops[u->ops[u->ndur + ch[ui].keep - 1]];
 			size_t ns = last->type == CFS_WRITE ? write_sectors(last) : 0;

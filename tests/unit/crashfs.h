@@ -99,7 +99,12 @@ typedef void crashfs_visit_fn(void *arg, size_t k, const char *dir, const char *
 long crashfs_explore(size_t k, int long_run, uint64_t seed, const char *dir,
     crashfs_visit_fn *visit, void *arg);
 
-/* Write one random crash state after k operations to dir. 0 or -1. */
+/*
+ * Write one random crash state after k operations to dir: each file and
+ * directory keeps none of its unsynced ops a quarter of the time, all of
+ * them a quarter, else a random prefix (the last write torn half the time).
+ * 0 or -1.
+ */
 int crashfs_materialize_random(size_t k, uint64_t *rng, const char *dir, char *desc,
     size_t desclen);
 
