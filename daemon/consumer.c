@@ -466,6 +466,7 @@ static void dead_letter(struct consumer *c, struct msg *m, const char *reason, l
 	struct dlq_job *job = xcalloc(1, sizeof(*job));
 	struct spool_batch *b = spool_batch_new(1);
 	size_t n = 0;
+	int added;
 
 	snprintf(st, sizeof(st), "%ld", status);
 	snprintf(att, sizeof(att), "%d", m->attempts);
@@ -501,7 +502,7 @@ static void dead_letter(struct consumer *c, struct msg *m, const char *reason, l
 		.nhdrs = n,
 		.timestamp_ms = wall_ms(),
 	};
-	spool_batch_add(b, &sm);
+	added = b ? spool_batch_add(b, &sm) : -1;
 	free(hdrs);
 
 	job->c = c;
@@ -517,8 +518,12 @@ static void dead_letter(struct consumer *c, struct msg *m, const char *reason, l
 	log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld, %d attempts); "
 	    "writing it to %s", cs->name, m->part->topic, (int)rkm->partition,
 	    (long long)rkm->offset, reason, status, m->attempts, cs->dead_letter_topic);
-	if (spool_submit(c->sp, b, dlq_spooled, job) != SPOOL_OK)
+	if (added < 0) {
+		spool_batch_free(b);
+		dlq_finished(c, job); /* cannot be encoded: comes back as not written */
+	} else if (spool_submit(c->sp, b, dlq_spooled, job) != SPOOL_OK) {
 		dlq_finished(c, job); /* refused at once: comes back as not written */
+	}
 }
 
 /* A message that the endpoint will not take, or that used up its attempts. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "metrics.h"
 
 struct consumer;
 struct spool;
@@ -32,17 +33,7 @@ void consumer_stop(struct consumer *c);
 
 const char *consumer_name(const struct consumer *c);
 
-struct consumer_stats {
-	uint64_t delivered;
-	uint64_t retries;
-	uint64_t dead_lettered;
-	uint64_t dropped;
-	uint64_t in_flight;
-	uint64_t retrying;
-	uint64_t assigned;
-	uint64_t paused_partitions;
-	int paused_gone; /* 410: paused until reload */
-};
+/* struct consumer_stats: metrics.h, which reads it at scrape time. */
 void consumer_stats(struct consumer *c, struct consumer_stats *out);
 
 /* Lag of one assigned partition: high watermark less the committed offset. */

@@ -739,8 +739,16 @@ static void submit(struct req *r)
 	struct spool_batch *b = spool_batch_new(r->pub->n);
 	enum spool_err err;
 
-	for (size_t i = 0; i < r->pub->n; i++)
-		spool_batch_add(b, &r->pub->msgs[i]);
+	for (size_t i = 0; i < r->pub->n; i++) {
+		if (!b || spool_batch_add(b, &r->pub->msgs[i]) < 0) {
+			/* Nothing of the request is written when one record cannot be. */
+			spool_batch_free(b);
+			set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
+			    "records[%zu] cannot be stored (a field over its length limit)", i);
+			r->state = ST_ANSWER;
+			return;
+		}
+	}
 	if (r->ack == CONF_ACK_KAFKA)
 		r->results = xcalloc(r->pub->n, sizeof(*r->results));
 	suspend(r);

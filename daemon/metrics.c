@@ -29,6 +29,8 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "producer.h"
+#include "spool.h"
 #include "util.h"
 
 #define NS_PER_S UINT64_C(1000000000)

@@ -19,9 +19,26 @@
 
 #include <jansson.h>
 
-#include "consumer.h"
-#include "producer.h"
-#include "spool.h"
+/*
+ * The modules that record events include this header, so it includes none
+ * of theirs: the statistics read at scrape time are declared here
+ * (consumer_stats) or only pointed to.
+ */
+struct spool_stats;    /* spool.h */
+struct producer_stats; /* producer.h */
+
+/* One subscription's counters, filled by consumer_stats() (consumer.h). */
+struct consumer_stats {
+	uint64_t delivered;
+	uint64_t retries;
+	uint64_t dead_lettered;
+	uint64_t dropped;
+	uint64_t in_flight;
+	uint64_t retrying;
+	uint64_t assigned;
+	uint64_t paused_partitions;
+	int paused_gone; /* 410: paused until reload */
+};
 
 /* --- events -------------------------------------------------------------- */
 

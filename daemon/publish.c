@@ -9,9 +9,12 @@
  * the id generator is the only shared state and has its own mutex.
  *
  * Ownership: a publish_req carries an arena, a list of malloc'd blocks that
- * holds the messages, their headers, their ids and a copy of every byte they
- * point to. Nothing in it borrows from the request, so it outlives the
- * request, and publish_req_free() releases it all at once.
+ * holds the messages, their headers and their ids. The payload bytes are not
+ * copied there (the spool batch copies them once, when it encodes): a
+ * single message's value points into the request body, which the caller
+ * keeps until publish_req_free(); a batch keeps its parsed JSON document,
+ * whose strings the messages point into, and publish_req_free() releases it
+ * with the arena.
  *
  * Ids are ULIDs (Crockford base32 of 48 bits of milliseconds and 80 bits of
  * "randomness"). The 80 bits are random once per process and then counted up
@@ -63,6 +66,7 @@ struct arena_block {
 struct req {
 	struct publish_req pub;
 	struct arena_block *blocks; /* the head is the one small allocations use */
+	json_t *root;               /* a batch: the document its strings point into */
 };
 
 static struct arena_block *block_new(size_t cap)
@@ -152,6 +156,7 @@ static void req_free(struct req *q)
 		free(q->blocks);
 		q->blocks = next;
 	}
+	json_decref(q->root);
 	free(q);
 }
 
@@ -431,10 +436,8 @@ int publish_single(const char *topic, const char *key, size_t key_len, int32_t p
 		if (m->key == NULL)
 			goto fail;
 	}
-	m->value = arena_dup(q, body, body_len);
+	m->value = body != NULL ? body : ""; /* borrowed: the caller keeps the body */
 	m->value_len = body_len;
-	if (m->value == NULL)
-		goto fail;
 	msg_finish(q, 0, topic_copy, strlen(topic), kh, nkh, now_ms);
 	*out = &q->pub;
 	return 0;
@@ -501,7 +504,7 @@ static int key_is(const char *k, size_t klen, const char *name)
 	return klen == strlen(name) && memcmp(k, name, klen) == 0;
 }
 
-/* The bytes of a string or base64 field into the arena. */
+/* A string field (borrowed from the document) or a base64 one (decoded into the arena). */
 static int field_bytes(struct req *q, size_t idx, const char *field, const json_t *v, int b64,
     const char **out, size_t *out_len, char *err, size_t errlen)
 {
@@ -513,7 +516,7 @@ static int field_bytes(struct req *q, size_t idx, const char *field, const json_
 		return -1;
 	}
 	if (!b64) {
-		*out = arena_dup(q, s, len);
+		*out = s;
 		*out_len = len;
 	} else {
 		unsigned char *buf = arena_alloc(q, len / 4 * 3 + 1, 1);
@@ -568,14 +571,10 @@ static int batch_headers(struct req *q, size_t idx, const json_t *obj, struct sp
 				    shown);
 				return -1;
 			}
-			hdrs[n].name = arena_dup(q, name, name_len);
+			hdrs[n].name = name; /* borrowed from the document */
 			hdrs[n].name_len = name_len;
-			hdrs[n].value = arena_dup(q, json_string_value(v), json_string_length(v));
+			hdrs[n].value = json_string_value(v);
 			hdrs[n].value_len = json_string_length(v);
-			if (hdrs[n].name == NULL || hdrs[n].value == NULL) {
-				nomem(err, errlen);
-				return -1;
-			}
 			n++;
 		}
 	}
@@ -759,7 +758,7 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 			err, errlen) < 0)
 			goto fail;
 	}
-	json_decref(root);
+	q->root = root; /* the messages point into it */
 	*out = &q->pub;
 	return 0;
 

@@ -66,7 +66,8 @@ struct publish_http_hdr {
  * A single message: body is the value byte for byte; key may be NULL;
  * partition -1 for the partitioner; http headers are scanned for
  * Content-Type (stored as "content-type") and Kafka-Header-{name} (stored
- * as {name} lower-cased). Borrowed inputs are copied. Returns 0 and *out
+ * as {name} lower-cased). The value points into body, which the caller keeps
+ * until publish_req_free(); the other inputs are copied. Returns 0 and *out
  * (free with publish_req_free()), or -1 with err filled.
  */
 int publish_single(const char *topic, const char *key, size_t key_len, int32_t partition,

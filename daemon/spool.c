@@ -74,6 +74,7 @@ void spool_maint(struct spool *sp, bool force)
 		return;
 	sp->maint_ms = now;
 	trim_step(sp, false);
+	failed_retry_due(sp);
 
 	/*
 	 * Not under sp->mu: a write can wait for the file system, and spool_submit()
@@ -137,6 +138,7 @@ static void spool_free(struct spool *sp)
 	seqmap_fini(&sp->fwd);
 	seqmap_fini(&sp->rev);
 	free(sp->cf.seqs);
+	failed_fini(sp);
 	for (size_t i = 0; i < sp->ntrims; i++)
 		spool_io.close(sp->trims[i].fd); /* the temp files go at the next open */
 	if (sp->dir_fd >= 0)
@@ -250,7 +252,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 		snprintf(err, errlen, "spool %s: cannot create failed/: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
-	if (spool_recover(sp, err, errlen) < 0)
+	if (failed_repair(sp, err, errlen) < 0 || spool_recover(sp, err, errlen) < 0)
 		goto fail;
 	sp->run_first_seq = sp->next_seq;
 	spool_maint(sp, true); /* flush acks for damage found, delete finished segments */

@@ -23,6 +23,11 @@
 #include "conf.h"
 #include "spool_rec.h"
 
+/* As in util.h: a status result that must not be ignored. */
+#ifndef MUST_USE
+#define MUST_USE __attribute__((warn_unused_result))
+#endif
+
 struct spool;
 struct spool_batch;
 
@@ -48,7 +53,8 @@ enum spool_err {
  * torn tail, skips damaged records (counted and logged) and costs time in
  * proportion to the record count of the last segment, not the payload bytes.
  */
-int spool_open(const struct spool_opts *opts, struct spool **out, char *err, size_t errlen);
+MUST_USE int spool_open(const struct spool_opts *opts, struct spool **out, char *err,
+    size_t errlen);
 
 /*
  * Refuse new batches (SPOOL_ECLOSED) and wait up to timeout_ms until the
@@ -56,14 +62,14 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
  * callback runs until spool_close(). 0, or -1 when the writer did not finish
  * in time (a hung disk). Any thread but the writer.
  */
-int spool_quiesce(struct spool *sp, int timeout_ms);
+MUST_USE int spool_quiesce(struct spool *sp, int timeout_ms);
 
 /* Stop the writer (failing queued batches with SPOOL_ECLOSED), close. NULL ok. */
 void spool_close(struct spool *sp);
 
 /* A batch of encoded records, built by a request thread. */
 struct spool_batch *spool_batch_new(size_t nrecords_hint);
-int spool_batch_add(struct spool_batch *b, const struct spool_msg *m);
+MUST_USE int spool_batch_add(struct spool_batch *b, const struct spool_msg *m);
 size_t spool_batch_count(const struct spool_batch *b);
 void spool_batch_free(struct spool_batch *b);
 
@@ -81,14 +87,15 @@ typedef void spool_done_fn(void *arg, enum spool_err err, uint64_t first_seq);
  * system's free space (less a 16 MiB margin) would be exceeded,
  * SPOOL_ECLOSED when closing, SPOOL_EIO when out of memory.
  */
-enum spool_err spool_submit(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg);
+MUST_USE enum spool_err spool_submit(struct spool *sp, struct spool_batch *b, spool_done_fn *done,
+    void *arg);
 
 /*
  * Whether a publish would be taken now (for /readyz): 0, or -1 with the
  * reason (a recent write error, spool.max_bytes reached, the disk full).
  * Any thread.
  */
-int spool_writable(struct spool *sp, char *why, size_t len);
+MUST_USE int spool_writable(struct spool *sp, char *why, size_t len);
 
 /* Called from the writer thread after each commit; wakes the producer. */
 void spool_set_commit_hook(struct spool *sp, void (*fn)(void *arg), void *arg);
@@ -108,7 +115,7 @@ struct spool_rec {
  * producer's until spool_ack() or spool_fail(), and spool_get() reads it
  * again by the same sequence even after copy-forward moved it (spool_copy.c).
  */
-int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out);
+MUST_USE int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out);
 
 /*
  * The producer was rebuilt and holds nothing: every unacknowledged record,
@@ -117,7 +124,7 @@ int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out);
 void spool_rewind(struct spool *sp);
 
 /* Read one record again by sequence (a retry). 1 found, 0 gone or damaged. */
-int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out);
+MUST_USE int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out);
 void spool_rec_free(struct spool_rec *r);
 
 /* Kafka acknowledged seq: it may be deleted. */
@@ -133,10 +140,16 @@ void spool_maintain(struct spool *sp);
 
 /*
  * Kafka rejected seq permanently: copy it with reason into failed/, then
- * acknowledge it. Returns 0, or -1 when failed/ cannot be written (the
- * record then stays in the spool and will be retried).
+ * acknowledge it. When failed/ cannot be written (ENOSPC, EIO) the record
+ * stays in the spool and maintenance writes it later, after 1 s, doubling
+ * to 60 s between tries, until it succeeds (or the record is acknowledged
+ * meanwhile; a restart forgets the retry, and the record is produced
+ * again). The reason is cut to what fits in a record; a message that
+ * leaves no room for it goes without one (flag SPOOL_REC_F_NO_REASON).
+ * Returns 0 (written, or taken over for retry), -1 when out of memory
+ * (nothing done).
  */
-int spool_fail(struct spool *sp, uint64_t seq, const char *reason);
+MUST_USE int spool_fail(struct spool *sp, uint64_t seq, const char *reason);
 
 struct spool_stats {
 	uint64_t records;      /* unacknowledged */
@@ -147,7 +160,7 @@ struct spool_stats {
 	uint64_t failed;       /* records moved to failed/ since start */
 	uint64_t commits;      /* group commits (fsyncs) since start */
 	uint64_t write_errors; /* failed group writes or syncs since start */
-	uint64_t torn_bytes;   /* cut from the last segment's torn tail at open */
+	uint64_t torn_bytes;   /* cut at open: the last segment's and failed/ logs' torn tails */
 };
 void spool_stats(struct spool *sp, struct spool_stats *out);
 
@@ -197,7 +210,7 @@ struct spool_ro_other {
  * spool_ro_free()), or -1 with err filled (no such directory, not a spool,
  * unreadable).
  */
-int spool_ro_open(const char *dir, struct spool_ro **out, char *err, size_t errlen);
+MUST_USE int spool_ro_open(const char *dir, struct spool_ro **out, char *err, size_t errlen);
 void spool_ro_free(struct spool_ro *ro);
 
 /*
@@ -205,7 +218,7 @@ void spool_ro_free(struct spool_ro *ro);
  * released at once, so a starting ackd is never kept out): 1 in use, 0 not,
  * -1 when the lock file cannot be opened for reading (errno).
  */
-int spool_ro_in_use(const struct spool_ro *ro);
+MUST_USE int spool_ro_in_use(const struct spool_ro *ro);
 
 /* The segments and the failed/ logs in sequence order, other files; borrowed. */
 size_t spool_ro_segments(const struct spool_ro *ro, const struct spool_ro_file **files);
@@ -253,10 +266,10 @@ struct spool_ro_item {
  * seq_limit. Returns 0 and *out (free with spool_ro_iter_free()), or -1
  * with errno (ENOENT: deleted since spool_ro_open()).
  */
-int spool_ro_iter_new(struct spool_ro *ro, const struct spool_ro_file *f, int headers_only,
+MUST_USE int spool_ro_iter_new(struct spool_ro *ro, const struct spool_ro_file *f, int headers_only,
     struct spool_ro_iter **out);
 /* 1 and *item, 0 at the end, -1 on a read error (errno). */
-int spool_ro_iter_next(struct spool_ro_iter *it, struct spool_ro_item *item);
+MUST_USE int spool_ro_iter_next(struct spool_ro_iter *it, struct spool_ro_item *item);
 void spool_ro_iter_free(struct spool_ro_iter *it);
 
 /*

@@ -90,13 +90,44 @@ uint64_t ack_mark_lost(struct spool *sp, struct seg *seg, uint64_t from, uint64_
 	return n;
 }
 
+int ack_file_read(int fd, uint64_t size, void (*each)(void *arg, uint64_t seq), void *arg,
+    uint64_t *bad)
+{
+	unsigned char buf[SPOOL_ACK_ENTRY_SIZE * 1024];
+	uint64_t whole = size / SPOOL_ACK_ENTRY_SIZE * SPOOL_ACK_ENTRY_SIZE, off = 0;
+
+	while (off < whole) {
+		size_t got, want = whole - off < sizeof(buf) ? (size_t)(whole - off) : sizeof(buf);
+		if (spool_pread_all(fd, buf, want, off, &got) < 0)
+			return -1;
+		if (got < SPOOL_ACK_ENTRY_SIZE)
+			break; /* shorter than it was: read what is there */
+		for (size_t i = 0; i + SPOOL_ACK_ENTRY_SIZE <= got; i += SPOOL_ACK_ENTRY_SIZE) {
+			uint64_t seq;
+			if (spool_ack_entry_parse(buf + i, &seq) < 0)
+				(*bad)++;
+			else
+				each(arg, seq);
+		}
+		off += got / SPOOL_ACK_ENTRY_SIZE * SPOOL_ACK_ENTRY_SIZE;
+	}
+	return 0;
+}
+
+static void ack_set_bit(void *arg, uint64_t seq)
+{
+	struct seg *seg = arg;
+
+	if (seq >= seg->first_seq && seq < seg->end_seq && !seg_is_acked(seg, seq))
+		seg_set_acked(seg, seq);
+}
+
 /* Read seg's .ack file into its bitmap; drop a partial last entry. */
 void ack_load(struct spool *sp, struct seg *seg)
 {
 	char name[64];
-	unsigned char buf[SPOOL_ACK_ENTRY_SIZE * 4096];
 	struct stat st;
-	uint64_t off = 0, whole, bad = 0;
+	uint64_t whole, bad = 0;
 	int fd;
 
 	seg_name(name, sizeof(name), seg->first_seq, "ack");
@@ -117,24 +148,8 @@ void ack_load(struct spool *sp, struct seg *seg)
 		if (spool_io.ftruncate(fd, (off_t)whole) < 0)
 			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
 	}
-	while (off < whole) {
-		size_t got;
-		size_t want = whole - off < sizeof(buf) ? (size_t)(whole - off) : sizeof(buf);
-		if (spool_pread_all(fd, buf, want, off, &got) < 0 || got < want) {
-			log_warn("spool: %s: reading %s", sp->dir, name);
-			break;
-		}
-		for (size_t i = 0; i + SPOOL_ACK_ENTRY_SIZE <= got; i += SPOOL_ACK_ENTRY_SIZE) {
-			uint64_t seq;
-			if (spool_ack_entry_parse(buf + i, &seq) < 0) {
-				bad++;
-				continue;
-			}
-			if (seq >= seg->first_seq && seq < seg->end_seq && !seg_is_acked(seg, seq))
-				seg_set_acked(seg, seq);
-		}
-		off += got;
-	}
+	if (ack_file_read(fd, whole, ack_set_bit, seg, &bad) < 0)
+		log_warn("spool: %s: reading %s", sp->dir, name);
 	if (bad)
 		log_warnx("spool: %s: %s: %" PRIu64 " damaged entries ignored", sp->dir, name, bad);
 	seg->ack_fd = fd;

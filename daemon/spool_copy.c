@@ -37,6 +37,7 @@ static void cf_reset(struct spool *sp)
 	free(sp->cf.seqs);
 	sp->cf.seqs = NULL;
 	sp->cf.n = 0;
+	sp->cf.abandoned = false;
 	pthread_mutex_lock(&sp->mu);
 	sp->cf.seg = NULL;
 	sp->cf.done = false;
@@ -80,6 +81,10 @@ void cf_apply(struct spool *sp)
 		sp->cf.retry_ms = now_ms() + CF_RETRY_MS;
 		cf_reset(sp);
 		seg_maybe_delete(sp, old);
+		return;
+	}
+	if (sp->cf.abandoned) {
+		cf_drop_copies(sp, "the producer was rebuilt during a copy-forward");
 		return;
 	}
 	/*

@@ -1,14 +1,18 @@
 /*
  * spool_failed: failed/: spool_fail() copies a record Kafka rejected, with
  * the reason, into failed/failed-<first seq>.log, then acknowledges it.
+ * failed_repair() cuts the torn tails of those logs at open.
  *
- * Threads: the producer thread only.
+ * Threads: the producer thread only (failed_repair(): the opening thread,
+ * before the writer starts).
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +23,46 @@
 #include "spool_int.h"
 #include "util.h"
 
-/* Append one FAILED record to failed/failed-<first>.log and fsync it. */
+/* "failed-<20 digits>.log" -> first sequence. */
+bool failed_parse_name(const char *name, uint64_t *first)
+{
+	char seg[64];
+
+	if (strncmp(name, "failed-", 7) != 0 || strlen(name) != 7 + 20 + 4 ||
+	    strcmp(name + 27, ".log") != 0)
+		return false;
+	snprintf(seg, sizeof(seg), "seg-%.20s.spool", name + 7);
+	return seg_parse_name(seg, "spool", first);
+}
+
+/* Cut failed/failed-<first>.log to size and make it durable. 0, or -1 (errno). */
+static int failed_cut(struct spool *sp, uint64_t first, uint64_t size)
+{
+	char name[96];
+	int fd, rc = 0;
+
+	snprintf(name, sizeof(name), "failed/failed-%020" PRIu64 ".log", first);
+	fd = spool_io.openat(sp->dir_fd, name, O_WRONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (spool_io.ftruncate(fd, (off_t)size) < 0 || spool_io.fdatasync(fd) < 0)
+		rc = -1;
+	{
+		int saved = errno;
+		spool_io.close(fd);
+		errno = saved;
+	}
+	return rc;
+}
+
+/*
+ * Append one FAILED record to failed/failed-<first>.log and make it
+ * durable. A new log gets its header and its directory entry made durable
+ * before the record goes in. A failed append is cut back, so the next one
+ * starts at a record boundary; when even the cut fails, nothing is
+ * appended to failed/ until it succeeds (bytes after a torn record would
+ * lie inside it, and readers never look inside a record).
+ */
 static int failed_append(struct spool *sp, uint64_t first, const unsigned char *rec, size_t len)
 {
 	char name[96];
@@ -27,6 +70,11 @@ static int failed_append(struct spool *sp, uint64_t first, const unsigned char *
 	struct stat st;
 	int fd;
 
+	if (sp->fcut_pending) {
+		if (failed_cut(sp, sp->fcut_first, sp->fcut_size) < 0)
+			return -1;
+		sp->fcut_pending = false;
+	}
 	snprintf(name, sizeof(name), "failed/failed-%020" PRIu64 ".log", first);
 	fd = spool_io.openat(sp->dir_fd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -34,32 +82,170 @@ static int failed_append(struct spool *sp, uint64_t first, const unsigned char *
 	if (fstat(fd, &st) < 0)
 		goto fail;
 	if (st.st_size == 0) {
+		sp->failed_dir_dirty = true;
 		spool_seg_hdr_encode(hdr, first, wall_ms());
-		if (spool_write_all(fd, hdr, sizeof(hdr)) < 0)
-			goto fail;
+		if (spool_write_all(fd, hdr, sizeof(hdr)) < 0 || spool_io.fdatasync(fd) < 0)
+			goto cut;
+		st.st_size = sizeof(hdr);
 	}
-	if (spool_write_all(fd, rec, len) < 0 || spool_io.fdatasync(fd) < 0) {
-		/* No partial record stays: the retry appends to a clean end. */
-		if (spool_io.ftruncate(fd, st.st_size) < 0)
-			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
-		goto fail;
-	}
-	spool_io.close(fd);
-	if (st.st_size == 0) {
+	if (sp->failed_dir_dirty) {
 		int dfd = spool_io.openat(sp->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-		if (dfd >= 0) {
-			if (spool_io.fsync(dfd) < 0)
-				log_warn("spool: %s: fsync of failed/", sp->dir);
+		if (dfd < 0)
+			goto fail;
+		if (spool_io.fsync(dfd) < 0) {
+			int saved = errno;
 			spool_io.close(dfd);
+			errno = saved;
+			goto fail;
 		}
+		spool_io.close(dfd);
+		sp->failed_dir_dirty = false;
 	}
-	return 0;
-fail:
+	if (spool_write_all(fd, rec, len) < 0 || spool_io.fdatasync(fd) < 0)
+		goto cut;
 	spool_io.close(fd);
+	return 0;
+cut:
+	/* No partial record stays: the retry appends to a clean end. */
+	{
+		int saved = errno;
+		if (spool_io.ftruncate(fd, st.st_size) < 0) {
+			log_warn("spool: %s: cannot truncate %s", sp->dir, name);
+			sp->fcut_pending = true;
+			sp->fcut_first = first;
+			sp->fcut_size = (uint64_t)st.st_size;
+		}
+		errno = saved;
+	}
+fail:
+	{
+		int saved = errno;
+		spool_io.close(fd);
+		errno = saved;
+	}
 	return -1;
 }
 
-int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
+/* Cut the torn tail of one failed/ log; see failed_repair(). */
+static int failed_repair_one(struct spool *sp, const char *file, char *err, size_t errlen)
+{
+	char name[300];
+	struct iter it = { 0 };
+	struct it_item item;
+	struct stat st;
+	uint64_t size, keep;
+	int fd, rc = -1;
+
+	snprintf(name, sizeof(name), "failed/%s", file);
+	fd = spool_io.openat(sp->dir_fd, name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "spool %s: open %s: %s", sp->dir, name, strerror(errno));
+		goto out;
+	}
+	size = (uint64_t)st.st_size;
+	keep = size;
+	if (size < SPOOL_SEG_HDR_SIZE) {
+		keep = 0; /* its header never reached the disk whole */
+	} else {
+		it_init(&it, fd, SPOOL_SEG_HDR_SIZE, size, 0, 0);
+		for (;;) {
+			it.next_seq = 0; /* records fail, and are appended, in any order */
+			enum it_res r = it_next(&it, &item);
+			if (r == IT_END)
+				break;
+			if (r == IT_DAMAGE && !item.resynced)
+				keep = item.off; /* damage up to the end: the torn tail */
+		}
+		if (it.io_errno) {
+			snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, name,
+			    strerror(it.io_errno));
+			goto out;
+		}
+	}
+	if (keep < size) {
+		log_warnx("spool: %s: %s: torn tail of %" PRIu64 " bytes at offset %" PRIu64 " cut off",
+		    sp->dir, name, size - keep, keep);
+		if (spool_io.ftruncate(fd, (off_t)keep) < 0 || spool_io.fdatasync(fd) < 0) {
+			snprintf(err, errlen, "spool %s: cannot cut the torn tail of %s: %s", sp->dir,
+			    name, strerror(errno));
+			goto out;
+		}
+		sp->torn_bytes += size - keep;
+	}
+	rc = 0;
+out:
+	it_fini(&it);
+	if (fd >= 0)
+		spool_io.close(fd);
+	return rc;
+}
+
+/*
+ * At open, before anything is appended: cut the torn tail of every failed/
+ * log (a crash in the middle of an append), so appends start at a record
+ * boundary and ackd-spool reinject takes every whole record. The bytes cut
+ * count in torn_bytes. Damage followed by whole records stays (counted by
+ * ackd-spool verify). 0, or -1 with err.
+ */
+struct repair {
+	struct spool *sp;
+	char *err;
+	size_t errlen;
+};
+
+static int repair_one(void *arg, const char *name, enum spool_name_kind kind, uint64_t first)
+{
+	struct repair *r = arg;
+
+	(void)first;
+	if (kind != SPOOL_NAME_FAILED)
+		return 0;
+	return failed_repair_one(r->sp, name, r->err, r->errlen);
+}
+
+int failed_repair(struct spool *sp, char *err, size_t errlen)
+{
+	struct repair r = { sp, err, errlen };
+
+	err[0] = 0;
+	if (spool_list(sp->dir_fd, "failed", repair_one, &r) < 0) {
+		if (!err[0])
+			snprintf(err, errlen, "spool %s: cannot list failed/: %s", sp->dir,
+			    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The reason header for m, cut to what fits: a record's payload may not
+ * exceed SPOOL_REC_MAX_PAYLOAD, and a message close to it must not become
+ * unwritable for its reason. Returns false when not even an empty reason
+ * header fits (the record then goes without one, flagged).
+ */
+static bool reason_fit(const struct spool_msg *m, const char *reason, struct spool_hdr *h)
+{
+	size_t base = spool_rec_size(m), len = strlen(reason);
+	size_t room, overhead = 2 + strlen(SPOOL_REC_REASON_HDR) + 4;
+
+	h->name = SPOOL_REC_REASON_HDR;
+	h->name_len = strlen(SPOOL_REC_REASON_HDR);
+	h->value = reason;
+	if (base == 0 || base - SPOOL_REC_HDR_SIZE + overhead > SPOOL_REC_MAX_PAYLOAD)
+		return false;
+	room = SPOOL_REC_MAX_PAYLOAD - (base - SPOOL_REC_HDR_SIZE) - overhead;
+	if (len > 4096)
+		len = 4096;
+	h->value_len = len < room ? len : room;
+	return true;
+}
+
+/*
+ * Write record seq, as handed out, to failed/ with reason and acknowledge
+ * it. 0 when done, or when the record is gone (acknowledged, lost to
+ * damage); -1 when failed/ could not take it (it stays in the spool).
+ */
+static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
 {
 	struct spool_rec *r = NULL;
 	struct spool_hdr *hdrs = NULL;
@@ -67,6 +253,7 @@ int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 	unsigned char *buf = NULL;
 	uint64_t cur;
 	struct seg *seg = reader_resolve(sp, seq, &cur);
+	uint16_t flags = 0;
 	size_t len;
 
 	if (!seg || reader_read_one(sp, seg, cur, &r) == 0)
@@ -77,26 +264,27 @@ int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 		goto fail;
 	if (m.nhdrs)
 		memcpy(hdrs, m.hdrs, m.nhdrs * sizeof(*hdrs));
-	hdrs[m.nhdrs].name = SPOOL_REC_REASON_HDR;
-	hdrs[m.nhdrs].name_len = strlen(SPOOL_REC_REASON_HDR);
-	hdrs[m.nhdrs].value = reason;
-	hdrs[m.nhdrs].value_len = strlen(reason) > 4096 ? 4096 : strlen(reason);
-	m.hdrs = hdrs;
-	m.nhdrs++;
+	if (reason_fit(&m, reason, &hdrs[m.nhdrs])) {
+		m.hdrs = hdrs;
+		m.nhdrs++;
+	} else {
+		flags = SPOOL_REC_F_NO_REASON;
+	}
 	len = spool_rec_size(&m);
 	if (len == 0 || !(buf = malloc(len)))
 		goto fail;
 	spool_rec_encode_type(&m, SPOOL_REC_FAILED, buf);
+	if (flags)
+		spool_rec_set_flags(buf, flags);
 	spool_rec_set_seq(buf, seq);
-	if (failed_append(sp, seg->first_seq, buf, len) < 0) {
-		log_warn("spool: %s: cannot write record %" PRIu64 " to failed/", sp->dir, seq);
+	if (failed_append(sp, seg->first_seq, buf, len) < 0)
 		goto fail;
-	}
 	pthread_mutex_lock(&sp->mu);
 	sp->failed++;
 	pthread_mutex_unlock(&sp->mu);
-	log_warnx("spool: %s: record %" PRIu64 " (topic %.*s) moved to failed/: %s", sp->dir, seq,
-	    (int)r->msg.topic_len, r->msg.topic, reason);
+	log_warnx("spool: %s: record %" PRIu64 " (topic %.*s) moved to failed/: %s%s", sp->dir, seq,
+	    (int)r->msg.topic_len, r->msg.topic, reason,
+	    flags ? " (no room for the reason in the record)" : "");
 	free(buf);
 	free(hdrs);
 	spool_rec_free(r);
@@ -107,4 +295,81 @@ fail:
 	free(hdrs);
 	spool_rec_free(r);
 	return -1;
+}
+
+static int64_t retry_delay_ms(int attempts)
+{
+	int64_t d = FAIL_RETRY_MIN_MS;
+
+	while (--attempts > 0 && d < FAIL_RETRY_MAX_MS)
+		d *= 2;
+	return d < FAIL_RETRY_MAX_MS ? d : FAIL_RETRY_MAX_MS;
+}
+
+int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
+{
+	struct fail_retry *f;
+
+	for (size_t i = 0; i < sp->nfretry; i++)
+		if (sp->fretry[i].seq == seq)
+			return 0; /* already waiting for failed/ */
+	if (fail_write(sp, seq, reason) == 0)
+		return 0;
+	if (sp->nfretry == sp->fretry_cap) {
+		size_t cap = sp->fretry_cap ? sp->fretry_cap * 2 : 16;
+		struct fail_retry *nv = realloc(sp->fretry, cap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		sp->fretry = nv;
+		sp->fretry_cap = cap;
+	}
+	f = &sp->fretry[sp->nfretry];
+	if (!(f->reason = strdup(reason)))
+		return -1;
+	f->seq = seq;
+	f->attempts = 1;
+	f->due_ms = now_ms() + retry_delay_ms(1);
+	sp->nfretry++;
+	log_warn("spool: %s: cannot write record %" PRIu64 " to failed/, trying again in %d s",
+	    sp->dir, seq, FAIL_RETRY_MIN_MS / 1000);
+	return 0;
+}
+
+/* Maintenance: write the rejected records whose retry is due. Producer thread. */
+void failed_retry_due(struct spool *sp)
+{
+	int64_t now = now_ms();
+
+	if (sp->fretry_busy)
+		return; /* fail_write() -> spool_ack() -> maintenance: not again */
+	sp->fretry_busy = true;
+	for (size_t i = 0; i < sp->nfretry;) {
+		struct fail_retry *f = &sp->fretry[i];
+		if (f->due_ms > now) {
+			i++;
+			continue;
+		}
+		if (fail_write(sp, f->seq, f->reason) == 0) {
+			free(f->reason);
+			sp->fretry[i] = sp->fretry[--sp->nfretry];
+			continue;
+		}
+		f->attempts++;
+		f->due_ms = now + retry_delay_ms(f->attempts);
+		if (spool_log_due(&sp->ackerr_log_ms))
+			log_warn("spool: %s: cannot write record %" PRIu64 " to failed/ (attempt %d), "
+			    "trying again in %" PRId64 " s",
+			    sp->dir, f->seq, f->attempts, retry_delay_ms(f->attempts) / 1000);
+		i++;
+	}
+	sp->fretry_busy = false;
+}
+
+void failed_fini(struct spool *sp)
+{
+	for (size_t i = 0; i < sp->nfretry; i++)
+		free(sp->fretry[i].reason);
+	free(sp->fretry);
+	sp->fretry = NULL;
+	sp->nfretry = sp->fretry_cap = 0;
 }

@@ -33,6 +33,7 @@
 
 #include "health.h"
 #include "spool.h"
+#include "util.h"
 
 #define SEG_DEFAULT_BYTES (64ull << 20)
 #define SEG_MIN_BYTES (64ull << 10)
@@ -51,6 +52,8 @@
 #define ERR_LOG_EVERY_MS 10000
 #define GROUP_MAX_BYTES (8ull << 20) /* one pwritev + fdatasync at most */
 #define TRIM_STEP (4ull << 20)      /* a deleted segment shrinks by this per maintenance pass */
+#define FAIL_RETRY_MIN_MS 1000    /* a failed/ write is tried again after this, doubling */
+#define FAIL_RETRY_MAX_MS 60000
 #define TRIM_MAX 2                  /* deleted segments shrinking at once; more are unlinked */
 
 #ifndef HAVE_FDATASYNC
@@ -148,6 +151,14 @@ struct seqmap {
 #define MAP_EMPTY 0
 #define MAP_TOMB UINT64_MAX
 
+/* A rejected record that failed/ could not take: written again at due_ms. */
+struct fail_retry {
+	uint64_t seq;
+	char *reason;
+	int attempts;
+	int64_t due_ms;
+};
+
 /* A deleted segment, renamed to its temp name, shrinking step by step. */
 struct trim {
 	int fd;
@@ -160,6 +171,12 @@ struct copy {
 	uint64_t *seqs;  /* its live sequences, in the order submitted */
 	size_t n;
 	int64_t retry_ms;
+	/*
+	 * spool_rewind() ran while the copy was under way: the rebuilt producer
+	 * reads the originals again, so the copies are surplus (cf_apply()
+	 * acknowledges them and keeps the originals).
+	 */
+	bool abandoned;
 	/* Set by the writer's callback, under sp->mu. */
 	bool done;
 	enum spool_err err;
@@ -211,6 +228,17 @@ struct spool {
 	struct seqmap fwd, rev;
 	struct copy cf;
 	struct trim trims[TRIM_MAX];
+	/*
+	 * A failed append to failed/ whose cut-back failed: that log must be
+	 * cut to fcut_size before anything is appended after it.
+	 */
+	bool fcut_pending;
+	uint64_t fcut_first;
+	uint64_t fcut_size;
+	bool failed_dir_dirty; /* a failed/ log was created; failed/ not yet fsynced */
+	struct fail_retry *fretry; /* rejected records failed/ could not take yet */
+	size_t nfretry, fretry_cap;
+	bool fretry_busy;
 	size_t ntrims;
 	int64_t maint_ms;
 	int64_t ackerr_log_ms;
@@ -229,21 +257,24 @@ static inline void seg_set_acked(struct seg *seg, uint64_t seq)
 	seg->nacked++;
 }
 
-static inline uint64_t seg_live(const struct seg *seg) { return seg->end_seq - seg->first_seq - seg->nacked; }
+static inline uint64_t seg_live(const struct seg *seg)
+{
+	return seg->end_seq - seg->first_seq - seg->nacked;
+}
 
 /* spool_io.c */
 bool spool_log_due(int64_t *last);
-int spool_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got);
-int spool_pwritev_all(int fd, struct iovec *iov, size_t n, uint64_t off);
+MUST_USE int spool_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got);
+MUST_USE int spool_pwritev_all(int fd, struct iovec *iov, size_t n, uint64_t off);
 int spool_timed_fdatasync(int fd);
-int spool_write_all(int fd, const void *buf, size_t len);
+MUST_USE int spool_write_all(int fd, const void *buf, size_t len);
 
 /* spool_seqmap.c */
 void seqmap_del(struct seqmap *m, uint64_t key);
 void seqmap_fini(struct seqmap *m);
 bool seqmap_get(const struct seqmap *m, uint64_t key, uint64_t *val);
 void seqmap_put_nogrow(struct seqmap *m, uint64_t key, uint64_t val);
-int seqmap_reserve(struct seqmap *m, size_t n);
+MUST_USE int seqmap_reserve(struct seqmap *m, size_t n);
 
 /* spool_seg.c */
 struct seg *seg_find(struct spool *sp, uint64_t seq);
@@ -252,21 +283,49 @@ void seg_maybe_delete(struct spool *sp, struct seg *seg);
 bool seg_parse_name(const char *name, const char *ext, uint64_t *first);
 size_t spool_rec_total(const unsigned char *rec);
 bool seg_seal_plausible(const struct spool_seal *s);
-int seg_create(struct spool *sp, uint64_t first, struct seg **out);
+MUST_USE int seg_create(struct spool *sp, uint64_t first, struct seg **out);
 void seg_delete(struct spool *sp, struct seg *seg);
 void seg_free(struct seg *seg);
 void seg_name(char *buf, size_t len, uint64_t first, const char *ext);
 struct seg *seg_new(uint64_t first);
-int seg_reserve(struct seg *seg, uint64_t end);
+MUST_USE int seg_reserve(struct seg *seg, uint64_t end);
 void seg_seal(struct spool *sp, struct seg *seg);
 void seg_snapshot(struct spool *sp, struct seg *seg, uint64_t *end, uint64_t *end_seq,
     bool *active);
 void trim_step(struct spool *sp, bool all);
 
+/*
+ * The directory listing the daemon's recovery and ackd-spool's reader
+ * share. spool_name_kind() classifies a name of the spool directory (or of
+ * failed/: in_failed) and gives the first sequence it names; -1 for the
+ * names that are no part of the listing (".", "..", lock, failed).
+ * spool_list() calls each for every entry of dir_fd (sub NULL) or of
+ * dir_fd/sub, and stops at the first -1 each returns; 0, or -1 with errno
+ * (ENOENT: no such sub). Nothing is changed.
+ */
+enum spool_name_kind {
+	SPOOL_NAME_SEG,    /* seg-<first>.spool */
+	SPOOL_NAME_ACK,    /* seg-<first>.ack */
+	SPOOL_NAME_TEMP,   /* .seg-<first>.tmp: being created, or a deleted one shrinking */
+	SPOOL_NAME_FAILED, /* failed/failed-<first>.log */
+	SPOOL_NAME_OTHER,  /* anything else */
+};
+typedef int spool_list_fn(void *arg, const char *name, enum spool_name_kind kind, uint64_t first);
+int spool_name_kind(const char *name, bool in_failed, uint64_t *first);
+MUST_USE int spool_list(int dir_fd, const char *sub, spool_list_fn *each, void *arg);
+
 /* spool_ack.c */
 void ack_flush(struct spool *sp, struct seg *seg);
 bool ack_mark(struct spool *sp, struct seg *seg, uint64_t seq, bool lost);
 void ack_load(struct spool *sp, struct seg *seg);
+/*
+ * Read the whole entries of an .ack file of size bytes: each(arg, seq) for
+ * every intact entry; *bad counts those whose CRC fails. A partial last
+ * entry is not read. 0, or -1 with errno. ack_load() and ackd-spool's
+ * reader both use it.
+ */
+MUST_USE int ack_file_read(int fd, uint64_t size, void (*each)(void *arg, uint64_t seq), void *arg,
+    uint64_t *bad);
 uint64_t ack_mark_lost(struct spool *sp, struct seg *seg, uint64_t from, uint64_t to);
 
 /* spool_iter.c */
@@ -282,14 +341,21 @@ struct spool_rec *it_rec_copy(const struct it_item *item, enum spool_rec_status 
 
 /* spool_reader.c */
 void spool_log_damage(struct spool *sp, struct seg *seg, const struct it_item *item, uint64_t lost);
-int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq, struct spool_rec **out);
+MUST_USE int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq,
+    struct spool_rec **out);
 void reader_forget(struct spool *sp, struct seg *seg);
 struct seg *reader_resolve(struct spool *sp, uint64_t seq, uint64_t *cur);
 
+/* spool_failed.c */
+bool failed_parse_name(const char *name, uint64_t *first);
+MUST_USE int failed_repair(struct spool *sp, char *err, size_t errlen);
+void failed_retry_due(struct spool *sp);
+void failed_fini(struct spool *sp);
+
 /* spool_writer.c */
-int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len);
-enum spool_err spool_submit_batch(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg,
-    bool check_space);
+MUST_USE int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len);
+MUST_USE enum spool_err spool_submit_batch(struct spool *sp, struct spool_batch *b,
+    spool_done_fn *done, void *arg, bool check_space);
 void *spool_writer_main(void *arg);
 
 /* spool_copy.c */
@@ -298,8 +364,8 @@ void cf_start(struct spool *sp);
 
 /* spool_recover.c */
 int spool_cmp_u64(const void *a, const void *b);
-int spool_push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
-int spool_recover(struct spool *sp, char *err, size_t errlen);
+MUST_USE int spool_push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
+MUST_USE int spool_recover(struct spool *sp, char *err, size_t errlen);
 
 /* spool.c */
 void spool_maint(struct spool *sp, bool force);

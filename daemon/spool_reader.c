@@ -96,6 +96,14 @@ void spool_rewind(struct spool *sp)
 	pthread_mutex_unlock(&sp->mu);
 	sp->read_pos = 0; /* nothing is handed out: no segment may be copied forward yet */
 	sp->rd_seg = NULL;
+	/*
+	 * A copy-forward under way would delete originals the rebuilt producer
+	 * is about to read again, and map them to copies it may never be handed
+	 * (written after this point they count as made in this run) or may be
+	 * handed under their own sequence (written before): keep the originals.
+	 */
+	if (sp->cf.seg)
+		sp->cf.abandoned = true;
 	/* No producer holds an original any more: copies are records of their own. */
 	seqmap_fini(&sp->fwd);
 	seqmap_fini(&sp->rev);

@@ -11,6 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* As in util.h: a status result that must not be ignored. */
+#ifndef MUST_USE
+#define MUST_USE __attribute__((warn_unused_result))
+#endif
+
 /*
  * CRC32C (Castagnoli). Start with crc = 0; feed the previous result to
  * continue over more bytes. Uses SSE4.2 when the CPU has it, else
@@ -62,7 +67,7 @@ enum spool_rec_type {
  * encoded (a field longer than its length field, or a payload over
  * SPOOL_REC_MAX_PAYLOAD).
  */
-size_t spool_rec_size(const struct spool_msg *m);
+MUST_USE size_t spool_rec_size(const struct spool_msg *m);
 
 /*
  * Encode m into buf (spool_rec_size(m) bytes) as a record of type with
@@ -92,6 +97,11 @@ enum spool_rec_status {
 
 /* Header flag: the record is a copy made by copy-forward (see spool_copy.c). */
 #define SPOOL_REC_F_COPY 0x0001u
+/*
+ * Header flag of a FAILED record: the message left no room for the
+ * ackd-failed-reason header within SPOOL_REC_MAX_PAYLOAD, so it has none.
+ */
+#define SPOOL_REC_F_NO_REASON 0x0002u
 
 struct spool_rec_hdr {
 	uint8_t version;
@@ -108,7 +118,8 @@ struct spool_rec_hdr {
  * header, len < the whole record; in that second case *out is filled, so a
  * reader learns how many bytes to fetch.
  */
-enum spool_rec_status spool_rec_parse_hdr(const void *buf, size_t len, struct spool_rec_hdr *out);
+MUST_USE enum spool_rec_status spool_rec_parse_hdr(const void *buf, size_t len,
+    struct spool_rec_hdr *out);
 
 /*
  * Parse the header, check the payload CRC and decode the MSG or FAILED
@@ -117,8 +128,8 @@ enum spool_rec_status spool_rec_parse_hdr(const void *buf, size_t len, struct sp
  * max_hdrs only the first max_hdrs were filled, call again with more room.
  * h may be NULL.
  */
-enum spool_rec_status spool_rec_decode(const void *buf, size_t len, struct spool_rec_hdr *h,
-    struct spool_msg *m, struct spool_hdr *hdrs, size_t max_hdrs);
+MUST_USE enum spool_rec_status spool_rec_decode(const void *buf, size_t len,
+    struct spool_rec_hdr *h, struct spool_msg *m, struct spool_hdr *hdrs, size_t max_hdrs);
 
 const char *spool_rec_status_str(enum spool_rec_status st);
 
@@ -131,7 +142,7 @@ const char *spool_rec_status_str(enum spool_rec_status st);
 
 void spool_seg_hdr_encode(void *buf, uint64_t first_seq, int64_t created_ms);
 /* 0 and *first_seq when buf holds a valid segment header, else -1. */
-int spool_seg_hdr_parse(const void *buf, size_t len, uint64_t *first_seq);
+MUST_USE int spool_seg_hdr_parse(const void *buf, size_t len, uint64_t *first_seq);
 
 /*
  * The footer of a sealed segment: a SEAL record whose payload says what the
@@ -149,12 +160,12 @@ struct spool_seal {
 
 void spool_seal_encode(void *buf, const struct spool_seal *s);
 /* 0 when buf (SPOOL_SEAL_SIZE bytes) is a valid footer, else -1. */
-int spool_seal_parse(const void *buf, struct spool_seal *out);
+MUST_USE int spool_seal_parse(const void *buf, struct spool_seal *out);
 
 /* One entry of a segment's .ack file: an acknowledged sequence. */
 #define SPOOL_ACK_ENTRY_SIZE 12
 void spool_ack_entry_encode(void *buf, uint64_t seq);
 /* 0 and *seq when the entry is intact, else -1. */
-int spool_ack_entry_parse(const void *buf, uint64_t *seq);
+MUST_USE int spool_ack_entry_parse(const void *buf, uint64_t *seq);
 
 #endif

@@ -209,47 +209,52 @@ int spool_push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
 	return 0;
 }
 
+struct listing {
+	struct spool *sp;
+	uint64_t *segs, *acks;
+	size_t nsegs, nacks, scap, acap;
+};
+
+static int list_one(void *arg, const char *name, enum spool_name_kind kind, uint64_t first)
+{
+	struct listing *l = arg;
+	struct spool *sp = l->sp;
+
+	switch (kind) {
+	case SPOOL_NAME_SEG:
+		return spool_push_u64(&l->segs, &l->nsegs, &l->scap, first);
+	case SPOOL_NAME_ACK:
+		return spool_push_u64(&l->acks, &l->nacks, &l->acap, first);
+	case SPOOL_NAME_TEMP:
+		log_info("spool: %s: removing unfinished segment %s", sp->dir, name);
+		spool_io.unlinkat(sp->dir_fd, name, 0);
+		return 0;
+	case SPOOL_NAME_FAILED:
+	case SPOOL_NAME_OTHER:
+		break;
+	}
+	log_warnx("spool: %s: ignoring unknown file %s", sp->dir, name);
+	return 0;
+}
+
 /* List the directory: segments and ack files sorted, junk reported. */
 static int list_dir(struct spool *sp, uint64_t **segs, size_t *nsegs, uint64_t **acks,
     size_t *nacks, char *err, size_t errlen)
 {
-	size_t scap = 0, acap = 0;
-	struct dirent *de;
-	int dfd = dup(sp->dir_fd);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct listing l = { .sp = sp };
 
-	if (!d) {
+	if (spool_list(sp->dir_fd, NULL, list_one, &l) < 0) {
 		snprintf(err, errlen, "spool %s: cannot list: %s", sp->dir, strerror(errno));
-		if (dfd >= 0)
-			close(dfd); /* a dup(), not opened through the seam */
+		free(l.segs);
+		free(l.acks);
 		return -1;
 	}
-	rewinddir(d);
-	while ((de = readdir(d))) {
-		const char *n = de->d_name;
-		uint64_t first;
-		int rc = 0;
-
-		if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "lock") || !strcmp(n, "failed"))
-			continue;
-		if (seg_parse_name(n, "spool", &first))
-			rc = spool_push_u64(segs, nsegs, &scap, first);
-		else if (seg_parse_name(n, "ack", &first))
-			rc = spool_push_u64(acks, nacks, &acap, first);
-		else if (!strncmp(n, ".seg-", 5) && strlen(n) > 9 && !strcmp(n + strlen(n) - 4, ".tmp")) {
-			log_info("spool: %s: removing unfinished segment %s", sp->dir, n);
-			spool_io.unlinkat(sp->dir_fd, n, 0);
-		} else
-			log_warnx("spool: %s: ignoring unknown file %s", sp->dir, n);
-		if (rc < 0) {
-			snprintf(err, errlen, "spool %s: out of memory", sp->dir);
-			closedir(d);
-			return -1;
-		}
-	}
-	closedir(d);
-	if (*nsegs)
-		qsort(*segs, *nsegs, sizeof(**segs), spool_cmp_u64);
+	if (l.nsegs)
+		qsort(l.segs, l.nsegs, sizeof(*l.segs), spool_cmp_u64);
+	*segs = l.segs;
+	*nsegs = l.nsegs;
+	*acks = l.acks;
+	*nacks = l.nacks;
 	return 0;
 }
 

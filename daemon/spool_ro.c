@@ -45,18 +45,6 @@ struct spool_ro_iter {
 	struct spool_rec *rec;
 };
 
-/* "failed-<20 digits>.log" -> first sequence. */
-static bool parse_failed_name(const char *name, uint64_t *first)
-{
-	char seg[64];
-
-	if (strncmp(name, "failed-", 7) != 0 || strlen(name) != 7 + 20 + 4 ||
-	    strcmp(name + 27, ".log") != 0)
-		return false;
-	snprintf(seg, sizeof(seg), "seg-%.20s.spool", name + 7);
-	return seg_parse_name(seg, "spool", first);
-}
-
 static int ro_add_file(struct spool_ro_file **v, size_t *n, size_t *cap, const char *name,
     uint64_t first)
 {
@@ -134,14 +122,31 @@ fail:
 	return -1;
 }
 
-/* Read seg's .ack file, as ack_load() does, without dropping anything. */
+struct ro_acks {
+	struct spool_ro_file *f;
+	uint64_t limit;
+	uint64_t *v;
+	size_t n, cap;
+	int nomem;
+};
+
+static void ro_ack_entry(void *arg, uint64_t seq)
+{
+	struct ro_acks *a = arg;
+
+	if (seq < a->f->first_seq || seq >= a->limit)
+		a->f->ack_stray++;
+	else if (!a->nomem && spool_push_u64(&a->v, &a->n, &a->cap, seq) < 0)
+		a->nomem = 1;
+}
+
+/* Read seg's .ack file with ack_load()'s reader, without dropping anything. */
 static int ro_load_acks(struct spool_ro *ro, struct spool_ro_file *f, uint64_t **out)
 {
-	unsigned char buf[SPOOL_ACK_ENTRY_SIZE * 1024];
-	uint64_t *v = NULL, off = 0, limit;
-	size_t n = 0, cap = 0, got, j = 0;
+	struct ro_acks a = { .f = f };
 	char name[64];
 	struct stat st;
+	size_t j = 0;
 	int fd;
 
 	*out = NULL;
@@ -154,112 +159,97 @@ static int ro_load_acks(struct spool_ro *ro, struct spool_ro_file *f, uint64_t *
 	f->has_ack = 1;
 	f->ack_bytes = (uint64_t)st.st_size;
 	f->ack_partial = (uint64_t)st.st_size % SPOOL_ACK_ENTRY_SIZE;
-	limit = f->sealed ? f->seal.end_seq : f->seq_limit ? f->seq_limit : UINT64_MAX;
-	while (off + SPOOL_ACK_ENTRY_SIZE <= (uint64_t)st.st_size) {
-		uint64_t left = (uint64_t)st.st_size - f->ack_partial - off;
-		size_t want = left < sizeof(buf) ? (size_t)left : sizeof(buf);
-		if (spool_pread_all(fd, buf, want, off, &got) < 0)
-			goto fail;
-		if (got < SPOOL_ACK_ENTRY_SIZE)
-			break;
-		for (size_t i = 0; i + SPOOL_ACK_ENTRY_SIZE <= got; i += SPOOL_ACK_ENTRY_SIZE) {
-			uint64_t seq;
-			if (spool_ack_entry_parse(buf + i, &seq) < 0)
-				f->ack_bad++;
-			else if (seq < f->first_seq || seq >= limit)
-				f->ack_stray++;
-			else if (spool_push_u64(&v, &n, &cap, seq) < 0)
-				goto fail;
-		}
-		off += got / SPOOL_ACK_ENTRY_SIZE * SPOOL_ACK_ENTRY_SIZE;
+	a.limit = f->sealed ? f->seal.end_seq : f->seq_limit ? f->seq_limit : UINT64_MAX;
+	if (ack_file_read(fd, (uint64_t)st.st_size, ro_ack_entry, &a, &f->ack_bad) < 0)
+		goto fail;
+	if (a.nomem) {
+		errno = ENOMEM;
+		goto fail;
 	}
 	close(fd);
-	if (n) {
-		qsort(v, n, sizeof(*v), spool_cmp_u64);
-		for (size_t i = 0; i < n; i++)
-			if (j == 0 || v[i] != v[j - 1])
-				v[j++] = v[i];
+	if (a.n) {
+		qsort(a.v, a.n, sizeof(*a.v), spool_cmp_u64);
+		for (size_t i = 0; i < a.n; i++)
+			if (j == 0 || a.v[i] != a.v[j - 1])
+				a.v[j++] = a.v[i];
 	}
-	f->acks = v;
+	f->acks = a.v;
 	f->nacks = j;
-	*out = v;
+	*out = a.v;
 	return 0;
 fail:
 	{
 		int saved = errno;
-		free(v);
+		free(a.v);
 		close(fd);
 		errno = saved;
 	}
 	return -1;
 }
 
-/* List dir and failed/; segments and failed/ logs sorted by first sequence. */
+struct ro_listing {
+	struct spool_ro *ro;
+	const char *sub;
+	size_t scap, fcap, ocap, nacks, acap;
+	uint64_t *acks;
+};
+
+static int ro_list_one(void *arg, const char *n, enum spool_name_kind kind, uint64_t first)
+{
+	struct ro_listing *l = arg;
+	struct spool_ro *ro = l->ro;
+	char path[300];
+
+	if (l->sub) {
+		snprintf(path, sizeof(path), "%s/%s", l->sub, n);
+		n = path;
+	}
+	switch (kind) {
+	case SPOOL_NAME_SEG:
+		return ro_add_file(&ro->segs, &ro->nsegs, &l->scap, n, first);
+	case SPOOL_NAME_FAILED:
+		return ro_add_file(&ro->failed, &ro->nfailed, &l->fcap, n, first);
+	case SPOOL_NAME_ACK:
+		return spool_push_u64(&l->acks, &l->nacks, &l->acap, first);
+	case SPOOL_NAME_TEMP:
+		return ro_add_other(ro, &l->ocap, n, SPOOL_RO_TEMP);
+	case SPOOL_NAME_OTHER:
+		break;
+	}
+	return ro_add_other(ro, &l->ocap, n, SPOOL_RO_UNKNOWN);
+}
+
+/* List dir and failed/ as recovery does; segments and failed/ logs sorted by first sequence. */
 static int ro_list(struct spool_ro *ro, const char *sub, char *err, size_t errlen)
 {
-	size_t scap = 0, fcap = 0, ocap = ro->nothers, nacks = 0, acap = 0;
-	uint64_t *acks = NULL;
-	struct dirent *de;
-	int dfd = sub ? openat(ro->dir_fd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : dup(ro->dir_fd);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct ro_listing l = { .ro = ro, .sub = sub, .ocap = ro->nothers };
 
-	if (!d) {
-		if (dfd >= 0)
-			close(dfd);
+	errno = 0;
+	if (spool_list(ro->dir_fd, sub, ro_list_one, &l) < 0) {
+		free(l.acks);
 		if (sub && errno == ENOENT)
 			return 0; /* no failed/ yet */
-		snprintf(err, errlen, "%s%s%s: cannot list: %s", ro->dir, sub ? "/" : "", sub ? sub : "",
-		    strerror(errno));
+		if (errno == ENOMEM || errno == 0)
+			snprintf(err, errlen, "%s: out of memory", ro->dir);
+		else
+			snprintf(err, errlen, "%s%s%s: cannot list: %s", ro->dir, sub ? "/" : "",
+			    sub ? sub : "", strerror(errno));
 		return -1;
 	}
-	rewinddir(d);
-	while ((de = readdir(d))) {
-		const char *n = de->d_name;
-		char path[300];
-		uint64_t first;
-		int rc = 0;
-
-		if (!strcmp(n, ".") || !strcmp(n, ".."))
-			continue;
-		if (sub) {
-			snprintf(path, sizeof(path), "%s/%s", sub, n);
-			if (parse_failed_name(n, &first))
-				rc = ro_add_file(&ro->failed, &ro->nfailed, &fcap, path, first);
-			else
-				rc = ro_add_other(ro, &ocap, path, SPOOL_RO_UNKNOWN);
-		} else if (!strcmp(n, "lock") || !strcmp(n, "failed")) {
-			continue;
-		} else if (seg_parse_name(n, "spool", &first)) {
-			rc = ro_add_file(&ro->segs, &ro->nsegs, &scap, n, first);
-		} else if (seg_parse_name(n, "ack", &first)) {
-			rc = spool_push_u64(&acks, &nacks, &acap, first);
-		} else if (!strncmp(n, ".seg-", 5) && strlen(n) > 9 && !strcmp(n + strlen(n) - 4, ".tmp")) {
-			rc = ro_add_other(ro, &ocap, n, SPOOL_RO_TEMP);
-		} else {
-			rc = ro_add_other(ro, &ocap, n, SPOOL_RO_UNKNOWN);
-		}
-		if (rc < 0) {
-			snprintf(err, errlen, "%s: out of memory", ro->dir);
-			closedir(d);
-			free(acks);
-			return -1;
-		}
-	}
-	closedir(d);
 	/* .ack files without their segment. */
-	for (size_t i = 0; i < nacks; i++) {
+	for (size_t i = 0; i < l.nacks; i++) {
 		bool found = false;
 		char name[64];
 		for (size_t j = 0; j < ro->nsegs && !found; j++)
-			found = ro->segs[j].first_seq == acks[i];
-		seg_name(name, sizeof(name), acks[i], "ack");
-		if (!found && ro_add_other(ro, &ocap, name, SPOOL_RO_ORPHAN_ACK) < 0) {
+			found = ro->segs[j].first_seq == l.acks[i];
+		seg_name(name, sizeof(name), l.acks[i], "ack");
+		if (!found && ro_add_other(ro, &l.ocap, name, SPOOL_RO_ORPHAN_ACK) < 0) {
 			snprintf(err, errlen, "%s: out of memory", ro->dir);
-			free(acks);
+			free(l.acks);
 			return -1;
 		}
 	}
-	free(acks);
+	free(l.acks);
 	if (sub && ro->nfailed)
 		qsort(ro->failed, ro->nfailed, sizeof(*ro->failed), cmp_ro_file);
 	if (!sub && ro->nsegs)
@@ -368,7 +358,8 @@ size_t spool_ro_others(const struct spool_ro *ro, const struct spool_ro_other **
 
 int spool_ro_acked(const struct spool_ro_file *seg, uint64_t seq)
 {
-	return seg->nacks && bsearch(&seq, seg->acks, seg->nacks, sizeof(*seg->acks), spool_cmp_u64) != NULL;
+	return seg->nacks &&
+	    bsearch(&seq, seg->acks, seg->nacks, sizeof(*seg->acks), spool_cmp_u64) != NULL;
 }
 
 int spool_ro_iter_new(struct spool_ro *ro, const struct spool_ro_file *f, int headers_only,

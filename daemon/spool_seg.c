@@ -10,9 +10,11 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,4 +308,53 @@ void seg_maybe_delete(struct spool *sp, struct seg *seg)
 	pthread_mutex_unlock(&sp->mu);
 	if (done)
 		seg_delete(sp, seg);
+}
+
+int spool_name_kind(const char *name, bool in_failed, uint64_t *first)
+{
+	size_t len = strlen(name);
+
+	*first = 0;
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return -1;
+	if (in_failed)
+		return failed_parse_name(name, first) ? SPOOL_NAME_FAILED : SPOOL_NAME_OTHER;
+	if (!strcmp(name, "lock") || !strcmp(name, "failed"))
+		return -1;
+	if (seg_parse_name(name, "spool", first))
+		return SPOOL_NAME_SEG;
+	if (seg_parse_name(name, "ack", first))
+		return SPOOL_NAME_ACK;
+	if (!strncmp(name, ".seg-", 5) && len > 9 && !strcmp(name + len - 4, ".tmp"))
+		return SPOOL_NAME_TEMP;
+	return SPOOL_NAME_OTHER;
+}
+
+int spool_list(int dir_fd, const char *sub, spool_list_fn *each, void *arg)
+{
+	struct dirent *de;
+	int dfd = sub ? openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : dup(dir_fd);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	int rc = 0;
+
+	if (!d) {
+		int saved = errno;
+		if (dfd >= 0)
+			close(dfd); /* read-only, not opened through the seam */
+		errno = saved;
+		return -1;
+	}
+	rewinddir(d);
+	while (rc == 0 && (de = readdir(d))) {
+		uint64_t first;
+		int kind = spool_name_kind(de->d_name, sub != NULL, &first);
+		if (kind >= 0)
+			rc = each(arg, de->d_name, (enum spool_name_kind)kind, first);
+	}
+	{
+		int saved = errno;
+		closedir(d);
+		errno = saved;
+	}
+	return rc;
 }

@@ -128,8 +128,8 @@ static uint64_t disk_free(struct spool *sp)
 	return sp->disk_free;
 }
 
-enum spool_err spool_submit_batch(struct spool *sp, struct spool_batch *b, spool_done_fn *done, void *arg,
-    bool check_space)
+enum spool_err spool_submit_batch(struct spool *sp, struct spool_batch *b, spool_done_fn *done,
+    void *arg, bool check_space)
 {
 	struct sub *s = calloc(1, sizeof(*s));
 	enum spool_err err = SPOOL_OK;

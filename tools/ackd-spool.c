@@ -359,7 +359,7 @@ static void verify_file(struct verify *v, struct spool_ro *ro, const struct spoo
 					problem(v, f->name, (int64_t)item.off, "bad-sequence",
 					    "record %" PRIu64 " is below the file's first sequence",
 					    item.seq);
-				if (!reason_hdr(m))
+				if (!reason_hdr(m) && !(item.flags & SPOOL_REC_F_NO_REASON))
 					problem(v, f->name, (int64_t)item.off, "missing-reason",
 					    "record %" PRIu64 " has no " SPOOL_REC_REASON_HDR " header",
 					    item.seq);
@@ -835,6 +835,13 @@ static int cmd_reinject(const char *dir)
 		spool_ro_free(ro);
 		return EXIT_DAMAGE;
 	}
+	/* Recovery cut the torn tails of failed/ logs: list them again. */
+	spool_ro_free(ro);
+	if (open_ro(dir, &ro) < 0) {
+		spool_close(sp);
+		return EXIT_DAMAGE;
+	}
+	n = spool_ro_failed(ro, &files);
 	for (size_t i = 0; i < n; i++) {
 		if (reinject_file(sp, ro, dir, &files[i], &count) < 0) {
 			rc = EXIT_DAMAGE;

@@ -345,6 +345,19 @@ def test_reinject_moves_failed_records_back_and_ackd_produces_them(mock_kafka, a
     assert log.read_bytes() == bytes(data)
     assert stat(broken)["unacked"] == 0
 
+    # A torn tail (a crash in the middle of an append) is cut when the spool
+    # opens, and the whole records are reinjected.
+    torn = tmp_path / "torn"
+    shutil.copytree(spool, torn)
+    log = torn / "failed" / failed_files[0].name
+    whole = log.read_bytes()
+    log.write_bytes(whole + whole[40:70])
+    r = tool("reinject", torn)
+    assert r.returncode == 0, r
+    assert r.stdout == "reinjected 1 records from 1 of 1 failed/ files\n"
+    assert list((torn / "failed").iterdir()) == []
+    assert stat(torn)["unacked"] == 1
+
     r = tool("reinject", spool)
     assert r.returncode == 0, r
     assert r.stdout == "reinjected 1 records from 1 of 1 failed/ files\n"

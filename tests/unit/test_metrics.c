@@ -22,6 +22,8 @@
 #include <cmocka.h>
 
 #include "metrics.h"
+#include "producer.h"
+#include "spool.h"
 
 /* --- a small parser of the text format ------------------------------------ */
 
