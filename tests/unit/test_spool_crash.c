@@ -19,10 +19,9 @@
  * Environment: ACKD_CRASH_LONG=1 explores more states per point (every tear
  * point, one op left out of a prefix, random combinations);
  * ACKD_CRASH_WORKLOAD=name and ACKD_CRASH_K=k narrow a run to one workload
- * or one point; ACKD_CRASH_TRACE=1 prints the trace up to a violation;
- * ACKD_CRASH_KNOWN=1 also runs the workloads listed as known defects (see
- * known_defect below). The first violating state of each workload is kept
- * under /tmp/ackd-crash-<workload>-<k>.
+ * or one point; ACKD_CRASH_TRACE=1 prints the trace up to a violation. The
+ * first violating state of each workload is kept under
+ * /tmp/ackd-crash-<workload>-<k>.
  */
 #include "config.h"
 
@@ -608,16 +607,15 @@ static void selftest_no_fsync(void **state)
 struct workload {
 	const char *name;
 	void (*fn)(void **state);
-	const char *known_defect; /* non-NULL: fails until that is fixed; run with ACKD_CRASH_KNOWN=1 */
 };
 
 static const struct workload workloads[] = {
-	{ "group", wl_group, NULL },
-	{ "roll", wl_roll, NULL },
-	{ "copy", wl_copy, NULL },
-	{ "fail-rewind", wl_fail_rewind, NULL },
-	{ "torn-embedded", wl_torn_embedded, NULL },
-	{ "selftest-no-fsync", selftest_no_fsync, NULL },
+	{ "group", wl_group },
+	{ "roll", wl_roll },
+	{ "copy", wl_copy },
+	{ "fail-rewind", wl_fail_rewind },
+	{ "torn-embedded", wl_torn_embedded },
+	{ "selftest-no-fsync", selftest_no_fsync },
 };
 
 static int wl_alloc(void **state)
@@ -642,11 +640,6 @@ int main(void)
 		const struct workload *wl = &workloads[i];
 		if (!selected(wl->name))
 			continue;
-		if (wl->known_defect && !env_on("ACKD_CRASH_KNOWN")) {
-			printf("crash explorer: workload %s NOT RUN: known defect (%s); "
-			       "ACKD_CRASH_KNOWN=1 runs it\n", wl->name, wl->known_defect);
-			continue;
-		}
 		tests[n++] = (struct CMUnitTest){ wl->name, wl->fn, wl_alloc, wl_free, NULL };
 	}
 	return _cmocka_run_group_tests("spool_crash", tests, n, NULL, NULL);

@@ -615,12 +615,6 @@ static void print_log(const struct model *md, size_t max)
 
 /* --- one seed -------------------------------------------------------------------------- */
 
-/*
- * Steps that find a defect not fixed yet: not run unless ACKD_MODEL_KNOWN=1,
- * and said so in the summary (see main()).
- */
-static bool known_defects;
-
 static bool run_seed(uint64_t seed, int steps, bool verbose, struct model *md)
 {
 	static const uint64_t seg_sizes[] = { 2048, 4096, 8192 };
@@ -676,10 +670,7 @@ static bool run_seed(uint64_t seed, int steps, bool verbose, struct model *md)
 			do_rewind(md);
 		} else if (r < 88) {
 			md->op = "maintain+rewind";
-			if (known_defects)
-				do_maintain_rewind(md);
-			else
-				do_maintain(md);
+			do_maintain_rewind(md);
 		} else if (r < 90) {
 			md->op = "reopen";
 			do_reopen(md);
@@ -757,10 +748,5 @@ int main(void)
 	};
 
 	log_set_level(LOG_LVL_ERR);
-	known_defects = env_on("ACKD_MODEL_KNOWN");
-	if (!known_defects)
-		printf("model test: step maintain+rewind NOT RUN (a producer rebuild while a "
-		       "copy-forward is in flight strands a record: issue 8 defect 4, not fixed "
-		       "yet); ACKD_MODEL_KNOWN=1 runs it\n");
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
