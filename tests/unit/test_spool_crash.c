@@ -80,6 +80,7 @@ struct wl {
 	long states, violations;
 	bool kept;
 	bool quiet; /* the self-test: count violations, print none */
+	bool nested; /* one of several explorations: no summary line of its own */
 };
 
 static bool env_on(const char *name)
@@ -401,6 +402,8 @@ static void explore(struct wl *w)
 	for (size_t k = from; k <= to && k <= nops; k++)
 		if (crashfs_explore(k, long_run, 0x5eed + k, w->state, check_state, w) < 0)
 			fail_msg("%s: cannot write states to %s", w->name, w->state);
+	if (w->nested)
+		return;
 	printf("crash explorer: workload %s: %zu operations, %ld states checked, %ld violations, "
 	       "%.1f s%s\n",
 	    w->name, nops, w->states, w->violations, (double)(now_ms() - t0) / 1000.0,
@@ -724,12 +727,14 @@ static void wl_recover_torn(void **state)
 		submit(w, 1, two, false);
 		w_close(w);
 		w->states = w->violations = 0;
+		w->nested = true;
 		explore(w);
 		states += w->states;
 		violations += w->violations;
 	}
 	printf("crash explorer: workload recover-torn: %d torn states recovered, %ld states checked, "
 	       "%ld violations\n", c.n, states, violations);
+	fflush(stdout);
 	w->violations = violations;
 	finish(w);
 }
