@@ -760,9 +760,16 @@ static int wl_alloc(void **state)
 	return *state ? 0 : -1;
 }
 
+/* Also after a failed assertion: nothing is left under /dev/shm. */
 static int wl_free(void **state)
 {
-	free(*state);
+	struct wl *w = *state;
+
+	crashfs_stop();
+	crashfs_reset();
+	if (w->base[0])
+		crashfs_rmtree(w->base);
+	free(w);
 	return 0;
 }
 
