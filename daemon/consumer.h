@@ -12,6 +12,10 @@
 
 #include "conf.h"
 
+#ifndef MUST_USE /* as in util.h, which this header does not pull in */
+#define MUST_USE __attribute__((warn_unused_result))
+#endif
+
 struct consumer;
 struct spool;
 struct producer;
@@ -21,7 +25,7 @@ struct producer;
  * prod are borrowed and must outlive the consumer (dead letters go through
  * the spool and the producer like published messages).
  */
-int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct spool *sp,
+MUST_USE int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct spool *sp,
     struct producer *prod, struct consumer **out, char *err, size_t errlen);
 
 /*
@@ -37,6 +41,8 @@ struct consumer_stats {
 	uint64_t retries;
 	uint64_t dead_lettered;
 	uint64_t dropped;
+	uint64_t dead_letter_errors; /* dead letters not written: the message stays and retries */
+	uint64_t send_errors;        /* requests not started (signing failed, libcurl): retried */
 	uint64_t in_flight;
 	uint64_t retrying;
 	uint64_t assigned;

@@ -66,6 +66,50 @@ static void emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 		return;
 }
 
+/* The escaped width of byte c. */
+static size_t escaped_width(unsigned char c)
+{
+	return c == '\\' ? 2 : c >= 0x20 && c < 0x7f ? 1 : 4;
+}
+
+char *log_escape(const void *s, size_t len, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = s;
+	size_t need = 0, n = 0, room;
+
+	if (outlen == 0)
+		return out;
+	for (size_t i = 0; i < len; i++)
+		need += escaped_width(p[i]);
+	/* Cut: keep room for "..." (when outlen allows) and the NUL. */
+	room = need < outlen ? outlen - 1 : outlen >= 4 ? outlen - 4 : 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = p[i];
+		size_t w = escaped_width(c);
+
+		if (n + w > room)
+			break;
+		if (w == 1) {
+			out[n] = (char)c;
+		} else if (w == 2) {
+			out[n] = out[n + 1] = '\\';
+		} else {
+			out[n] = '\\';
+			out[n + 1] = 'x';
+			out[n + 2] = hex[c >> 4];
+			out[n + 3] = hex[c & 15];
+		}
+		n += w;
+	}
+	if (need >= outlen && outlen >= 4) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = '\0';
+	return out;
+}
+
 void log_vmsg(enum log_level level, const char *fmt, va_list ap) { emit(level, 0, fmt, ap); }
 
 void log_msg(enum log_level level, const char *fmt, ...)

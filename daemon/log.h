@@ -9,6 +9,7 @@
 #define ACKD_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -26,6 +27,15 @@ void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+
+/*
+ * Bytes from outside (Kafka header names, keys) as one safe log token:
+ * printable ASCII stays, a backslash becomes "\\", every other byte (CR, LF,
+ * other control bytes, DEL, non-ASCII) becomes "\xNN", so no input can
+ * start a line of its own or hide in the terminal. Cut with "..." to fit
+ * outlen (at least 4); always NUL-terminated. Returns out.
+ */
+char *log_escape(const void *s, size_t len, char *out, size_t outlen);
 
 /* Log and exit(1). Only at start-up or for a broken invariant. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

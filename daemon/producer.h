@@ -16,6 +16,10 @@
 
 #include "conf.h"
 
+#ifndef MUST_USE /* as in util.h, which this header does not pull in */
+#define MUST_USE __attribute__((warn_unused_result))
+#endif
+
 struct spool;
 struct producer;
 
@@ -56,7 +60,7 @@ struct producer_waiter {
  * of ackd's: acks=all, idempotence, murmur2_random) and start the kafka loop.
  * conf and sp are borrowed and must outlive the producer.
  */
-int producer_start(const struct conf *conf, struct spool *sp, struct producer **out, char *err,
+MUST_USE int producer_start(const struct conf *conf, struct spool *sp, struct producer **out, char *err,
     size_t errlen);
 
 /*

@@ -8,6 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A status the caller must look at: the compiler finds the next one ignored. */
+#ifndef MUST_USE
+#define MUST_USE __attribute__((warn_unused_result))
+#endif
+
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
