@@ -40,6 +40,7 @@
 
 #include "base64.h"
 #include "conf.h"
+#include "log.h"
 #include "webhook_sign.h"
 
 enum scope_id { SCOPE_MAIN, SCOPE_SUB, SCOPE_TOKEN };
@@ -744,6 +745,71 @@ void conf_hide_secrets(char *text, size_t textlen, const struct conf_strlist *pr
 		if (prop_split(props->v[i], name, sizeof(name), &value) == 0 &&
 		    conf_prop_is_secret(name))
 			hide(text, textlen, value);
+	}
+}
+
+/*
+ * Hand every secret of a loaded configuration to log_hide(), so that no log
+ * line can carry one whatever wrote it (librdkafka's debug output included):
+ * secret property values (less names that are identities, not secrets),
+ * tokens, signing secrets, and a URL's userinfo and query.
+ */
+static void hide_in_logs(const struct conf *conf)
+{
+	const struct conf_strlist *lists[] = { &conf->kafka.producer, &conf->kafka.consumer };
+
+	for (size_t l = 0; l < 2; l++) {
+		for (size_t i = 0; i < lists[l]->n; i++) {
+			char name[256];
+			const char *value;
+
+			if (prop_split(lists[l]->v[i], name, sizeof(name), &value) == 0 &&
+			    conf_prop_is_secret(name) && !strstr(name, "username") &&
+			    !strstr(name, "mechanism") && !strstr(name, "location") &&
+			    !strstr(name, "kerberos"))
+				log_hide(value);
+		}
+	}
+	for (size_t i = 0; i < conf->auth.ntokens; i++)
+		log_hide(conf->auth.tokens[i].token);
+	for (size_t s = 0; s < conf->nsubs; s++) {
+		const struct conf_sub *sub = &conf->subs[s];
+		const char *auth = strstr(sub->url, "://"), *end, *at = NULL, *q;
+		char part[1024];
+
+		for (size_t i = 0; i < sub->secrets.n; i++) {
+			log_hide(sub->secrets.v[i]);
+			log_hide(sub->secrets.v[i] + strlen("whsec_"));
+		}
+		if (!auth)
+			continue;
+		auth += 3;
+		end = auth + strcspn(auth, "/?#");
+		for (const char *p = auth; p < end; p++)
+			if (*p == '@')
+				at = p;
+		if (at) { /* user:password, and the password alone */
+			const char *colon = memchr(auth, ':', (size_t)(at - auth));
+			snprintf(part, sizeof(part), "%.*s", (int)(at - auth), auth);
+			log_hide(part);
+			if (colon) {
+				snprintf(part, sizeof(part), "%.*s", (int)(at - colon - 1), colon + 1);
+				log_hide(part);
+			}
+		}
+		q = strchr(end, '?');
+		if (q) { /* the query, and each of its values */
+			snprintf(part, sizeof(part), "%.*s", (int)strcspn(q + 1, "#"), q + 1);
+			log_hide(part);
+			for (char *tok = part, *next; tok && *tok; tok = next) {
+				char *eq;
+				next = strchr(tok, '&');
+				if (next)
+					*next++ = '\0';
+				if ((eq = strchr(tok, '=')) != NULL)
+					log_hide(eq + 1);
+			}
+		}
 	}
 }
 
@@ -1676,6 +1742,7 @@ int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 	if (ld.nerrs > 0 || ld.oom)
 		goto fail;
 
+	hide_in_logs(conf);
 	*out = conf;
 	conf = NULL;
 fail:

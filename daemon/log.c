@@ -6,6 +6,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,13 @@
 #include "log.h"
 
 static volatile enum log_level cur_level = LOG_LVL_INFO;
+
+#define HIDE_MAX 512
+#define HIDE_MIN_LEN 6
+
+static pthread_mutex_t hide_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *hidden[HIDE_MAX];
+static atomic_size_t nhidden;
 
 static const char *const level_names[] = {
 	[LOG_LVL_ERR] = "error",
@@ -40,6 +49,54 @@ int log_level_parse(const char *name, enum log_level *out)
 	return -1;
 }
 
+void log_hide(const char *secret)
+{
+	size_t n;
+
+	if (strlen(secret) < HIDE_MIN_LEN)
+		return;
+	pthread_mutex_lock(&hide_lock);
+	n = atomic_load(&nhidden);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(hidden[i], secret) == 0)
+			goto out;
+	if (n < HIDE_MAX && (hidden[n] = strdup(secret)) != NULL)
+		atomic_store(&nhidden, n + 1);
+out:
+	pthread_mutex_unlock(&hide_lock);
+}
+
+/* Replace every registered secret in line[0..*len) (room for size bytes). */
+static void scrub(char *line, size_t *len, size_t size)
+{
+	static const char mark[] = "(hidden)";
+	const size_t mlen = sizeof(mark) - 1;
+
+	line[*len] = '\0';
+	pthread_mutex_lock(&hide_lock);
+	for (size_t i = 0; i < atomic_load(&nhidden); i++) {
+		size_t slen = strlen(hidden[i]);
+		char *p = line;
+
+		while ((p = strstr(p, hidden[i])) != NULL) {
+			size_t at = (size_t)(p - line), tail = *len - at - slen;
+
+			if (at + mlen + tail >= size) /* no room: cut rather than keep it */
+				tail = at + mlen < size ? size - 1 - at - mlen : 0;
+			if (at + mlen >= size) {
+				*len = at;
+				break;
+			}
+			memmove(p + mlen, p + slen, tail);
+			memcpy(p, mark, mlen);
+			*len = at + mlen + tail;
+			line[*len] = '\0';
+			p += mlen;
+		}
+	}
+	pthread_mutex_unlock(&hide_lock);
+}
+
 static void emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 {
 	char line[4096];
@@ -60,6 +117,8 @@ static void emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 	}
 	if (len >= sizeof(line) - 1)
 		len = sizeof(line) - 2;
+	if (atomic_load(&nhidden) > 0)
+		scrub(line, &len, sizeof(line) - 1);
 	line[len++] = '\n';
 	/* A short write to stderr has nowhere to be reported. */
 	if (write(STDERR_FILENO, line, len) < 0)

@@ -29,6 +29,16 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
 /*
+ * Never write secret (a password, token or key from the configuration) in a
+ * log line: every line, librdkafka's included, has it replaced by "(hidden)".
+ * A second line of defence behind code that never logs secrets in the
+ * first place. Copied; kept for the process's life; strings shorter than 6
+ * bytes are ignored (they would mangle ordinary words), as are more than 512.
+ * Any thread.
+ */
+void log_hide(const char *secret);
+
+/*
  * Bytes from outside (Kafka header names, keys) as one safe log token:
  * printable ASCII stays, a backslash becomes "\\", every other byte (CR, LF,
  * other control bytes, DEL, non-ASCII) becomes "\xNN", so no input can
