@@ -172,7 +172,8 @@ static const struct key keys[] = {
 		  "acks and enable.idempotence cannot be weakened." },
 	    MAIN(kafka.producer), .check = check_producer_prop },
 	{ .doc = { "kafka.consumer", CONF_T_STRLIST, "", 0, 0, NULL,
-		  "librdkafka consumer properties, \"name=value\", applied after ackd's own." },
+		  "librdkafka consumer properties, \"name=value\", applied after ackd's own; "
+		  "enable.auto.commit and enable.auto.offset.store cannot be turned on." },
 	    MAIN(kafka.consumer), .check = check_consumer_prop },
 
 	{ .doc = { "spool", CONF_T_GROUP, NULL, 0, 0, NULL,
