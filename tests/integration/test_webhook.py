@@ -635,6 +635,29 @@ def test_a_message_whose_dead_letter_cannot_be_written_is_not_committed(kafka, a
                      status), status
 
 
+def test_a_recreated_topic_is_delivered_from_its_new_start(kafka, ackd, webhook_sink):
+    """The topic is deleted and created again under the same name while ackd
+    consumes it: its offsets start again below what ackd completed. The new
+    messages must be delivered (they used to be dropped as "went back")."""
+    topic = new_topic(kafka, partitions=1)
+    webhook_sink.respond("/hook", lambda req: 200)
+    sub = subscription(topic, webhook_sink)
+    start_ackd(ackd, sub)
+    produce_all(kafka, topic, [{"value": f"old-{i}".encode()} for i in range(6)])
+    wait_committed(kafka, sub["group"], topic, {0: 6})
+
+    kafka.delete_topic(topic)
+    wait_until(lambda: topic not in kafka.admin().list_topics(timeout=5).topics, 30,
+               "the topic to be deleted")
+    kafka.create_topic(topic, partitions=1)
+    produce_all(kafka, topic, [{"value": f"new-{i}".encode()} for i in range(3)])
+
+    wait_until(lambda: {r.body for r in webhook_sink.received("/hook")} >=
+               {f"new-{i}".encode() for i in range(3)}, 60,
+               "the recreated topic's messages to be delivered")
+    wait_committed(kafka, sub["group"], topic, {0: 3})
+
+
 def test_without_dead_letter_topic_the_partition_blocks(kafka, ackd, webhook_sink):
     topic = new_topic(kafka, partitions=3)
 
