@@ -253,16 +253,22 @@ static struct part *find_part(struct consumer *c, const char *topic, int32_t par
 static void set_paused(struct consumer *c, struct part *p, bool pause)
 {
 	rd_kafka_topic_partition_list_t *l;
+	rd_kafka_resp_err_t err;
 
 	if (p->paused == pause)
 		return;
 	l = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-	if (pause)
-		rd_kafka_pause_partitions(c->rk, l);
-	else
-		rd_kafka_resume_partitions(c->rk, l);
+	err = pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
+	if (!err)
+		err = l->elems[0].err;
 	rd_kafka_topic_partition_list_destroy(l);
+	if (err) {
+		/* Tried again at the next trim or fetch; nothing is lost meanwhile. */
+		log_warnx("subscription %s: cannot %s %s [%d]: %s", c->cs->name,
+		    pause ? "pause" : "resume", p->topic, (int)p->partition, rd_kafka_err2str(err));
+		return;
+	}
 	p->paused = pause;
 	if (pause)
 		atomic_fetch_add(&c->paused_parts, 1);
@@ -392,11 +398,16 @@ static void commit(struct consumer *c, bool sync)
 		p->committed = o;
 	}
 	if (l->cnt > 0) {
-		rd_kafka_offsets_store(c->rk, l);
-		err = rd_kafka_commit(c->rk, l, sync ? 0 : 1);
-		if (sync && err) {
-			log_warnx("subscription %s: offset commit failed: %s", c->cs->name,
+		/* The commit names its offsets; the store only keeps librdkafka's view. */
+		err = rd_kafka_offsets_store(c->rk, l);
+		if (err)
+			log_debug("subscription %s: offsets store: %s", c->cs->name,
 			    rd_kafka_err2str(err));
+		err = rd_kafka_commit(c->rk, l, sync ? 0 : 1);
+		if (err) {
+			/* Async: not even sent. Either way the next commit sends all again. */
+			log_warnx("subscription %s: offset commit failed: %s; will commit again",
+			    c->cs->name, rd_kafka_err2str(err));
 			c->commit_failed = true;
 		}
 	}
@@ -883,6 +894,26 @@ static void msg_headers(struct msg *m)
 	}
 }
 
+/*
+ * Whether rkm, at an offset this epoch already took, is that same record
+ * fetched again (after a pause) rather than another log's record at a
+ * reused offset. Every offset taken at or above the committable point is
+ * still queued, so a refetch finds its twin.
+ */
+static bool fetched_again(const struct part *p, const rd_kafka_message_t *rkm)
+{
+	for (size_t i = p->len; i-- > 0;) {
+		const struct msg *m = q_at(p, i);
+		rd_kafka_timestamp_type_t ta, tb;
+
+		if (m->epoch != p->epoch || m->rkm->offset != rkm->offset)
+			continue;
+		return m->rkm->len == rkm->len && m->rkm->key_len == rkm->key_len &&
+		    rd_kafka_message_timestamp(m->rkm, &ta) == rd_kafka_message_timestamp(rkm, &tb);
+	}
+	return false;
+}
+
 static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 {
 	const char *topic = rd_kafka_topic_name(rkm->rkt);
@@ -899,21 +930,23 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 	if (offsets_add(p->off, rkm->offset) < 0) {
 		int64_t from = offsets_committable(p->off);
 
-		if (rkm->offset >= from) {
+		if (rkm->offset >= from && fetched_again(p, rkm)) {
 			/* Already taken (fetched again after a pause): nothing new. */
 			rd_kafka_message_destroy(rkm);
 			return;
 		}
 		/*
-		 * Below what completed: the log itself went back (the topic was
-		 * recreated, or truncated by an unclean election), and these are
-		 * messages never delivered. Track the partition afresh from here:
-		 * messages fetched before (another epoch) still finish but no longer
-		 * count, and the next commit writes the new, lower position.
+		 * Below what completed, or a record other than the one taken at
+		 * that offset: the log itself went back (the topic was recreated,
+		 * or truncated by an unclean election), and these are messages
+		 * never delivered. Track the partition afresh from here: messages
+		 * fetched before (another epoch) still finish but no longer count,
+		 * and the next commit writes the new, lower position.
 		 */
-		log_warnx("subscription %s: %s [%d] went back to offset %lld below %lld already "
-		    "completed (topic recreated or truncated?); delivering from there", c->cs->name,
-		    topic, (int)rkm->partition, (long long)rkm->offset, (long long)from);
+		log_warnx("subscription %s: %s [%d] went back to offset %lld (completed up to %lld, "
+		    "fetched up to %lld; topic recreated or truncated?); delivering from there",
+		    c->cs->name, topic, (int)rkm->partition, (long long)rkm->offset, (long long)from,
+		    (long long)offsets_next(p->off));
 		p->epoch++;
 		offsets_reset(p->off, rkm->offset);
 		p->committed = -1;
@@ -1002,6 +1035,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	struct consumer *c = opaque;
+	rd_kafka_resp_err_t kerr;
 
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
 		/* The group's committed offsets: where lag counts from. */
@@ -1024,14 +1058,20 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		log_info("subscription %s: assigned %d partitions", c->cs->name, parts->cnt);
 		/* librdkafka 2.0.2 keeps an application's pause across revoke and assign. */
 		rd_kafka_resume_partitions(rk, parts);
-		rd_kafka_assign(rk, parts);
+		kerr = rd_kafka_assign(rk, parts);
+		if (kerr)
+			log_warnx("subscription %s: cannot take the assigned partitions: %s",
+			    c->cs->name, rd_kafka_err2str(kerr));
 		if (c->gone)
 			pause_all(c);
 		return;
 	}
 	log_info("subscription %s: partitions revoked", c->cs->name);
 	release_all(c, "revoke");
-	rd_kafka_assign(rk, NULL);
+	kerr = rd_kafka_assign(rk, NULL);
+	if (kerr)
+		log_warnx("subscription %s: cannot let the revoked partitions go: %s", c->cs->name,
+		    rd_kafka_err2str(kerr));
 }
 
 /* --- the thread ------------------------------------------------------------------ */

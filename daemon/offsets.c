@@ -135,4 +135,6 @@ int64_t offsets_committable(const struct offsets *o)
 	return o->len > 0 ? slot_at(o, 0)->offset : o->next;
 }
 
+int64_t offsets_next(const struct offsets *o) { return o->next; }
+
 size_t offsets_pending(const struct offsets *o) { return o->pending; }

@@ -47,6 +47,9 @@ void offsets_reset(struct offsets *o, int64_t start);
 /* The offset to commit: every added message below it completed. */
 int64_t offsets_committable(const struct offsets *o);
 
+/* One past the last offset added; start before any add. */
+int64_t offsets_next(const struct offsets *o);
+
 /* Added and not yet completed. */
 size_t offsets_pending(const struct offsets *o);
 

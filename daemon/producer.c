@@ -510,9 +510,17 @@ static MUST_USE enum produce_res produce(struct producer *p, const struct spool_
 	rd_kafka_resp_err_t err;
 
 	snprintf(topic, sizeof(topic), "%.*s", (int)m->topic_len, m->topic);
-	for (size_t i = 0; i < m->nhdrs; i++)
-		rd_kafka_header_add(hdrs, m->hdrs[i].name, (ssize_t)m->hdrs[i].name_len,
+	for (size_t i = 0; i < m->nhdrs; i++) {
+		err = rd_kafka_header_add(hdrs, m->hdrs[i].name, (ssize_t)m->hdrs[i].name_len,
 		    m->hdrs[i].value, (ssize_t)m->hdrs[i].value_len);
+		if (err) {
+			/* Only a read-only list refuses: never send the record without it. */
+			log_warnx("producer: record %llu: cannot add header %zu: %s; holding it",
+			    (unsigned long long)r->seq, i, rd_kafka_err2str(err));
+			rd_kafka_headers_destroy(hdrs);
+			return QUEUE_FULL;
+		}
+	}
 
 	err = rd_kafka_producev(p->rk,
 	    RD_KAFKA_V_TOPIC(topic),

@@ -658,6 +658,42 @@ def test_a_recreated_topic_is_delivered_from_its_new_start(kafka, ackd, webhook_
     wait_committed(kafka, sub["group"], topic, {0: 3})
 
 
+def test_a_recreated_topic_is_delivered_while_an_old_message_is_still_retried(
+        kafka, ackd, webhook_sink):
+    """As above, but the first message of the old log is still being retried
+    when the topic comes back: the new log's offsets then repeat offsets ackd
+    still holds. Its records are not the ones taken there, so they are new
+    messages, delivered (they used to be dropped as fetched again)."""
+    topic = new_topic(kafka, partitions=1)
+    recreated = threading.Event()
+
+    def respond(req):
+        if req.body == b"old-0" and not recreated.is_set():
+            return 503
+        return 200
+    webhook_sink.respond("/hook", respond)
+    sub = subscription(topic, webhook_sink, retry={"initial_ms": 200, "max_ms": 500,
+                                                   "max_attempts": 0})
+    start_ackd(ackd, sub)
+    produce_all(kafka, topic, [{"value": f"old-{i}".encode()} for i in range(6)])
+    wait_until(lambda: len([r for r in webhook_sink.received("/hook")
+                            if r.body == b"old-0"]) >= 2, 30, "old-0 to be retried")
+    assert kafka.committed(sub["group"], topic).get(0, -1001) < 1
+
+    kafka.delete_topic(topic)
+    wait_until(lambda: topic not in kafka.admin().list_topics(timeout=5).topics, 30,
+               "the topic to be deleted")
+    kafka.create_topic(topic, partitions=1)
+    produce_all(kafka, topic, [{"value": f"new-{i}".encode()} for i in range(3)])
+    time.sleep(3)  # the consumer meets the new log while old-0 still fails
+    recreated.set()
+
+    wait_until(lambda: {r.body for r in webhook_sink.received("/hook") if r.status == 200} >=
+               {f"new-{i}".encode() for i in range(3)}, 60,
+               "the recreated topic's messages to be delivered")
+    wait_committed(kafka, sub["group"], topic, {0: 3})
+
+
 def test_without_dead_letter_topic_the_partition_blocks(kafka, ackd, webhook_sink):
     topic = new_topic(kafka, partitions=3)
 
