@@ -858,7 +858,8 @@ static int check_prop(rd_kafka_conf_t *rk, const char *prop, int consumer, char 
 		if (prop[0] == '=')
 			snprintf(msg, msglen, "\"=(hidden)\" is not name=value");
 		else if (strchr(prop, '=') || conf_prop_is_secret(prop) || strlen(prop) > 64)
-			snprintf(msg, msglen, "a property is not name=value (or its name is too long)");
+			snprintf(msg, msglen,
+			    "a property is not name=value (or its name is too long)");
 		else
 			snprintf(msg, msglen, "\"%s\" is not name=value", prop);
 		return -1;

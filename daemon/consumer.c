@@ -638,8 +638,10 @@ static void take_finished(struct consumer *c)
 
 		next = job->next;
 		for (size_t i = 0; p && p->gen == job->gen && i < p->len; i++) {
-			if (q_at(p, i)->rkm->offset == job->offset && q_at(p, i)->epoch == job->epoch) {
-				m = q_at(p, i);
+			struct msg *q = q_at(p, i);
+
+			if (q->rkm->offset == job->offset && q->epoch == job->epoch) {
+				m = q;
 				break;
 			}
 		}

@@ -416,7 +416,8 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 /* --- the librdkafka handle ------------------------------------------------ */
 
-static MUST_USE int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *err, size_t errlen)
+static MUST_USE int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *err,
+    size_t errlen)
 {
 	if (rd_kafka_conf_set(kc, name, value, err, errlen) != RD_KAFKA_CONF_OK)
 		return -1;

@@ -60,8 +60,8 @@ struct producer_waiter {
  * of ackd's: acks=all, idempotence, murmur2_random) and start the kafka loop.
  * conf and sp are borrowed and must outlive the producer.
  */
-MUST_USE int producer_start(const struct conf *conf, struct spool *sp, struct producer **out, char *err,
-    size_t errlen);
+MUST_USE int producer_start(const struct conf *conf, struct spool *sp, struct producer **out,
+    char *err, size_t errlen);
 
 /*
  * Stop taking new records, answer every waiter, wait up to flush_ms for

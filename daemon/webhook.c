@@ -468,8 +468,8 @@ static MUST_USE int build_headers(struct request *req, const struct webhook_msg 
 		if (!is_token(h->name) || strlen(h->name) > 256) {
 			char name[160];
 
-			log_debug("webhook %s: kafka header \"%s\" is not an http field name; not sent",
-			    cs->name, log_escape(h->name, strlen(h->name), name, sizeof(name)));
+			log_debug("webhook %s: kafka header \"%s\" is not an http field name; "
+			    "not sent", cs->name, log_escape(h->name, strlen(h->name), name, sizeof(name)));
 			continue;
 		}
 		put_pct(req, "ackd-header-", sizeof("ackd-header-") - 1, h->name,

@@ -342,7 +342,8 @@ static void test_pct_encode(void **state)
 static void test_url_redact(void **state)
 {
 	static const char *const cases[][2] = {
-		{ "https://user:pw@example.com:8443/hook?token=abc#f", "https://example.com:8443/hook?(query hidden)" },
+		{ "https://user:pw@example.com:8443/hook?token=abc#f",
+		    "https://example.com:8443/hook?(query hidden)" },
 		{ "http://u:p@ss@h/x", "http://h/x" },
 		{ "http://h:80", "http://h:80" },
 		{ "http://h/a/b", "http://h/a/b" },
