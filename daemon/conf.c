@@ -24,6 +24,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <librdkafka/rdkafka.h>
@@ -39,6 +40,8 @@
 
 #include "base64.h"
 #include "conf.h"
+#include "log.h"
+#include "webhook_sign.h"
 
 enum scope_id { SCOPE_MAIN, SCOPE_SUB, SCOPE_TOKEN };
 
@@ -169,7 +172,8 @@ static const struct key keys[] = {
 		  "acks and enable.idempotence cannot be weakened." },
 	    MAIN(kafka.producer), .check = check_producer_prop },
 	{ .doc = { "kafka.consumer", CONF_T_STRLIST, "", 0, 0, NULL,
-		  "librdkafka consumer properties, \"name=value\", applied after ackd's own." },
+		  "librdkafka consumer properties, \"name=value\", applied after ackd's own; "
+		  "enable.auto.commit and enable.auto.offset.store cannot be turned on." },
 	    MAIN(kafka.consumer), .check = check_consumer_prop },
 
 	{ .doc = { "spool", CONF_T_GROUP, NULL, 0, 0, NULL,
@@ -614,7 +618,12 @@ static int check_url(struct loader *ld, const char *v, char *msg, size_t msglen)
 		host = NULL;
 	if (host && *host != '\0' && *host != '/' && *host != ':' && !strpbrk(v, " \t\r\n"))
 		return 0;
-	snprintf(msg, msglen, "\"%s\" is not an http:// or https:// URL with a host", v);
+	{
+		char shown[256];
+
+		webhook_url_redact(v, shown, sizeof(shown));
+		snprintf(msg, msglen, "\"%s\" is not an http:// or https:// URL with a host", shown);
+	}
 	return -1;
 }
 
@@ -658,6 +667,153 @@ static int prop_split(const char *prop, char *name, size_t namelen, const char *
 	return 0;
 }
 
+/*
+ * Whether a librdkafka property's value is a secret that must never reach a
+ * log: sasl.*, ssl.*key*, and anything naming a password, secret or token.
+ */
+int conf_prop_is_secret(const char *name)
+{
+	char lower[256];
+	size_t n = 0;
+
+	for (; name[n] && n < sizeof(lower) - 1; n++)
+		lower[n] = (char)tolower((unsigned char)name[n]);
+	lower[n] = '\0';
+	return strncmp(lower, "sasl.", 5) == 0 ||
+	    (strncmp(lower, "ssl.", 4) == 0 && strstr(lower, "key")) ||
+	    strstr(lower, "password") || strstr(lower, "passwd") || strstr(lower, "secret") ||
+	    strstr(lower, "token");
+}
+
+/* Every occurrence of secret in text becomes "(hidden)", in place. */
+static void hide(char *text, size_t textlen, const char *secret)
+{
+	static const char mark[] = "(hidden)";
+	size_t slen = strlen(secret), mlen = sizeof(mark) - 1;
+	char *p;
+
+	if (slen == 0)
+		return;
+	while ((p = strstr(text, secret)) != NULL) {
+		size_t tail = strlen(p + slen) + 1;
+
+		if ((size_t)(p - text) + mlen + tail > textlen) {
+			*p = '\0'; /* no room: cut there rather than keep the secret */
+			return;
+		}
+		memmove(p + mlen, p + slen, tail);
+		memcpy(p, mark, mlen);
+	}
+}
+
+/*
+ * "name=value" as an error message may show it: the value only when it is
+ * not a secret and librdkafka knows the name (a mistyped secret's name may
+ * not look like one).
+ */
+static void prop_shown(const char *name, const char *value, int known, char *out,
+    size_t outlen)
+{
+	if (known && !conf_prop_is_secret(name))
+		snprintf(out, outlen, "%s=%s", name, value);
+	else
+		snprintf(out, outlen, "%s=(hidden)", name);
+}
+
+/*
+ * librdkafka's refusal of name=value, for a message: its words, with the
+ * value hidden where it is a secret.
+ */
+static void prop_refusal(const char *name, const char *value, rd_kafka_conf_res_t res,
+    char *rkerr, size_t rkerrlen, char *out, size_t outlen)
+{
+	char shown[300];
+	int known = res != RD_KAFKA_CONF_UNKNOWN;
+
+	trim_end(rkerr);
+	if (!known || conf_prop_is_secret(name))
+		hide(rkerr, rkerrlen, value);
+	prop_shown(name, value, known, shown, sizeof(shown));
+	snprintf(out, outlen, "\"%s\": %s", shown, rkerr);
+}
+
+void conf_hide_secrets(char *text, size_t textlen, const struct conf_strlist *props)
+{
+	for (size_t i = 0; i < props->n; i++) {
+		char name[256];
+		const char *value;
+
+		if (prop_split(props->v[i], name, sizeof(name), &value) == 0 &&
+		    conf_prop_is_secret(name))
+			hide(text, textlen, value);
+	}
+}
+
+/*
+ * Hand every secret of a loaded configuration to log_hide(), so that no log
+ * line can carry one whatever wrote it (librdkafka's debug output included):
+ * secret property values (less names that are identities, not secrets),
+ * tokens, signing secrets, and a URL's userinfo and query.
+ */
+static void hide_in_logs(const struct conf *conf)
+{
+	const struct conf_strlist *lists[] = { &conf->kafka.producer, &conf->kafka.consumer };
+
+	for (size_t l = 0; l < 2; l++) {
+		for (size_t i = 0; i < lists[l]->n; i++) {
+			char name[256];
+			const char *value;
+
+			if (prop_split(lists[l]->v[i], name, sizeof(name), &value) == 0 &&
+			    conf_prop_is_secret(name) && !strstr(name, "username") &&
+			    !strstr(name, "mechanism") && !strstr(name, "location") &&
+			    !strstr(name, "kerberos"))
+				log_hide(value);
+		}
+	}
+	for (size_t i = 0; i < conf->auth.ntokens; i++)
+		log_hide(conf->auth.tokens[i].token);
+	for (size_t s = 0; s < conf->nsubs; s++) {
+		const struct conf_sub *sub = &conf->subs[s];
+		const char *auth = strstr(sub->url, "://"), *end, *at = NULL, *q;
+		char part[1024];
+
+		for (size_t i = 0; i < sub->secrets.n; i++) {
+			log_hide(sub->secrets.v[i]);
+			log_hide(sub->secrets.v[i] + strlen("whsec_"));
+		}
+		if (!auth)
+			continue;
+		auth += 3;
+		end = auth + strcspn(auth, "/?#");
+		for (const char *p = auth; p < end; p++)
+			if (*p == '@')
+				at = p;
+		if (at) { /* user:password, and the password alone */
+			const char *colon = memchr(auth, ':', (size_t)(at - auth));
+			snprintf(part, sizeof(part), "%.*s", (int)(at - auth), auth);
+			log_hide(part);
+			if (colon) {
+				snprintf(part, sizeof(part), "%.*s", (int)(at - colon - 1), colon + 1);
+				log_hide(part);
+			}
+		}
+		q = strchr(end, '?');
+		if (q) { /* the query, and each of its values */
+			snprintf(part, sizeof(part), "%.*s", (int)strcspn(q + 1, "#"), q + 1);
+			log_hide(part);
+			for (char *tok = part, *next; tok && *tok; tok = next) {
+				char *eq;
+				next = strchr(tok, '&');
+				if (next)
+					*next++ = '\0';
+				if ((eq = strchr(tok, '=')) != NULL)
+					log_hide(eq + 1);
+			}
+		}
+	}
+}
+
 static int rk_get_is(rd_kafka_conf_t *rk, const char *name, const char *want)
 {
 	char buf[64];
@@ -669,12 +825,17 @@ static int rk_get_is(rd_kafka_conf_t *rk, const char *name, const char *want)
 }
 
 /* What ackd sets and a user property must not undo. */
-static int rk_set_floor(rd_kafka_conf_t *rk)
+static int rk_set_floor(rd_kafka_conf_t *rk, int consumer)
 {
 	char e[256];
 
 	if (rd_kafka_conf_set(rk, "acks", "all", e, sizeof(e)) != RD_KAFKA_CONF_OK ||
 	    rd_kafka_conf_set(rk, "enable.idempotence", "true", e, sizeof(e)) != RD_KAFKA_CONF_OK)
+		return -1;
+	if (consumer &&
+	    (rd_kafka_conf_set(rk, "enable.auto.commit", "false", e, sizeof(e)) != RD_KAFKA_CONF_OK ||
+	    rd_kafka_conf_set(rk, "enable.auto.offset.store", "false", e, sizeof(e)) !=
+	        RD_KAFKA_CONF_OK))
 		return -1;
 	return 0;
 }
@@ -683,46 +844,68 @@ static int rk_set_floor(rd_kafka_conf_t *rk)
  * Try one property on rk, which holds ackd's floor and the entries before it;
  * librdkafka reports the canonical value, whatever alias or spelling was used.
  */
-static int check_prop(rd_kafka_conf_t *rk, const char *prop, char *msg, size_t msglen)
+static int check_prop(rd_kafka_conf_t *rk, const char *prop, int consumer, char *msg,
+    size_t msglen)
 {
 	char name[256];
 	char rkerr[512];
+	char shown[300];
 	const char *value;
+	rd_kafka_conf_res_t res;
 
 	if (prop_split(prop, name, sizeof(name), &value) < 0) {
-		snprintf(msg, msglen, "\"%s\" is not name=value", prop);
+		/* Shown only when it cannot be a value: a secret may be pasted alone. */
+		if (prop[0] == '=')
+			snprintf(msg, msglen, "\"=(hidden)\" is not name=value");
+		else if (strchr(prop, '=') || conf_prop_is_secret(prop) || strlen(prop) > 64)
+			snprintf(msg, msglen,
+			    "a property is not name=value (or its name is too long)");
+		else
+			snprintf(msg, msglen, "\"%s\" is not name=value", prop);
 		return -1;
 	}
 	if (!rk)
 		return 0;
-	if (rd_kafka_conf_set(rk, name, value, rkerr, sizeof(rkerr)) != RD_KAFKA_CONF_OK) {
-		trim_end(rkerr);
-		snprintf(msg, msglen, "\"%s\": %s", prop, rkerr);
+	res = rd_kafka_conf_set(rk, name, value, rkerr, sizeof(rkerr));
+	if (res != RD_KAFKA_CONF_OK) {
+		prop_refusal(name, value, res, rkerr, sizeof(rkerr), msg, msglen);
 		return -1;
 	}
+	prop_shown(name, value, 1, shown, sizeof(shown));
 	if (!rk_get_is(rk, "acks", "-1")) {
-		snprintf(msg, msglen, "\"%s\" would weaken delivery: ackd requires acks=all", prop);
+		snprintf(msg, msglen, "\"%s\" would weaken delivery: ackd requires acks=all", shown);
 		goto weak;
 	}
 	if (!rk_get_is(rk, "enable.idempotence", "true")) {
 		snprintf(msg, msglen,
-		    "\"%s\" would weaken delivery: ackd requires enable.idempotence=true", prop);
+		    "\"%s\" would weaken delivery: ackd requires enable.idempotence=true", shown);
+		goto weak;
+	}
+	/* The consumer stores and commits offsets itself, after delivery only. */
+	if (consumer && !rk_get_is(rk, "enable.auto.offset.store", "false")) {
+		snprintf(msg, msglen, "\"%s\" would commit offsets before delivery: ackd requires "
+		    "enable.auto.offset.store=false", shown);
+		goto weak;
+	}
+	if (consumer && !rk_get_is(rk, "enable.auto.commit", "false")) {
+		snprintf(msg, msglen, "\"%s\" would commit offsets before delivery: ackd requires "
+		    "enable.auto.commit=false", shown);
 		goto weak;
 	}
 	return 0;
 weak:
-	rk_set_floor(rk);
+	rk_set_floor(rk, consumer);
 	return -1;
 }
 
 static int check_producer_prop(struct loader *ld, const char *v, char *msg, size_t msglen)
 {
-	return check_prop(ld->rk_producer, v, msg, msglen);
+	return check_prop(ld->rk_producer, v, 0, msg, msglen);
 }
 
 static int check_consumer_prop(struct loader *ld, const char *v, char *msg, size_t msglen)
 {
-	return check_prop(ld->rk_consumer, v, msg, msglen);
+	return check_prop(ld->rk_consumer, v, 1, msg, msglen);
 }
 
 int conf_apply_rdkafka(struct rd_kafka_conf_s *rk_conf, const struct conf_strlist *props,
@@ -732,15 +915,15 @@ int conf_apply_rdkafka(struct rd_kafka_conf_s *rk_conf, const struct conf_strlis
 		char name[256];
 		char rkerr[512];
 		const char *value;
+		rd_kafka_conf_res_t res;
 
 		if (prop_split(props->v[i], name, sizeof(name), &value) < 0) {
-			snprintf(err, errlen, "\"%s\" is not name=value", props->v[i]);
+			snprintf(err, errlen, "a property is not name=value");
 			return -1;
 		}
-		if (rd_kafka_conf_set(rk_conf, name, value, rkerr, sizeof(rkerr)) !=
-		    RD_KAFKA_CONF_OK) {
-			trim_end(rkerr);
-			snprintf(err, errlen, "\"%s\": %s", props->v[i], rkerr);
+		res = rd_kafka_conf_set(rk_conf, name, value, rkerr, sizeof(rkerr));
+		if (res != RD_KAFKA_CONF_OK) {
+			prop_refusal(name, value, res, rkerr, sizeof(rkerr), err, errlen);
 			return -1;
 		}
 	}
@@ -1380,7 +1563,7 @@ static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *
 	(void)buf;
 }
 
-static void check_clients(struct loader *ld, const config_t *cfg)
+static void check_clients(struct loader *ld, const config_t *cfg, const struct conf *conf)
 {
 	static const struct {
 		const char *path;
@@ -1407,6 +1590,9 @@ static void check_clients(struct loader *ld, const config_t *cfg)
 			continue;
 		}
 		rd_kafka_conf_destroy(kc);
+		/* librdkafka's words may quote a value (a SASL mechanism, a key). */
+		conf_hide_secrets(msg, sizeof(msg), i == 0 ? &conf->kafka.producer :
+		    &conf->kafka.consumer);
 		if (!s)
 			s = config_lookup(cfg, "kafka");
 		err_s(ld, s, "%s: librdkafka refuses these properties: %s", lists[i].path, msg);
@@ -1542,8 +1728,8 @@ int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 	conf = calloc(1, sizeof(*conf));
 	ld.rk_producer = rd_kafka_conf_new();
 	ld.rk_consumer = rd_kafka_conf_new();
-	if (!conf || rk_set_floor(ld.rk_producer) < 0 ||
-	    rk_set_floor(ld.rk_consumer) < 0) {
+	if (!conf || rk_set_floor(ld.rk_producer, 0) < 0 ||
+	    rk_set_floor(ld.rk_consumer, 1) < 0) {
 		ld.oom = 1;
 		goto fail;
 	}
@@ -1554,10 +1740,11 @@ int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 	check_required(&ld, &main_scope);
 	check_exposure(&ld, &cfg, conf);
 	if (ld.nerrs == 0 && !ld.oom)
-		check_clients(&ld, &cfg);
+		check_clients(&ld, &cfg, conf);
 	if (ld.nerrs > 0 || ld.oom)
 		goto fail;
 
+	hide_in_logs(conf);
 	*out = conf;
 	conf = NULL;
 fail:

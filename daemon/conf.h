@@ -165,8 +165,18 @@ void conf_diff(const struct conf *a, const struct conf *b,
     void (*fn)(const char *path, void *arg), void *arg);
 
 /*
+ * Whether the value of librdkafka property name is a secret, never logged:
+ * sasl.*, ssl.*key*, *password*, *passwd*, *secret*, *token*.
+ */
+int conf_prop_is_secret(const char *name);
+
+/* Replace, in text, the value of every secret property of props by "(hidden)". */
+void conf_hide_secrets(char *text, size_t textlen, const struct conf_strlist *props);
+
+/*
  * Apply a "name=value" list to a librdkafka configuration object (borrowed),
- * as kcat -X does. On error fills err with librdkafka's text and returns -1.
+ * as kcat -X does. On error fills err with librdkafka's text (a secret
+ * property's value hidden) and returns -1.
  */
 struct rd_kafka_conf_s;
 int conf_apply_rdkafka(struct rd_kafka_conf_s *rk_conf, const struct conf_strlist *props,

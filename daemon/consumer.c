@@ -91,6 +91,7 @@ struct msg {
 	struct part *part;
 	enum msg_state state;
 	int attempts;
+	uint64_t epoch;       /* the partition's epoch when it was fetched */
 	int64_t not_before;
 	struct timespec sent; /* when the request went out, for its latency */
 	struct webhook_hdr *hdrs;
@@ -102,6 +103,7 @@ struct part {
 	char *topic;
 	int32_t partition;
 	uint64_t gen;         /* tells a dead-letter job its partition is gone */
+	uint64_t epoch;       /* bumped when the log went back: offsets start again */
 	struct msg **q;       /* ring of fetched messages, offset order */
 	size_t head, len, cap;
 	size_t bytes;         /* of the values queued */
@@ -111,7 +113,6 @@ struct part {
 	int64_t wm_next_ms;   /* when to ask Kafka for them again */
 	size_t busy;          /* requests and dead-letter writes out */
 	bool paused;
-	bool went_back;       /* warned that the log went back below what completed */
 };
 
 struct dlq_job {
@@ -122,6 +123,8 @@ struct dlq_job {
 	int32_t partition;
 	int64_t offset;
 	uint64_t gen;
+	uint64_t epoch;
+	char why[96];         /* the spool's refusal, when it refused */
 	struct dlq_job *next;
 };
 
@@ -166,6 +169,7 @@ struct consumer {
 	size_t nlag;
 
 	atomic_uint_fast64_t delivered, retries, dead_lettered, dropped, retrying;
+	atomic_uint_fast64_t dlq_errors, send_errors;
 	atomic_uint_fast64_t stat_in_flight, assigned, paused_parts;
 };
 
@@ -249,16 +253,22 @@ static struct part *find_part(struct consumer *c, const char *topic, int32_t par
 static void set_paused(struct consumer *c, struct part *p, bool pause)
 {
 	rd_kafka_topic_partition_list_t *l;
+	rd_kafka_resp_err_t err;
 
 	if (p->paused == pause)
 		return;
 	l = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-	if (pause)
-		rd_kafka_pause_partitions(c->rk, l);
-	else
-		rd_kafka_resume_partitions(c->rk, l);
+	err = pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
+	if (!err)
+		err = l->elems[0].err;
 	rd_kafka_topic_partition_list_destroy(l);
+	if (err) {
+		/* Tried again at the next trim or fetch; nothing is lost meanwhile. */
+		log_warnx("subscription %s: cannot %s %s [%d]: %s", c->cs->name,
+		    pause ? "pause" : "resume", p->topic, (int)p->partition, rd_kafka_err2str(err));
+		return;
+	}
 	p->paused = pause;
 	if (pause)
 		atomic_fetch_add(&c->paused_parts, 1);
@@ -388,11 +398,16 @@ static void commit(struct consumer *c, bool sync)
 		p->committed = o;
 	}
 	if (l->cnt > 0) {
-		rd_kafka_offsets_store(c->rk, l);
-		err = rd_kafka_commit(c->rk, l, sync ? 0 : 1);
-		if (sync && err) {
-			log_warnx("subscription %s: offset commit failed: %s", c->cs->name,
+		/* The commit names its offsets; the store only keeps librdkafka's view. */
+		err = rd_kafka_offsets_store(c->rk, l);
+		if (err)
+			log_debug("subscription %s: offsets store: %s", c->cs->name,
 			    rd_kafka_err2str(err));
+		err = rd_kafka_commit(c->rk, l, sync ? 0 : 1);
+		if (err) {
+			/* Async: not even sent. Either way the next commit sends all again. */
+			log_warnx("subscription %s: offset commit failed: %s; will commit again",
+			    c->cs->name, rd_kafka_err2str(err));
 			c->commit_failed = true;
 		}
 	}
@@ -407,7 +422,11 @@ static void complete(struct consumer *c, struct msg *m)
 	struct part *p = m->part;
 
 	set_state(c, m, M_DONE);
-	offsets_done(p->off, m->rkm->offset);
+	/* A message fetched before the log went back no longer counts for commits. */
+	if (m->epoch == p->epoch && offsets_done(p->off, m->rkm->offset) < 0)
+		log_warnx("subscription %s: %s [%d] offset %lld completed but was not pending; "
+		    "not counted", c->cs->name, p->topic, (int)p->partition,
+		    (long long)m->rkm->offset);
 	trim(c, p);
 }
 
@@ -428,6 +447,21 @@ static void dlq_finished(struct consumer *c, struct dlq_job *job)
 	unref(c);
 }
 
+static const char *spool_err_text(enum spool_err err)
+{
+	switch (err) {
+	case SPOOL_OK:
+		return "no error";
+	case SPOOL_EFULL:
+		return "the spool is full";
+	case SPOOL_EIO:
+		return "the spool cannot be written";
+	case SPOOL_ECLOSED:
+		return "the spool is closing";
+	}
+	return "unknown spool error";
+}
+
 /* Kafka loop: the dead letter has a verdict, or its wait ended. */
 static void dlq_acked(struct producer_waiter *w)
 {
@@ -442,6 +476,7 @@ static void dlq_spooled(void *arg, enum spool_err err, uint64_t first_seq)
 	struct dlq_job *job = arg;
 
 	if (err != SPOOL_OK) {
+		snprintf(job->why, sizeof(job->why), "%s", spool_err_text(err));
 		dlq_finished(job->c, job);
 		return;
 	}
@@ -454,7 +489,13 @@ static void dlq_spooled(void *arg, enum spool_err err, uint64_t first_seq)
 	producer_wait(job->c->prod, &job->w);
 }
 
-static void dead_letter(struct consumer *c, struct msg *m, const char *reason, long status)
+/*
+ * Queue m's dead letter: 0, or -1 with err filled when it cannot be written
+ * (it cannot be encoded as one record, or the spool refused it at once);
+ * the message then stays unfinished and its offset uncommitted.
+ */
+static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *reason,
+    long status, char *err, size_t errlen)
 {
 	const struct conf_sub *cs = c->cs;
 	const rd_kafka_message_t *rkm = m->rkm;
@@ -463,11 +504,15 @@ static void dead_letter(struct consumer *c, struct msg *m, const char *reason, l
 	const char *names[6] = { "ackd-dlq-reason", "ackd-dlq-status", "ackd-dlq-attempts",
 		"ackd-dlq-source-topic", "ackd-dlq-source-partition", "ackd-dlq-source-offset" };
 	const char *values[6];
-	struct dlq_job *job = xcalloc(1, sizeof(*job));
+	struct dlq_job *job = NULL;
 	struct spool_batch *b = spool_batch_new(1);
+	enum spool_err serr;
 	size_t n = 0;
-	int added;
 
+	if (!b) {
+		snprintf(err, errlen, "out of memory for its batch");
+		goto fail;
+	}
 	snprintf(st, sizeof(st), "%ld", status);
 	snprintf(att, sizeof(att), "%d", m->attempts);
 	snprintf(part, sizeof(part), "%d", (int)rkm->partition);
@@ -502,14 +547,27 @@ static void dead_letter(struct consumer *c, struct msg *m, const char *reason, l
 		.nhdrs = n,
 		.timestamp_ms = wall_ms(),
 	};
-	added = b ? spool_batch_add(b, &sm) : -1;
+	/*
+	 * A record the spool cannot hold (a header name over 65,535 bytes, a
+	 * value near 64 MiB): never submit the batch without it, or its empty
+	 * batch's sequence would belong to the next record written and that
+	 * record's ack would complete this message.
+	 */
+	if (spool_batch_add(b, &sm) < 0 || spool_batch_count(b) != 1) {
+		snprintf(err, errlen, "it cannot be encoded as one spool record (a header name "
+		    "over 65535 bytes or a record over the spool's limit)");
+		goto fail;
+	}
 	free(hdrs);
+	hdrs = NULL;
 
+	job = xcalloc(1, sizeof(*job));
 	job->c = c;
 	snprintf(job->topic, sizeof(job->topic), "%s", m->part->topic);
 	job->partition = rkm->partition;
 	job->offset = rkm->offset;
 	job->gen = m->part->gen;
+	job->epoch = m->epoch;
 	pthread_mutex_lock(&c->lock);
 	c->refs++;
 	pthread_mutex_unlock(&c->lock);
@@ -518,12 +576,17 @@ static void dead_letter(struct consumer *c, struct msg *m, const char *reason, l
 	log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld, %d attempts); "
 	    "writing it to %s", cs->name, m->part->topic, (int)rkm->partition,
 	    (long long)rkm->offset, reason, status, m->attempts, cs->dead_letter_topic);
-	if (added < 0) {
-		spool_batch_free(b);
-		dlq_finished(c, job); /* cannot be encoded: comes back as not written */
-	} else if (spool_submit(c->sp, b, dlq_spooled, job) != SPOOL_OK) {
-		dlq_finished(c, job); /* refused at once: comes back as not written */
+	serr = spool_submit(c->sp, b, dlq_spooled, job);
+	if (serr != SPOOL_OK) {
+		/* Refused at once (b freed): comes back as not written. */
+		snprintf(job->why, sizeof(job->why), "%s", spool_err_text(serr));
+		dlq_finished(c, job);
 	}
+	return 0;
+fail:
+	free(hdrs);
+	spool_batch_free(b);
+	return -1;
 }
 
 /* A message that the endpoint will not take, or that used up its attempts. */
@@ -532,7 +595,17 @@ static void give_up(struct consumer *c, struct msg *m, const char *reason, long 
 	const struct conf_sub *cs = c->cs;
 
 	if (cs->dead_letter_topic[0]) {
-		dead_letter(c, m, reason, status);
+		char err[160];
+
+		if (dead_letter(c, m, reason, status, err, sizeof(err)) == 0)
+			return;
+		/* Never commit it without its dead letter: it blocks and is retried. */
+		atomic_fetch_add(&c->dlq_errors, 1);
+		log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld), but it cannot "
+		    "be written to %s: %s; not committed, tried again in %lld ms", cs->name,
+		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, reason,
+		    status, cs->dead_letter_topic, err, (long long)cs->retry.max_ms);
+		retry_later(c, m, cs->retry.max_ms);
 		return;
 	}
 	if (cs->on_exhausted == CONF_EXHAUSTED_DROP) {
@@ -565,8 +638,10 @@ static void take_finished(struct consumer *c)
 
 		next = job->next;
 		for (size_t i = 0; p && p->gen == job->gen && i < p->len; i++) {
-			if (q_at(p, i)->rkm->offset == job->offset) {
-				m = q_at(p, i);
+			struct msg *q = q_at(p, i);
+
+			if (q->rkm->offset == job->offset && q->epoch == job->epoch) {
+				m = q;
 				break;
 			}
 		}
@@ -576,9 +651,12 @@ static void take_finished(struct consumer *c)
 				atomic_fetch_add(&c->dead_lettered, 1);
 				complete(c, m);
 			} else {
+				atomic_fetch_add(&c->dlq_errors, 1);
 				log_warnx("subscription %s: dead letter of %s [%d] offset %lld not "
-				    "acknowledged by kafka (%s); trying the endpoint again in %lld ms",
+				    "%s (%s); not committed, trying the endpoint again in %lld ms",
 				    c->cs->name, job->topic, (int)job->partition, (long long)job->offset,
+				    job->why[0] ? "written to the spool" : "acknowledged by kafka",
+				    job->why[0] ? job->why :
 				    job->res.error ? job->res.error : "no answer in time",
 				    (long long)c->cs->retry.max_ms);
 				retry_later(c, m, c->cs->retry.max_ms);
@@ -683,8 +761,13 @@ static void send_msg(struct consumer *c, struct msg *m)
 		.attempt = m->attempts + 1,
 	};
 
-	if (webhook_send(c->wh, &wm, m) < 0) {
-		log_warnx("subscription %s: cannot start a request; trying again", c->cs->name);
+	char err[128];
+
+	if (webhook_send(c->wh, &wm, m, err, sizeof(err)) < 0) {
+		atomic_fetch_add(&c->send_errors, 1);
+		log_warnx("subscription %s: %s [%d] offset %lld: %s; not sent, trying again in "
+		    "%d ms", c->cs->name, m->part->topic, (int)rkm->partition, (long long)rkm->offset,
+		    err, SEND_RETRY_MS);
 		set_state(c, m, M_BACKOFF);
 		m->not_before = now_ms() + SEND_RETRY_MS;
 		return;
@@ -813,6 +896,26 @@ static void msg_headers(struct msg *m)
 	}
 }
 
+/*
+ * Whether rkm, at an offset this epoch already took, is that same record
+ * fetched again (after a pause) rather than another log's record at a
+ * reused offset. Every offset taken at or above the committable point is
+ * still queued, so a refetch finds its twin.
+ */
+static bool fetched_again(const struct part *p, const rd_kafka_message_t *rkm)
+{
+	for (size_t i = p->len; i-- > 0;) {
+		const struct msg *m = q_at(p, i);
+		rd_kafka_timestamp_type_t ta, tb;
+
+		if (m->epoch != p->epoch || m->rkm->offset != rkm->offset)
+			continue;
+		return m->rkm->len == rkm->len && m->rkm->key_len == rkm->key_len &&
+		    rd_kafka_message_timestamp(m->rkm, &ta) == rd_kafka_message_timestamp(rkm, &tb);
+	}
+	return false;
+}
+
 static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 {
 	const char *topic = rd_kafka_topic_name(rkm->rkt);
@@ -827,22 +930,35 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 	if (!p->off)
 		p->off = offsets_new(rkm->offset);
 	if (offsets_add(p->off, rkm->offset) < 0) {
-		/* Already taken (fetched again after a pause): nothing new. Below what
-		 * completed, though, the log itself went back (topic recreated,
-		 * truncated): say so, those offsets were delivered already. */
-		if (rkm->offset < offsets_committable(p->off) && !p->went_back) {
-			p->went_back = true;
-			log_warnx("subscription %s: %s [%d] went back to offset %lld below %lld "
-			    "already delivered (topic recreated or truncated?); not delivered again",
-			    c->cs->name, topic, (int)rkm->partition, (long long)rkm->offset,
-			    (long long)offsets_committable(p->off));
+		int64_t from = offsets_committable(p->off);
+
+		if (rkm->offset >= from && fetched_again(p, rkm)) {
+			/* Already taken (fetched again after a pause): nothing new. */
+			rd_kafka_message_destroy(rkm);
+			return;
 		}
-		rd_kafka_message_destroy(rkm);
-		return;
+		/*
+		 * Below what completed, or a record other than the one taken at
+		 * that offset: the log itself went back (the topic was recreated,
+		 * or truncated by an unclean election), and these are messages
+		 * never delivered. Track the partition afresh from here: messages
+		 * fetched before (another epoch) still finish but no longer count,
+		 * and the next commit writes the new, lower position.
+		 */
+		log_warnx("subscription %s: %s [%d] went back to offset %lld (completed up to %lld, "
+		    "fetched up to %lld; topic recreated or truncated?); delivering from there",
+		    c->cs->name, topic, (int)rkm->partition, (long long)rkm->offset, (long long)from,
+		    (long long)offsets_next(p->off));
+		p->epoch++;
+		offsets_reset(p->off, rkm->offset);
+		p->committed = -1;
+		if (offsets_add(p->off, rkm->offset) < 0)
+			fatalx("offsets: %lld refused right after a reset", (long long)rkm->offset);
 	}
 	m = xcalloc(1, sizeof(*m));
 	m->rkm = rkm;
 	m->part = p;
+	m->epoch = p->epoch;
 	m->state = M_WAITING;
 	msg_headers(m);
 	if (!m->id[0])
@@ -921,6 +1037,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	struct consumer *c = opaque;
+	rd_kafka_resp_err_t kerr;
 
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
 		/* The group's committed offsets: where lag counts from. */
@@ -943,14 +1060,20 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		log_info("subscription %s: assigned %d partitions", c->cs->name, parts->cnt);
 		/* librdkafka 2.0.2 keeps an application's pause across revoke and assign. */
 		rd_kafka_resume_partitions(rk, parts);
-		rd_kafka_assign(rk, parts);
+		kerr = rd_kafka_assign(rk, parts);
+		if (kerr)
+			log_warnx("subscription %s: cannot take the assigned partitions: %s",
+			    c->cs->name, rd_kafka_err2str(kerr));
 		if (c->gone)
 			pause_all(c);
 		return;
 	}
 	log_info("subscription %s: partitions revoked", c->cs->name);
 	release_all(c, "revoke");
-	rd_kafka_assign(rk, NULL);
+	kerr = rd_kafka_assign(rk, NULL);
+	if (kerr)
+		log_warnx("subscription %s: cannot let the revoked partitions go: %s", c->cs->name,
+		    rd_kafka_err2str(kerr));
 }
 
 /* --- the thread ------------------------------------------------------------------ */
@@ -1051,6 +1174,7 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 	struct consumer *c = xcalloc(1, sizeof(*c));
 	rd_kafka_topic_partition_list_t *topics = NULL;
 	rd_kafka_resp_err_t kerr;
+	char url[512];
 
 	c->conf = conf;
 	c->cs = cs;
@@ -1089,9 +1213,9 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 		snprintf(err, errlen, "cannot start the subscription thread");
 		goto fail;
 	}
+	webhook_url_redact(cs->url[0] ? cs->url : "http://localhost/", url, sizeof(url));
 	log_info("subscription %s: consuming %zu topics in group %s for %s%s", cs->name,
-	    cs->topics.n, cs->group, cs->url[0] ? cs->url : "http://localhost/",
-	    cs->unix_socket[0] ? " over a unix socket" : "");
+	    cs->topics.n, cs->group, url, cs->unix_socket[0] ? " over a unix socket" : "");
 	*out = c;
 	return 0;
 fail:
@@ -1135,6 +1259,8 @@ void consumer_stats(struct consumer *c, struct consumer_stats *out)
 	out->retries = atomic_load(&c->retries);
 	out->dead_lettered = atomic_load(&c->dead_lettered);
 	out->dropped = atomic_load(&c->dropped);
+	out->dead_letter_errors = atomic_load(&c->dlq_errors);
+	out->send_errors = atomic_load(&c->send_errors);
 	out->in_flight = atomic_load(&c->stat_in_flight);
 	out->retrying = atomic_load(&c->retrying);
 	out->assigned = atomic_load(&c->assigned);

@@ -13,6 +13,10 @@
 #include "conf.h"
 #include "metrics.h"
 
+#ifndef MUST_USE /* as in util.h, which this header does not pull in */
+#define MUST_USE __attribute__((warn_unused_result))
+#endif
+
 struct consumer;
 struct spool;
 struct producer;
@@ -22,7 +26,7 @@ struct producer;
  * prod are borrowed and must outlive the consumer (dead letters go through
  * the spool and the producer like published messages).
  */
-int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct spool *sp,
+MUST_USE int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct spool *sp,
     struct producer *prod, struct consumer **out, char *err, size_t errlen);
 
 /*

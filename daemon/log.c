@@ -6,6 +6,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,13 @@
 #include "log.h"
 
 static volatile enum log_level cur_level = LOG_LVL_INFO;
+
+#define HIDE_MAX 512
+#define HIDE_MIN_LEN 6
+
+static pthread_mutex_t hide_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *hidden[HIDE_MAX];
+static atomic_size_t nhidden;
 
 static const char *const level_names[] = {
 	[LOG_LVL_ERR] = "error",
@@ -40,6 +49,54 @@ int log_level_parse(const char *name, enum log_level *out)
 	return -1;
 }
 
+void log_hide(const char *secret)
+{
+	size_t n;
+
+	if (strlen(secret) < HIDE_MIN_LEN)
+		return;
+	pthread_mutex_lock(&hide_lock);
+	n = atomic_load(&nhidden);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(hidden[i], secret) == 0)
+			goto out;
+	if (n < HIDE_MAX && (hidden[n] = strdup(secret)) != NULL)
+		atomic_store(&nhidden, n + 1);
+out:
+	pthread_mutex_unlock(&hide_lock);
+}
+
+/* Replace every registered secret in line[0..*len) (room for size bytes). */
+static void scrub(char *line, size_t *len, size_t size)
+{
+	static const char mark[] = "(hidden)";
+	const size_t mlen = sizeof(mark) - 1;
+
+	line[*len] = '\0';
+	pthread_mutex_lock(&hide_lock);
+	for (size_t i = 0; i < atomic_load(&nhidden); i++) {
+		size_t slen = strlen(hidden[i]);
+		char *p = line;
+
+		while ((p = strstr(p, hidden[i])) != NULL) {
+			size_t at = (size_t)(p - line), tail = *len - at - slen;
+
+			if (at + mlen + tail >= size) /* no room: cut rather than keep it */
+				tail = at + mlen < size ? size - 1 - at - mlen : 0;
+			if (at + mlen >= size) {
+				*len = at;
+				break;
+			}
+			memmove(p + mlen, p + slen, tail);
+			memcpy(p, mark, mlen);
+			*len = at + mlen + tail;
+			line[*len] = '\0';
+			p += mlen;
+		}
+	}
+	pthread_mutex_unlock(&hide_lock);
+}
+
 static void emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 {
 	char line[4096];
@@ -60,10 +117,56 @@ static void emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 	}
 	if (len >= sizeof(line) - 1)
 		len = sizeof(line) - 2;
+	if (atomic_load(&nhidden) > 0)
+		scrub(line, &len, sizeof(line) - 1);
 	line[len++] = '\n';
 	/* A short write to stderr has nowhere to be reported. */
 	if (write(STDERR_FILENO, line, len) < 0)
 		return;
+}
+
+/* The escaped width of byte c. */
+static size_t escaped_width(unsigned char c)
+{
+	return c == '\\' ? 2 : c >= 0x20 && c < 0x7f ? 1 : 4;
+}
+
+char *log_escape(const void *s, size_t len, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = s;
+	size_t need = 0, n = 0, room;
+
+	if (outlen == 0)
+		return out;
+	for (size_t i = 0; i < len; i++)
+		need += escaped_width(p[i]);
+	/* Cut: keep room for "..." (when outlen allows) and the NUL. */
+	room = need < outlen ? outlen - 1 : outlen >= 4 ? outlen - 4 : 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = p[i];
+		size_t w = escaped_width(c);
+
+		if (n + w > room)
+			break;
+		if (w == 1) {
+			out[n] = (char)c;
+		} else if (w == 2) {
+			out[n] = out[n + 1] = '\\';
+		} else {
+			out[n] = '\\';
+			out[n + 1] = 'x';
+			out[n + 2] = hex[c >> 4];
+			out[n + 3] = hex[c & 15];
+		}
+		n += w;
+	}
+	if (need >= outlen && outlen >= 4) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = '\0';
+	return out;
 }
 
 void log_vmsg(enum log_level level, const char *fmt, va_list ap) { emit(level, 0, fmt, ap); }

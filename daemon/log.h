@@ -9,6 +9,7 @@
 #define ACKD_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -26,6 +27,25 @@ void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+
+/*
+ * Never write secret (a password, token or key from the configuration) in a
+ * log line: every line, librdkafka's included, has it replaced by "(hidden)".
+ * A second line of defence behind code that never logs secrets in the
+ * first place. Copied; kept for the process's life; strings shorter than 6
+ * bytes are ignored (they would mangle ordinary words), as are more than 512.
+ * Any thread.
+ */
+void log_hide(const char *secret);
+
+/*
+ * Bytes from outside (Kafka header names, keys) as one safe log token:
+ * printable ASCII stays, a backslash becomes "\\", every other byte (CR, LF,
+ * other control bytes, DEL, non-ASCII) becomes "\xNN", so no input can
+ * start a line of its own or hide in the terminal. Cut with "..." to fit
+ * outlen (at least 4); always NUL-terminated. Returns out.
+ */
+char *log_escape(const void *s, size_t len, char *out, size_t outlen);
 
 /* Log and exit(1). Only at start-up or for a broken invariant. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -479,6 +479,8 @@ enum sub_field {
 	F_RETRIES,
 	F_DEAD_LETTERED,
 	F_DROPPED,
+	F_DLQ_ERRORS,
+	F_SEND_ERRORS,
 	F_ASSIGNED,
 	F_PAUSED_PARTS,
 	F_PAUSED,
@@ -498,6 +500,11 @@ static const struct {
 	    "Messages written to the dead-letter topic." },
 	{ F_DROPPED, "ackd_webhook_dropped_total", "counter",
 	    "Messages dropped after their retries were exhausted (on_exhausted = drop)." },
+	{ F_DLQ_ERRORS, "ackd_webhook_dead_letter_errors_total", "counter",
+	    "Dead letters not written (not encodable, spool or Kafka refused); the message "
+	    "stays uncommitted and is retried." },
+	{ F_SEND_ERRORS, "ackd_webhook_send_errors_total", "counter",
+	    "Requests that could not be started (signing failed, libcurl); retried." },
 	{ F_ASSIGNED, "ackd_consumer_assigned_partitions", "gauge",
 	    "Partitions assigned to the subscription's consumer." },
 	{ F_PAUSED_PARTS, "ackd_consumer_paused_partitions", "gauge",
@@ -521,6 +528,10 @@ static uint64_t sub_value(const struct consumer_stats *s, enum sub_field f)
 		return s->dead_lettered;
 	case F_DROPPED:
 		return s->dropped;
+	case F_DLQ_ERRORS:
+		return s->dead_letter_errors;
+	case F_SEND_ERRORS:
+		return s->send_errors;
 	case F_ASSIGNED:
 		return s->assigned;
 	case F_PAUSED_PARTS:

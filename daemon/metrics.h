@@ -33,6 +33,8 @@ struct consumer_stats {
 	uint64_t retries;
 	uint64_t dead_lettered;
 	uint64_t dropped;
+	uint64_t dead_letter_errors; /* dead letters not written: the message stays and retries */
+	uint64_t send_errors;        /* requests not started (signing failed, libcurl): retried */
 	uint64_t in_flight;
 	uint64_t retrying;
 	uint64_t assigned;

@@ -122,9 +122,19 @@ int offsets_done(struct offsets *o, int64_t offset)
 	return 0;
 }
 
+void offsets_reset(struct offsets *o, int64_t start)
+{
+	o->head = 0;
+	o->len = 0;
+	o->pending = 0;
+	o->next = start;
+}
+
 int64_t offsets_committable(const struct offsets *o)
 {
 	return o->len > 0 ? slot_at(o, 0)->offset : o->next;
 }
+
+int64_t offsets_next(const struct offsets *o) { return o->next; }
 
 size_t offsets_pending(const struct offsets *o) { return o->pending; }

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 struct offsets;
 
 /*
@@ -27,16 +29,26 @@ void offsets_free(struct offsets *o); /* NULL ok */
  * A message at offset was fetched. Offsets must increase, starting at start
  * or later; -1 if not (nothing changes).
  */
-int offsets_add(struct offsets *o, int64_t offset);
+MUST_USE int offsets_add(struct offsets *o, int64_t offset);
 
 /*
  * The message at offset completed (delivered or dead-lettered). -1 when no
  * message at offset is pending: never added, or already done.
  */
-int offsets_done(struct offsets *o, int64_t offset);
+MUST_USE int offsets_done(struct offsets *o, int64_t offset);
+
+/*
+ * The partition's log went back (recreated, truncated): forget every message
+ * added and start tracking again at start, as offsets_new() does. Messages
+ * added before are no longer pending (offsets_done() refuses them).
+ */
+void offsets_reset(struct offsets *o, int64_t start);
 
 /* The offset to commit: every added message below it completed. */
 int64_t offsets_committable(const struct offsets *o);
+
+/* One past the last offset added; start before any add. */
+int64_t offsets_next(const struct offsets *o);
 
 /* Added and not yet completed. */
 size_t offsets_pending(const struct offsets *o);

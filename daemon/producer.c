@@ -416,7 +416,8 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 /* --- the librdkafka handle ------------------------------------------------ */
 
-static int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *err, size_t errlen)
+static MUST_USE int set(rd_kafka_conf_t *kc, const char *name, const char *value, char *err,
+    size_t errlen)
 {
 	if (rd_kafka_conf_set(kc, name, value, err, errlen) != RD_KAFKA_CONF_OK)
 		return -1;
@@ -436,6 +437,8 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	    set(kc, "queue.buffering.max.messages", "200000", err, errlen) < 0 ||
 	    set(kc, "partitioner", "murmur2_random", err, errlen) < 0 ||
 	    set(kc, "log.queue", "false", err, errlen) < 0 ||
+	    /* A topic is created by its owner, never by a record naming it. */
+	    set(kc, "allow.auto.create.topics", "false", err, errlen) < 0 ||
 	    conf_apply_rdkafka(kc, &p->conf->kafka.producer, err, errlen) < 0) {
 		rd_kafka_conf_destroy(kc);
 		return NULL;
@@ -500,7 +503,7 @@ static void rebuild(struct producer *p)
 
 enum produce_res { PRODUCED, QUEUE_FULL, REJECTED, FATAL };
 
-static enum produce_res produce(struct producer *p, const struct spool_rec *r)
+static MUST_USE enum produce_res produce(struct producer *p, const struct spool_rec *r)
 {
 	const struct spool_msg *m = &r->msg;
 	rd_kafka_headers_t *hdrs = rd_kafka_headers_new(m->nhdrs);
@@ -508,9 +511,17 @@ static enum produce_res produce(struct producer *p, const struct spool_rec *r)
 	rd_kafka_resp_err_t err;
 
 	snprintf(topic, sizeof(topic), "%.*s", (int)m->topic_len, m->topic);
-	for (size_t i = 0; i < m->nhdrs; i++)
-		rd_kafka_header_add(hdrs, m->hdrs[i].name, (ssize_t)m->hdrs[i].name_len,
+	for (size_t i = 0; i < m->nhdrs; i++) {
+		err = rd_kafka_header_add(hdrs, m->hdrs[i].name, (ssize_t)m->hdrs[i].name_len,
 		    m->hdrs[i].value, (ssize_t)m->hdrs[i].value_len);
+		if (err) {
+			/* Only a read-only list refuses: never send the record without it. */
+			log_warnx("producer: record %llu: cannot add header %zu: %s; holding it",
+			    (unsigned long long)r->seq, i, rd_kafka_err2str(err));
+			rd_kafka_headers_destroy(hdrs);
+			return QUEUE_FULL;
+		}
+	}
 
 	err = rd_kafka_producev(p->rk,
 	    RD_KAFKA_V_TOPIC(topic),

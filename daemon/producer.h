@@ -16,8 +16,7 @@
 
 #include "conf.h"
 
-/* As in util.h: a status result that must not be ignored. */
-#ifndef MUST_USE
+#ifndef MUST_USE /* as in util.h, which this header does not pull in */
 #define MUST_USE __attribute__((warn_unused_result))
 #endif
 

@@ -4,8 +4,14 @@
  * Design. Lookups are a hash-free linear cache: a sidecar publishes to a
  * handful of topics, so a small array under a mutex is the simplest thing
  * that is fast enough. A topic Kafka says exists stays known (its partition
- * count is refreshed every REFRESH_MS); a missing one is asked again after
- * MISSING_TTL_MS, so a topic created later is soon accepted. Queries are
+ * count is refreshed every REFRESH_MS); known topics are bounded by the
+ * cluster. A missing one is asked again after MISSING_TTL_MS, so a topic
+ * created later is soon accepted; any publisher can name unknown topics, so
+ * at most TOPICS_MAX_UNKNOWN of them are kept and the least recently used
+ * one makes room for the next (the cache never stops caching). The handle
+ * never lets a metadata request create a topic (allow.auto.create.topics is
+ * false whatever kafka.producer says), so probing a name leaves the cluster
+ * as it was even on brokers with auto.create.topics.enable=true. Queries are
  * served by the topics thread with a metadata-only librdkafka handle of its
  * own, so a slow or unreachable Kafka never blocks a request thread or the
  * producer's loop. When a topic is first seen, its replication factor and
@@ -39,14 +45,23 @@
 #define PROBE_MS 5000 /* how often the cluster is asked for its brokers */
 #define MAX_QUIET_MS 30000 /* a few metadata calls of QUERY_TIMEOUT_MS in a row */
 #define REFRESH_MS 60000
-#define MAX_TOPICS 4096
 
 struct topic {
 	char *name;
 	enum topic_state state;
 	int partitions;
 	int64_t checked_ms;
+	uint64_t used;        /* cache clock at the last lookup or answer: LRU */
 	bool checked_safety;
+};
+
+/* The cache proper: no lock, no I/O (topics.h). */
+struct topic_cache {
+	struct topic *v;
+	size_t n, cap;
+	size_t unknown;       /* entries not TOPIC_EXISTS */
+	size_t max_unknown;
+	uint64_t clock;
 };
 
 struct query {
@@ -65,36 +80,136 @@ struct topics {
 	bool stopping;
 	struct query *queries; /* FIFO by appending at the tail */
 	struct query **queries_tail;
-	struct topic *v;
-	size_t n, cap;
+	struct topic_cache *cache;
 	atomic_llong reached_ms; /* last successful metadata answer */
 	atomic_llong unreachable_until_ms; /* a query timed out: do not wait until then */
 	atomic_int brokers;                /* in the last metadata answer */
 };
 
-/* Caller holds t->lock. */
-static struct topic *find(struct topics *t, const char *name)
+/* --- the cache -------------------------------------------------------------- */
+
+struct topic_cache *topic_cache_new(size_t max_unknown)
 {
-	for (size_t i = 0; i < t->n; i++)
-		if (strcmp(t->v[i].name, name) == 0)
-			return &t->v[i];
+	struct topic_cache *c = xcalloc(1, sizeof(*c));
+
+	c->max_unknown = max_unknown ? max_unknown : 1;
+	return c;
+}
+
+void topic_cache_free(struct topic_cache *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n; i++)
+		free(c->v[i].name);
+	free(c->v);
+	free(c);
+}
+
+static struct topic *find(struct topic_cache *c, const char *name)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (strcmp(c->v[i].name, name) == 0)
+			return &c->v[i];
 	return NULL;
 }
 
+/* Drop the least recently used entry that is not a known topic. */
+static void evict_unknown(struct topic_cache *c)
+{
+	size_t victim = c->n;
+
+	for (size_t i = 0; i < c->n; i++)
+		if (c->v[i].state != TOPIC_EXISTS &&
+		    (victim == c->n || c->v[i].used < c->v[victim].used))
+			victim = i;
+	if (victim == c->n)
+		return;
+	free(c->v[victim].name);
+	c->v[victim] = c->v[--c->n];
+	c->unknown--;
+}
+
+enum topic_state topic_cache_get(struct topic_cache *c, const char *name, int64_t now,
+    int *partitions)
+{
+	struct topic *e = find(c, name);
+
+	if (!e)
+		return TOPIC_UNKNOWN;
+	e->used = ++c->clock;
+	*partitions = e->partitions;
+	if (e->state == TOPIC_EXISTS ||
+	    (e->state == TOPIC_MISSING && now - e->checked_ms < MISSING_TTL_MS))
+		return e->state;
+	return TOPIC_UNKNOWN;
+}
+
+int topic_cache_put(struct topic_cache *c, const char *name, enum topic_state st,
+    int partitions, int64_t now)
+{
+	struct topic *e = find(c, name);
+	int first_seen = 0;
+
+	if (st != TOPIC_EXISTS && st != TOPIC_MISSING)
+		return 0; /* no answer: nothing learnt */
+	if (!e) {
+		if (st != TOPIC_EXISTS && c->unknown >= c->max_unknown)
+			evict_unknown(c);
+		if (c->n == c->cap) {
+			c->cap = c->cap ? c->cap * 2 : 16;
+			c->v = xrealloc(c->v, c->cap * sizeof(*c->v));
+		}
+		e = &c->v[c->n++];
+		memset(e, 0, sizeof(*e));
+		e->name = xstrdup(name);
+		e->state = TOPIC_MISSING; /* counted as unknown until it exists */
+		c->unknown++;
+	}
+	if (e->state != TOPIC_EXISTS && st == TOPIC_EXISTS)
+		c->unknown--;
+	else if (e->state == TOPIC_EXISTS && st != TOPIC_EXISTS)
+		c->unknown++;
+	e->state = st;
+	e->partitions = partitions;
+	e->checked_ms = now;
+	e->used = ++c->clock;
+	if (st == TOPIC_EXISTS && !e->checked_safety) {
+		e->checked_safety = true;
+		first_seen = 1;
+	}
+	/* A topic deleted since: unknown again, and bounded with the rest. */
+	if (c->unknown > c->max_unknown)
+		evict_unknown(c);
+	return first_seen;
+}
+
+size_t topic_cache_size(const struct topic_cache *c, size_t *unknown)
+{
+	if (unknown)
+		*unknown = c->unknown;
+	return c->n;
+}
+
+size_t topic_cache_known(const struct topic_cache *c, char (*names)[256], size_t max)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < c->n && k < max; i++)
+		if (c->v[i].state == TOPIC_EXISTS)
+			snprintf(names[k++], sizeof(names[0]), "%s", c->v[i].name);
+	return k;
+}
+
+/* --- lookups and queries -------------------------------------------------- */
+
 enum topic_state topics_lookup(struct topics *t, const char *topic, int *partitions)
 {
-	enum topic_state st = TOPIC_UNKNOWN;
+	enum topic_state st;
 	int64_t now = now_ms();
-	struct topic *e;
 
 	pthread_mutex_lock(&t->lock);
-	e = find(t, topic);
-	if (e) {
-		if (e->state == TOPIC_EXISTS ||
-		    (e->state == TOPIC_MISSING && now - e->checked_ms < MISSING_TTL_MS))
-			st = e->state;
-		*partitions = e->partitions;
-	}
+	st = topic_cache_get(t->cache, topic, now, partitions);
 	pthread_mutex_unlock(&t->lock);
 	if (st == TOPIC_UNKNOWN && now < atomic_load(&t->unreachable_until_ms))
 		st = TOPIC_UNREACHABLE;
@@ -221,29 +336,8 @@ static enum topic_state ask_kafka(struct topics *t, const char *topic, int *part
 static void remember(struct topics *t, const char *topic, enum topic_state st, int partitions,
     bool *first_seen)
 {
-	struct topic *e;
-
-	*first_seen = false;
 	pthread_mutex_lock(&t->lock);
-	e = find(t, topic);
-	if (!e && t->n < MAX_TOPICS) {
-		if (t->n == t->cap) {
-			t->cap = t->cap ? t->cap * 2 : 16;
-			t->v = xrealloc(t->v, t->cap * sizeof(*t->v));
-		}
-		e = &t->v[t->n++];
-		memset(e, 0, sizeof(*e));
-		e->name = xstrdup(topic);
-	}
-	if (e && (st == TOPIC_EXISTS || st == TOPIC_MISSING)) {
-		e->state = st;
-		e->partitions = partitions;
-		e->checked_ms = now_ms();
-		if (st == TOPIC_EXISTS && !e->checked_safety) {
-			e->checked_safety = true;
-			*first_seen = true;
-		}
-	}
+	*first_seen = topic_cache_put(t->cache, topic, st, partitions, now_ms()) == 1;
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -276,27 +370,30 @@ static void probe(struct topics *t)
 
 int topics_brokers(struct topics *t) { return atomic_load(&t->brokers); }
 
-/* Refresh the partition counts of known topics (partitions can be added). */
+/*
+ * Refresh the partition counts of known topics (partitions can be added);
+ * unknown ones are asked again when a request names them.
+ */
 static void refresh(struct topics *t)
 {
-	char name[256];
+	char (*names)[256];
+	size_t n, cap;
 
-	for (size_t i = 0;; i++) {
+	pthread_mutex_lock(&t->lock);
+	cap = topic_cache_size(t->cache, NULL);
+	names = xcalloc(cap ? cap : 1, sizeof(*names));
+	n = topic_cache_known(t->cache, names, cap);
+	pthread_mutex_unlock(&t->lock);
+	for (size_t i = 0; i < n && !stopping(t); i++) {
 		int partitions = 0, replicas = 0;
 		enum topic_state st;
 		bool first_seen;
 
-		pthread_mutex_lock(&t->lock);
-		if (i >= t->n || t->stopping) {
-			pthread_mutex_unlock(&t->lock);
-			return;
-		}
-		snprintf(name, sizeof(name), "%s", t->v[i].name);
-		pthread_mutex_unlock(&t->lock);
 		health_beat(&t->health);
-		st = ask_kafka(t, name, &partitions, &replicas);
-		remember(t, name, st, partitions, &first_seen);
+		st = ask_kafka(t, names[i], &partitions, &replicas);
+		remember(t, names[i], st, partitions, &first_seen);
 	}
+	free(names);
 }
 
 static void *topics_loop(void *arg)
@@ -356,9 +453,13 @@ int topics_start(const struct conf *conf, struct topics **out, char *err, size_t
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
 	t->queries_tail = &t->queries;
+	t->cache = topic_cache_new(TOPICS_MAX_UNKNOWN);
+	/* Asking about a topic must never create it: set after the user's list. */
 	if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->kafka.brokers, err, errlen) !=
 	        RD_KAFKA_CONF_OK ||
-	    conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0) {
+	    conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0 ||
+	    rd_kafka_conf_set(kc, "allow.auto.create.topics", "false", err, errlen) !=
+	        RD_KAFKA_CONF_OK) {
 		rd_kafka_conf_destroy(kc);
 		goto fail;
 	}
@@ -379,6 +480,7 @@ int topics_start(const struct conf *conf, struct topics **out, char *err, size_t
 fail:
 	if (t->rk)
 		rd_kafka_destroy(t->rk);
+	topic_cache_free(t->cache);
 	pthread_cond_destroy(&t->cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
@@ -407,9 +509,7 @@ void topics_stop(struct topics *t)
 	pthread_join(t->thread, NULL);
 	health_unregister(&t->health);
 	rd_kafka_destroy(t->rk);
-	for (size_t i = 0; i < t->n; i++)
-		free(t->v[i].name);
-	free(t->v);
+	topic_cache_free(t->cache);
 	pthread_cond_destroy(&t->cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);

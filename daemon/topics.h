@@ -8,6 +8,9 @@
 #ifndef ACKD_TOPICS_H
 #define ACKD_TOPICS_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "conf.h"
 
 struct topics;
@@ -42,5 +45,26 @@ int topics_kafka_reachable(struct topics *t);
 
 /* Brokers in Kafka's last metadata answer, 0 when it did not answer. */
 int topics_brokers(struct topics *t);
+
+/*
+ * The cache behind topics_lookup(), without lock or I/O (the topics module
+ * holds its lock around every call; tests use it directly). Known topics
+ * stay; at most max_unknown names that are not known topics are kept, the
+ * least recently used making room for the next.
+ */
+#define TOPICS_MAX_UNKNOWN 4096
+struct topic_cache;
+struct topic_cache *topic_cache_new(size_t max_unknown);
+void topic_cache_free(struct topic_cache *c); /* NULL ok */
+/* The cached state (TOPIC_UNKNOWN: ask Kafka); marks the name used. */
+enum topic_state topic_cache_get(struct topic_cache *c, const char *name, int64_t now,
+    int *partitions);
+/* Kafka's answer (EXISTS or MISSING; others are ignored). 1 the first time it exists. */
+int topic_cache_put(struct topic_cache *c, const char *name, enum topic_state st,
+    int partitions, int64_t now);
+/* Entries, and how many are not known topics. */
+size_t topic_cache_size(const struct topic_cache *c, size_t *unknown);
+/* Copy up to max names of known topics. */
+size_t topic_cache_known(const struct topic_cache *c, char (*names)[256], size_t max);
 
 #endif

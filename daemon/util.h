@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A status the caller must look at: the compiler finds the next one ignored. */
 #ifndef MUST_USE
 #define MUST_USE __attribute__((warn_unused_result))
 #endif

@@ -406,7 +406,9 @@ static bool usable_ctype(const char *v, size_t len)
 	return visible;
 }
 
-static void build_headers(struct request *req, const struct webhook_msg *m)
+/* The request's headers; -1 with err when they cannot be built (signing failed). */
+static MUST_USE int build_headers(struct request *req, const struct webhook_msg *m, char *err,
+    size_t errlen)
 {
 	const struct conf_sub *cs = req->cs;
 	const char *ctype = "application/octet-stream";
@@ -439,10 +441,13 @@ static void build_headers(struct request *req, const struct webhook_msg *m)
 		/* An empty Kafka value may come as NULL; memcpy wants a pointer. */
 		n = webhook_sign(&cs->secrets, m->id, now_s, m->value_len ? m->value : "",
 		    m->value_len, reserve(req, cap), cap);
-		if (n > 0)
-			req->len += n;
-		else
+		/* Fail closed: a subscription with secrets never sends unsigned. */
+		if (n == 0) {
 			req->len = at;
+			snprintf(err, errlen, "the webhook-signature cannot be computed");
+			return -1;
+		}
+		req->len += n;
 	}
 	PUT_LIT(req, "\r\nackd-topic: ");
 	put_str(req, m->topic);
@@ -461,8 +466,10 @@ static void build_headers(struct request *req, const struct webhook_msg *m)
 	for (size_t i = 0; i < m->nhdrs; i++) {
 		const struct webhook_hdr *h = &m->hdrs[i];
 		if (!is_token(h->name) || strlen(h->name) > 256) {
-			log_debug("webhook %s: kafka header %s is not an http field name; not sent",
-			    cs->name, h->name);
+			char name[160];
+
+			log_debug("webhook %s: kafka header \"%s\" is not an http field name; "
+			    "not sent", cs->name, log_escape(h->name, strlen(h->name), name, sizeof(name)));
 			continue;
 		}
 		put_pct(req, "ackd-header-", sizeof("ackd-header-") - 1, h->name,
@@ -473,9 +480,11 @@ static void build_headers(struct request *req, const struct webhook_msg *m)
 	/* The buffer may have moved: point the list at it now. */
 	req->hdr[0].data = req->buf;
 	req->hdr[1].data = req->buf + rest;
+	return 0;
 }
 
-int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag)
+int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag, char *err,
+    size_t errlen)
 {
 	struct request *req = wh->idle;
 
@@ -486,11 +495,16 @@ int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag)
 	req->tag = tag;
 	req->retry_after[0] = '\0';
 	req->error[0] = '\0';
-	build_headers(req, m);
+	if (build_headers(req, m, err, errlen) < 0) {
+		req->next = wh->idle;
+		wh->idle = req;
+		return -1;
+	}
 	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)m->value_len);
 	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, m->value_len ? m->value : "");
 	if (curl_multi_add_handle(wh->multi, req->easy) != CURLM_OK) {
 		request_destroy(req);
+		snprintf(err, errlen, "libcurl cannot start the request");
 		return -1;
 	}
 	req->prev = NULL;

@@ -12,6 +12,10 @@
 
 #include "conf.h"
 
+#ifndef MUST_USE /* as in util.h, which this header does not pull in */
+#define MUST_USE __attribute__((warn_unused_result))
+#endif
+
 struct webhook;
 
 /* One Kafka header of the message, borrowed. */
@@ -48,8 +52,12 @@ struct webhook_answer {
 struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen);
 void webhook_free(struct webhook *wh); /* NULL ok; aborts requests in flight */
 
-/* Start a POST of m; tag comes back with its answer. 0, or -1 (out of resources). */
-int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag);
+/*
+ * Start a POST of m; tag comes back with its answer. 0, or -1 with err (the
+ * signature cannot be computed: nothing is sent unsigned; libcurl refused).
+ */
+MUST_USE int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag, char *err,
+    size_t errlen);
 
 /*
  * Sleep until a request makes progress, extra_fd is readable, or timeout_ms

@@ -22,6 +22,35 @@
 #include "base64.h"
 #include "webhook_sign.h"
 
+/* --- URLs for the log ------------------------------------------------------ */
+
+void webhook_url_redact(const char *url, char *out, size_t outlen)
+{
+	const char *scheme_end = strstr(url, "://");
+	const char *auth, *auth_end, *at, *end;
+
+	if (outlen == 0)
+		return;
+	if (!scheme_end || scheme_end == url) {
+		/* Without an authority nothing says where credentials end. */
+		snprintf(out, outlen, "%s", strpbrk(url, "@?#") ? "(not a URL)" : url);
+		return;
+	}
+	auth = scheme_end + 3;
+	auth_end = auth + strcspn(auth, "/?#");
+	/* The last '@' of the authority ends the userinfo (a password may hold '@'). */
+	at = NULL;
+	for (const char *p = auth; p < auth_end; p++)
+		if (*p == '@')
+			at = p;
+	if (at)
+		auth = at + 1;
+	end = auth_end + strcspn(auth_end, "?#");
+	snprintf(out, outlen, "%.*s://%.*s%.*s%s", (int)(scheme_end - url), url,
+	    (int)(auth_end - auth), auth, (int)(end - auth_end), auth_end,
+	    *end == '?' ? "?(query hidden)" : "");
+}
+
 /* --- SHA-256 ---------------------------------------------------------------- */
 
 #define SHA256_BLOCK 64

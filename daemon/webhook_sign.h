@@ -53,4 +53,13 @@ void webhook_id_from_coords(const char *topic, int32_t partition, int64_t offset
  */
 size_t pct_encode(const void *in, size_t len, char *out, size_t outlen);
 
+/*
+ * url as it may be logged: scheme, host, port and path, without userinfo
+ * ("user:password@"), query and fragment, which may hold credentials. The
+ * one form in which any URL reaches a log. NUL-terminated, cut to outlen;
+ * a string that is not scheme://... stays as it is unless it holds '@', '?'
+ * or '#' (then "(not a URL)").
+ */
+void webhook_url_redact(const char *url, char *out, size_t outlen);
+
 #endif

@@ -10,6 +10,7 @@ mock cluster, whose brokers can be taken down and up again in an instant; the
 session's real broker is never disturbed.
 """
 
+import base64
 import http.client
 import json
 import math
@@ -26,6 +27,7 @@ import uuid
 
 from kafka import wait_until
 from test_systemd import NotifySocket
+import ackd_proc
 from ackd_proc import Ackd, find_ackd, project_version
 from webhook_sink import Reply
 
@@ -970,3 +972,83 @@ def test_status_lines_and_watchdog_under_notify_socket(mock_kafka, request):
         daemon.close()
         manager.close()
         shutil.rmtree(short, ignore_errors=True)
+
+
+# --- secrets never reach the log --------------------------------------------
+
+def assert_no_secret(text, secrets):
+    leaked = [s for s in secrets if s in text]
+    assert not leaked, f"secrets in the log: {leaked}\n{text[-3000:]}"
+
+
+def test_a_refused_property_or_url_is_named_without_its_secret(tmp_path):
+    secrets = ["hunter2-prop", "hunter2-key", "pw-userinfo", "tok-query", "hunter2-mech"]
+    conf = tmp_path / "ackd.conf"
+    conf.write_text(
+        'kafka = { brokers = "127.0.0.1:9092";\n'
+        '  producer = [ "sasl.passwrd=hunter2-prop", "ssl.key.pasword=hunter2-key" ];\n'
+        '  consumer = [ "enable.auto.offset.store=true" ]; };\n'
+        'subscriptions = ( { name = "s"; topics = [ "t" ];\n'
+        '  url = "ftp://user:pw-userinfo@example.com/hook?token=tok-query"; } );\n')
+    for args in (("-n", "-c", conf), ("-c", conf)):  # checking, and starting
+        res = ackd_proc.run(*args)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1, out
+        assert f'{conf}:2: kafka.producer: "sasl.passwrd=(hidden)": No such configuration ' \
+               f'property: "sasl.passwrd"' in out, out
+        assert '"ssl.key.pasword=(hidden)"' in out, out
+        assert (f'{conf}:3: kafka.consumer: "enable.auto.offset.store=true" would commit '
+                f'offsets before delivery') in out, out
+        assert f'{conf}:5: subscriptions[0].url: "ftp://example.com/hook?(query hidden)"' \
+            in out, out
+        assert_no_secret(out, secrets)
+
+    # What librdkafka refuses only when a client is made, in its own words.
+    conf.write_text(
+        'kafka = { brokers = "127.0.0.1:9092";\n'
+        '  producer = [ "security.protocol=SASL_PLAINTEXT", "sasl.mechanisms=hunter2-mech" ]; };\n')
+    res = ackd_proc.run("-n", "-c", conf)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "Unsupported SASL mechanism: (hidden)" in out, out
+    assert_no_secret(out, secrets)
+
+
+def test_the_debug_log_holds_no_secret_and_no_raw_header_line(kafka, ackd, webhook_sink):
+    topic = new_topic(kafka, prefix="secret")
+    whsec = "whsec_" + base64.b64encode(b"whsec-secret-bytes-0123456789").decode()
+    token = "tok-auth-secret-0123456789"
+    secrets = ["hunter2-prod", "hunter2-cons", "user-prod", "pw-userinfo", "tok-query",
+               whsec, whsec[6:], token, "hdr-value-secret"]
+    url = f"http://user:pw-userinfo@127.0.0.1:{webhook_sink.port}/hook?token=tok-query"
+    sub = subscription("sec", topic, webhook_sink, "/hook", url=url, secrets=[whsec])
+    daemon = ackd(config={"kafka": {"producer": ["sasl.username=user-prod",
+                                                 "sasl.password=hunter2-prod"],
+                                    "consumer": ["sasl.password=hunter2-cons"]},
+                          "auth": {"tokens": [{"token": token}]}},
+                  subscriptions=[sub], args=["-d"])
+    # A Kafka header whose name would start a log line of its own if written raw.
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all"})
+    p.produce(topic, value=b"v", headers=[("x\r\ninjected: yes", b"hdr-value-secret"),
+                                          ("ok", b"hdr-value-secret")])
+    assert p.flush(30) == 0
+    wait_for(lambda: len(webhook_sink.received("/hook")) >= 1, 30, "the delivery", daemon)
+    got = webhook_sink.received("/hook")[0]
+    assert got.header("webhook-signature"), "sent unsigned"
+    r = daemon.http.post(f"/v1/topics/{topic}", body=b"published",
+                         headers={"Authorization": f"Bearer {token}"})
+    assert r.status in (200, 202), r.body
+    r = daemon.http.post(f"/v1/topics/{topic}", body=b"refused",
+                         headers={"Authorization": f"Bearer {token}x"})
+    assert r.status == 401, r.body
+    wait_for(lambda: len(webhook_sink.received("/hook")) >= 2, 30, "the second delivery",
+             daemon)
+    daemon.stop()
+    text = daemon.stderr_text()
+    assert "ackd: debug:" in text, "not at debug level"
+    assert_no_secret(text, secrets)
+    assert f"http://127.0.0.1:{webhook_sink.port}/hook?(query hidden)" in text, text[-3000:]
+    assert 'kafka header "x\\x0d\\x0ainjected: yes" is not an http field name' in text, \
+        text[-3000:]
+    assert not [line for line in text.splitlines() if line.startswith("injected")]

@@ -2,9 +2,13 @@
 replication factor below 3 or min.insync.replicas below 2 (DESIGN.md: the
 broker is the second place Kafka users lose messages)."""
 
+import time
 import uuid
 
-from kafka import wait_until
+from confluent_kafka import Consumer
+
+from ackd_proc import Ackd, find_ackd
+from kafka import KafkaCluster, wait_until
 
 
 def topic_name(prefix):
@@ -48,3 +52,43 @@ def test_a_safe_topic_is_not_warned_about(kafka3, ackd):
     wait_until(lambda: warnings_for(daemon, unsafe), 10, "the min.insync.replicas warning")
     assert warnings_for(daemon, topic) == []
     assert "replication factor" not in "\n".join(warnings_for(daemon, unsafe))
+
+
+class AutoCreatingCluster(KafkaCluster):
+    """A broker that creates any topic a metadata request may create."""
+
+    def settings(self):
+        return {**super().settings(), "auto.create.topics.enable": "true"}
+
+
+def topic_exists(cluster, name):
+    md = cluster.admin().list_topics(timeout=10)
+    return name in md.topics
+
+
+def test_asking_about_an_unknown_topic_never_creates_it():
+    """On a broker with auto.create.topics.enable=true, a publish to an
+    unknown topic is answered 404 and the topic still does not exist: the
+    metadata probe must not create topics for whoever names them."""
+    with AutoCreatingCluster(brokers=1) as cluster:
+        daemon = Ackd(find_ackd(), cluster.bootstrap, name="ackd-autocreate")
+        try:
+            daemon.start()
+            # The control: this broker does create topics for a client that lets it.
+            control = topic_name("control")
+            Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "probe",
+                      "allow.auto.create.topics": True}).list_topics(control, timeout=10)
+            wait_until(lambda: topic_exists(cluster, control), 15,
+                       "the control topic to be auto-created")
+            names = [topic_name("nosuch") for _ in range(3)]
+            for name in names:
+                r = daemon.http.post(f"/v1/topics/{name}", b"x")
+                assert r.status == 404, (r.status, r.body)
+            time.sleep(2)
+            for name in names:
+                assert not topic_exists(cluster, name), f"{name} was created"
+                # Asked again after the missing-topic TTL: still 404, still absent.
+                assert daemon.http.post(f"/v1/topics/{name}", b"x").status == 404
+            assert not any(topic_exists(cluster, n) for n in names)
+        finally:
+            daemon.close()

@@ -440,7 +440,50 @@ static void test_err_client_refused(void **state)
 	(void)state;
 	expect_errors("client_refused.conf",
 	    "3: kafka.producer: librdkafka refuses these properties: Unsupported SASL mechanism: "
-	    "PLAINN");
+	    "(hidden)");
+}
+
+/* No error message carries the value of a secret property or URL credentials. */
+static void test_err_secret_values_hidden(void **state)
+{
+	(void)state;
+	expect_errors("secret_props.conf",
+	    "3: kafka.producer: \"sasl.passwrd=(hidden)\": No such configuration property: "
+	    "\"sasl.passwrd\"",
+	    "4: kafka.producer: \"ssl.keystore.pasword=(hidden)\": No such configuration property: "
+	    "\"ssl.keystore.pasword\"",
+	    "5: kafka.producer: \"passwd.typo=(hidden)\": No such configuration property: "
+	    "\"passwd.typo\"",
+	    "6: kafka.consumer: \"enable.auto.offset.store=true\" would commit offsets before "
+	    "delivery: ackd requires enable.auto.offset.store=false",
+	    "7: kafka.consumer: \"enable.auto.commit=true\" would commit offsets before delivery: "
+	    "ackd requires enable.auto.commit=false",
+	    "8: kafka.consumer: \"sasl.kerberos.min.time.before.relogin=(hidden)\": Invalid value "
+	    "for configuration property \"sasl.kerberos.min.time.before.relogin\"",
+	    "9: kafka.consumer: \"=(hidden)\" is not name=value",
+	    "13: subscriptions[1].url: \"ftp://example.com/x\" is not an http:// or https:// URL "
+	    "with a host");
+	expect_errors("secret_client.conf",
+	    "3: kafka.producer: librdkafka refuses these properties: Unsupported SASL mechanism: "
+	    "(hidden)");
+}
+
+static void test_prop_is_secret(void **state)
+{
+	static const char *const secret[] = { "sasl.password", "SASL.USERNAME", "sasl.passwrd",
+		"ssl.key.password", "ssl.keystore.password", "ssl.key.pem",
+		"ssl.keystore.location.key", "sasl.oauthbearer.client.secret", "my.token",
+		"x.passwd" };
+	static const char *const plain[] = { "linger.ms", "ssl.ca.location",
+		"ssl.certificate.location", "security.protocol", "client.id", "acks" };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
+		if (!conf_prop_is_secret(secret[i]))
+			fail_msg("%s is not taken for a secret", secret[i]);
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+		if (conf_prop_is_secret(plain[i]))
+			fail_msg("%s is taken for a secret", plain[i]);
 }
 
 static void test_err_exposed_without_tokens(void **state)
@@ -537,7 +580,7 @@ static void test_err_rdkafka(void **state)
 	(void)state;
 	expect_errors("rdkafka.conf",
 	    "3: kafka.producer: \"linger.ms\" is not name=value",
-	    "4: kafka.producer: \"no.such.property=1\": No such configuration property: "
+	    "4: kafka.producer: \"no.such.property=(hidden)\": No such configuration property: "
 	    "\"no.such.property\"",
 	    "5: kafka.producer: \"batch.size=-5\": Configuration property \"batch.size\" value -5 "
 	    "is outside allowed range 1..2147483647",
@@ -546,7 +589,7 @@ static void test_err_rdkafka(void **state)
 	    "acks=all",
 	    "8: kafka.producer: \"enable.idempotence=false\" would weaken delivery: ackd requires "
 	    "enable.idempotence=true",
-	    "10: kafka.consumer: \"=x\" is not name=value",
+	    "10: kafka.consumer: \"=(hidden)\" is not name=value",
 	    "10: kafka.consumer: \"session.timeout.ms=banana\": Invalid value for configuration "
 	    "property \"session.timeout.ms\"");
 }
@@ -559,7 +602,7 @@ static void test_err_five_mistakes(void **state)
 	    "8: kafka.producer: \"acks=1\" would weaken delivery: ackd requires acks=all",
 	    "10: spool.fsync: invalid value \"sometimes\" (expected always, interval or never)",
 	    "11: limits.max_batch_records: 0 is out of range 1..1000000",
-	    "15: subscriptions[0].url: \"mailto:ops@example.com\" is not an http:// or https:// "
+	    "15: subscriptions[0].url: \"(not a URL)\" is not an http:// or https:// "
 	    "URL with a host");
 }
 
@@ -583,7 +626,18 @@ static void test_apply_rdkafka(void **state)
 	assert_string_equal(buf, "a=b");
 
 	assert_int_equal(conf_apply_rdkafka(rk, &bad, err, sizeof(err)), -1);
-	assert_string_equal(err, "\"no.such=1\": No such configuration property: \"no.such\"");
+	assert_string_equal(err,
+	    "\"no.such=(hidden)\": No such configuration property: \"no.such\"");
+	{
+		char *v[] = { "sasl.mechanism=hunter2hunter2" };
+		struct conf_strlist secret = { v, 1 };
+
+		assert_int_equal(conf_apply_rdkafka(rk, &secret, err, sizeof(err)), 0);
+		conf_hide_secrets(err, sizeof(err), &secret);
+		strcpy(err, "Unsupported SASL mechanism: hunter2hunter2, hunter2hunter2!");
+		conf_hide_secrets(err, sizeof(err), &secret);
+		assert_string_equal(err, "Unsupported SASL mechanism: (hidden), (hidden)!");
+	}
 	rd_kafka_conf_destroy(rk);
 }
 
@@ -607,6 +661,8 @@ int main(void)
 		cmocka_unit_test(test_err_listen),
 		cmocka_unit_test(test_err_exposed_without_tokens),
 		cmocka_unit_test(test_err_client_refused),
+		cmocka_unit_test(test_err_secret_values_hidden),
+		cmocka_unit_test(test_prop_is_secret),
 		cmocka_unit_test(test_reload_compare),
 		cmocka_unit_test(test_err_topic_names),
 		cmocka_unit_test(test_err_duplicates),

@@ -521,6 +521,7 @@ static void test_sources(void **state)
 			"ackd_webhook_in_flight", "ackd_webhook_retrying",
 			"ackd_webhook_delivered_total", "ackd_webhook_retries_total",
 			"ackd_webhook_dead_lettered_total", "ackd_webhook_dropped_total",
+			"ackd_webhook_dead_letter_errors_total", "ackd_webhook_send_errors_total",
 			"ackd_consumer_assigned_partitions", "ackd_consumer_paused_partitions",
 			"ackd_subscription_paused", "ackd_webhook_requests_total",
 			"ackd_webhook_latency_seconds", "ackd_consumer_lag" };

@@ -300,6 +300,49 @@ static void test_random_interleaved(void **state)
 		run_interleaved(seed * UINT64_C(0xbf58476d1ce4e5b9));
 }
 
+/* The log went back (topic recreated): tracking starts again below where it was. */
+static void test_reset(void **state)
+{
+	struct offsets *o = offsets_new(100);
+
+	(void)state;
+	for (int64_t i = 100; i < 105; i++)
+		assert_int_equal(offsets_add(o, i), 0);
+	assert_int_equal(offsets_done(o, 100), 0);
+	assert_int_equal(offsets_done(o, 102), 0);
+	assert_int_equal(offsets_committable(o), 101);
+	/* Below what was added: refused until reset. */
+	assert_int_equal(offsets_add(o, 0), -1);
+
+	offsets_reset(o, 0);
+	assert_int_equal(offsets_committable(o), 0);
+	assert_int_equal(offsets_pending(o), 0);
+	/* What was pending before the reset no longer is. */
+	assert_int_equal(offsets_done(o, 101), -1);
+	assert_int_equal(offsets_add(o, 0), 0);
+	assert_int_equal(offsets_add(o, 1), 0);
+	assert_int_equal(offsets_add(o, 101), 0);
+	assert_int_equal(offsets_committable(o), 0);
+	assert_int_equal(offsets_done(o, 1), 0);
+	assert_int_equal(offsets_done(o, 0), 0);
+	assert_int_equal(offsets_committable(o), 101);
+	assert_int_equal(offsets_done(o, 101), 0);
+	assert_int_equal(offsets_committable(o), 102);
+	assert_int_equal(offsets_pending(o), 0);
+
+	/* A reset with a full, wrapped ring. */
+	for (int64_t i = 200; i < 400; i++)
+		assert_int_equal(offsets_add(o, i), 0);
+	for (int64_t i = 200; i < 350; i++)
+		assert_int_equal(offsets_done(o, i), 0);
+	offsets_reset(o, 5);
+	for (int64_t i = 5; i < 300; i++)
+		assert_int_equal(offsets_add(o, i), 0);
+	assert_int_equal(offsets_pending(o), 295);
+	assert_int_equal(offsets_committable(o), 5);
+	offsets_free(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -310,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_misuse),
 		cmocka_unit_test(test_random_permutations),
 		cmocka_unit_test(test_random_interleaved),
+		cmocka_unit_test(test_reset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "base64.h"
+#include "log.h"
 #include "webhook_sign.h"
 
 static void hex(const unsigned char *d, size_t n, char *out)
@@ -337,10 +338,66 @@ static void test_pct_encode(void **state)
 	assert_string_equal(out, "%00%FF%20%25aZ9-._~%2F");
 }
 
+/* Every URL in a log: no userinfo, no query, no fragment. */
+static void test_url_redact(void **state)
+{
+	static const char *const cases[][2] = {
+		{ "https://user:pw@example.com:8443/hook?token=abc#f",
+		    "https://example.com:8443/hook?(query hidden)" },
+		{ "http://u:p@ss@h/x", "http://h/x" },
+		{ "http://h:80", "http://h:80" },
+		{ "http://h/a/b", "http://h/a/b" },
+		{ "http://h?t=1", "http://h?(query hidden)" },
+		{ "http://h/#frag", "http://h/" },
+		{ "http://user@h/", "http://h/" },
+		{ "mailto:ops@example.com", "(not a URL)" },
+		{ "h:1/x?t", "(not a URL)" },
+		{ "localhost:9000/hook", "localhost:9000/hook" },
+		{ "", "" },
+	};
+	char out[128], small[12];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		webhook_url_redact(cases[i][0], out, sizeof(out));
+		assert_string_equal(out, cases[i][1]);
+	}
+	webhook_url_redact("http://user:secret@hostname.example/", small, sizeof(small));
+	assert_null(strstr(small, "secret"));
+	assert_int_equal(strlen(small), sizeof(small) - 1);
+}
+
+/* Header names from Kafka reach the log as one line of printable ASCII. */
+static void test_log_escape(void **state)
+{
+	char out[64], tiny[8];
+
+	(void)state;
+	assert_string_equal(log_escape("a\r\nset-cookie: x", 16, out, sizeof(out)),
+	    "a\\x0d\\x0aset-cookie: x");
+	assert_string_equal(log_escape("t\tb\\\x7f\xc3\xa9", 7, out, sizeof(out)),
+	    "t\\x09b\\\\\\x7f\\xc3\\xa9");
+	assert_string_equal(log_escape("nul\0x", 5, out, sizeof(out)), "nul\\x00x");
+	assert_string_equal(log_escape("", 0, out, sizeof(out)), "");
+	/* Cut to fit, marked. */
+	assert_string_equal(log_escape("abcdefghij", 10, tiny, sizeof(tiny)), "abcd...");
+	assert_string_equal(log_escape("abcdefg", 7, tiny, sizeof(tiny)), "abcdefg");
+	assert_string_equal(log_escape("\n\n\n", 3, tiny, sizeof(tiny)), "\\x0a...");
+	for (size_t len = 0; len < 40; len++) {
+		char in[40];
+		memset(in, '\n', sizeof(in));
+		log_escape(in, len, tiny, sizeof(tiny));
+		assert_true(strlen(tiny) < sizeof(tiny));
+		assert_null(strchr(tiny, '\n'));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sha256_vectors),
+		cmocka_unit_test(test_url_redact),
+		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_sha256_block_edges),
 		cmocka_unit_test(test_hmac_rfc4231),
 		cmocka_unit_test(test_base64),
