@@ -364,6 +364,12 @@ def test_every_dashboard_and_alert_metric_is_exported_by_ackd(delivered_ackd):
     with pytest.raises(AssertionError, match="grouping by reason"):
         check_against_scrape("probe", "sum by (reason) (ackd_spool_records)", series)
 
+    # Every family ackd exports is in the metrics tables of docs/operations.md,
+    # which the runbook refers to.
+    doc = OPERATIONS.read_text()
+    undocumented = [f for f in m.types if f"`{f}`" not in doc and f"`{f}{{" not in doc]
+    assert not undocumented, f"not in docs/operations.md: {undocumented}"
+
     # What the issue asks the dashboard to show.
     for name in ("ackd_publish_requests_total", "ackd_spool_records",
                  "ackd_spool_oldest_age_seconds", "ackd_produce_latency_seconds_bucket",
