@@ -426,6 +426,9 @@ static void render_spool(struct buf *b, const struct metrics_sources *src)
 	    "Records in the spool not yet acknowledged by Kafka.", s->records);
 	scalar(b, "ackd_spool_bytes", "gauge", "Bytes of the spool's segment files on disk.",
 	    s->bytes);
+	scalar(b, "ackd_spool_max_bytes", "gauge",
+	    "spool.max_bytes: publishing answers 507 once ackd_spool_bytes reaches it; 0: no limit.",
+	    s->max_bytes);
 	family(b, "ackd_spool_oldest_age_seconds", "gauge",
 	    "Age of the oldest record not yet acknowledged by Kafka; 0 when there is none.");
 	bprintf(b, "ackd_spool_oldest_age_seconds %" PRId64 ".%03" PRId64 "\n", age / 1000,
@@ -620,6 +623,23 @@ static void render_subs(struct buf *b, const struct metrics_sources *src)
 	}
 }
 
+static void render_process(struct buf *b, const struct metrics_sources *src)
+{
+	const struct metrics_process *p = src->process;
+	int64_t start = p && p->start_ms > 0 ? p->start_ms : 0;
+
+	if (!p)
+		return;
+	family(b, "ackd_start_time_seconds", "gauge",
+	    "When this ackd process started serving, in seconds since the Unix epoch.");
+	bprintf(b, "ackd_start_time_seconds %" PRId64 ".%03" PRId64 "\n", start / 1000,
+	    start % 1000);
+	scalar(b, "ackd_ready", "gauge", "1 when GET /readyz answers 200.", p->ready ? 1 : 0);
+	scalar(b, "ackd_healthy", "gauge",
+	    "1 when every loop turned in time (GET /healthz answers 200, the watchdog is pinged).",
+	    p->healthy ? 1 : 0);
+}
+
 char *metrics_render(const struct metrics_sources *src, size_t *len)
 {
 	struct buf b = { 0 };
@@ -629,6 +649,7 @@ char *metrics_render(const struct metrics_sources *src, size_t *len)
 	b.p[0] = '\0';
 	family(&b, "ackd_build_info", "gauge", "Always 1; the version label names the build.");
 	sample_u64(&b, "ackd_build_info", l, 1, 1);
+	render_process(&b, src);
 	render_events(&b);
 	render_spool(&b, src);
 	render_producer(&b, src);

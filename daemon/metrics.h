@@ -109,9 +109,17 @@ struct metrics_sub_source {
 	size_t nlag;
 };
 
+/* The daemon as a whole, as /readyz, /healthz and the start-up see it. */
+struct metrics_process {
+	int64_t start_ms; /* when this process started serving, CLOCK_REALTIME ms */
+	bool ready;       /* /readyz would answer 200 */
+	bool healthy;     /* every loop turned in time (/healthz 200; the watchdog pings) */
+};
+
 /* What a scrape reads; everything borrowed for the call. */
 struct metrics_sources {
 	int64_t wall_ms;                       /* now, CLOCK_REALTIME ms (wall_ms()) */
+	const struct metrics_process *process; /* NULL: no ready/healthy/start metrics */
 	const struct spool_stats *spool;       /* NULL: no spool metrics */
 	const struct producer_stats *producer; /* NULL: no producer metrics */
 	bool producer_rebuilding;              /* status JSON: state "rebuilding" */

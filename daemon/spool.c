@@ -119,6 +119,7 @@ void spool_stats(struct spool *sp, struct spool_stats *out)
 	out->commits = sp->commits;
 	out->write_errors = sp->write_errors;
 	out->torn_bytes = sp->torn_bytes;
+	out->max_bytes = sp->max_bytes;
 	for (struct seg *seg = sp->segs; seg; seg = seg->next)
 		if (seg_live(seg) && seg->nrecs && (out->oldest_ms == 0 || seg->min_ts < out->oldest_ms))
 			out->oldest_ms = seg->min_ts;

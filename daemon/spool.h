@@ -161,6 +161,7 @@ struct spool_stats {
 	uint64_t commits;      /* group commits (fsyncs) since start */
 	uint64_t write_errors; /* failed group writes or syncs since start */
 	uint64_t torn_bytes;   /* cut at open: the last segment's and failed/ logs' torn tails */
+	uint64_t max_bytes;    /* spool.max_bytes, the limit bytes is held to; 0: none */
 };
 void spool_stats(struct spool *sp, struct spool_stats *out);
 

@@ -29,6 +29,7 @@
 static struct spool *spool;
 static struct producer *producer;
 static struct topics *topics;
+static int64_t start_ms;
 
 static atomic_bool stopping;
 static pthread_mutex_t subs_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -40,6 +41,7 @@ void status_init(struct spool *sp, struct producer *prod, struct topics *t)
 	spool = sp;
 	producer = prod;
 	topics = t;
+	start_ms = wall_ms();
 }
 
 void status_stopping(void) { atomic_store(&stopping, true); }
@@ -61,6 +63,7 @@ struct snapshot {
 	struct metrics_sub_source *subs;
 	struct consumer_lag *lag;
 	struct metrics_lag *mlag;
+	struct metrics_process process;
 	struct metrics_sources src;
 };
 
@@ -68,6 +71,8 @@ struct snapshot {
 static void take(struct snapshot *s)
 {
 	size_t nlag = 0;
+	json_t *reasons;
+	char why[256];
 
 	memset(s, 0, sizeof(*s));
 	spool_stats(spool, &s->spool);
@@ -98,6 +103,11 @@ static void take(struct snapshot *s)
 		nlag += n;
 	}
 	s->src.wall_ms = wall_ms();
+	s->process.start_ms = start_ms;
+	s->process.ready = status_ready(&reasons) == 0;
+	json_decref(reasons);
+	s->process.healthy = status_alive(why, sizeof(why)) == 0;
+	s->src.process = &s->process;
 	s->src.spool = &s->spool;
 	s->src.producer = &s->producer;
 	s->src.kafka_reachable = topics_kafka_reachable(topics);

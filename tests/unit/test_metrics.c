@@ -419,7 +419,7 @@ static void fill_sources(struct metrics_sources *src, struct spool_stats *sp,
 {
 	*sp = (struct spool_stats){ .records = 5, .bytes = 4096, .oldest_ms = 1700000000000,
 		.segments = 2, .damaged = 1, .failed = 3, .commits = 11, .write_errors = 0,
-		.torn_bytes = 17 };
+		.torn_bytes = 17, .max_bytes = 1073741824 };
 	*pr = (struct producer_stats){ .in_flight = 4, .delivered = 100, .failed = 3, .requeued = 2,
 		.possible_duplicates = 1, .rebuilds = 0, .brokers_up = 1 };
 	subs[0] = (struct metrics_sub_source){ .name = "a\"b\\c\nd",
@@ -457,6 +457,7 @@ static void test_sources(void **state)
 	assert_line(text, "# TYPE ackd_spool_records gauge");
 	assert_line(text, "ackd_spool_records 5");
 	assert_line(text, "ackd_spool_bytes 4096");
+	assert_line(text, "ackd_spool_max_bytes 1073741824");
 	assert_line(text, "ackd_spool_oldest_age_seconds 2.500");
 	assert_line(text, "ackd_spool_segments 2");
 	assert_line(text, "ackd_spool_damaged_records_total 1");
@@ -510,7 +511,7 @@ static void test_sources(void **state)
 		static const char *const families[] = { "ackd_build_info",
 			"ackd_publish_requests_total", "ackd_publish_records_total",
 			"ackd_produce_latency_seconds", "ackd_produce_errors_total",
-			"ackd_spool_fsync_seconds", "ackd_spool_records", "ackd_spool_bytes",
+			"ackd_spool_fsync_seconds", "ackd_spool_records", "ackd_spool_bytes", "ackd_spool_max_bytes",
 			"ackd_spool_oldest_age_seconds", "ackd_spool_segments",
 			"ackd_spool_damaged_records_total", "ackd_spool_failed_records_total",
 			"ackd_spool_commits_total", "ackd_spool_write_errors_total",
@@ -550,6 +551,43 @@ static void test_sources(void **state)
 
 	metrics_sub_free(ev);
 	metrics_sub_free(NULL);
+}
+
+/* The process gauges: rendered only with their source, each value as given. */
+static void test_process(void **state)
+{
+	struct metrics_process proc = { .start_ms = 1700000000123, .ready = true,
+		.healthy = true };
+	struct metrics_sources src = { .kafka_reachable = -1, .process = &proc };
+	struct parsed p;
+	char *text;
+
+	(void)state;
+	text = render(&empty_src);
+	assert_null(strstr(text, "ackd_ready"));
+	assert_null(strstr(text, "ackd_healthy"));
+	assert_null(strstr(text, "ackd_start_time_seconds"));
+	free(text);
+
+	text = render(&src);
+	parse_exposition(text, &p);
+	assert_line(text, "# TYPE ackd_start_time_seconds gauge");
+	assert_line(text, "ackd_start_time_seconds 1700000000.123");
+	assert_line(text, "# TYPE ackd_ready gauge");
+	assert_line(text, "ackd_ready 1");
+	assert_line(text, "# TYPE ackd_healthy gauge");
+	assert_line(text, "ackd_healthy 1");
+	free(text);
+
+	proc.ready = false;
+	proc.healthy = false;
+	proc.start_ms = 1700000000005;
+	text = render(&src);
+	parse_exposition(text, &p);
+	assert_line(text, "ackd_start_time_seconds 1700000000.005");
+	assert_line(text, "ackd_ready 0");
+	assert_line(text, "ackd_healthy 0");
+	free(text);
 }
 
 /* --- concurrency ------------------------------------------------------------- */
@@ -736,6 +774,7 @@ int main(void)
 		cmocka_unit_test_setup(test_events_exact, reset),
 		cmocka_unit_test_setup(test_histogram, reset),
 		cmocka_unit_test_setup(test_sources, reset),
+		cmocka_unit_test_setup(test_process, reset),
 		cmocka_unit_test_setup(test_concurrent, reset),
 		cmocka_unit_test_setup(test_scrape_while_recording, reset),
 		cmocka_unit_test_setup(test_status_json, reset),
