@@ -98,9 +98,15 @@ def package(source, out):
 
 
 def copy_tree(dst):
-    """This tree without its build output and caches."""
-    ignore = shutil.ignore_patterns("build", ".git", ".cache", "__pycache__", ".pytest_cache",
-                                    "autom4te.cache", "config.status", "config.log")
+    """This tree without its build directory, git data and caches."""
+    anywhere = shutil.ignore_patterns("__pycache__", ".pytest_cache", "autom4te.cache")
+
+    def ignore(directory, names):
+        skip = set(anywhere(directory, names))
+        if Path(directory) == REPO:
+            skip |= {"build", ".git", ".cache"} & set(names)
+        return skip
+
     shutil.copytree(REPO, dst, ignore=ignore, symlinks=True)
 
 
