@@ -1,6 +1,8 @@
 """Request limits: header count and size (431), request target length (414)
-and open connections (503), each refused with the error shape, and the
-secure default that refuses a non-loopback listener without tokens."""
+and open connections (503), each refused with the error shape; the probes
+answered beyond max_connections; the operations endpoints behind tokens with
+auth.protect_ops; and the secure default that refuses a non-loopback
+listener without tokens."""
 
 import socket
 import subprocess
@@ -54,16 +56,46 @@ def test_connections_over_max_connections_get_503_and_are_closed(ackd):
             s = socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5)
             idle.append(s)
         # The fifth open connection is one too many: its request is refused.
-        r = daemon.http.get("/healthz")
-        assert_error(r, 503, "unavailable")
-        assert r.header("retry-after") == "1"
-        assert r.header("connection") == "close"
+        for r in [daemon.http.get("/metrics"), daemon.http.post("/v1/topics/t", b"x")]:
+            assert_error(r, 503, "unavailable")
+            assert r.header("retry-after") == "1"
+            assert r.header("connection") == "close"
+        # A full server still says whether it is alive and ready.
+        assert daemon.http.get("/healthz").status == 200
+        assert daemon.http.get("/readyz").status in (200, 503)
+        assert daemon.http.get("/readyz").json()["status"] != "unavailable"
     finally:
         for s in idle:
             s.close()
     # Once they are gone, requests are served again.
-    wait_until(lambda: daemon.http.get("/healthz").status == 200, 10,
-                         "healthz after the idle connections closed")
+    wait_until(lambda: daemon.http.get("/metrics").status == 200, 10,
+                         "metrics after the idle connections closed")
+
+
+def test_ops_endpoints_open_by_default_even_with_tokens(ackd):
+    daemon = ackd(config={"auth": {"tokens": [{"token": "s3cret"}]}})
+    assert daemon.http.get("/metrics").status == 200
+    assert daemon.http.get("/v1/status").status == 200
+    assert_error(daemon.http.post("/v1/topics/t", b"x"), 401, "unauthorized")
+
+
+def test_protect_ops_puts_metrics_and_status_behind_tokens(ackd):
+    daemon = ackd(config={"auth": {"tokens": [{"token": "s3cret", "topics": ["only-this"]}],
+                                   "protect_ops": True}})
+    for client in daemon.listeners():
+        for path in ["/metrics", "/v1/status"]:
+            r = client.get(path)
+            assert_error(r, 401, "unauthorized")
+            assert r.header("www-authenticate") == "Bearer"
+            assert "auth.protect_ops" in r.json()["error"]["message"]
+            assert_error(client.get(path, headers={"Authorization": "Bearer wrong"}), 401,
+                         "unauthorized")
+            # Any token will do, whatever topics it may publish to.
+            r = client.get(path, headers={"Authorization": "Bearer s3cret"})
+            assert r.status == 200, r.body
+        assert client.get("/healthz").status == 200
+        assert client.get("/readyz").status in (200, 503)
+        assert client.get("/readyz").status != 401
 
 
 def test_non_loopback_listener_without_tokens_is_refused(ackd_bin, tmp_path):
