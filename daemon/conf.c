@@ -161,8 +161,8 @@ static const struct key keys[] = {
 		  "are still answered)." },
 	    MAIN(limits.max_connections) },
 	{ .doc = { "limits.max_connections_per_address", CONF_T_INT, "1024", 1, 1000000, NULL,
-		  "Most open connections from one client address on listen.http; "
-		  "more are closed as they are accepted. The Unix socket has no such cap." },
+		  "Most open connections from one client address on listen.http when "
+		  "it is not a loopback address; more are closed as they are accepted." },
 	    MAIN(limits.max_connections_per_address) },
 	{ .doc = { "limits.max_inflight_body_bytes", CONF_T_INT, "67108864", 1048576,
 		  INT64_C(68719476736), NULL,

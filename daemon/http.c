@@ -36,8 +36,10 @@
  *            it (libmicrohttpd then closes it as if the client had);
  *   count    limits.max_connections over both listeners (503 for requests
  *            beyond it, except /healthz and /readyz), and
- *            limits.max_connections_per_address on TCP, enforced by
- *            libmicrohttpd when it accepts.
+ *            limits.max_connections_per_address on a TCP listener that is
+ *            not on loopback, enforced by libmicrohttpd when it accepts (on
+ *            loopback every client is 127.0.0.1 or ::1: a cap per address
+ *            would be a second max_connections).
  *
  * Threads: libmicrohttpd's (handlers, completion, connection notices), the
  * callbacks named above, which only fill the answer and resume, and the
@@ -49,7 +51,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1426,6 +1430,23 @@ fail:
 	return -1;
 }
 
+/* Whether the TCP socket fd is bound to a loopback address (127/8, ::1). */
+static bool bound_to_loopback(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
 static int serve(struct http *h, struct listener *l, int fd, bool tcp, char *err,
     size_t errlen, const char *what)
 {
@@ -1435,6 +1456,8 @@ static int serve(struct http *h, struct listener *l, int fd, bool tcp, char *err
 	/* Room for the request line and headers at their limits, plus a read buffer. */
 	size_t pool = (size_t)(conf->limits.max_header_bytes + conf->limits.max_url_bytes) +
 	    (32u << 10);
+	unsigned per_address = tcp && !bound_to_loopback(fd) ?
+	    (unsigned)conf->limits.max_connections_per_address : 0u; /* 0: no cap */
 
 	l->fd = fd;
 	l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
@@ -1444,8 +1467,7 @@ static int serve(struct http *h, struct listener *l, int fd, bool tcp, char *err
 	    MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)(conf->limits.max_connections + CONNECTION_HEADROOM),
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	    tcp ? (unsigned)conf->limits.max_connections_per_address : 0u,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 	    MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
 	    /* Idle keep-alive and slow readers; the sweeper bounds the request phases. */
