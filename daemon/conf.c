@@ -142,7 +142,8 @@ static const struct key keys[] = {
 		  "Group owning the Unix socket. Empty keeps ackd's group." },
 	    MAIN(listen.unix_group) },
 
-	{ .doc = { "limits", CONF_T_GROUP, NULL, 0, 0, NULL, "Request size limits." },
+	{ .doc = { "limits", CONF_T_GROUP, NULL, 0, 0, NULL,
+		  "Request size limits and the resources a client may hold." },
 	    .scope = SCOPE_MAIN },
 	{ .doc = { "limits.max_body_bytes", CONF_T_INT, "1048576", 1, INT64_C(1073741824), NULL,
 		  "Largest request body; a larger one is refused with 413." },
@@ -159,8 +160,29 @@ static const struct key keys[] = {
 	    MAIN(limits.max_url_bytes) },
 	{ .doc = { "limits.max_connections", CONF_T_INT, "10000", 1, 1000000, NULL,
 		  "Most open connections, both listeners together; a request on a "
-		  "connection beyond them is refused with 503." },
+		  "connection beyond them is refused with 503 (/healthz and /readyz "
+		  "are still answered)." },
 	    MAIN(limits.max_connections) },
+	{ .doc = { "limits.max_connections_per_address", CONF_T_INT, "1024", 1, 1000000, NULL,
+		  "Most open connections from one client address on listen.http when "
+		  "it is not a loopback address; more are closed as they are accepted." },
+	    MAIN(limits.max_connections_per_address) },
+	{ .doc = { "limits.max_inflight_body_bytes", CONF_T_INT, "67108864", 1048576,
+		  INT64_C(68719476736), NULL,
+		  "Request bodies held in memory by all requests together, from the "
+		  "first byte read until the answer; a request that would go beyond it "
+		  "is refused with 503 and Retry-After. At least limits.max_body_bytes." },
+	    MAIN(limits.max_inflight_body_bytes) },
+	{ .doc = { "limits.header_timeout_ms", CONF_T_INT, "10000", 100, 3600000, NULL,
+		  "Time from a connection's start, or the end of its previous request, "
+		  "to the end of the next request's headers; bytes arriving slowly do "
+		  "not extend it. The connection is closed when it passes." },
+	    MAIN(limits.header_timeout_ms) },
+	{ .doc = { "limits.body_timeout_ms", CONF_T_INT, "60000", 100, 3600000, NULL,
+		  "Time from the end of a request's headers to the end of its body; "
+		  "bytes arriving slowly do not extend it. The connection is closed "
+		  "when it passes." },
+	    MAIN(limits.body_timeout_ms) },
 
 	{ .doc = { "kafka", CONF_T_GROUP, NULL, 0, 0, NULL, "The Kafka cluster." },
 	    .scope = SCOPE_MAIN },
@@ -208,7 +230,8 @@ static const struct key keys[] = {
 		  "Empty: every topic." },
 	    MAIN(publish.topics), .check = check_glob },
 
-	{ .doc = { "auth", CONF_T_GROUP, NULL, 0, 0, NULL, "Bearer tokens for the publish API." },
+	{ .doc = { "auth", CONF_T_GROUP, NULL, 0, 0, NULL,
+		  "Bearer tokens for the publish API (and the operations endpoints)." },
 	    .scope = SCOPE_MAIN },
 	{ .doc = { "auth.tokens", CONF_T_GROUPS, "", 0, 0, NULL,
 		  "Each a group of token and topics. When set, publishing needs "
@@ -223,6 +246,10 @@ static const struct key keys[] = {
 		  "Glob patterns of the topics this token may publish to, within "
 		  "publish.topics. Empty: every topic." },
 	    TOKEN(topics), .check = check_glob },
+	{ .doc = { "auth.protect_ops", CONF_T_BOOL, "false", 0, 0, NULL,
+		  "When true and auth.tokens is set, /metrics and /v1/status need a "
+		  "token too (any of them). /healthz and /readyz stay open." },
+	    MAIN(auth.protect_ops) },
 
 	{ .doc = { "log", CONF_T_GROUP, NULL, 0, 0, NULL, "Logging; reloaded on SIGHUP." },
 	    .scope = SCOPE_MAIN },
@@ -320,6 +347,7 @@ const char *conf_type_name(enum conf_type type)
 	case CONF_T_ENUM: return "string";
 	case CONF_T_MODE: return "string";
 	case CONF_T_STRLIST: return "list of strings";
+	case CONF_T_BOOL: return "boolean";
 	}
 	return "?";
 }
@@ -1018,6 +1046,9 @@ static int store_text(struct loader *ld, const struct key *k, void *base, const 
 	case CONF_T_INT:
 		*(int64_t *)field(base, k) = strtoll(v, NULL, 10);
 		return 0;
+	case CONF_T_BOOL:
+		*(int *)field(base, k) = strcmp(v, "true") == 0;
+		return 0;
 	case CONF_T_GROUP:
 	case CONF_T_GROUPS:
 	case CONF_T_STRLIST:
@@ -1110,6 +1141,7 @@ static const char *expected_name(enum conf_type t)
 	case CONF_T_ENUM: return "a string";
 	case CONF_T_MODE: return "a string of octal digits such as \"0660\"";
 	case CONF_T_STRLIST: return "a list of strings [ ... ]";
+	case CONF_T_BOOL: return "true or false";
 	}
 	return "?";
 }
@@ -1314,6 +1346,13 @@ static void load_setting(struct loader *ld, struct scope *sc, const struct key *
 		*(int64_t *)field(sc->base, k) = v;
 		return;
 	}
+	case CONF_T_BOOL:
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+			err_type(ld, s, k, shown);
+			return;
+		}
+		*(int *)field(sc->base, k) = config_setting_get_bool(s) != 0;
+		return;
 	case CONF_T_STRING:
 	case CONF_T_ENUM:
 	case CONF_T_MODE:
@@ -1612,6 +1651,35 @@ static void check_exposure(struct loader *ld, const config_t *cfg, const struct 
 	    "exposing the publish API beyond this host", conf->listen.http);
 }
 
+/* A body of limits.max_body_bytes must fit in the budget of all bodies. */
+static void check_body_budget(struct loader *ld, const config_t *cfg, const struct conf *conf)
+{
+	if (conf->limits.max_inflight_body_bytes >= conf->limits.max_body_bytes)
+		return;
+	const config_setting_t *s = config_lookup(cfg, "limits.max_inflight_body_bytes");
+
+	/* One of the two is in the file: the defaults agree. */
+	if (!s)
+		s = config_lookup(cfg, "limits.max_body_bytes");
+	if (!s)
+		return;
+	err_s(ld, s,
+	    "limits.max_inflight_body_bytes: %lld is less than limits.max_body_bytes (%lld)",
+	    (long long)conf->limits.max_inflight_body_bytes,
+	    (long long)conf->limits.max_body_bytes);
+}
+
+/* Protecting the operations endpoints needs a token to protect them with. */
+static void check_protect_ops(struct loader *ld, const config_t *cfg, const struct conf *conf)
+{
+	const config_setting_t *s = config_lookup(cfg, "auth.protect_ops");
+
+	if (!conf->auth.protect_ops || conf->auth.ntokens > 0 || !s)
+		return;
+	err_s(ld, s,
+	    "auth.protect_ops: true needs auth.tokens, or nobody can read /metrics and /v1/status");
+}
+
 /* Read the whole file; -1 with errno set when it cannot be read. */
 static int read_text(const char *path, char **out)
 {
@@ -1739,6 +1807,8 @@ int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 	load_group(&ld, &main_scope, config_root_setting(&cfg), "", "");
 	check_required(&ld, &main_scope);
 	check_exposure(&ld, &cfg, conf);
+	check_body_budget(&ld, &cfg, conf);
+	check_protect_ops(&ld, &cfg, conf);
 	if (ld.nerrs == 0 && !ld.oom)
 		check_clients(&ld, &cfg, conf);
 	if (ld.nerrs > 0 || ld.oom)
@@ -1810,6 +1880,7 @@ static int key_equal(const struct key *k, const void *a, const void *b)
 	case CONF_T_INT:
 		return *(const int64_t *)fa == *(const int64_t *)fb;
 	case CONF_T_ENUM:
+	case CONF_T_BOOL:
 		return *(const int *)fa == *(const int *)fb;
 	case CONF_T_MODE:
 		return *(const unsigned *)fa == *(const unsigned *)fb;

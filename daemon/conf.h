@@ -67,6 +67,10 @@ struct conf {
 		int64_t max_header_bytes;
 		int64_t max_url_bytes;
 		int64_t max_connections;
+		int64_t max_connections_per_address;
+		int64_t max_inflight_body_bytes;
+		int64_t header_timeout_ms;
+		int64_t body_timeout_ms;
 	} limits;
 
 	struct {
@@ -91,6 +95,7 @@ struct conf {
 	struct {
 		struct conf_token *tokens;
 		size_t ntokens;
+		int protect_ops; /* /metrics and /v1/status need a token too */
 	} auth;
 
 	struct {
@@ -137,6 +142,7 @@ enum conf_type {
 	CONF_T_ENUM,    /* a string, one of choices */
 	CONF_T_MODE,    /* a string of octal digits: "0660" */
 	CONF_T_STRLIST, /* [ "a", "b" ] */
+	CONF_T_BOOL,    /* true or false, stored as an int 1 or 0 */
 };
 
 struct conf_key {

@@ -17,15 +17,45 @@
  * it hands it on (topics_query, spool_submit, producer_wait) and does not
  * touch it again; the last one resumes the connection.
  *
- * Threads: libmicrohttpd's (handlers, completion), plus the callbacks named
- * above, which only fill the answer and resume.
+ * Hostile clients. Nothing a client sends is trusted: every answer that
+ * quotes it goes through utf8_clean(), and an answer that cannot be built is
+ * a 500 with a fixed body, never an exit. Resources are bounded:
+ *
+ *   memory   a body buffer grows as bytes arrive (never from Content-Length),
+ *            within limits.max_body_bytes, and all bodies held together
+ *            within limits.max_inflight_body_bytes (the budget): a request
+ *            that would go beyond it reads on but keeps nothing, and gets 503
+ *            with Retry-After. Its share of the budget is held until its
+ *            answer, as the parsed records hold as many bytes;
+ *   time     a connection has limits.header_timeout_ms from its start (or
+ *            its previous request's end) to the end of the headers, and
+ *            limits.body_timeout_ms from there to the end of the body; bytes
+ *            that trickle in do not renew either. libmicrohttpd has only an
+ *            idle timeout, so struct conn keeps each connection's deadline
+ *            and the sweeper thread shuts down the socket of one that passed
+ *            it (libmicrohttpd then closes it as if the client had);
+ *   count    limits.max_connections over both listeners (503 for requests
+ *            beyond it, except /healthz and /readyz), and
+ *            limits.max_connections_per_address on a TCP listener that is
+ *            not on loopback, enforced by libmicrohttpd when it accepts (on
+ *            loopback every client is 127.0.0.1 or ::1: a cap per address
+ *            would be a second max_connections).
+ *
+ * Threads: libmicrohttpd's (handlers, completion, connection notices), the
+ * callbacks named above, which only fill the answer and resume, and the
+ * sweeper ("http-sweep"), which only reads deadlines and calls shutdown(2).
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -55,6 +85,9 @@
 #define MAX_REQUEST_HEADERS 100
 #define CONNECTION_HEADROOM 64 /* accepted beyond max_connections, to answer 503 */
 #define RETRY_AFTER_S 1
+#define INTERNAL_BODY \
+	"{\"error\":{\"code\":\"internal\",\"message\":\"ackd could not build the answer; " \
+	"nothing was published\"}}"
 
 /* --- the one table from errors to HTTP statuses -------------------------- */
 
@@ -72,6 +105,7 @@ enum http_err {
 	ERR_URI_TOO_LONG,
 	ERR_HEADERS_TOO_LARGE,
 	ERR_TOO_MANY_CONNECTIONS,
+	ERR_INTERNAL,
 };
 
 static const struct {
@@ -92,6 +126,7 @@ static const struct {
 	[ERR_URI_TOO_LONG] = { 414, "uri_too_long", false },
 	[ERR_HEADERS_TOO_LARGE] = { 431, "header_fields_too_large", false },
 	[ERR_TOO_MANY_CONNECTIONS] = { 503, "unavailable", true },
+	[ERR_INTERNAL] = { 500, "internal", false },
 };
 
 /* What a single message Kafka rejected answers (a batch says it per record). */
@@ -120,7 +155,7 @@ enum route { ROUTE_NONE, ROUTE_OPS, ROUTE_PUBLISH, ROUTE_BATCH };
  * only store what they learned: a batch's answer is a thousand JSON objects,
  * and the spool writer and the kafka loop have better things to do.
  */
-enum req_state { ST_BODY, ST_WAIT, ST_TOPIC_CHECKED, ST_VERDICT, ST_ANSWER };
+enum req_state { ST_NEW, ST_BODY, ST_WAIT, ST_TOPIC_CHECKED, ST_VERDICT, ST_ANSWER };
 
 struct answer {
 	unsigned status;
@@ -144,9 +179,16 @@ struct req {
 	enum conf_ack ack;
 	int32_t partition;
 
-	char *body;
+	struct conn *c; /* the connection's, borrowed; NULL if libmicrohttpd had none */
+	bool bad_path;  /* the raw path holds or escapes a control character */
+	const char *raw_uri; /* the request target in libmicrohttpd's buffer */
+	size_t raw_uri_len;  /* its length up to the first NUL, as first seen */
+	char *body;     /* grows as bytes arrive; freed once parsed */
 	size_t len, cap;
-	bool too_large;
+	uint64_t declared; /* Content-Length, when sent and within limits; else 0 */
+	size_t reserved;   /* bytes of the body budget held until the answer */
+	bool too_large;    /* over limits.max_body_bytes: read on, keep nothing */
+	bool over_budget;  /* over limits.max_inflight_body_bytes: the same, 503 */
 
 	enum topic_state topic_state;
 	struct publish_req *pub;
@@ -154,6 +196,17 @@ struct req {
 	struct producer_result *results;
 
 	struct answer answer;
+};
+
+/*
+ * One open connection (libmicrohttpd's socket context), on the list of its
+ * server while it is open. deadline_ms is when the sweeper shuts it down
+ * (0: never); the thread running the connection sets it, the sweeper reads it.
+ */
+struct conn {
+	struct conn *prev, *next; /* under http.conns_mu */
+	int fd;
+	atomic_int_fast64_t deadline_ms;
 };
 
 struct listener {
@@ -168,37 +221,63 @@ struct http {
 	atomic_bool closing;
 	atomic_int suspended;
 	atomic_int connections; /* open, on all listeners */
+	atomic_size_t inflight; /* bytes of the body budget held */
+
+	pthread_mutex_t conns_mu;
+	struct conn *conns;
+	pthread_t sweeper;
+	bool sweeper_running;
+	bool sweeper_stop; /* under conns_mu */
+	pthread_cond_t sweeper_cond;
 };
 
 /* --- answers ------------------------------------------------------------- */
 
-static char *dump(json_t *j)
+/* A 500 with a fixed body, for an answer that could not be built. */
+static void set_internal(struct answer *a)
 {
-	char *s = json_dumps(j, JSON_COMPACT);
+	free(a->body);
+	*a = (struct answer){ .status = 500, .body = xstrdup(INTERNAL_BODY) };
+}
+
+/*
+ * The answer's body from j (its reference is taken; NULL is fine). Failing to
+ * encode (out of memory, or bytes jansson refuses) is never fatal: the
+ * answer becomes a 500 and the reason is logged.
+ */
+static void set_body(struct answer *a, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
 	json_decref(j);
-	if (!s)
-		fatalx("out of memory encoding a response");
-	return s;
+	if (!s) {
+		log_warnx("http: cannot encode a %u answer; answering 500", a->status);
+		set_internal(a);
+		return;
+	}
+	free(a->body);
+	a->body = s;
 }
 
 static void set_error(struct answer *a, enum http_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The message may quote the client: it is cut and cleaned by utf8_clean(). */
 static void set_error(struct answer *a, enum http_err e, const char *fmt, ...)
 {
-	char msg[512];
+	char raw[1024], msg[512];
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	free(a->body);
+	utf8_clean(msg, sizeof(msg), raw, n < 0 ? 0 : strnlen(raw, sizeof(raw)));
 	a->status = errors[e].status;
 	a->retry_after = errors[e].retry_after;
 	a->www_authenticate = e == ERR_UNAUTHORIZED;
 	a->close = e == ERR_TOO_MANY_CONNECTIONS;
-	a->body = dump(json_pack("{s:{s:s,s:s}}", "error", "code", errors[e].code, "message", msg));
+	set_body(a, json_pack("{s:{s:s,s:s}}", "error", "code", errors[e].code, "message", msg));
 }
 
 static enum MHD_Result queue_answer(struct MHD_Connection *conn, struct answer *a)
@@ -285,7 +364,7 @@ static char *single_json(const struct req *r)
 		n = snprintf(buf, sizeof(buf), "{\"id\":\"%s\",\"status\":\"spooled\",\"topic\":\"%s\"}",
 		    r->pub->ids[0], r->topic);
 	if (n < 0 || (size_t)n >= sizeof(buf))
-		fatalx("answer buffer too small");
+		return NULL;
 	return xstrndup(buf, (size_t)n);
 }
 
@@ -308,13 +387,23 @@ static void set_publish_answer(struct req *r)
 		}
 		r->answer.status = delivered ? 200 : 202;
 		r->answer.body = single_json(r);
+		if (!r->answer.body) {
+			log_warnx("http: the answer to a publish to %s does not fit; answering 500",
+			    r->topic);
+			set_internal(&r->answer);
+		}
 		return;
 	}
+	/* Every record has its entry, or the answer is a 500: never a short list. */
 	list = json_array();
-	for (size_t i = 0; i < r->pub->n; i++)
-		json_array_append_new(list, result_json(r, i));
+	for (size_t i = 0; list && i < r->pub->n; i++) {
+		if (json_array_append_new(list, result_json(r, i)) < 0) {
+			json_decref(list);
+			list = NULL;
+		}
+	}
 	r->answer.status = failed ? 207 : delivered == r->pub->n ? 200 : 202;
-	r->answer.body = dump(json_pack("{s:o}", "results", list));
+	set_body(&r->answer, list ? json_pack("{s:o}", "results", list) : NULL);
 }
 
 /* Kafka loop: every record has a verdict, or the deadline passed. */
@@ -403,22 +492,31 @@ static bool token_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* 401/403 from auth.tokens and publish.topics; 0 when allowed. */
-static int check_access(struct req *r)
+/* The configured token the request's Authorization: Bearer names, or NULL. */
+static const struct conf_token *request_token(struct req *r)
 {
 	const struct conf *conf = r->h->deps.conf;
 	const struct conf_token *match = NULL;
 	const char *auth;
 
+	auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+		/* Compare against every token, so timing tells nothing. */
+		for (size_t i = 0; i < conf->auth.ntokens; i++)
+			if (token_equal(auth + 7, conf->auth.tokens[i].token) && !match)
+				match = &conf->auth.tokens[i];
+	}
+	return match;
+}
+
+/* 401/403 from auth.tokens and publish.topics; 0 when allowed. */
+static int check_access(struct req *r)
+{
+	const struct conf *conf = r->h->deps.conf;
+	const struct conf_token *match;
+
 	if (conf->auth.ntokens > 0) {
-		auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-		    MHD_HTTP_HEADER_AUTHORIZATION);
-		if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-			/* Compare against every token, so timing tells nothing. */
-			for (size_t i = 0; i < conf->auth.ntokens; i++)
-				if (token_equal(auth + 7, conf->auth.tokens[i].token) && !match)
-					match = &conf->auth.tokens[i];
-		}
+		match = request_token(r);
 		if (!match) {
 			set_error(&r->answer, ERR_UNAUTHORIZED,
 			    "a valid Authorization: Bearer token is required");
@@ -458,7 +556,7 @@ static void get_healthz(struct answer *a)
 		return;
 	}
 	a->status = 503;
-	a->body = dump(json_pack("{s:s,s:s}", "status", "stuck", "reason", why));
+	set_body(a, json_pack("{s:s,s:s}", "status", "stuck", "reason", why));
 }
 
 static void get_readyz(struct answer *a)
@@ -473,7 +571,7 @@ static void get_readyz(struct answer *a)
 	}
 	a->status = 503;
 	a->retry_after = true;
-	a->body = dump(json_pack("{s:s,s:o}", "status", "not_ready", "reasons", reasons));
+	set_body(a, json_pack("{s:s,s:o}", "status", "not_ready", "reasons", reasons));
 }
 
 static bool stopping(struct answer *a)
@@ -500,17 +598,23 @@ static void get_status(struct answer *a)
 	if (stopping(a))
 		return;
 	a->status = 200;
-	a->body = dump(status_json());
+	set_body(a, status_json());
 }
 
+/*
+ * The operations endpoints. Probes are answered whatever the connection
+ * count (a full server must still say it is alive); the others need a token
+ * when auth.protect_ops is set.
+ */
 static const struct {
 	const char *path;
 	void (*get)(struct answer *a);
+	bool probe;
 } ops[] = {
-	{ "/healthz", get_healthz },
-	{ "/readyz", get_readyz },
-	{ "/metrics", get_metrics },
-	{ "/v1/status", get_status },
+	{ "/healthz", get_healthz, true },
+	{ "/readyz", get_readyz, true },
+	{ "/metrics", get_metrics, false },
+	{ "/v1/status", get_status, false },
 };
 
 struct size_count {
@@ -528,11 +632,10 @@ static enum MHD_Result count_value(void *cls, enum MHD_ValueKind kind, const cha
 	return MHD_YES;
 }
 
-/* limits.max_connections, max_url_bytes, max_header_bytes: -1 with the answer set. */
-static int check_limits(struct req *r, const char *url)
+/* limits.max_connections: -1 with the answer set. */
+static int check_connections(struct req *r)
 {
 	const struct conf *conf = r->h->deps.conf;
-	struct size_count query = { 0, 0 }, hdrs = { 0, 0 };
 
 	if (atomic_load(&r->h->connections) > conf->limits.max_connections) {
 		set_error(&r->answer, ERR_TOO_MANY_CONNECTIONS,
@@ -540,6 +643,15 @@ static int check_limits(struct req *r, const char *url)
 		    (long long)conf->limits.max_connections);
 		return -1;
 	}
+	return 0;
+}
+
+/* limits.max_url_bytes, max_header_bytes: -1 with the answer set. */
+static int check_limits(struct req *r, const char *url)
+{
+	const struct conf *conf = r->h->deps.conf;
+	struct size_count query = { 0, 0 }, hdrs = { 0, 0 };
+
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_value, &query);
 	if ((int64_t)(strlen(url) + query.bytes) > conf->limits.max_url_bytes) {
 		set_error(&r->answer, ERR_URI_TOO_LONG,
@@ -558,6 +670,54 @@ static int check_limits(struct req *r, const char *url)
 	return 0;
 }
 
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind,
+    const char *key, const char *value)
+{
+	int *n = cls;
+
+	(void)kind;
+	(void)value;
+	*n += strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0;
+	return MHD_YES;
+}
+
+/*
+ * More than one Content-Length: libmicrohttpd reads the body by the first and
+ * would take the rest as the next request. Where the body ends is not known,
+ * so the answer goes out at once and the connection is closed.
+ */
+static bool content_length_repeated(struct req *r)
+{
+	int n = 0;
+
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_content_length, &n);
+	return n > 1;
+}
+
+/*
+ * Whether the Content-Length header is over limits.max_body_bytes: compared
+ * as the unsigned number it is (digits only; too many digits is over). Within
+ * the limit it is kept in r->declared, which only caps how far the buffer
+ * grows ahead of the bytes: nothing is allocated from it.
+ */
+static bool content_length_over(struct req *r)
+{
+	uint64_t max = (uint64_t)r->h->deps.conf->limits.max_body_bytes, n = 0;
+	const char *v;
+
+	v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (!v)
+		return false;
+	for (; *v >= '0' && *v <= '9'; v++) {
+		n = n * 10 + (uint64_t)(*v - '0');
+		if (n > max)
+			return true;
+	}
+	/* libmicrohttpd refuses anything else itself; it is no size to go by. */
+	r->declared = *v == '\0' ? n : 0;
+	return false;
+}
+
 /*
  * Route the request and check everything known before the body: method,
  * topic, access, query, size, media type. 0 to read the body, -1 with the
@@ -571,19 +731,32 @@ static int begin(struct req *r, const char *url, const char *method)
 
 	if (check_limits(r, url) < 0)
 		return -1;
+	if (r->bad_path) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "the path holds a control character");
+		return -1;
+	}
 
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		if (strcmp(url, ops[i].path) != 0)
 			continue;
 		r->route = ROUTE_OPS;
+		if (!ops[i].probe && check_connections(r) < 0)
+			return -1;
 		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 			set_error(&r->answer, ERR_METHOD_NOT_ALLOWED, "use GET");
 			r->answer.allow = "GET, HEAD";
 			return -1;
 		}
+		if (!ops[i].probe && conf->auth.protect_ops && !request_token(r)) {
+			set_error(&r->answer, ERR_UNAUTHORIZED,
+			    "a valid Authorization: Bearer token is required (auth.protect_ops)");
+			return -1;
+		}
 		ops[i].get(&r->answer);
 		return -1;
 	}
+	if (check_connections(r) < 0)
+		return -1;
 	if (strncmp(url, prefix, strlen(prefix)) != 0) {
 		set_error(&r->answer, ERR_NOT_FOUND, "no such path: %s", url);
 		return -1;
@@ -630,20 +803,16 @@ static int begin(struct req *r, const char *url, const char *method)
 		    "key and partition of a batch are set per record");
 		return -1;
 	}
-	v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (v) {
-		char *end;
-		unsigned long long n = strtoull(v, &end, 10);
-		if ((long long)n > conf->limits.max_body_bytes) {
-			set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
-			    "the body is larger than limits.max_body_bytes (%lld bytes)",
-			    (long long)conf->limits.max_body_bytes);
-			return -1;
-		}
-		if (*end == '\0' && n > 0) {
-			r->cap = n;
-			r->body = xmalloc(r->cap);
-		}
+	if (content_length_repeated(r)) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "more than one Content-Length header");
+		r->answer.close = true;
+		return -1;
+	}
+	if (content_length_over(r)) {
+		set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
+		    "the body is larger than limits.max_body_bytes (%lld bytes)",
+		    (long long)conf->limits.max_body_bytes);
+		return -1;
 	}
 	if (r->route == ROUTE_BATCH &&
 	    !is_json(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
@@ -655,25 +824,75 @@ static int begin(struct req *r, const char *url, const char *method)
 	return 0;
 }
 
+/* Take n bytes of limits.max_inflight_body_bytes; false when they are not there. */
+static bool budget_take(struct http *h, size_t n)
+{
+	size_t budget = (size_t)h->deps.conf->limits.max_inflight_body_bytes;
+	size_t cur = atomic_load(&h->inflight);
+
+	do {
+		if (n > budget - cur)
+			return false;
+	} while (!atomic_compare_exchange_weak(&h->inflight, &cur, cur + n));
+	return true;
+}
+
+static void budget_give(struct http *h, size_t n)
+{
+	atomic_fetch_sub(&h->inflight, n);
+}
+
+/* Drop what the body holds and keep reading without keeping. */
+static void drop_body(struct req *r)
+{
+	free(r->body);
+	r->body = NULL;
+	r->len = r->cap = 0;
+	budget_give(r->h, r->reserved);
+	r->reserved = 0;
+}
+
+/*
+ * Append bytes that arrived. The buffer doubles from 4 KiB up to what the
+ * bytes need, never past limits.max_body_bytes nor past a Content-Length
+ * (which may be a lie, so the bytes decide), and every byte of it is taken
+ * from the budget first.
+ */
 static void take_body(struct req *r, const char *data, size_t size)
 {
-	int64_t max = r->h->deps.conf->limits.max_body_bytes;
+	size_t max = (size_t)r->h->deps.conf->limits.max_body_bytes;
+	size_t want;
+	char *nb;
 
-	if (r->too_large)
+	if (r->too_large || r->over_budget)
 		return;
-	if ((int64_t)(r->len + size) > max) {
-		/* Keep reading to answer cleanly, but keep nothing. */
+	if (size > max - r->len) {
 		r->too_large = true;
-		free(r->body);
-		r->body = NULL;
-		r->len = r->cap = 0;
+		drop_body(r);
 		return;
 	}
-	if (r->len + size > r->cap) {
-		r->cap = r->cap ? r->cap * 2 : 4096;
-		if (r->cap < r->len + size)
-			r->cap = r->len + size;
-		r->body = xrealloc(r->body, r->cap);
+	if (size > r->cap - r->len) {
+		want = r->cap ? r->cap : 4096;
+		while (want < r->len + size)
+			want = want > max / 2 ? max : want * 2;
+		if (r->declared >= r->len + size && want > r->declared)
+			want = (size_t)r->declared;
+		if (!budget_take(r->h, want - r->cap)) {
+			r->over_budget = true;
+			drop_body(r);
+			return;
+		}
+		nb = realloc(r->body, want);
+		if (!nb) {
+			budget_give(r->h, want - r->cap);
+			log_warnx("http: out of memory for a request body of %zu bytes", want);
+			r->over_budget = true;
+			drop_body(r);
+			return;
+		}
+		r->reserved += want - r->cap;
+		r->body = nb;
+		r->cap = want;
 	}
 	memcpy(r->body + r->len, data, size);
 	r->len += size;
@@ -684,13 +903,13 @@ static int parse(struct req *r)
 {
 	const struct conf *conf = r->h->deps.conf;
 	char err[512];
-	int too_many = 0;
+	int too_large = 0;
 
 	if (r->route == ROUTE_BATCH) {
 		if (publish_batch(r->topic, r->body ? r->body : "", r->len,
-		        conf->limits.max_batch_records, wall_ms(), &r->pub, &too_many, err,
+		        conf->limits.max_batch_records, wall_ms(), &r->pub, &too_large, err,
 		        sizeof(err)) < 0) {
-			set_error(&r->answer, too_many ? ERR_PAYLOAD_TOO_LARGE : ERR_BAD_REQUEST,
+			set_error(&r->answer, too_large ? ERR_PAYLOAD_TOO_LARGE : ERR_BAD_REQUEST,
 			    "%s", err);
 			return -1;
 		}
@@ -707,8 +926,10 @@ static int parse(struct req *r)
 	        &key_len) == MHD_YES && !key)
 		key = "";
 	if (publish_single(r->topic, key, key_len, r->partition, hdrs.v, hdrs.n,
-	        r->body ? r->body : "", r->len, wall_ms(), &r->pub, err, sizeof(err)) < 0) {
-		set_error(&r->answer, ERR_BAD_REQUEST, "%s", err);
+	        r->body ? r->body : "", r->len, wall_ms(), &r->pub, &too_large, err,
+	        sizeof(err)) < 0) {
+		set_error(&r->answer, too_large ? ERR_PAYLOAD_TOO_LARGE : ERR_BAD_REQUEST, "%s",
+		    err);
 		return -1;
 	}
 	return 0;
@@ -733,21 +954,28 @@ static int check_partitions(struct req *r, int partitions)
 	return 0;
 }
 
-/* Hand the records to the spool writer; the connection is suspended. */
+/*
+ * Hand the records to the spool writer; the connection is suspended. Every
+ * record goes into the batch or none is submitted: publish checked that each
+ * fits, so a failure here is out of memory or a bug, answered 500.
+ */
 static void submit(struct req *r)
 {
 	struct spool_batch *b = spool_batch_new(r->pub->n);
 	enum spool_err err;
 
-	for (size_t i = 0; i < r->pub->n; i++) {
-		if (!b || spool_batch_add(b, &r->pub->msgs[i]) < 0) {
-			/* Nothing of the request is written when one record cannot be. */
+	for (size_t i = 0; b && i < r->pub->n; i++) {
+		if (spool_batch_add(b, &r->pub->msgs[i]) < 0) {
+			log_warnx("http: record %zu of %zu for topic %s cannot be added to a spool "
+			    "batch; nothing of the request is written", i, r->pub->n, r->topic);
 			spool_batch_free(b);
-			set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
-			    "records[%zu] cannot be stored (a field over its length limit)", i);
-			r->state = ST_ANSWER;
-			return;
+			b = NULL;
 		}
+	}
+	if (!b) {
+		set_internal(&r->answer);
+		r->state = ST_ANSWER;
+		return;
 	}
 	if (r->ack == CONF_ACK_KAFKA)
 		r->results = xcalloc(r->pub->n, sizeof(*r->results));
@@ -781,10 +1009,23 @@ static void advance(struct req *r)
 			r->state = ST_ANSWER;
 			return;
 		}
+		if (r->over_budget) {
+			set_error(&r->answer, ERR_UNAVAILABLE,
+			    "request bodies in memory are at limits.max_inflight_body_bytes "
+			    "(%lld bytes); retry later",
+			    (long long)r->h->deps.conf->limits.max_inflight_body_bytes);
+			r->state = ST_ANSWER;
+			return;
+		}
 		if (parse(r) < 0) {
 			r->state = ST_ANSWER;
 			return;
 		}
+		/*
+		 * A single message's value points into the body (the spool batch
+		 * copies it once), so the body, and its budget share, stay until
+		 * the answer.
+		 */
 		r->topic_state = topics_lookup(r->h->deps.topics, r->topic, &partitions);
 		if (r->topic_state == TOPIC_UNKNOWN) {
 			suspend(r);
@@ -820,13 +1061,9 @@ static void advance(struct req *r)
  */
 static bool answer_before_body(struct req *r)
 {
-	const char *v;
-
 	if (MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT))
 		return true;
-	v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	return v &&
-	    strtoull(v, NULL, 10) > (unsigned long long)r->h->deps.conf->limits.max_body_bytes;
+	return content_length_repeated(r) || content_length_over(r);
 }
 
 /* Queue the request's answer, counting publish answers by status. */
@@ -837,6 +1074,145 @@ static enum MHD_Result answer(struct req *r)
 	return queue_answer(r->conn, &r->answer);
 }
 
+/* --- connections and their deadlines -------------------------------------- */
+
+/* When the sweeper closes the connection: ms from now, or 0 for never. */
+static void conn_deadline(struct conn *c, int64_t ms)
+{
+	if (c)
+		atomic_store(&c->deadline_ms, ms ? now_ms() + ms : 0);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct http *h = cls;
+	const union MHD_ConnectionInfo *info;
+	struct conn *c;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		atomic_fetch_add(&h->connections, 1);
+		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		c = xcalloc(1, sizeof(*c));
+		c->fd = info ? info->connect_fd : -1;
+		conn_deadline(c, h->deps.conf->limits.header_timeout_ms);
+		pthread_mutex_lock(&h->conns_mu);
+		c->next = h->conns;
+		if (h->conns)
+			h->conns->prev = c;
+		h->conns = c;
+		pthread_mutex_unlock(&h->conns_mu);
+		*socket_context = c;
+		return;
+	}
+	atomic_fetch_sub(&h->connections, 1);
+	c = *socket_context;
+	if (!c)
+		return;
+	/* libmicrohttpd closes the socket after this: the sweeper must be done with it. */
+	pthread_mutex_lock(&h->conns_mu);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&h->conns_mu);
+	free(c);
+	*socket_context = NULL;
+}
+
+/* Shut down the sockets of connections past their deadline. */
+static void *sweeper_main(void *arg)
+{
+	struct http *h = arg;
+	const struct conf *conf = h->deps.conf;
+	int64_t tick = conf->limits.header_timeout_ms < conf->limits.body_timeout_ms ?
+	    conf->limits.header_timeout_ms : conf->limits.body_timeout_ms;
+	struct timespec ts;
+
+	thread_name("http-sweep");
+	tick = tick / 10 < 10 ? 10 : tick / 10 > 250 ? 250 : tick / 10;
+	pthread_mutex_lock(&h->conns_mu);
+	while (!h->sweeper_stop) {
+		int64_t now = now_ms();
+		size_t closed = 0;
+
+		for (struct conn *c = h->conns; c; c = c->next) {
+			int64_t d = atomic_load(&c->deadline_ms);
+			if (d == 0 || now < d || c->fd < 0)
+				continue;
+			atomic_store(&c->deadline_ms, 0);
+			shutdown(c->fd, SHUT_RDWR);
+			closed++;
+		}
+		if (closed)
+			log_debug("http: closed %zu connections past limits.header_timeout_ms or "
+			    "limits.body_timeout_ms", closed);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += (long)(tick % 1000) * 1000000;
+		ts.tv_sec += tick / 1000 + ts.tv_nsec / 1000000000;
+		ts.tv_nsec %= 1000000000;
+		pthread_cond_timedwait(&h->sweeper_cond, &h->conns_mu, &ts);
+	}
+	pthread_mutex_unlock(&h->conns_mu);
+	return NULL;
+}
+
+/*
+ * A raw NUL in the request target ("POST /v1/topics/demo<NUL>evil HTTP/1.1")
+ * ends the string libmicrohttpd hands over, so on_uri() saw only "demo".
+ * libmicrohttpd 0.9.x parses the request line in place: the target runs from
+ * the pointer on_uri() got to the space before the version, which it
+ * overwrote with a NUL, and the version follows. When that NUL is not where
+ * on_uri()'s string ended, the target held another one. Any other layout
+ * (no version, another libmicrohttpd) tells nothing and passes.
+ */
+static bool target_has_nul(const struct req *r, const char *version)
+{
+	const char *sep;
+
+	if (!r->raw_uri || !version || !version[0] || version <= r->raw_uri + r->raw_uri_len)
+		return false;
+	sep = version - 1;
+	if (*sep != '\0' || (size_t)(sep - r->raw_uri) > 1u << 20)
+		return false;
+	return sep != r->raw_uri + r->raw_uri_len;
+}
+
+/*
+ * libmicrohttpd's URI log callback: the first call of a request, with the
+ * request target as sent (before unescaping, which turns %00 into an end of
+ * string: /v1/topics/demo%00evil would publish to demo). The request object
+ * starts here; its pointer is the handler's *con_cls.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct http *h = cls;
+	struct req *r = xcalloc(1, sizeof(*r));
+	const union MHD_ConnectionInfo *info;
+
+	r->h = h;
+	r->conn = conn;
+	r->state = ST_NEW;
+	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	r->c = info ? info->socket_context : NULL;
+	r->raw_uri = uri;
+	r->raw_uri_len = uri ? strlen(uri) : 0;
+	for (const char *p = uri; p && *p && *p != '?'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c < 0x20 || c == 0x7f)
+			r->bad_path = true;
+		if (c == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+			char hex[3] = { p[1], p[2], '\0' };
+			unsigned long v = strtoul(hex, NULL, 16);
+			if (v < 0x20 || v == 0x7f)
+				r->bad_path = true;
+		}
+	}
+	return r;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
@@ -844,19 +1220,22 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	struct http *h = cls;
 	struct req *r = *con_cls;
 
-	(void)version;
-	if (!r) {
-		r = xcalloc(1, sizeof(*r));
-		r->h = h;
-		r->conn = conn;
-		*con_cls = r;
+	if (!r) /* libmicrohttpd calls on_uri first; this is only a safety net */
+		r = *con_cls = on_uri(h, NULL, conn);
+	if (r->state == ST_NEW) {
+		if (target_has_nul(r, version))
+			r->bad_path = true;
+		/* The headers are in: from here the body has its own deadline. */
+		conn_deadline(r->c, h->deps.conf->limits.body_timeout_ms);
 		r->state = ST_BODY;
 		if (begin(r, url, method) == 0 && atomic_load(&h->closing))
 			set_error(&r->answer, ERR_UNAVAILABLE, "ackd is shutting down");
 		if (r->answer.body) {
 			r->state = ST_ANSWER;
-			if (answer_before_body(r))
+			if (answer_before_body(r)) {
+				conn_deadline(r->c, 0);
 				return answer(r);
+			}
 		}
 		return MHD_YES;
 	}
@@ -866,6 +1245,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	/* The whole request is in; what remains is ackd's work and the answer. */
+	conn_deadline(r->c, 0);
 	if (r->state == ST_BODY || r->state == ST_TOPIC_CHECKED)
 		advance(r);
 	if (r->state == ST_VERDICT) {
@@ -880,13 +1261,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
 {
+	struct http *h = cls;
 	struct req *r = *con_cls;
 
-	(void)cls;
 	(void)conn;
 	(void)toe;
 	if (!r)
 		return;
+	/* A kept-alive connection has header_timeout_ms for its next request. */
+	conn_deadline(r->c, h->deps.conf->limits.header_timeout_ms);
+	budget_give(h, r->reserved);
 	publish_req_free(r->pub);
 	free(r->results);
 	free(r->body);
@@ -895,33 +1279,61 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-    enum MHD_ConnectionNotificationCode toe)
-{
-	struct http *h = cls;
-
-	(void)conn;
-	(void)socket_context;
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-		atomic_fetch_add(&h->connections, 1);
-	else
-		atomic_fetch_sub(&h->connections, 1);
-}
+/*
+ * libmicrohttpd's messages, at most MHD_LOG_BURST in MHD_LOG_WINDOW_MS (a
+ * flood of bad requests must not become a flood of log lines), cleaned like
+ * anything else that may quote a client.
+ */
+#define MHD_LOG_BURST 20
+#define MHD_LOG_WINDOW_MS 10000
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	char line[512];
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static int64_t window_start;
+	static unsigned logged, dropped;
+	char raw[512], line[512];
+	unsigned was_dropped = 0;
 	size_t n;
+	bool show;
 
 	(void)cls;
-	vsnprintf(line, sizeof(line), fmt, ap);
-	n = strlen(line);
-	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '.'))
+	pthread_mutex_lock(&mu);
+	if (now_ms() - window_start >= MHD_LOG_WINDOW_MS) {
+		window_start = now_ms();
+		was_dropped = dropped;
+		logged = dropped = 0;
+	}
+	show = logged < MHD_LOG_BURST;
+	if (show)
+		logged++;
+	else
+		dropped++;
+	pthread_mutex_unlock(&mu);
+	if (was_dropped)
+		log_warnx("http: %u more messages of libmicrohttpd not logged", was_dropped);
+	if (!show)
+		return;
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	n = utf8_clean(line, sizeof(line), raw, strlen(raw));
+	while (n > 0 && (line[n - 1] == '?' || line[n - 1] == '.'))
 		line[--n] = '\0';
 	log_warnx("http: %s", line);
 }
 
 /* --- listeners ------------------------------------------------------------ */
+
+static int cond_init_monotonic(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+	int rc;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return rc;
+}
 
 /* "host:port" or "[v6]:port" to a listening socket. */
 static int listen_tcp(const char *addr, char *err, size_t errlen)
@@ -1020,8 +1432,25 @@ fail:
 	return -1;
 }
 
-static int serve(struct http *h, struct listener *l, int fd, char *err, size_t errlen,
-    const char *what)
+/* Whether the TCP socket fd is bound to a loopback address (127/8, ::1). */
+static bool bound_to_loopback(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
+static int serve(struct http *h, struct listener *l, int fd, bool tcp, char *err,
+    size_t errlen, const char *what)
 {
 	const struct conf *conf = h->deps.conf;
 	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
@@ -1029,6 +1458,8 @@ static int serve(struct http *h, struct listener *l, int fd, char *err, size_t e
 	/* Room for the request line and headers at their limits, plus a read buffer. */
 	size_t pool = (size_t)(conf->limits.max_header_bytes + conf->limits.max_url_bytes) +
 	    (32u << 10);
+	unsigned per_address = tcp && !bound_to_loopback(fd) ?
+	    (unsigned)conf->limits.max_connections_per_address : 0u; /* 0: no cap */
 
 	l->fd = fd;
 	l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
@@ -1038,7 +1469,10 @@ static int serve(struct http *h, struct listener *l, int fd, char *err, size_t e
 	    MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)(conf->limits.max_connections + CONNECTION_HEADROOM),
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+	    MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
+	    /* Idle keep-alive and slow readers; the sweeper bounds the request phases. */
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, h,
 	    MHD_OPTION_END);
@@ -1060,12 +1494,19 @@ int http_start(const struct http_deps *deps, struct http **out, char *err, size_
 
 	h->deps = *deps;
 	h->tcp.fd = h->unix_.fd = -1;
+	pthread_mutex_init(&h->conns_mu, NULL);
+	if (cond_init_monotonic(&h->sweeper_cond) != 0 ||
+	    pthread_create(&h->sweeper, NULL, sweeper_main, h) != 0) {
+		snprintf(err, errlen, "cannot start the http sweeper thread");
+		goto fail;
+	}
+	h->sweeper_running = true;
 	/* A socket handed over by systemd (ackd.socket) comes first. */
 	if (conf->listen.http[0]) {
 		fd = service_take_tcp_fd(conf->listen.http);
 		if (fd < 0)
 			fd = listen_tcp(conf->listen.http, err, errlen);
-		if (fd < 0 || serve(h, &h->tcp, fd, err, errlen, conf->listen.http) < 0)
+		if (fd < 0 || serve(h, &h->tcp, fd, true, err, errlen, conf->listen.http) < 0)
 			goto fail;
 	}
 	if (conf->listen.unix_path[0]) {
@@ -1077,7 +1518,7 @@ int http_start(const struct http_deps *deps, struct http **out, char *err, size_
 				goto fail;
 			h->unix_path = xstrdup(conf->listen.unix_path);
 		}
-		if (serve(h, &h->unix_, fd, err, errlen, conf->listen.unix_path) < 0)
+		if (serve(h, &h->unix_, fd, false, err, errlen, conf->listen.unix_path) < 0)
 			goto fail;
 	}
 	*out = h;
@@ -1115,6 +1556,13 @@ void http_stop(struct http *h)
 
 	if (!h)
 		return;
+	if (h->sweeper_running) {
+		pthread_mutex_lock(&h->conns_mu);
+		h->sweeper_stop = true;
+		pthread_cond_signal(&h->sweeper_cond);
+		pthread_mutex_unlock(&h->conns_mu);
+		pthread_join(h->sweeper, NULL);
+	}
 	for (size_t i = 0; i < 2; i++) {
 		if (ls[i]->mhd)
 			MHD_stop_daemon(ls[i]->mhd);
@@ -1125,5 +1573,8 @@ void http_stop(struct http *h)
 		unlink(h->unix_path);
 		free(h->unix_path);
 	}
+	if (h->sweeper_running)
+		pthread_cond_destroy(&h->sweeper_cond);
+	pthread_mutex_destroy(&h->conns_mu);
 	free(h);
 }

@@ -41,6 +41,7 @@
 #include "base64.h"
 #include "log.h"
 #include "publish.h"
+#include "util.h"
 
 #define TOPIC_MAX_LEN 249
 #define ID_HDR "ackd-id"
@@ -337,6 +338,49 @@ void publish_id_new(char out[PUBLISH_ID_LEN + 1])
 
 /* --- messages ----------------------------------------------------------------- */
 
+/*
+ * A field name for an error message: at most 64 bytes of valid UTF-8 (never
+ * a character cut in half), quotes and backslashes shown as '?'.
+ */
+static void name_for_err(char *dst, size_t dstlen, const char *s, size_t len)
+{
+	size_t n = utf8_clean(dst, dstlen < 65 ? dstlen : 65, s, len);
+
+	for (size_t i = 0; i < n; i++)
+		if (dst[i] == '"' || dst[i] == '\\')
+			dst[i] = '?';
+}
+
+
+/*
+ * A Kafka header name a client sent: 1-PUBLISH_MAX_HDR_NAME bytes of valid
+ * UTF-8 without control characters. They travel on as webhook request
+ * headers and into logs, where CR, LF or NUL would do harm. NULL when fine,
+ * else the reason.
+ */
+static const char *hdr_name_problem(const char *name, size_t len)
+{
+	char clean[PUBLISH_MAX_HDR_NAME + 1];
+
+	if (len == 0)
+		return "empty header name";
+	if (len > PUBLISH_MAX_HDR_NAME)
+		return "header name longer than " PUBLISH_MAX_HDR_NAME_TEXT " bytes";
+	if (utf8_clean(clean, sizeof(clean), name, len) != len || memcmp(clean, name, len) != 0)
+		return "header name is not UTF-8 text without control characters";
+	return NULL;
+}
+
+/*
+ * Whether message i fits in one spool record (SPOOL_REC_MAX_PAYLOAD with its
+ * topic, key and headers): the spool cannot take a larger one, and finding
+ * that out only when the batch is written would answer 2xx for it.
+ */
+static int msg_fits(const struct spool_msg *m)
+{
+	return spool_rec_size(m) != 0;
+}
+
 /* Fill message i's common fields and its id; hdrs[nhdrs] becomes "ackd-id". */
 static void msg_finish(struct req *q, size_t i, const char *topic, size_t topic_len,
     struct spool_hdr *hdrs, size_t nhdrs, int64_t now_ms)
@@ -362,7 +406,7 @@ static int is_id_hdr(const char *name, size_t len)
 
 int publish_single(const char *topic, const char *key, size_t key_len, int32_t partition,
     const struct publish_http_hdr *hdrs, size_t nhdrs, const char *body, size_t body_len,
-    int64_t now_ms, struct publish_req **out, char *err, size_t errlen)
+    int64_t now_ms, struct publish_req **out, int *too_large, char *err, size_t errlen)
 {
 	const size_t prefix_len = strlen(KAFKA_HDR_PREFIX);
 	struct req *q = NULL;
@@ -372,6 +416,7 @@ int publish_single(const char *topic, const char *key, size_t key_len, int32_t p
 	size_t nkh = 0;
 
 	*out = NULL;
+	*too_large = 0;
 	/* What a failed allocation leaves; every other failure overwrites it. */
 	nomem(err, errlen);
 	if (topic == NULL || !publish_topic_valid(topic, strlen(topic))) {
@@ -403,13 +448,22 @@ int publish_single(const char *topic, const char *key, size_t key_len, int32_t p
 			kname = arena_dup(q, "content-type", strlen("content-type"));
 			kname_len = strlen("content-type");
 		} else if (strncasecmp(name, KAFKA_HDR_PREFIX, prefix_len) == 0) {
+			const char *problem;
+			char shown[80];
+
 			kname_len = strlen(name) - prefix_len;
+			name_for_err(shown, sizeof(shown), name, strlen(name));
 			if (kname_len == 0) {
-				snprintf(err, errlen, "header %s: empty kafka header name", name);
+				snprintf(err, errlen, "header %s: empty kafka header name", shown);
+				goto fail;
+			}
+			problem = hdr_name_problem(name + prefix_len, kname_len);
+			if (problem != NULL) {
+				snprintf(err, errlen, "header %s: %s", shown, problem);
 				goto fail;
 			}
 			if (is_id_hdr(name + prefix_len, kname_len)) {
-				snprintf(err, errlen, "header %s: ackd-id is set by ackd", name);
+				snprintf(err, errlen, "header %s: ackd-id is set by ackd", shown);
 				goto fail;
 			}
 			kname = arena_dup(q, name + prefix_len, kname_len);
@@ -439,6 +493,12 @@ int publish_single(const char *topic, const char *key, size_t key_len, int32_t p
 	m->value = body != NULL ? body : ""; /* borrowed: the caller keeps the body */
 	m->value_len = body_len;
 	msg_finish(q, 0, topic_copy, strlen(topic), kh, nkh, now_ms);
+	if (!msg_fits(m)) {
+		snprintf(err, errlen, "the message with its key and headers is larger than a spool "
+		    "record can hold (%u bytes)", SPOOL_REC_MAX_PAYLOAD);
+		*too_large = 1;
+		goto fail;
+	}
 	*out = &q->pub;
 	return 0;
 
@@ -487,18 +547,6 @@ static int real_precision(const json_t *v)
 	return prec;
 }
 
-/* A field name for an error message: at most 64 bytes, no control chars or quotes. */
-static void name_for_err(char *dst, size_t dstlen, const char *s, size_t len)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < len && n + 1 < dstlen && i < 64; i++) {
-		unsigned char c = (unsigned char)s[i];
-		dst[n++] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\') ? '?' : (char)c;
-	}
-	dst[n] = '\0';
-}
-
 static int key_is(const char *k, size_t klen, const char *name)
 {
 	return klen == strlen(name) && memcmp(k, name, klen) == 0;
@@ -543,6 +591,11 @@ static int batch_headers(struct req *q, size_t idx, const json_t *obj, struct sp
 	size_t n = 0;
 	char shown[80];
 
+	if (obj != NULL && json_object_size(obj) > PUBLISH_MAX_HEADERS) {
+		snprintf(err, errlen, "records[%zu].headers: %zu headers, more than %d", idx,
+		    json_object_size(obj), PUBLISH_MAX_HEADERS);
+		return -1;
+	}
 	/* One more for "ackd-id". */
 	hdrs = arena_array(q, (obj != NULL ? json_object_size(obj) : 0) + 1, sizeof(*hdrs));
 	if (hdrs == NULL) {
@@ -559,6 +612,11 @@ static int batch_headers(struct req *q, size_t idx, const json_t *obj, struct sp
 			if (memchr(name, '\0', name_len) != NULL) {
 				snprintf(err, errlen, "records[%zu].headers.%s: nul byte in header name",
 				    idx, shown);
+				return -1;
+			}
+			if (hdr_name_problem(name, name_len) != NULL) {
+				snprintf(err, errlen, "records[%zu].headers.%s: %s", idx, shown,
+				    hdr_name_problem(name, name_len));
 				return -1;
 			}
 			if (is_id_hdr(name, name_len)) {
@@ -583,9 +641,9 @@ static int batch_headers(struct req *q, size_t idx, const json_t *obj, struct sp
 	return 0;
 }
 
-/* Record idx of the batch into msgs[idx]. */
+/* Record idx of the batch into msgs[idx]; *too_large for a 413. */
 static int batch_record(struct req *q, size_t idx, const json_t *rec, const char *topic,
-    size_t topic_len, int64_t now_ms, char *err, size_t errlen)
+    size_t topic_len, int64_t now_ms, int *too_large, char *err, size_t errlen)
 {
 	struct spool_msg *m = &q->pub.msgs[idx];
 	json_t *value = NULL, *value_b64 = NULL, *key = NULL, *key_b64 = NULL;
@@ -680,11 +738,17 @@ static int batch_record(struct req *q, size_t idx, const json_t *rec, const char
 	if (batch_headers(q, idx, headers, &hdrs, &nhdrs, err, errlen) < 0)
 		return -1;
 	msg_finish(q, idx, topic, topic_len, hdrs, nhdrs, now_ms);
+	if (!msg_fits(m)) {
+		snprintf(err, errlen, "records[%zu]: larger with its key and headers than a spool "
+		    "record can hold (%u bytes)", idx, SPOOL_REC_MAX_PAYLOAD);
+		*too_large = 1;
+		return -1;
+	}
 	return 0;
 }
 
 int publish_batch(const char *topic, const char *body, size_t body_len, int64_t max_records,
-    int64_t now_ms, struct publish_req **out, int *too_many, char *err, size_t errlen)
+    int64_t now_ms, struct publish_req **out, int *too_large, char *err, size_t errlen)
 {
 	struct req *q = NULL;
 	json_t *root = NULL;
@@ -697,7 +761,7 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 	size_t n;
 
 	*out = NULL;
-	*too_many = 0;
+	*too_large = 0;
 	if (topic == NULL || !publish_topic_valid(topic, strlen(topic))) {
 		snprintf(err, errlen, "invalid topic name");
 		goto fail;
@@ -744,7 +808,7 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 	if ((int64_t)n > max_records) {
 		snprintf(err, errlen, "records: %zu records, over the limit of %lld", n,
 		    (long long)max_records);
-		*too_many = 1;
+		*too_large = 1;
 		goto fail;
 	}
 
@@ -755,7 +819,7 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (batch_record(q, i, json_array_get(records, i), topic_copy, strlen(topic), now_ms,
-			err, errlen) < 0)
+			too_large, err, errlen) < 0)
 			goto fail;
 	}
 	q->root = root; /* the messages point into it */

@@ -14,8 +14,15 @@
 
 #include "conf.h"
 #include "spool_rec.h"
+#include "util.h"
 
 #define PUBLISH_ID_LEN 26 /* characters of an ackd-id, without the NUL */
+
+/* A Kafka header name: 1-255 bytes of UTF-8 text, no control characters. */
+#define PUBLISH_MAX_HDR_NAME 255
+#define PUBLISH_MAX_HDR_NAME_TEXT "255"
+/* Kafka headers of one batch record, besides ackd-id. */
+#define PUBLISH_MAX_HEADERS 100
 
 /* Kafka's rule: 1-249 of [a-zA-Z0-9._-], not "." or "..". */
 int publish_topic_valid(const char *topic, size_t len);
@@ -24,10 +31,10 @@ int publish_topic_valid(const char *topic, size_t len);
 int publish_topic_allowed(const struct conf_strlist *patterns, const char *topic);
 
 /* "0".."2147483647" into *out; -1 for anything else. */
-int publish_parse_partition(const char *s, int32_t *out);
+MUST_USE int publish_parse_partition(const char *s, int32_t *out);
 
 /* "kafka" or "spool"; -1 for anything else. */
-int publish_parse_ack(const char *s, enum conf_ack *out);
+MUST_USE int publish_parse_ack(const char *s, enum conf_ack *out);
 
 /*
  * A new ackd-id: 26 characters of Crockford base32 (a ULID): 48 bits of
@@ -66,21 +73,27 @@ struct publish_http_hdr {
  * A single message: body is the value byte for byte; key may be NULL;
  * partition -1 for the partitioner; http headers are scanned for
  * Content-Type (stored as "content-type") and Kafka-Header-{name} (stored
- * as {name} lower-cased). The value points into body, which the caller keeps
- * until publish_req_free(); the other inputs are copied. Returns 0 and *out
- * (free with publish_req_free()), or -1 with err filled.
+ * as {name} lower-cased, a name checked as PUBLISH_MAX_HDR_NAME says). The
+ * value points into body, which the caller keeps until publish_req_free();
+ * the other inputs are copied. Returns 0 and *out (free with
+ * publish_req_free()), or -1 with err filled and *too_large set when the
+ * message is larger than one spool record can hold (413 rather than 400).
  */
-int publish_single(const char *topic, const char *key, size_t key_len, int32_t partition,
+MUST_USE int publish_single(const char *topic, const char *key, size_t key_len, int32_t partition,
     const struct publish_http_hdr *hdrs, size_t nhdrs, const char *body, size_t body_len,
-    int64_t now_ms, struct publish_req **out, char *err, size_t errlen);
+    int64_t now_ms, struct publish_req **out, int *too_large, char *err, size_t errlen);
 
 /*
- * A JSON batch ({"records":[...]}, DESIGN.md). The whole batch is validated
- * before anything is returned; an error names the record index. Returns 0 and
- * *out (free with publish_req_free()), or -1 with err filled and *too_many
- * set when the batch has more than max_records records (413 rather than 400).
+ * A JSON batch ({"records":[...]}, docs/http-api.md). The whole batch is
+ * validated before anything is returned, so every message returned fits in a
+ * spool record; an error names the record index. Header names are checked as
+ * for publish_single(), at most PUBLISH_MAX_HEADERS per record. Returns 0 and
+ * *out (free with publish_req_free()), or -1 with err filled and *too_large
+ * set when the batch has more than max_records records or a record is larger
+ * than a spool record can hold (413 rather than 400).
  */
-int publish_batch(const char *topic, const char *body, size_t body_len, int64_t max_records,
-    int64_t now_ms, struct publish_req **out, int *too_many, char *err, size_t errlen);
+MUST_USE int publish_batch(const char *topic, const char *body, size_t body_len,
+    int64_t max_records, int64_t now_ms, struct publish_req **out, int *too_large, char *err,
+    size_t errlen);
 
 #endif

@@ -14,6 +14,69 @@
 #include "log.h"
 #include "util.h"
 
+/* Bytes of the well-formed UTF-8 character at s (n available), or 0. */
+static size_t utf8_char_len(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t need;
+	unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		need = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		need = 3;
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		else if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 4;
+		if (c == 0xf0)
+			lo = 0x90; /* overlong */
+		else if (c == 0xf4)
+			hi = 0x8f; /* past U+10FFFF */
+	} else
+		return 0;
+	if (n < need || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < need; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return need;
+}
+
+size_t utf8_clean(char *dst, size_t dstlen, const void *src, size_t len)
+{
+	static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+	const unsigned char *s = src;
+	size_t i = 0, n = 0;
+
+	if (dstlen == 0)
+		return 0;
+	while (i < len) {
+		size_t clen = utf8_char_len(s + i, len - i);
+		const char *out = (const char *)s + i;
+		size_t olen = clen;
+
+		if (clen == 0) {
+			out = replacement;
+			olen = 3;
+			clen = 1;
+		} else if (clen == 1 && (s[i] < 0x20 || s[i] == 0x7f)) {
+			out = "?";
+		}
+		if (olen >= dstlen - n)
+			break;
+		memcpy(dst + n, out, olen);
+		n += olen;
+		i += clen;
+	}
+	dst[n] = '\0';
+	return n;
+}
+
 void *xmalloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);

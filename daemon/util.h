@@ -8,7 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A status the caller must look at: the compiler finds the next one ignored. */
+/*
+ * A return value that must not be ignored: on the publish path a dropped
+ * error is a 2xx for a message that was never written.
+ */
 #ifndef MUST_USE
 #define MUST_USE __attribute__((warn_unused_result))
 #endif
@@ -18,6 +21,17 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+
+/*
+ * Client bytes made safe to show: src[0..len) copied into dst as valid UTF-8
+ * with no control characters, always NUL-terminated. Each byte that does not
+ * start a well-formed UTF-8 character (overlong forms, surrogates and code
+ * points past U+10FFFF included) becomes U+FFFD; a control character
+ * (U+0000-U+001F, U+007F) becomes '?'. Only whole characters are written, so
+ * a cut at dstlen never splits one. Returns the bytes written, without the
+ * NUL. Every answer or log line that quotes a client goes through this.
+ */
+size_t utf8_clean(char *dst, size_t dstlen, const void *src, size_t len);
 
 /* CLOCK_MONOTONIC and CLOCK_REALTIME in milliseconds. */
 int64_t now_ms(void);

@@ -8,7 +8,8 @@
  * With libFuzzer:
  *   clang -g -fsanitize=fuzzer,address,undefined \
  *     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Idaemon -I<build dir> \
- *     tests/fuzz/fuzz_publish_batch.c daemon/publish.c daemon/log.c -ljansson
+ *     tests/fuzz/fuzz_publish_batch.c daemon/publish.c daemon/log.c daemon/util.c \
+ *     daemon/base64.c daemon/spool_rec.c -ljansson
  * Otherwise main() replays files and directories given as arguments (the
  * corpus tests/fuzz/corpus/publish_batch when none are), which is how
  * `make check` runs it with gcc.

@@ -1,10 +1,15 @@
 """Request limits: header count and size (431), request target length (414)
-and open connections (503), each refused with the error shape, and the
-secure default that refuses a non-loopback listener without tokens."""
+and open connections (503), each refused with the error shape; the probes
+answered beyond max_connections; the cap per client address, which applies
+to a listener that is not on loopback; the operations endpoints behind tokens with
+auth.protect_ops; and the secure default that refuses a non-loopback
+listener without tokens."""
 
 import socket
 import subprocess
+import time
 
+from ackd_proc import Ackd
 from kafka import wait_until
 
 LIMITS = {"limits": {"max_header_bytes": 2048, "max_url_bytes": 512, "max_connections": 4}}
@@ -54,16 +59,46 @@ def test_connections_over_max_connections_get_503_and_are_closed(ackd):
             s = socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5)
             idle.append(s)
         # The fifth open connection is one too many: its request is refused.
-        r = daemon.http.get("/healthz")
-        assert_error(r, 503, "unavailable")
-        assert r.header("retry-after") == "1"
-        assert r.header("connection") == "close"
+        for r in [daemon.http.get("/metrics"), daemon.http.post("/v1/topics/t", b"x")]:
+            assert_error(r, 503, "unavailable")
+            assert r.header("retry-after") == "1"
+            assert r.header("connection") == "close"
+        # A full server still says whether it is alive and ready.
+        assert daemon.http.get("/healthz").status == 200
+        assert daemon.http.get("/readyz").status in (200, 503)
+        assert daemon.http.get("/readyz").json()["status"] != "unavailable"
     finally:
         for s in idle:
             s.close()
     # Once they are gone, requests are served again.
-    wait_until(lambda: daemon.http.get("/healthz").status == 200, 10,
-                         "healthz after the idle connections closed")
+    wait_until(lambda: daemon.http.get("/metrics").status == 200, 10,
+                         "metrics after the idle connections closed")
+
+
+def test_ops_endpoints_open_by_default_even_with_tokens(ackd):
+    daemon = ackd(config={"auth": {"tokens": [{"token": "s3cret"}]}})
+    assert daemon.http.get("/metrics").status == 200
+    assert daemon.http.get("/v1/status").status == 200
+    assert_error(daemon.http.post("/v1/topics/t", b"x"), 401, "unauthorized")
+
+
+def test_protect_ops_puts_metrics_and_status_behind_tokens(ackd):
+    daemon = ackd(config={"auth": {"tokens": [{"token": "s3cret", "topics": ["only-this"]}],
+                                   "protect_ops": True}})
+    for client in daemon.listeners():
+        for path in ["/metrics", "/v1/status"]:
+            r = client.get(path)
+            assert_error(r, 401, "unauthorized")
+            assert r.header("www-authenticate") == "Bearer"
+            assert "auth.protect_ops" in r.json()["error"]["message"]
+            assert_error(client.get(path, headers={"Authorization": "Bearer wrong"}), 401,
+                         "unauthorized")
+            # Any token will do, whatever topics it may publish to.
+            r = client.get(path, headers={"Authorization": "Bearer s3cret"})
+            assert r.status == 200, r.body
+        assert client.get("/healthz").status == 200
+        assert client.get("/readyz").status in (200, 503)
+        assert client.get("/readyz").status != 401
 
 
 def test_non_loopback_listener_without_tokens_is_refused(ackd_bin, tmp_path):
@@ -81,3 +116,60 @@ def test_non_loopback_listener_without_tokens_is_refused(ackd_bin, tmp_path):
     out = subprocess.run([ackd_bin, "-n", "-c", str(conf)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+def closed_at_once(port):
+    """A new connection to port is closed before it gets an answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        return s.recv(100) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        s.close()
+
+
+def test_connections_per_address_are_capped_off_loopback(ackd_bin, kafka):
+    # On 0.0.0.0 (tokens required) a client address may hold 6 connections.
+    daemon = Ackd(ackd_bin, kafka.bootstrap, name="ackd-exposed",
+                  config={"limits": {"max_connections_per_address": 6},
+                          "auth": {"tokens": [{"token": "s3cret"}]}})
+    daemon.settings["listen"]["http"] = f"0.0.0.0:{daemon.http_port}"
+    daemon.write_config()
+    daemon.start()
+    socks = []
+    try:
+        for _ in range(6):
+            s = socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5)
+            socks.append(s)
+            # Answered, so counted: the seventh cannot take its place.
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        assert closed_at_once(daemon.http_port)
+        assert daemon.unix.get("/healthz").status == 200  # the Unix socket has no cap
+        for s in socks:
+            s.close()
+        socks = []
+        def served():
+            try:
+                return daemon.http.get("/healthz").status == 200
+            except ConnectionError:
+                return False  # closed by the cap: ackd has not seen all six go yet
+        wait_until(served, 10, "healthz once the six are closed")
+    finally:
+        for s in socks:
+            s.close()
+        daemon.close()
+
+
+def test_no_cap_per_address_on_loopback(ackd):
+    # Every local client is 127.0.0.1: a cap per address would cap them all.
+    daemon = ackd(config={"limits": {"max_connections_per_address": 2}})
+    socks = [socket.create_connection(("127.0.0.1", daemon.http_port)) for _ in range(6)]
+    try:
+        time.sleep(0.2)
+        assert daemon.http.get("/healthz").status == 200
+    finally:
+        for s in socks:
+            s.close()

@@ -201,6 +201,11 @@ static void assert_main_defaults(const struct conf *c)
 	assert_int_equal(c->publish.ack_timeout_ms, 10000);
 	assert_int_equal(c->publish.topics.n, 0);
 	assert_int_equal(c->auth.ntokens, 0);
+	assert_int_equal(c->auth.protect_ops, 0);
+	assert_int_equal(c->limits.max_connections_per_address, 1024);
+	assert_int_equal(c->limits.max_inflight_body_bytes, 67108864);
+	assert_int_equal(c->limits.header_timeout_ms, 10000);
+	assert_int_equal(c->limits.body_timeout_ms, 60000);
 	assert_string_equal(c->log.level, "info");
 	assert_int_equal(c->nsubs, 0);
 }
@@ -303,7 +308,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 48);
+	assert_int_equal(i, 53);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 
@@ -499,6 +504,28 @@ static void test_err_exposed_without_tokens(void **state)
 	conf_free(conf);
 }
 
+static void test_limits_and_protect_ops(void **state)
+{
+	struct conf *conf;
+
+	(void)state;
+	expect_errors("limits_auth.conf",
+	    "5: limits.max_inflight_body_bytes: 2097152 is less than limits.max_body_bytes "
+	    "(4194304)",
+	    "7: auth.protect_ops: true needs auth.tokens, or nobody can read /metrics and "
+	    "/v1/status");
+	expect_errors("protect_ops_type.conf",
+	    "3: auth.protect_ops: expected true or false, got a string");
+	conf = load_ok(CONF_DIR "protect_ops_ok.conf");
+	assert_int_equal(conf->auth.protect_ops, 1);
+	assert_int_equal(conf->limits.max_connections_per_address, 8);
+	assert_int_equal(conf->limits.max_inflight_body_bytes, 2097152);
+	assert_int_equal(conf->limits.header_timeout_ms, 500);
+	assert_int_equal(conf->limits.body_timeout_ms, 1500);
+	assert_string_equal(conf_type_name(CONF_T_BOOL), "boolean");
+	conf_free(conf);
+}
+
 static void collect_path(const char *path, void *arg)
 {
 	char *buf = arg;
@@ -660,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_err_enum),
 		cmocka_unit_test(test_err_listen),
 		cmocka_unit_test(test_err_exposed_without_tokens),
+		cmocka_unit_test(test_limits_and_protect_ops),
 		cmocka_unit_test(test_err_client_refused),
 		cmocka_unit_test(test_err_secret_values_hidden),
 		cmocka_unit_test(test_prop_is_secret),

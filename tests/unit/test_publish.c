@@ -2,7 +2,8 @@
  * test_publish: publish request validation, as http.c and a user see it:
  * topic and partition rules, ids, the single message with its headers, and
  * the JSON batch with the exact bytes each record becomes and the error each
- * bad record gets.
+ * bad record gets; a record the spool could not hold is refused here, never
+ * left out later; and client bytes quoted in errors are valid UTF-8.
  */
 #include "config.h"
 
@@ -17,8 +18,13 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "publish.h"
+#include "util.h"
+
+/* The 413 flag of publish_single(), for the tests that do not look at it. */
+static int too_large;
 
 /* --- helpers --------------------------------------------------------------- */
 
@@ -198,7 +204,7 @@ static void assert_id_shape(const char *id)
 	assert_true(id[0] <= '7'); /* 48 bits of time leave 3 in the first character */
 }
 
-static int64_t now_ms(void)
+static int64_t wall_now_ms(void)
 {
 	struct timespec ts;
 
@@ -220,12 +226,12 @@ static int64_t id_ms(const char *id)
 static void test_id_increasing(void **state)
 {
 	char prev[PUBLISH_ID_LEN + 1], cur[PUBLISH_ID_LEN + 1];
-	int64_t before = now_ms();
+	int64_t before = wall_now_ms();
 
 	(void)state;
 	publish_id_new(prev);
 	assert_id_shape(prev);
-	assert_true(id_ms(prev) >= before && id_ms(prev) <= now_ms());
+	assert_true(id_ms(prev) >= before && id_ms(prev) <= wall_now_ms());
 	for (int i = 0; i < 100000; i++) {
 		publish_id_new(cur);
 		assert_id_shape(cur);
@@ -242,8 +248,8 @@ static void test_id_clock_steps_back(void **state)
 	(void)state;
 	publish_id_new(a);
 	/* The wall clock jumps an hour back: ids keep the old time and still grow. */
-	publish_id_new_at(now_ms() - 3600 * 1000, b);
-	publish_id_new_at(now_ms() - 3600 * 1000, c);
+	publish_id_new_at(wall_now_ms() - 3600 * 1000, b);
+	publish_id_new_at(wall_now_ms() - 3600 * 1000, c);
 	assert_true(strcmp(a, b) < 0);
 	assert_true(strcmp(b, c) < 0);
 	assert_true(id_ms(b) >= id_ms(a));
@@ -332,7 +338,7 @@ static void test_single_headers(void **state)
 	size_t len = 0;
 
 	(void)state;
-	assert_int_equal(publish_single("orders", "k1", 2, 3, hdrs, 6, "{}", 2, 1234, &r, err,
+	assert_int_equal(publish_single("orders", "k1", 2, 3, hdrs, 6, "{}", 2, 1234, &r, &too_large, err,
 			     sizeof(err)),
 	    0);
 	assert_non_null(r);
@@ -373,7 +379,7 @@ static void test_single_body_and_key(void **state)
 	 * NUL and high bytes in the body. The value is the body itself (the
 	 * spool batch copies it once); key and topic are copies.
 	 */
-	assert_int_equal(publish_single(topic, key, 3, -1, NULL, 0, body, sizeof(body), 0, &r, err,
+	assert_int_equal(publish_single(topic, key, 3, -1, NULL, 0, body, sizeof(body), 0, &r, &too_large, err,
 			     sizeof(err)),
 	    0);
 	memset(key, 'z', 3);
@@ -387,7 +393,7 @@ static void test_single_body_and_key(void **state)
 	publish_req_free(r);
 
 	/* Empty body, no key. */
-	assert_int_equal(publish_single("t", NULL, 0, -1, NULL, 0, NULL, 0, 0, &r, err,
+	assert_int_equal(publish_single("t", NULL, 0, -1, NULL, 0, NULL, 0, 0, &r, &too_large, err,
 			     sizeof(err)),
 	    0);
 	assert_non_null(r->msgs[0].value);
@@ -396,7 +402,8 @@ static void test_single_body_and_key(void **state)
 	publish_req_free(r);
 
 	/* Empty key: present, zero length. */
-	assert_int_equal(publish_single("t", "", 0, -1, NULL, 0, "", 0, 0, &r, err, sizeof(err)),
+	assert_int_equal(publish_single("t", "", 0, -1, NULL, 0, "", 0, 0, &r, &too_large, err,
+	    sizeof(err)),
 	    0);
 	assert_non_null(r->msgs[0].key);
 	assert_int_equal(r->msgs[0].key_len, 0);
@@ -408,7 +415,7 @@ static void test_single_body_and_key(void **state)
 	assert_non_null(big);
 	for (size_t i = 0; i < big_len; i++)
 		big[i] = (char)(i * 7);
-	assert_int_equal(publish_single("t", NULL, 0, 0, NULL, 0, big, big_len, 0, &r, err,
+	assert_int_equal(publish_single("t", NULL, 0, 0, NULL, 0, big, big_len, 0, &r, &too_large, err,
 			     sizeof(err)),
 	    0);
 	assert_bytes(r->msgs[0].value, r->msgs[0].value_len, big, big_len);
@@ -426,22 +433,23 @@ static void test_single_errors(void **state)
 	char err[256] = "";
 
 	(void)state;
-	assert_int_equal(publish_single("t", NULL, 0, -1, empty, 1, "x", 1, 0, &r, err,
+	assert_int_equal(publish_single("t", NULL, 0, -1, empty, 1, "x", 1, 0, &r, &too_large, err,
 			     sizeof(err)),
 	    -1);
 	assert_null(r);
 	assert_string_equal(err, "header Kafka-Header-: empty kafka header name");
 
-	assert_int_equal(publish_single("t", NULL, 0, -1, id, 1, "x", 1, 0, &r, err, sizeof(err)),
+	assert_int_equal(publish_single("t", NULL, 0, -1, id, 1, "x", 1, 0, &r, &too_large, err,
+	    sizeof(err)),
 	    -1);
 	assert_string_equal(err, "header Kafka-Header-Ackd-Id: ackd-id is set by ackd");
 
-	assert_int_equal(publish_single("..", NULL, 0, -1, NULL, 0, "x", 1, 0, &r, err,
+	assert_int_equal(publish_single("..", NULL, 0, -1, NULL, 0, "x", 1, 0, &r, &too_large, err,
 			     sizeof(err)),
 	    -1);
 	assert_string_equal(err, "invalid topic name");
 
-	assert_int_equal(publish_single("t", NULL, 0, -2, NULL, 0, "x", 1, 0, &r, err,
+	assert_int_equal(publish_single("t", NULL, 0, -2, NULL, 0, "x", 1, 0, &r, &too_large, err,
 			     sizeof(err)),
 	    -1);
 	assert_string_equal(err, "partition -2 out of range");
@@ -726,6 +734,211 @@ static void test_batch_body_errors(void **state)
 	assert_string_equal(err, "invalid topic name");
 }
 
+/* --- records the spool cannot hold, client bytes in errors ------------------ */
+
+/* Valid UTF-8 (jansson's own check: it refuses anything else) and no control bytes. */
+static void assert_clean_text(const char *s)
+{
+	json_t *j = json_string(s);
+
+	assert_non_null(j);
+	json_decref(j);
+	for (const char *p = s; *p; p++)
+		assert_false((unsigned char)*p < 0x20 || *p == 0x7f);
+}
+
+/*
+ * The batch of the report: a header name of 70,000 bytes in record 1. It was
+ * left out of the spool batch (spool_rec_size() is 0 for a name over 65,535
+ * bytes) while the client got 2xx and three ids; now the request is refused
+ * and names the record.
+ */
+static void test_batch_header_name_too_long(void **state)
+{
+	static const char head[] = "{\"records\":[{\"value\":\"a\"},{\"value\":\"b\",\"headers\":{\"";
+	static const char tail[] = "\":\"v\"}},{\"value\":\"c\"}]}";
+	size_t name_len = 70000, len = sizeof(head) - 1 + name_len + sizeof(tail) - 1;
+	char *body = malloc(len + 1);
+	struct publish_req *r = (struct publish_req *)1;
+	int too = -1;
+	char err[256];
+
+	(void)state;
+	assert_non_null(body);
+	memcpy(body, head, sizeof(head) - 1);
+	memset(body + sizeof(head) - 1, 'h', name_len);
+	memcpy(body + sizeof(head) - 1 + name_len, tail, sizeof(tail));
+	assert_int_equal(publish_batch("t", body, len, 100, 0, &r, &too, err, sizeof(err)), -1);
+	assert_null(r);
+	assert_int_equal(too, 0);
+	assert_true(strncmp(err, "records[1].headers.hhhh", 23) == 0);
+	assert_non_null(strstr(err, ": header name longer than 255 bytes"));
+	free(body);
+
+	/* 255 bytes is fine; 256 is not. */
+	char name[300], ok[400];
+	memset(name, 'n', 256);
+	name[255] = '\0';
+	snprintf(ok, sizeof(ok), "{\"records\":[{\"value\":\"a\",\"headers\":{\"%s\":\"v\"}}]}", name);
+	publish_req_free(batch_ok(ok));
+	name[255] = 'n';
+	name[256] = '\0';
+	snprintf(ok, sizeof(ok), "{\"records\":[{\"value\":\"a\",\"headers\":{\"%s\":\"v\"}}]}", name);
+	assert_int_equal(publish_batch("t", ok, strlen(ok), 100, 0, &r, &too, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "header name longer than 255 bytes"));
+}
+
+static void test_batch_header_names_and_count(void **state)
+{
+	char body[8192];
+	size_t n;
+
+	(void)state;
+	batch_err("{\"records\":[{\"value\":\"a\"},{\"value\":\"b\",\"headers\":{\"a\\r\\nb\":\"v\"}}]}",
+	    "records[1].headers.a??b: header name is not UTF-8 text without control characters");
+	batch_err("{\"records\":[{\"value\":\"a\",\"headers\":{\"tab\\there\":\"v\"}}]}",
+	    "records[0].headers.tab?here: header name is not UTF-8 text without control "
+	    "characters");
+	/* A lone surrogate escape decodes to bytes that are not UTF-8. */
+	struct publish_req *r = NULL;
+	int too = -1;
+	char err[256];
+	const char *sur = "{\"records\":[{\"value\":\"a\",\"headers\":{\"\\ud800\":\"v\"}}]}";
+	if (publish_batch("t", sur, strlen(sur), 100, 0, &r, &too, err, sizeof(err)) == 0)
+		publish_req_free(r); /* jansson may refuse it first; either way no crash */
+	else
+		assert_clean_text(err);
+	/* Non-ASCII text is a fine name. */
+	publish_req_free(batch_ok("{\"records\":[{\"value\":\"a\",\"headers\":{\"caf\xc3\xa9\":\"v\"}}]}"));
+
+	/* 100 headers are fine, 101 are not. */
+	for (int count = 100; count <= 101; count++) {
+		n = (size_t)snprintf(body, sizeof(body), "{\"records\":[{\"value\":\"a\",\"headers\":{");
+		for (int i = 0; i < count; i++)
+			n += (size_t)snprintf(body + n, sizeof(body) - n, "%s\"h%d\":\"v\"", i ? "," : "",
+			    i);
+		snprintf(body + n, sizeof(body) - n, "}}]}");
+		if (count == 100)
+			publish_req_free(batch_ok(body));
+		else
+			batch_err(body, "records[0].headers: 101 headers, more than 100");
+	}
+}
+
+/* A value over what one spool record holds: 413, not a record left out. */
+static void test_record_over_spool_limit(void **state)
+{
+	size_t big_len = SPOOL_REC_MAX_PAYLOAD;
+	char *big = malloc(big_len);
+	struct publish_req *r = (struct publish_req *)1;
+	char err[256];
+	int too = -1;
+
+	(void)state;
+	assert_non_null(big);
+	memset(big, 'v', big_len);
+	assert_int_equal(publish_single("t", NULL, 0, -1, NULL, 0, big, big_len, 0, &r, &too, err,
+			     sizeof(err)),
+	    -1);
+	assert_null(r);
+	assert_int_equal(too, 1);
+	assert_string_equal(err, "the message with its key and headers is larger than a spool "
+				 "record can hold (67108864 bytes)");
+	/* With room for the record's own fields it fits. */
+	assert_int_equal(publish_single("t", NULL, 0, -1, NULL, 0, big, big_len - 1024, 0, &r, &too,
+			     err, sizeof(err)),
+	    0);
+	assert_int_equal(too, 0);
+	publish_req_free(r);
+	free(big);
+}
+
+/* Kafka-Header- names of a single message get the same checks. */
+static void test_single_header_names(void **state)
+{
+	struct publish_http_hdr crlf[] = { { "Kafka-Header-a\r\nb", "v" } };
+	struct publish_http_hdr bad[] = { { "Kafka-Header-\xff\xfe", "v" } };
+	char longname[300];
+	struct publish_http_hdr lng[] = { { longname, "v" } };
+	struct publish_req *r = (struct publish_req *)1;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(publish_single("t", NULL, 0, -1, crlf, 1, "x", 1, 0, &r, &too_large, err,
+			     sizeof(err)),
+	    -1);
+	assert_string_equal(err, "header Kafka-Header-a??b: header name is not UTF-8 text "
+				 "without control characters");
+	assert_int_equal(publish_single("t", NULL, 0, -1, bad, 1, "x", 1, 0, &r, &too_large, err,
+			     sizeof(err)),
+	    -1);
+	assert_clean_text(err);
+	assert_non_null(strstr(err, "header name is not UTF-8 text"));
+	snprintf(longname, sizeof(longname), "Kafka-Header-%0256d", 0);
+	assert_int_equal(publish_single("t", NULL, 0, -1, lng, 1, "x", 1, 0, &r, &too_large, err,
+			     sizeof(err)),
+	    -1);
+	assert_int_equal(too_large, 0);
+	assert_clean_text(err);
+	assert_non_null(strstr(err, "header name longer than 255 bytes"));
+}
+
+/*
+ * A field name cut at 64 bytes in an error message never splits a UTF-8
+ * character, and invalid bytes become U+FFFD: jansson refuses anything else,
+ * and http.c could not build the answer.
+ */
+static void test_error_names_are_clean_utf8(void **state)
+{
+	char body[256], name[80];
+	struct publish_req *r = NULL;
+	int too = -1;
+	char err[256];
+
+	(void)state;
+	/* 63 ASCII bytes and a 2-byte character: the cut falls inside it. */
+	memset(name, 'x', 63);
+	memcpy(name + 63, "\xc3\xa9zz", 5);
+	snprintf(body, sizeof(body), "{\"records\":[{\"value\":\"a\",\"%s\":1}]}", name);
+	assert_int_equal(publish_batch("t", body, strlen(body), 100, 0, &r, &too, err, sizeof(err)),
+	    -1);
+	assert_clean_text(err);
+	assert_true(strncmp(err, "records[0]: unknown field \"xxx", 30) == 0);
+	/* jansson's own message quotes the bad byte: made clean by http.c, checked there. */
+}
+
+static void test_utf8_clean(void **state)
+{
+	char out[32];
+
+	(void)state;
+	assert_int_equal(utf8_clean(out, sizeof(out), "plain", 5), 5);
+	assert_string_equal(out, "plain");
+	assert_int_equal(utf8_clean(out, sizeof(out), "caf\xc3\xa9", 5), 5);
+	assert_string_equal(out, "caf\xc3\xa9");
+	utf8_clean(out, sizeof(out), "/\xff", 2);
+	assert_string_equal(out, "/\xef\xbf\xbd");
+	utf8_clean(out, sizeof(out), "a\0b\r\n\x7f", 6);
+	assert_string_equal(out, "a?b???");
+	/* Overlong, surrogate, past U+10FFFF, truncated: one U+FFFD per bad byte. */
+	utf8_clean(out, sizeof(out), "\xc0\xaf", 2);
+	assert_string_equal(out, "\xef\xbf\xbd\xef\xbf\xbd");
+	utf8_clean(out, sizeof(out), "\xed\xa0\x80", 3);
+	assert_string_equal(out, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	utf8_clean(out, sizeof(out), "\xf4\x90\x80\x80", 4);
+	assert_string_equal(out, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	utf8_clean(out, sizeof(out), "ok\xe2\x82", 4);
+	assert_string_equal(out, "ok\xef\xbf\xbd\xef\xbf\xbd");
+	utf8_clean(out, sizeof(out), "\xf0\x9f\x98\x80", 4);
+	assert_string_equal(out, "\xf0\x9f\x98\x80");
+	/* A cut at dstlen keeps whole characters only. */
+	assert_int_equal(utf8_clean(out, 4, "ab\xc3\xa9", 4), 2);
+	assert_string_equal(out, "ab");
+	assert_int_equal(utf8_clean(out, 1, "abc", 3), 0);
+	assert_string_equal(out, "");
+	assert_int_equal(utf8_clean(out, 0, "abc", 3), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -746,6 +959,12 @@ int main(void)
 	    cmocka_unit_test(test_batch_bad_base64),
 	    cmocka_unit_test(test_batch_record_errors),
 	    cmocka_unit_test(test_batch_body_errors),
+	    cmocka_unit_test(test_batch_header_name_too_long),
+	    cmocka_unit_test(test_batch_header_names_and_count),
+	    cmocka_unit_test(test_record_over_spool_limit),
+	    cmocka_unit_test(test_single_header_names),
+	    cmocka_unit_test(test_error_names_are_clean_utf8),
+	    cmocka_unit_test(test_utf8_clean),
 	    /* Last: it moves the id clock to the end of time. */
 	    cmocka_unit_test(test_id_time_encoding),
 	};
