@@ -1048,7 +1048,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		add_parts(c, rk, parts);
 		log_info("subscription %s: assigned %d partitions (%zu in all)", c->cs->name,
 		    parts->cnt, c->nparts);
-		/* librdkafka 2.0.2 keeps an application's pause across revoke and assign. */
+		/* librdkafka keeps an application's pause across revoke and assign
+		 * (2.8.0 still does): a partition paused before it left, and now
+		 * back, would never be fetched. */
 		rd_kafka_resume_partitions(rk, parts);
 		if (cooperative)
 			check_error(c, rd_kafka_incremental_assign(rk, parts), "incremental assign");

@@ -17,8 +17,8 @@
  *   4. sleep in poll(2) on a pipe that the spool's commit hook, librdkafka's
  *      queue and producer_stop() write to.
  *
- * A fatal error (librdkafka 2.0.2 raises a spurious fatal idempotence error
- * after network blips) destroys the producer, builds a new one and reads the
+ * A fatal error (the idempotent producer's, when Kafka's sequence numbers can
+ * no longer be trusted) destroys the producer, builds a new one and reads the
  * spool again from its oldest unacknowledged record: nothing is lost, and only
  * records that Kafka had written without our seeing the ack are duplicated.
  *
