@@ -1139,6 +1139,7 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		 * compared with the whole consumer queue and stall every partition. */
 		{ "queued.max.messages.kbytes", "4096" },
 		{ "log.queue", "false" },
+		{ "enable.metrics.push", "false" }, /* see producer.c */
 	};
 
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {

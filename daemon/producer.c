@@ -436,6 +436,9 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	    set(kc, "queue.buffering.max.messages", "200000", err, errlen) < 0 ||
 	    set(kc, "partitioner", "murmur2_random", err, errlen) < 0 ||
 	    set(kc, "log.queue", "false", err, errlen) < 0 ||
+	    /* librdkafka 2.8.0 waits up to 1 s in rd_kafka_destroy() for a last
+	     * push of client metrics (KIP-714); ackd has metrics of its own. */
+	    set(kc, "enable.metrics.push", "false", err, errlen) < 0 ||
 	    conf_apply_rdkafka(kc, &p->conf->kafka.producer, err, errlen) < 0) {
 		rd_kafka_conf_destroy(kc);
 		return NULL;

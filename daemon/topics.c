@@ -42,7 +42,7 @@
 #define MISSING_TTL_MS 2000
 #define UNREACHABLE_TTL_MS 5000
 #define POLL_SLICE_MS 100
-#define METADATA_SLICE_MS 500
+#define METADATA_FIRST_MS 500 /* then QUERY_TIMEOUT_MS: see metadata() */
 #define PROBE_MS 5000 /* how often the cluster is asked for its brokers */
 #define MAX_QUIET_MS 30000 /* a few metadata calls of QUERY_TIMEOUT_MS in a row */
 #define REFRESH_MS 60000
@@ -170,22 +170,21 @@ static void answered(struct topics *t)
 }
 
 /*
- * rd_kafka_metadata() for up to QUERY_TIMEOUT_MS, in slices: between them,
- * librdkafka's error events are read (the error callback runs only from
- * rd_kafka_poll), and a refused login ends the wait.
+ * rd_kafka_metadata(), first for METADATA_FIRST_MS, then, unless Kafka
+ * refused the login meanwhile, once more for QUERY_TIMEOUT_MS (a slow Kafka
+ * still gets its full time). In between librdkafka's error events are read:
+ * the error callback runs only from rd_kafka_poll().
  */
 static rd_kafka_resp_err_t metadata(struct topics *t, rd_kafka_topic_t *rkt,
     const struct rd_kafka_metadata **md)
 {
-	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+	rd_kafka_resp_err_t err = rd_kafka_metadata(t->rk, 0, rkt, md, METADATA_FIRST_MS);
 
-	for (int waited = 0; waited < QUERY_TIMEOUT_MS; waited += METADATA_SLICE_MS) {
-		err = rd_kafka_metadata(t->rk, 0, rkt, md, METADATA_SLICE_MS);
-		rd_kafka_poll(t->rk, 0);
-		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || atomic_load(&t->refused) ||
-		    stopping(t))
-			break;
-	}
+	rd_kafka_poll(t->rk, 0);
+	if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || atomic_load(&t->refused) || stopping(t))
+		return err;
+	err = rd_kafka_metadata(t->rk, 0, rkt, md, QUERY_TIMEOUT_MS);
+	rd_kafka_poll(t->rk, 0);
 	return err;
 }
 
@@ -440,7 +439,11 @@ int topics_start(const struct conf *conf, struct topics **out, char *err, size_t
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
 	t->queries_tail = &t->queries;
+	/* No client metrics (KIP-714): librdkafka 2.8.0 waits up to 1 s in
+	 * rd_kafka_destroy() for their last push. */
 	if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->kafka.brokers, err, errlen) !=
+	        RD_KAFKA_CONF_OK ||
+	    rd_kafka_conf_set(kc, "enable.metrics.push", "false", err, errlen) !=
 	        RD_KAFKA_CONF_OK ||
 	    conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0) {
 		rd_kafka_conf_destroy(kc);
