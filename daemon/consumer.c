@@ -1,9 +1,9 @@
 /*
  * consumer: one webhook subscription, on a thread of its own.
  *
- * Design. The thread owns a librdkafka consumer (eager "range" assignor:
- * Debian's librdkafka 2.0.2 crashes in cooperative-sticky) and a libcurl
- * multi handle, and loops:
+ * Design. The thread owns a librdkafka consumer (the cooperative-sticky
+ * assignor, so a rebalance moves only the partitions that change owner) and
+ * a libcurl multi handle, and loops:
  *
  *   1. take fetched messages into per-partition queues, in offset order; a
  *      partition whose queue holds PART_WINDOW messages or PART_WINDOW_BYTES
@@ -18,17 +18,20 @@
  *   3. act on each answer by DESIGN.md's table: delivered, retried after a
  *      backoff, written to the dead-letter topic, or the subscription paused
  *      (410);
- *   4. every COMMIT_INTERVAL_MS, store and commit per partition the offset
- *      below which every message completed (offsets.c);
+ *   4. every COMMIT_INTERVAL_MS, store per partition the offset below which
+ *      every message completed (offsets.c), for librdkafka's auto-commit;
  *   5. sleep in curl_multi_poll() on the connections and a wake-up pipe that
  *      the consumer queue and dead-letter acks write to.
  *
  * A message completes when the endpoint answered 2xx, or when its
  * dead-letter copy went through the spool and the producer and Kafka
  * acknowledged it, or when on_exhausted = "drop" lets it go. Nothing else
- * moves an offset. On revoke and at stop the thread waits (up to the
- * subscription's timeout) for requests in flight, commits synchronously what
- * completed, and only then lets the partitions go.
+ * moves an offset. When partitions are revoked, and at stop, the thread waits
+ * (up to the subscription's timeout) for their requests in flight, commits
+ * synchronously what completed, and only then lets them go; the partitions it
+ * keeps go on being delivered meanwhile. A request still out on a partition
+ * that left is orphaned: its answer is dropped, and the partition's next
+ * owner delivers the message again.
  *
  * Threads: everything on the subscription's thread, except the dead-letter
  * callbacks (spool writer, kafka loop), which only queue the finished job
@@ -66,6 +69,7 @@
 #define PART_WINDOW 5000       /* fetched, unfinished messages per partition */
 #define PART_WINDOW_BYTES (4u << 20)
 #define COMMIT_INTERVAL_MS 1000
+#define COMMIT_INTERVAL "1000" /* COMMIT_INTERVAL_MS, for librdkafka */
 #define IDLE_WAKE_MS 100
 #define POLL_BATCH 10000       /* messages taken per loop turn at most */
 #define DLQ_ACK_TIMEOUT_MS 60000
@@ -88,7 +92,7 @@ struct part;
 
 struct msg {
 	rd_kafka_message_t *rkm;
-	struct part *part;
+	struct part *part;    /* NULL: orphaned, its partition left with the request out */
 	enum msg_state state;
 	int attempts;
 	uint64_t epoch;       /* the partition's epoch when it was fetched */
@@ -113,6 +117,8 @@ struct part {
 	int64_t wm_next_ms;   /* when to ask Kafka for them again */
 	size_t busy;          /* requests and dead-letter writes out */
 	bool paused;
+	bool leaving;         /* being revoked: nothing more is sent */
+	bool went_back;       /* warned that the log went back below what completed */
 };
 
 struct dlq_job {
@@ -145,6 +151,8 @@ struct consumer {
 	/* Subscription thread only. */
 	struct part **parts;
 	size_t nparts;
+	struct msg **orphans; /* requests out for partitions that left */
+	size_t norphans;
 	struct part *last; /* the partition of the last message, a cache */
 	uint64_t next_gen;
 	size_t in_flight;   /* webhook requests */
@@ -289,11 +297,19 @@ static void trim(struct consumer *c, struct part *p)
 		set_paused(c, p, false);
 }
 
+/* Free a partition; its requests still out become orphans (on_answer drops them). */
 static void part_free(struct consumer *c, struct part *p)
 {
 	for (size_t i = 0; i < p->len; i++) {
-		set_state(c, q_at(p, i), M_DONE);
-		msg_free(q_at(p, i));
+		struct msg *m = q_at(p, i);
+		if (m->state == M_IN_FLIGHT) {
+			m->part = NULL;
+			c->orphans = xrealloc(c->orphans, (c->norphans + 1) * sizeof(*c->orphans));
+			c->orphans[c->norphans++] = m;
+			continue;
+		}
+		set_state(c, m, M_DONE);
+		msg_free(m);
 	}
 	offsets_free(p->off);
 	free(p->q);
@@ -380,7 +396,14 @@ size_t consumer_lag(struct consumer *c, struct consumer_lag *out, size_t max)
 
 struct metrics_sub *consumer_metrics(struct consumer *c) { return c->metrics; }
 
-/* Store and commit, per partition, the offset below which everything completed. */
+/*
+ * Store, per partition, the offset below which everything completed;
+ * librdkafka's auto-commit timer sends what is stored (every
+ * COMMIT_INTERVAL_MS, and never while the group rebalances: a commit that
+ * reaches the coordinator after the group's generation moved on fails with
+ * ILLEGAL_GENERATION, and librdkafka then drops the whole assignment as
+ * lost). sync commits at once and waits: on revoke and at stop.
+ */
 static void commit(struct consumer *c, bool sync)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->nparts);
@@ -398,16 +421,12 @@ static void commit(struct consumer *c, bool sync)
 		p->committed = o;
 	}
 	if (l->cnt > 0) {
-		/* The commit names its offsets; the store only keeps librdkafka's view. */
 		err = rd_kafka_offsets_store(c->rk, l);
-		if (err)
-			log_debug("subscription %s: offsets store: %s", c->cs->name,
-			    rd_kafka_err2str(err));
-		err = rd_kafka_commit(c->rk, l, sync ? 0 : 1);
+		if (!err && sync)
+			err = rd_kafka_commit(c->rk, l, 0);
 		if (err) {
-			/* Async: not even sent. Either way the next commit sends all again. */
-			log_warnx("subscription %s: offset commit failed: %s; will commit again",
-			    c->cs->name, rd_kafka_err2str(err));
+			log_warnx("subscription %s: offset %s failed: %s; will send them again",
+			    c->cs->name, sync ? "commit" : "store", rd_kafka_err2str(err));
 			c->commit_failed = true;
 		}
 	}
@@ -672,6 +691,29 @@ static void pause_all(struct consumer *c)
 		set_paused(c, c->parts[i], true);
 }
 
+/* The answer to a request whose partition left: the next owner delivers it. */
+static void drop_orphan(struct consumer *c, struct msg *m)
+{
+	for (size_t i = 0; i < c->norphans; i++) {
+		if (c->orphans[i] == m) {
+			c->orphans[i] = c->orphans[--c->norphans];
+			break;
+		}
+	}
+	c->in_flight--;
+	msg_free(m);
+}
+
+/* Every request was aborted (the webhook handle was rebuilt): forget the orphans. */
+static void free_orphans(struct consumer *c)
+{
+	for (size_t i = 0; i < c->norphans; i++)
+		msg_free(c->orphans[i]);
+	free(c->orphans);
+	c->orphans = NULL;
+	c->norphans = 0;
+}
+
 /* libcurl: the endpoint answered (or did not). */
 static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
 {
@@ -681,6 +723,11 @@ static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
 	int64_t now = now_ms();
 
 	struct timespec end;
+
+	if (!m->part) {
+		drop_orphan(c, m);
+		return;
+	}
 
 	clock_gettime(CLOCK_MONOTONIC, &end);
 	metrics_webhook_request(c->metrics, a->status, (double)(end.tv_sec - m->sent.tv_sec) +
@@ -849,8 +896,11 @@ static void dispatch(struct consumer *c, int64_t now)
 		c->next_wake = c->hold_until;
 		return;
 	}
-	for (size_t k = 0; k < c->nparts && c->in_flight < (size_t)c->cs->max_in_flight; k++)
-		dispatch_partition(c, c->parts[(c->rr + k) % c->nparts], now, &c->keys);
+	for (size_t k = 0; k < c->nparts && c->in_flight < (size_t)c->cs->max_in_flight; k++) {
+		struct part *p = c->parts[(c->rr + k) % c->nparts];
+		if (!p->leaving)
+			dispatch_partition(c, p, now, &c->keys);
+	}
 	c->rr++;
 }
 
@@ -987,15 +1037,19 @@ static void poll_kafka(struct consumer *c)
 
 /* --- rebalance ------------------------------------------------------------------ */
 
-/* Drive requests until nothing of ours is out, or the deadline. */
+/*
+ * Drive requests until the leaving partitions have nothing out, or the
+ * deadline; the others go on being dispatched meanwhile.
+ */
 static void wait_in_flight(struct consumer *c, int64_t deadline)
 {
 	for (;;) {
 		bool busy = false;
 		for (size_t i = 0; i < c->nparts; i++)
-			busy |= c->parts[i]->busy > 0;
+			busy |= c->parts[i]->leaving && c->parts[i]->busy > 0;
 		if (!busy || now_ms() >= deadline)
 			return;
+		dispatch(c, now_ms());
 		webhook_poll(c->wh, c->wake.rd, 50);
 		wakeup_drain(&c->wake);
 		webhook_collect(c->wh, on_answer, c);
@@ -1003,15 +1057,32 @@ static void wait_in_flight(struct consumer *c, int64_t deadline)
 	}
 }
 
-/* Let every partition go: wait, commit what completed, forget the rest. */
-static void release_all(struct consumer *c, const char *why)
+/*
+ * Let the partitions in l go (all of them when l is NULL): wait for their
+ * requests, commit what completed (not when the assignment was lost: another
+ * member owns them already), forget the rest.
+ */
+static void release(struct consumer *c, const rd_kafka_topic_partition_list_t *l, bool lost,
+    const char *why)
 {
 	char err[256];
+	size_t kept = 0, out = 0;
+	bool all = true;
 
-	c->revoking = true;
-	wait_in_flight(c, now_ms() + c->cs->timeout_ms);
-	commit(c, true);
-	if (webhook_in_flight(c->wh) > 0) {
+	for (size_t i = 0; i < c->nparts; i++) {
+		struct part *p = c->parts[i];
+		p->leaving = !l || rd_kafka_topic_partition_list_find(l, p->topic, p->partition);
+		all &= p->leaving;
+	}
+	c->revoking = all;
+	if (!lost) {
+		wait_in_flight(c, now_ms() + c->cs->timeout_ms);
+		commit(c, true);
+	}
+	for (size_t i = 0; i < c->nparts; i++)
+		if (c->parts[i]->leaving)
+			out += c->parts[i]->busy;
+	if (all && webhook_in_flight(c->wh) > 0) {
 		log_warnx("subscription %s: %zu requests still out at %s; their messages will be "
 		    "delivered again", c->cs->name, webhook_in_flight(c->wh), why);
 		webhook_free(c->wh);
@@ -1019,59 +1090,102 @@ static void release_all(struct consumer *c, const char *why)
 		if (!c->wh)
 			fatalx("subscription %s: %s", c->cs->name, err);
 		c->in_flight = 0;
+		free_orphans(c);
+		for (size_t i = 0; i < c->nparts; i++)
+			for (size_t j = 0; j < c->parts[i]->len; j++)
+				if (q_at(c->parts[i], j)->state == M_IN_FLIGHT)
+					set_state(c, q_at(c->parts[i], j), M_WAITING);
+	} else if (out > 0) {
+		log_warnx("subscription %s: %zu requests or dead letters still out at %s on "
+		    "partitions that leave; their messages will be delivered again by the "
+		    "partitions' next owner", c->cs->name, out, why);
 	}
 	for (size_t i = 0; i < c->nparts; i++) {
-		if (c->parts[i]->paused)
+		struct part *p = c->parts[i];
+		if (!p->leaving) {
+			c->parts[kept++] = p;
+			continue;
+		}
+		if (p->paused)
 			atomic_fetch_sub(&c->paused_parts, 1);
-		part_free(c, c->parts[i]);
+		part_free(c, p);
 	}
-	free(c->parts);
-	c->parts = NULL;
-	c->nparts = 0;
+	c->nparts = kept;
 	c->last = NULL;
-	atomic_store(&c->assigned, 0);
+	c->rr = 0;
+	atomic_store(&c->assigned, kept);
 	c->revoking = false;
 }
 
+/* Take newly assigned partitions (all of them with an eager assignor). */
+static void add_parts(struct consumer *c, rd_kafka_t *rk,
+    const rd_kafka_topic_partition_list_t *parts)
+{
+	/* The group's committed offsets: where lag counts from. */
+	rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+
+	if (rd_kafka_committed(rk, committed, COMMITTED_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		log_warnx("subscription %s: cannot read the group's committed offsets; lag "
+		    "is reported once messages are committed", c->cs->name);
+	c->parts = xrealloc(c->parts, (c->nparts + (size_t)parts->cnt + 1) * sizeof(*c->parts));
+	for (int i = 0; i < parts->cnt; i++) {
+		struct part *p = xcalloc(1, sizeof(*p));
+		p->topic = xstrdup(parts->elems[i].topic);
+		p->partition = parts->elems[i].partition;
+		p->gen = ++c->next_gen;
+		p->committed = committed->elems[i].offset >= 0 ? committed->elems[i].offset : -1;
+		p->low = p->high = -1;
+		c->parts[c->nparts++] = p;
+	}
+	rd_kafka_topic_partition_list_destroy(committed);
+	atomic_store(&c->assigned, c->nparts);
+}
+
+static void check_error(struct consumer *c, rd_kafka_error_t *error, const char *what)
+{
+	if (!error)
+		return;
+	log_warnx("subscription %s: %s: %s", c->cs->name, what, rd_kafka_error_string(error));
+	rd_kafka_error_destroy(error);
+}
+
+/*
+ * With the cooperative protocol, parts holds only the partitions that are
+ * added or revoked, and the rest keep being delivered; with an eager one (a
+ * kafka.consumer partition.assignment.strategy of range or roundrobin) it
+ * holds all of them.
+ */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	struct consumer *c = opaque;
 	rd_kafka_resp_err_t kerr;
+	bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+	size_t before = c->nparts;
 
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-		/* The group's committed offsets: where lag counts from. */
-		rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
-		if (rd_kafka_committed(rk, committed, COMMITTED_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
-			log_warnx("subscription %s: cannot read the group's committed offsets; lag "
-			    "is reported once messages are committed", c->cs->name);
-		c->parts = xcalloc(parts->cnt ? (size_t)parts->cnt : 1, sizeof(*c->parts));
-		for (int i = 0; i < parts->cnt; i++) {
-			struct part *p = xcalloc(1, sizeof(*p));
-			p->topic = xstrdup(parts->elems[i].topic);
-			p->partition = parts->elems[i].partition;
-			p->gen = ++c->next_gen;
-			p->committed = committed->elems[i].offset >= 0 ? committed->elems[i].offset : -1;
-			p->low = p->high = -1;
-			c->parts[c->nparts++] = p;
-		}
-		rd_kafka_topic_partition_list_destroy(committed);
-		atomic_store(&c->assigned, c->nparts);
-		log_info("subscription %s: assigned %d partitions", c->cs->name, parts->cnt);
-		/* librdkafka 2.0.2 keeps an application's pause across revoke and assign. */
+		add_parts(c, rk, parts);
+		log_info("subscription %s: assigned %d partitions (%zu in all)", c->cs->name,
+		    parts->cnt, c->nparts);
+		/* librdkafka keeps an application's pause across revoke and assign
+		 * (2.8.0 still does): a partition paused before it left, and now
+		 * back, would never be fetched. */
 		rd_kafka_resume_partitions(rk, parts);
-		kerr = rd_kafka_assign(rk, parts);
-		if (kerr)
+		if (cooperative)
+			check_error(c, rd_kafka_incremental_assign(rk, parts), "incremental assign");
+		else if ((kerr = rd_kafka_assign(rk, parts)))
 			log_warnx("subscription %s: cannot take the assigned partitions: %s",
 			    c->cs->name, rd_kafka_err2str(kerr));
 		if (c->gone)
 			pause_all(c);
 		return;
 	}
-	log_info("subscription %s: partitions revoked", c->cs->name);
-	release_all(c, "revoke");
-	kerr = rd_kafka_assign(rk, NULL);
-	if (kerr)
+	release(c, parts, rd_kafka_assignment_lost(rk), "revoke");
+	log_info("subscription %s: partitions revoked: %zu of %zu (%zu kept)", c->cs->name,
+	    before - c->nparts, before, c->nparts);
+	if (cooperative)
+		check_error(c, rd_kafka_incremental_unassign(rk, parts), "incremental unassign");
+	else if ((kerr = rd_kafka_assign(rk, NULL)))
 		log_warnx("subscription %s: cannot let the revoked partitions go: %s", c->cs->name,
 		    rd_kafka_err2str(kerr));
 }
@@ -1106,7 +1220,7 @@ static void *consumer_loop(void *arg)
 			c->next_commit = now_ms() + COMMIT_INTERVAL_MS;
 		}
 	}
-	release_all(c, "stop");
+	release(c, NULL, false, "stop");
 	rd_kafka_consumer_close(c->rk);
 	return NULL;
 }
@@ -1136,15 +1250,17 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		{ "bootstrap.servers", c->conf->kafka.brokers },
 		{ "group.id", cs->group },
 		{ "client.id", "ackd" },
-		{ "enable.auto.commit", "false" },
+		{ "enable.auto.commit", "true" }, /* what commit() stored; see there */
+		{ "auto.commit.interval.ms", COMMIT_INTERVAL },
 		{ "enable.auto.offset.store", "false" },
 		{ "enable.partition.eof", "false" },
 		{ "auto.offset.reset", cs->start == CONF_START_LATEST ? "latest" : "earliest" },
-		{ "partition.assignment.strategy", "range" },
+		{ "partition.assignment.strategy", "cooperative-sticky" },
 		/* Prefetch per partition is bounded in bytes; a count limit would be
 		 * compared with the whole consumer queue and stall every partition. */
 		{ "queued.max.messages.kbytes", "4096" },
 		{ "log.queue", "false" },
+		{ "enable.metrics.push", "false" }, /* see producer.c */
 	};
 
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
@@ -1242,6 +1358,7 @@ void consumer_stop(struct consumer *c)
 	rd_kafka_queue_destroy(c->queue);
 	rd_kafka_destroy(c->rk);
 	webhook_free(c->wh);
+	free_orphans(c);
 	free(c->keys.v);
 	metrics_sub_free(c->metrics);
 	free(c->lag);

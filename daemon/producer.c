@@ -17,8 +17,8 @@
  *   4. sleep in poll(2) on a pipe that the spool's commit hook, librdkafka's
  *      queue and producer_stop() write to.
  *
- * A fatal error (librdkafka 2.0.2 raises a spurious fatal idempotence error
- * after network blips) destroys the producer, builds a new one and reads the
+ * A fatal error (the idempotent producer's, when Kafka's sequence numbers can
+ * no longer be trusted) destroys the producer, builds a new one and reads the
  * spool again from its oldest unacknowledged record: nothing is lost, and only
  * records that Kafka had written without our seeing the ack are duplicated.
  *
@@ -439,6 +439,9 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	    set(kc, "log.queue", "false", err, errlen) < 0 ||
 	    /* A topic is created by its owner, never by a record naming it. */
 	    set(kc, "allow.auto.create.topics", "false", err, errlen) < 0 ||
+	    /* librdkafka 2.8.0 waits up to 1 s in rd_kafka_destroy() for a last
+	     * push of client metrics (KIP-714); ackd has metrics of its own. */
+	    set(kc, "enable.metrics.push", "false", err, errlen) < 0 ||
 	    conf_apply_rdkafka(kc, &p->conf->kafka.producer, err, errlen) < 0) {
 		rd_kafka_conf_destroy(kc);
 		return NULL;

@@ -151,7 +151,7 @@ json_t *status_json(void)
 
 int status_ready(json_t **reasons)
 {
-	char why[256];
+	char why[512];
 
 	*reasons = json_array();
 	if (atomic_load(&stopping)) {
@@ -161,7 +161,9 @@ int status_ready(json_t **reasons)
 	}
 	if (spool_writable(spool, why, sizeof(why)) < 0)
 		json_array_append_new(*reasons, json_string(why));
-	if (!topics_kafka_reachable(topics))
+	if (topics_kafka_refused(topics, why, sizeof(why)))
+		json_array_append_new(*reasons, json_sprintf("kafka refused the login: %s", why));
+	else if (!topics_kafka_reachable(topics))
 		json_array_append_new(*reasons,
 		    json_string("kafka did not answer a metadata request in the last 15 s"));
 	if (status_alive(why, sizeof(why)) < 0)

@@ -18,6 +18,12 @@
  * min.insync.replicas are checked and a warning is logged once if acks=all
  * cannot protect it (replication factor < 3 or min.insync.replicas < 2).
  *
+ * When Kafka refuses the login (SASL authentication or the TLS handshake
+ * fails), librdkafka's error events say so; they are read after each failed
+ * metadata call, and until a metadata call succeeds again lookups answer
+ * TOPIC_UNREACHABLE at once, so a publish with ack=spool does not wait for
+ * a metadata call that cannot succeed, and /readyz gives the reason.
+ *
  * Threads: topics_lookup() and topics_query() from request threads; the rest
  * on the topics thread.
  */
@@ -42,6 +48,7 @@
 #define MISSING_TTL_MS 2000
 #define UNREACHABLE_TTL_MS 5000
 #define POLL_SLICE_MS 100
+#define METADATA_FIRST_MS 500 /* then QUERY_TIMEOUT_MS: see metadata() */
 #define PROBE_MS 5000 /* how often the cluster is asked for its brokers */
 #define MAX_QUIET_MS 30000 /* a few metadata calls of QUERY_TIMEOUT_MS in a row */
 #define REFRESH_MS 60000
@@ -84,6 +91,8 @@ struct topics {
 	atomic_llong reached_ms; /* last successful metadata answer */
 	atomic_llong unreachable_until_ms; /* a query timed out: do not wait until then */
 	atomic_int brokers;                /* in the last metadata answer */
+	atomic_bool refused;               /* Kafka refused the login since the last answer */
+	char refusal[512];                 /* librdkafka's reason; under lock */
 };
 
 /* --- the cache -------------------------------------------------------------- */
@@ -211,7 +220,8 @@ enum topic_state topics_lookup(struct topics *t, const char *topic, int *partiti
 	pthread_mutex_lock(&t->lock);
 	st = topic_cache_get(t->cache, topic, now, partitions);
 	pthread_mutex_unlock(&t->lock);
-	if (st == TOPIC_UNKNOWN && now < atomic_load(&t->unreachable_until_ms))
+	if (st == TOPIC_UNKNOWN &&
+	    (now < atomic_load(&t->unreachable_until_ms) || atomic_load(&t->refused)))
 		st = TOPIC_UNREACHABLE;
 	return st;
 }
@@ -244,6 +254,16 @@ int topics_kafka_reachable(struct topics *t)
 	return reached > 0 && now_ms() - reached < 3 * PROBE_MS;
 }
 
+int topics_kafka_refused(struct topics *t, char *why, size_t len)
+{
+	if (!atomic_load(&t->refused))
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	snprintf(why, len, "%s", t->refusal);
+	pthread_mutex_unlock(&t->lock);
+	return 1;
+}
+
 /* --- the topics thread ---------------------------------------------------- */
 
 static bool stopping(struct topics *t)
@@ -254,6 +274,62 @@ static bool stopping(struct topics *t)
 	s = t->stopping;
 	pthread_mutex_unlock(&t->lock);
 	return s;
+}
+
+/* Kafka answered: a refused login is over. */
+static void answered(struct topics *t)
+{
+	atomic_store(&t->reached_ms, now_ms());
+	if (atomic_exchange(&t->refused, false))
+		log_info("kafka accepts the login again");
+}
+
+/*
+ * rd_kafka_metadata(), first for METADATA_FIRST_MS, then, unless Kafka
+ * refused the login meanwhile, once more for QUERY_TIMEOUT_MS (a slow Kafka
+ * still gets its full time). In between librdkafka's error events are read:
+ * the error callback runs only from rd_kafka_poll().
+ */
+static rd_kafka_resp_err_t metadata(struct topics *t, rd_kafka_topic_t *rkt,
+    const struct rd_kafka_metadata **md)
+{
+	rd_kafka_resp_err_t err = rd_kafka_metadata(t->rk, 0, rkt, md, METADATA_FIRST_MS);
+
+	rd_kafka_poll(t->rk, 0);
+	if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || atomic_load(&t->refused) || stopping(t))
+		return err;
+	err = rd_kafka_metadata(t->rk, 0, rkt, md, QUERY_TIMEOUT_MS);
+	rd_kafka_poll(t->rk, 0);
+	return err;
+}
+
+/*
+ * Whether an error event says Kafka refused the login. A failed SASL login
+ * and a failed TLS handshake on ackd's side have codes of their own; a
+ * broker that rejects ackd's client certificate ends the TLS session with an
+ * alert, which librdkafka reports as a receive failure with OpenSSL's words.
+ */
+static bool login_refused(int err, const char *reason)
+{
+	return err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL ||
+	    (err == RD_KAFKA_RESP_ERR__TRANSPORT && strstr(reason, "SSL routines") &&
+	        strstr(reason, "alert"));
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	struct topics *t = opaque;
+
+	(void)rk;
+	if (!login_refused(err, reason))
+		return;
+	pthread_mutex_lock(&t->lock);
+	snprintf(t->refusal, sizeof(t->refusal), "%s", reason);
+	pthread_mutex_unlock(&t->lock);
+	if (!atomic_exchange(&t->refused, true))
+		log_errx("kafka refused the login: %s; publishes are spooled, and ackd "
+		    "retries until Kafka accepts it (check the kafka.producer and "
+		    "kafka.consumer security settings)", reason);
 }
 
 /* min.insync.replicas of topic, or -1 when Kafka does not say. */
@@ -312,10 +388,10 @@ static enum topic_state ask_kafka(struct topics *t, const char *topic, int *part
 	enum topic_state st = TOPIC_UNREACHABLE;
 	rd_kafka_resp_err_t err;
 
-	err = rd_kafka_metadata(t->rk, 0, rkt, &md, QUERY_TIMEOUT_MS);
+	err = metadata(t, rkt, &md);
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1) {
 		const struct rd_kafka_metadata_topic *mt = &md->topics[0];
-		atomic_store(&t->reached_ms, now_ms());
+		answered(t);
 		if (mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
 			st = TOPIC_MISSING;
 		} else if (mt->err == RD_KAFKA_RESP_ERR_NO_ERROR && mt->partition_cnt > 0) {
@@ -344,8 +420,15 @@ static void remember(struct topics *t, const char *topic, enum topic_state st, i
 static void serve(struct topics *t, struct query *q)
 {
 	int partitions = 0, replicas = 0;
-	enum topic_state st = ask_kafka(t, q->topic, &partitions, &replicas);
+	enum topic_state st;
 	bool first_seen;
+
+	/* Asking while Kafka refuses the login would only wait QUERY_TIMEOUT_MS. */
+	if (atomic_load(&t->refused)) {
+		q->cb(q->arg, TOPIC_UNREACHABLE, 0);
+		return;
+	}
+	st = ask_kafka(t, q->topic, &partitions, &replicas);
 
 	remember(t, q->topic, st, partitions, &first_seen);
 	q->cb(q->arg, st, partitions);
@@ -358,8 +441,8 @@ static void probe(struct topics *t)
 {
 	const struct rd_kafka_metadata *md = NULL;
 
-	if (rd_kafka_metadata(t->rk, 0, NULL, &md, QUERY_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-		atomic_store(&t->reached_ms, now_ms());
+	if (metadata(t, NULL, &md) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		answered(t);
 		atomic_store(&t->brokers, md->broker_cnt);
 	} else {
 		atomic_store(&t->brokers, 0);
@@ -454,8 +537,14 @@ int topics_start(const struct conf *conf, struct topics **out, char *err, size_t
 	pthread_cond_init(&t->cond, NULL);
 	t->queries_tail = &t->queries;
 	t->cache = topic_cache_new(TOPICS_MAX_UNKNOWN);
-	/* Asking about a topic must never create it: set after the user's list. */
+	/*
+	 * Asking about a topic must never create it: set after the user's list.
+	 * No client metrics (KIP-714): librdkafka 2.8.0 waits up to 1 s in
+	 * rd_kafka_destroy() for their last push.
+	 */
 	if (rd_kafka_conf_set(kc, "bootstrap.servers", conf->kafka.brokers, err, errlen) !=
+	        RD_KAFKA_CONF_OK ||
+	    rd_kafka_conf_set(kc, "enable.metrics.push", "false", err, errlen) !=
 	        RD_KAFKA_CONF_OK ||
 	    conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0 ||
 	    rd_kafka_conf_set(kc, "allow.auto.create.topics", "false", err, errlen) !=
@@ -464,6 +553,8 @@ int topics_start(const struct conf *conf, struct topics **out, char *err, size_t
 		goto fail;
 	}
 	rd_kafka_conf_set_log_cb(kc, on_log);
+	rd_kafka_conf_set_error_cb(kc, on_error);
+	rd_kafka_conf_set_opaque(kc, t);
 	t->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, errlen);
 	if (!t->rk) {
 		rd_kafka_conf_destroy(kc);

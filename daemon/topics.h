@@ -43,6 +43,12 @@ void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg)
 /* Kafka answered a metadata request in the last 15 s (for /readyz). */
 int topics_kafka_reachable(struct topics *t);
 
+/*
+ * 1 when Kafka refused the login (SASL or TLS) since its last metadata answer,
+ * with librdkafka's reason in why; else 0.
+ */
+int topics_kafka_refused(struct topics *t, char *why, size_t len);
+
 /* Brokers in Kafka's last metadata answer, 0 when it did not answer. */
 int topics_brokers(struct topics *t);
 

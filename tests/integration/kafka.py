@@ -13,19 +13,32 @@ controller quorum.
         records = kafka.read_topic("orders")
 
 With sasl=, clients authenticate: every node gets a SASL_PLAINTEXT listener
-for clients next to its PLAINTEXT one (inter-broker traffic only) and the
-controller's. The mechanism is PLAIN (users in the listener's JAAS config) or
-SCRAM-SHA-256/512 (credentials written into the metadata log when the storage
-is formatted; the harness's clients need librdkafka 2.6.1 or later for it, see
-SCRAM_MIN_LIBRDKAFKA). There is no authorizer: authentication is what is
-tested. The cluster's own helpers (bootstrap, client_config, admin,
-create_topic, read_topic, produce, committed) then go through the SASL
-listener as the client user ("admin" when there is one).
+for clients next to its PLAINTEXT one (inter-broker traffic) and the
+controller's. The mechanisms are PLAIN (users in the listener's JAAS config)
+and/or SCRAM-SHA-256 and SCRAM-SHA-512 (credentials written into the metadata
+log when the storage is formatted, as `kafka-storage format --add-scram`
+does; set_scram_password changes one later with the broker's ConfigCommand,
+as `kafka-configs --alter` does). There is no authorizer: authentication is
+what is tested. The cluster's own helpers (admin, create_topic, read_topic,
+produce, committed) go through the SASL listener as the client user ("admin"
+when there is one); a Python client on a librdkafka older than 2.6.1 cannot
+log in to Kafka 4 with SCRAM (SCRAM_MIN_LIBRDKAFKA), so with SCRAM they then
+use the PLAINTEXT listener instead.
+
+With tls= (a Tls: PEM files made by the test), every node also gets an SSL
+listener that requires a client certificate signed by a CA in the trust
+file, and with sasl= a SASL_SSL listener (the same mechanisms, no client
+certificate). The trust file is read when the node starts: a test that
+rewrites it restarts the node.
 
     users = {"admin": "admin-secret", "ackd": "ackd-secret"}
     with KafkaCluster(sasl={"mechanism": "PLAIN", "users": users}) as kafka:
         kafka.create_topic("orders")
         props = kafka.sasl_properties("ackd")   # ["security.protocol=...", ...]
+
+    sasl = {"mechanisms": ["SCRAM-SHA-256", "SCRAM-SHA-512"], "users": users}
+    with KafkaCluster(sasl=sasl, tls=Tls(keystore, truststore)) as kafka:
+        kafka.sasl_ssl_bootstrap, kafka.ssl_bootstrap
 """
 
 import base64
@@ -84,35 +97,57 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # credentials" (confluentinc/librdkafka#4895). The Java client is not affected.
 SCRAM_MIN_LIBRDKAFKA = (2, 6, 1)
 SASL_LISTENER = "SASL_PLAINTEXT"
+SASL_SSL_LISTENER = "SASL_SSL"
+SSL_LISTENER = "SSL"
 # User names and passwords go into JAAS and --add-scram texts unquoted or in
 # double quotes; these characters need no escaping in either.
 SASL_SAFE = re.compile(r"[A-Za-z0-9._@+-]+")
 
 
 @dataclasses.dataclass(frozen=True)
+class Tls:
+    """TLS for clients, as PEM files: keystore holds the broker's private key
+    (PKCS#8, unencrypted) and certificate chain, truststore the CAs whose
+    client certificates the SSL listener accepts (and that sign the broker's)."""
+    keystore: Path
+    truststore: Path
+
+    def server_settings(self):
+        return {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.truststore),
+            f"listener.name.{SSL_LISTENER.lower()}.ssl.client.auth": "required",
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class Sasl:
-    """SASL/PLAINTEXT authentication for clients: one mechanism, its users
-    ({name: password}) and the user the harness's own clients log in as."""
+    """SASL authentication for clients: the mechanisms the listeners enable,
+    the users ({name: password}) and the user and mechanism (the first) the
+    harness's own clients log in with."""
     mechanism: str
     users: dict
     client_user: str
+    mechanisms: tuple = ()
 
     @classmethod
     def of(cls, spec):
-        """From a Sasl or a dict {"mechanism", "users", optional "client_user"}
-        (default client user: "admin" when there is one, else the first)."""
+        """From a Sasl or a dict {"mechanism" or "mechanisms", "users", optional
+        "client_user"} (default client user: "admin" when there is one, else
+        the first)."""
         if isinstance(spec, cls):
             return spec
-        mechanism = spec.get("mechanism", "PLAIN").upper()
+        mechanisms = tuple(m.upper() for m in
+                           spec.get("mechanisms") or [spec.get("mechanism", "PLAIN")])
         users = dict(spec.get("users") or {})
-        if mechanism not in SASL_MECHANISMS:
-            raise ValueError(f"sasl mechanism {mechanism!r} is not one of {SASL_MECHANISMS}")
+        for mechanism in mechanisms:
+            if mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"sasl mechanism {mechanism!r} is not one of "
+                                 f"{SASL_MECHANISMS}")
         if not users:
             raise ValueError("sasl needs at least one user")
-        if mechanism.startswith("SCRAM-") and librdkafka_version() < SCRAM_MIN_LIBRDKAFKA:
-            raise ValueError(f"sasl {mechanism}: librdkafka {confluent_kafka.libversion()[0]} "
-                             f"cannot log in to Kafka 4 brokers with SCRAM (fixed in "
-                             f"{'.'.join(map(str, SCRAM_MIN_LIBRDKAFKA))}); use PLAIN")
         for name, password in users.items():
             if not SASL_SAFE.fullmatch(name) or not SASL_SAFE.fullmatch(password):
                 raise ValueError(f"sasl user {name!r}: names and passwords must match "
@@ -121,43 +156,51 @@ class Sasl:
                                                   else next(iter(users)))
         if client_user not in users:
             raise ValueError(f"sasl client_user {client_user!r} is not among the users")
-        return cls(mechanism, users, client_user)
+        return cls(mechanisms[0], users, client_user, mechanisms)
 
     @property
     def scram(self):
+        """The harness's own clients log in with SCRAM."""
         return self.mechanism.startswith("SCRAM-")
 
-    def jaas(self):
-        """The server side JAAS entry of the SASL listener."""
-        if self.scram:
+    @staticmethod
+    def jaas(mechanism, users):
+        """The server side JAAS entry of mechanism on a SASL listener."""
+        if mechanism.startswith("SCRAM-"):
             return "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        users = " ".join(f'user_{n}="{p}"' for n, p in self.users.items())
-        return f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+        entries = " ".join(f'user_{n}="{p}"' for n, p in users.items())
+        return f"org.apache.kafka.common.security.plain.PlainLoginModule required {entries};"
 
-    def server_settings(self):
-        prefix = f"listener.name.{SASL_LISTENER.lower()}"
-        return {
-            "sasl.enabled.mechanisms": self.mechanism,
-            f"{prefix}.sasl.enabled.mechanisms": self.mechanism,
-            f"{prefix}.{self.mechanism.lower()}.sasl.jaas.config": self.jaas(),
-        }
+    def server_settings(self, listeners):
+        enabled = ",".join(self.mechanisms)
+        settings = {"sasl.enabled.mechanisms": enabled}
+        for listener in listeners:
+            prefix = f"listener.name.{listener.lower()}"
+            settings[f"{prefix}.sasl.enabled.mechanisms"] = enabled
+            for mechanism in self.mechanisms:
+                settings[f"{prefix}.{mechanism.lower()}.sasl.jaas.config"] = \
+                    self.jaas(mechanism, self.users)
+        return settings
 
     def format_args(self):
         """kafka-storage format arguments creating the SCRAM credentials."""
-        if not self.scram:
-            return []
         args = []
-        for name, password in self.users.items():
-            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        for mechanism in self.mechanisms:
+            if mechanism.startswith("SCRAM-"):
+                for name, password in self.users.items():
+                    args += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         return args
 
-    def client_config(self, user=None, password=None):
+    def client_config(self, user=None, password=None, mechanism=None,
+                      protocol=SASL_LISTENER):
         """librdkafka properties logging in as user (default: the client user)
-        with password (default: the user's own)."""
+        with password (default: the user's own) and mechanism (default: the
+        first)."""
         user = user or self.client_user
         if password is None:
             password = self.users[user]
-        return {"security.protocol": SASL_LISTENER, "sasl.mechanisms": self.mechanism,
+        return {"security.protocol": protocol,
+                "sasl.mechanisms": mechanism or self.mechanism,
                 "sasl.username": user, "sasl.password": password}
 
 
@@ -251,9 +294,10 @@ class Record:
 class KafkaNode:
     """One KRaft combined broker+controller JVM."""
 
-    def __init__(self, node_id, libs, root, sasl=None):
+    def __init__(self, node_id, libs, root, sasl=None, tls=None):
         self.node_id = node_id
         self.sasl = sasl
+        self.tls = tls
         self.libs = libs
         self.dir = root / f"node{node_id}"
         self.data_dir = self.dir / "data"
@@ -264,6 +308,8 @@ class KafkaNode:
         self.port = free_port()
         self.controller_port = free_port()
         self.sasl_port = free_port() if sasl else None
+        self.ssl_port = free_port() if tls else None
+        self.sasl_ssl_port = free_port() if sasl and tls else None
         self.proc = None
         self.dir.mkdir(parents=True)
 
@@ -274,6 +320,20 @@ class KafkaNode:
     @property
     def sasl_address(self):
         return f"127.0.0.1:{self.sasl_port}" if self.sasl else None
+
+    @property
+    def ssl_address(self):
+        return f"127.0.0.1:{self.ssl_port}" if self.ssl_port else None
+
+    @property
+    def sasl_ssl_address(self):
+        return f"127.0.0.1:{self.sasl_ssl_port}" if self.sasl_ssl_port else None
+
+    def client_listeners(self):
+        """{listener name: port} of the listeners for clients besides PLAINTEXT."""
+        ports = {SASL_LISTENER: self.sasl_port, SSL_LISTENER: self.ssl_port,
+                 SASL_SSL_LISTENER: self.sasl_ssl_port}
+        return {name: port for name, port in ports.items() if port is not None}
 
     def write_config(self, voters, settings):
         props = {
@@ -289,15 +349,19 @@ class KafkaNode:
             "log.dirs": str(self.data_dir),
             **settings,
         }
-        if self.sasl:
-            sasl_listener = f"{SASL_LISTENER}://127.0.0.1:{self.sasl_port}"
+        for name, port in self.client_listeners().items():
+            listener = f"{name}://127.0.0.1:{port}"
             props.update({
-                "listeners": f"{props['listeners']},{sasl_listener}",
-                "advertised.listeners": f"{props['advertised.listeners']},{sasl_listener}",
+                "listeners": f"{props['listeners']},{listener}",
+                "advertised.listeners": f"{props['advertised.listeners']},{listener}",
                 "listener.security.protocol.map": f"{props['listener.security.protocol.map']},"
-                                                  f"{SASL_LISTENER}:{SASL_LISTENER}",
-                **self.sasl.server_settings(),
+                                                  f"{name}:{name}",
             })
+        if self.sasl:
+            props.update(self.sasl.server_settings(
+                [n for n in self.client_listeners() if n.startswith("SASL_")]))
+        if self.tls:
+            props.update(self.tls.server_settings())
         self.config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self.log4j.write_text(LOG4J2_CONFIG.format(log=self.server_log))
 
@@ -333,7 +397,7 @@ class KafkaNode:
                                f"{self.proc.returncode}:\n{self.log_tail()}")
 
     def wait_listening(self, timeout):
-        for port in (self.port, self.sasl_port):
+        for port in (self.port, *self.client_listeners().values()):
             if port is not None:
                 wait_until(lambda: port_open(port), timeout,
                            f"kafka node {self.node_id} to listen on {port}",
@@ -381,14 +445,16 @@ class KafkaNode:
 class KafkaCluster:
     """A KRaft cluster of combined nodes on loopback."""
 
-    def __init__(self, brokers=1, workdir=None, libs=None, sasl=None):
-        """sasl: None (plain clients), or a Sasl or dict (see Sasl.of)."""
+    def __init__(self, brokers=1, workdir=None, libs=None, sasl=None, tls=None):
+        """sasl: None (plain clients), or a Sasl or dict (see Sasl.of);
+        tls: None, or a Tls (SSL and, with sasl, SASL_SSL listeners)."""
         self.sasl = Sasl.of(sasl) if sasl else None
+        self.tls = tls
         self.libs = Path(libs) if libs else kafka_libs()
         self.version = kafka_version(self.libs)
         self._own_dir = workdir is None
         self.root = Path(workdir or tempfile.mkdtemp(prefix="ackd-kafka-"))
-        self.nodes = [KafkaNode(i + 1, self.libs, self.root, self.sasl)
+        self.nodes = [KafkaNode(i + 1, self.libs, self.root, self.sasl, self.tls)
                       for i in range(brokers)]
         self.start_seconds = None
         self._admin = None
@@ -439,7 +505,8 @@ class KafkaCluster:
             raise
         self.start_seconds = time.monotonic() - t0
         started = self.nodes[0].started_version() or self.version
-        auth = f" (SASL {self.sasl.mechanism})" if self.sasl else ""
+        auth = f" (SASL {','.join(self.sasl.mechanisms)})" if self.sasl else ""
+        auth += " (TLS)" if self.tls else ""
         log(f"Apache Kafka {started} started: {len(self.nodes)} broker(s) at "
             f"{self.bootstrap}{auth} in {self.start_seconds:.1f}s ({self.root})")
         return self
@@ -540,10 +607,47 @@ class KafkaCluster:
         """The PLAINTEXT listeners (with sasl: meant for inter-broker traffic)."""
         return ",".join(n.address for n in self.nodes)
 
+    @property
+    def ssl_bootstrap(self):
+        """The SSL listeners (client certificate required); tls only."""
+        return ",".join(n.ssl_address for n in self.nodes)
+
+    @property
+    def sasl_ssl_bootstrap(self):
+        """The SASL_SSL listeners; sasl and tls only."""
+        return ",".join(n.sasl_ssl_address for n in self.nodes)
+
+    @property
+    def harness_direct(self):
+        """The harness's own clients use the PLAINTEXT listener: they log in
+        with SCRAM, which a Python client on librdkafka < 2.6.1 cannot do
+        against Kafka 4."""
+        return (self.sasl is not None and self.sasl.scram and
+                librdkafka_version() < SCRAM_MIN_LIBRDKAFKA)
+
+    def _harness(self):
+        """(bootstrap, security properties) of the harness's own clients."""
+        if self.harness_direct:
+            return self.internal_bootstrap, {}
+        return self.bootstrap, self.security_config()
+
     def client_config(self, **extra):
         """Properties of a client of this cluster: bootstrap.servers, and with
         sasl the client user's login; extra adds or replaces properties."""
         return {"bootstrap.servers": self.bootstrap, **self.security_config(), **extra}
+
+    def set_scram_password(self, mechanism, user, password, timeout=60):
+        """Create or change a SCRAM credential with the broker's own
+        ConfigCommand (kafka-configs --alter --add-config), through the
+        PLAINTEXT listener."""
+        node = next(n for n in self.nodes if n.running())
+        cmd = node.java("kafka.admin.ConfigCommand", "--bootstrap-server", node.address,
+                        "--alter", "--entity-type", "users", "--entity-name", user,
+                        "--add-config", f"{mechanism}=[password={password}]")
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"kafka-configs --alter for {user} failed:\n{res.stdout}")
 
     def security_config(self, user=None, password=None):
         """The security properties logging in as user (default: the client
@@ -561,7 +665,8 @@ class KafkaCluster:
 
     def admin(self):
         if self._admin is None:
-            self._admin = AdminClient(self.client_config())
+            bootstrap, config = self._harness()
+            self._admin = AdminClient({"bootstrap.servers": bootstrap, **config})
         return self._admin
 
     def create_topic(self, name, partitions=1, rf=None, configs=None, timeout=30):
@@ -590,17 +695,19 @@ class KafkaCluster:
 
     def produce(self, topic, value, key=None, headers=None, partition=None, timeout=30):
         """Produce one message with acks=all and wait for its delivery."""
-        return produce(self.bootstrap, topic, value, key, headers, partition, timeout,
-                       config=self.security_config())
+        bootstrap, config = self._harness()
+        return produce(bootstrap, topic, value, key, headers, partition, timeout,
+                       config=config)
 
     def read_topic(self, name, timeout=30):
         """Every message now in the topic, ordered by partition then offset."""
-        return read_topic(self.bootstrap, name, timeout, config=self.security_config())
+        bootstrap, config = self._harness()
+        return read_topic(bootstrap, name, timeout, config=config)
 
     def committed(self, group, topic, timeout=10):
         """{partition: committed offset} of a consumer group (-1001 when none)."""
-        return committed_offsets(self.bootstrap, group, topic, timeout,
-                                 config=self.security_config())
+        bootstrap, config = self._harness()
+        return committed_offsets(bootstrap, group, topic, timeout, config=config)
 
 
 # --- client helpers shared with the mock cluster --------------------------

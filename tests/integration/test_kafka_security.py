@@ -9,9 +9,7 @@ the properties.
 
 The broker (tests/integration/kafka.py, sasl=) has a SASL_PLAINTEXT listener
 for clients with the PLAIN mechanism; the test's own reads and writes go
-through it as the admin user. SCRAM is not used: Debian 12's librdkafka 2.0.2
-cannot log in to a Kafka 4 broker with SCRAM (fixed in librdkafka 2.6.1,
-confluentinc/librdkafka#4895).
+through it as the admin user. SCRAM and TLS are in test_kafka_scram_tls.py.
 """
 
 import time

@@ -726,9 +726,9 @@ def test_a_fatal_idempotence_error_rebuilds_the_producer_and_loses_nothing(mock_
 
     def faults():
         wait_published(ledger, 300)
-        # librdkafka 2.0.2 makes OUT_OF_ORDER_SEQUENCE_NUMBER fatal (UNKNOWN_
-        # PRODUCER_ID and INVALID_PRODUCER_EPOCH it handles itself: see the
-        # test above).
+        # librdkafka (2.0.2 and 2.8.0 alike) makes OUT_OF_ORDER_SEQUENCE_NUMBER
+        # fatal (UNKNOWN_PRODUCER_ID and INVALID_PRODUCER_EPOCH it handles
+        # itself: see the test above).
         for _ in range(3):
             before = rebuilds()
             mock.push_errors("Produce", "OUT_OF_ORDER_SEQUENCE_NUMBER")
