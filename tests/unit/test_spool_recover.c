@@ -306,6 +306,75 @@ static void test_middle_damage_skips_whole_record(void **state)
 }
 
 /*
+ * Disk damage in the middle: message 3's header is damaged (its magic), so
+ * the scan walks into its value, which holds a complete valid record with
+ * sequence forged_seq. It must not be handed out, and it must not make the
+ * records after message 3 look out of sequence: messages 1, 2 and 4..9 come
+ * back, only message 3 is lost.
+ */
+static void header_damage_with_embedded_record(const char *dir, uint64_t forged_seq)
+{
+	struct spool_opts o = opts_for(dir, 0);
+	struct spool_stats st;
+	struct spool_rec *r;
+	struct spool *sp;
+	size_t value_len;
+	char path[256];
+	unsigned char buf[SPOOL_REC_HDR_SIZE];
+	struct spool_rec_hdr h;
+	uint64_t cursor = 0;
+	off_t off = SPOOL_SEG_HDR_SIZE;
+	int fd, n = 0;
+	const int want[] = { 1, 2, 4, 5, 6, 7, 8, 9 };
+
+	sp = open_ok(&o);
+	write_with_forgery(sp, forged_seq, &value_len);
+	assert_int_equal(write_range(sp, 4, 10, NULL), SPOOL_OK);
+	spool_close(sp);
+
+	snprintf(path, sizeof(path), "%s/seg-00000000000000000001.spool", dir);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pread(fd, buf, sizeof(buf), off), (ssize_t)sizeof(buf));
+		assert_int_equal(spool_rec_parse_hdr(buf, sizeof(buf), &h), SPOOL_REC_SHORT);
+		off += SPOOL_REC_HDR_SIZE + h.payload_len;
+	}
+	assert_int_equal(pwrite(fd, "X", 1, off), 1); /* message 3's magic */
+	close(fd);
+
+	sp = open_ok(&o);
+	while (spool_next(sp, &cursor, &r) == 1) {
+		if (r->msg.topic_len == 4 && memcmp(r->msg.topic, "evil", 4) == 0)
+			fail_msg("a record inside a message's value was handed out (seq %lu)",
+			    (unsigned long)r->seq);
+		assert_true(n < 8);
+		assert_int_equal(msg_num(r), want[n]);
+		n++;
+		spool_rec_free(r);
+	}
+	assert_int_equal(n, 8);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 8);
+	assert_int_equal(st.damaged, 1);
+	spool_close(sp);
+}
+
+/* The forged record claims the sequence of the record after message 3. */
+static void test_header_damage_forged_next(void **state)
+{
+	struct tmp *t = *state;
+	header_damage_with_embedded_record(t->dir, 4);
+}
+
+/* The forged record claims a later sequence the old bound allowed. */
+static void test_header_damage_forged_later(void **state)
+{
+	struct tmp *t = *state;
+	header_damage_with_embedded_record(t->dir, 7);
+}
+
+/*
  * An empty last segment is reused at start-up and its .ack file removed (it
  * can only name records that never reached the disk). The acknowledgements
  * of the new run must land in a file that exists: after a reopen, the
@@ -356,6 +425,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_tail_forged_plausible, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail_forged_huge_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_middle_damage_skips_whole_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_damage_forged_next, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_damage_forged_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_segment_keeps_acks, setup, teardown),
 	};
 
