@@ -149,6 +149,8 @@ static bool it_resync_ok(struct iter *it, uint64_t o, const struct spool_rec_hdr
 	bool ok = false, framed;
 	uint64_t dummy;
 
+	if (seqmap_get(bad, o, &dummy))
+		return false;
 	if (spool_push_u64(&seen, &n, &cap, o) < 0) {
 		it->io_errno = ENOMEM;
 		return false;
