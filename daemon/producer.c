@@ -94,6 +94,8 @@ struct producer {
 	struct spool_rec *held;   /* read, refused by a full librdkafka queue */
 	struct seq_stack again;   /* timed out: produce once more */
 	struct seq_stack suspects; /* in a batch Kafka refused: produce again alone */
+	struct seq_stack refile;  /* rejected, spool_fail() out of memory: file again */
+	struct seq_stack refile_err; /* and the rejection, one per refile entry */
 	bool solo;                /* one suspect is in flight, alone */
 	uint64_t solo_seq;
 	bool fatal;               /* set by the error callback */
@@ -310,23 +312,6 @@ static bool is_batch_rejection(rd_kafka_resp_err_t err)
 	}
 }
 
-static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka_resp_err_t err)
-{
-	const char *reason = rd_kafka_err2str(err);
-
-	if (spool_fail(p->sp, seq, reason) < 0) {
-		/* failed/ is not writable: keep the record and try again later. */
-		log_warnx("producer: record %llu to %s rejected (%s) and failed/ cannot be written; "
-		    "keeping it in the spool", (unsigned long long)seq, topic, reason);
-		return;
-	}
-	atomic_fetch_add(&p->failed, 1);
-	metrics_produce_error(METRICS_PRODUCE_REJECTED);
-	log_warnx("producer: record %llu to %s rejected permanently by kafka: %s; moved to failed/",
-	    (unsigned long long)seq, topic, reason);
-	set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
-}
-
 static void push_seq(struct seq_stack *s, uint64_t seq)
 {
 	if (s->n == s->cap) {
@@ -334,6 +319,52 @@ static void push_seq(struct seq_stack *s, uint64_t seq)
 		s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
 	}
 	s->v[s->n++] = seq;
+}
+
+/*
+ * File a record Kafka rejected permanently into failed/ (now, or by the
+ * spool's own retry). False when the spool had no memory for it: nothing
+ * was done and the caller keeps the record for refile_due().
+ */
+static bool file_rejected(struct producer *p, uint64_t seq, const char *topic,
+    rd_kafka_resp_err_t err)
+{
+	const char *reason = rd_kafka_err2str(err);
+	int rc = spool_fail(p->sp, seq, reason);
+
+	if (rc < 0)
+		return false;
+	atomic_fetch_add(&p->failed, 1);
+	metrics_produce_error(METRICS_PRODUCE_REJECTED);
+	log_warnx("producer: record %llu%s%s rejected permanently by kafka: %s; %s",
+	    (unsigned long long)seq, topic ? " to " : "", topic ? topic : "", reason,
+	    rc == 0 ? "moved to failed/" : "kept in the spool until failed/ can take it");
+	set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
+	return true;
+}
+
+static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka_resp_err_t err)
+{
+	if (file_rejected(p, seq, topic, err))
+		return;
+	log_warnx("producer: record %llu to %s rejected (%s) and cannot be filed now (out of "
+	    "memory); keeping it in the spool, trying again", (unsigned long long)seq, topic,
+	    rd_kafka_err2str(err));
+	push_seq(&p->refile, seq);
+	push_seq(&p->refile_err, (uint64_t)(int64_t)err);
+}
+
+/* Once per round: file the rejected records the spool could not take yet. */
+static void refile_due(struct producer *p)
+{
+	while (p->refile.n > 0) {
+		uint64_t seq = p->refile.v[p->refile.n - 1];
+		rd_kafka_resp_err_t err = (rd_kafka_resp_err_t)(int64_t)p->refile_err.v[p->refile.n - 1];
+		if (!file_rejected(p, seq, NULL, err))
+			return;
+		p->refile.n--;
+		p->refile_err.n--;
+	}
 }
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -489,6 +520,8 @@ static void rebuild(struct producer *p)
 	p->in_flight_bytes = 0;
 	p->again.n = 0;
 	p->suspects.n = 0;
+	p->refile.n = 0; /* produced again from the spool, rejected again */
+	p->refile_err.n = 0;
 	p->solo = false;
 	spool_rec_free(p->held);
 	p->held = NULL;
@@ -569,8 +602,12 @@ static struct spool_rec *next_record(struct producer *p)
 		return r;
 	}
 	while (p->again.n > 0) {
-		uint64_t seq = p->again.v[--p->again.n];
-		if (spool_get(p->sp, seq, &r) == 1)
+		uint64_t seq = p->again.v[p->again.n - 1];
+		int rc = spool_get(p->sp, seq, &r);
+		if (rc < 0)
+			return NULL; /* not readable now: keep it, try again next round */
+		p->again.n--;
+		if (rc == 1)
 			return r;
 	}
 	if (spool_next(p->sp, &p->cursor, &r) == 1)
@@ -589,7 +626,10 @@ static void produce_suspect(struct producer *p)
 
 	while (!p->solo && p->in_flight == 0 && !p->fatal && p->suspects.n > 0) {
 		uint64_t seq = p->suspects.v[p->suspects.n - 1];
-		if (spool_get(p->sp, seq, &r) != 1) {
+		int rc = spool_get(p->sp, seq, &r);
+		if (rc < 0)
+			return; /* not readable now: keep it, try again next round */
+		if (rc == 0) {
 			p->suspects.n--; /* acknowledged or failed meanwhile */
 			continue;
 		}
@@ -613,6 +653,7 @@ static void produce_suspect(struct producer *p)
 
 static void fill_window(struct producer *p)
 {
+	refile_due(p);
 	if (p->solo || p->suspects.n > 0) {
 		produce_suspect(p);
 		return;
@@ -731,6 +772,8 @@ void producer_stop(struct producer *p, int flush_ms)
 	spool_rec_free(p->held);
 	free(p->again.v);
 	free(p->suspects.v);
+	free(p->refile.v);
+	free(p->refile_err.v);
 	free(p->slots);
 	wakeup_close(&p->wake);
 	pthread_mutex_destroy(&p->lock);

@@ -123,7 +123,11 @@ MUST_USE int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **o
  */
 void spool_rewind(struct spool *sp);
 
-/* Read one record again by sequence (a retry). 1 found, 0 gone or damaged. */
+/*
+ * Read one record again by sequence (a retry). 1 found; 0 gone (acknowledged,
+ * failed, or lost to damage); -1 not readable now (I/O error, out of
+ * memory): the record stays live, call again later.
+ */
 MUST_USE int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out);
 void spool_rec_free(struct spool_rec *r);
 
@@ -146,8 +150,10 @@ void spool_maintain(struct spool *sp);
  * meanwhile; a restart forgets the retry, and the record is produced
  * again). The reason is cut to what fits in a record; a message that
  * leaves no room for it goes without one (flag SPOOL_REC_F_NO_REASON).
- * Returns 0 (written, or taken over for retry), -1 when out of memory
- * (nothing done).
+ * Returns 0 when written (or the record was gone already), 1 when taken
+ * over for retry (it could not be read or written now), -1 when out of
+ * memory: nothing done, the record stays live and the caller must call
+ * again later (nothing else hands it out before a restart).
  */
 MUST_USE int spool_fail(struct spool *sp, uint64_t seq, const char *reason);
 
@@ -294,5 +300,12 @@ struct spool_io {
 	int (*mkdirat)(int dirfd, const char *path, mode_t mode);
 };
 extern struct spool_io spool_io;
+
+/*
+ * The reads of the spool's files (daemon and ackd-spool) go through here, so
+ * tests can inject read errors; not part of struct spool_io, whose calls the
+ * crash recorder replays (reads change nothing). pread(2) by default.
+ */
+extern ssize_t (*spool_pread)(int fd, void *buf, size_t len, off_t off);
 
 #endif

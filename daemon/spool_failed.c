@@ -243,7 +243,8 @@ static bool reason_fit(const struct spool_msg *m, const char *reason, struct spo
 /*
  * Write record seq, as handed out, to failed/ with reason and acknowledge
  * it. 0 when done, or when the record is gone (acknowledged, lost to
- * damage); -1 when failed/ could not take it (it stays in the spool).
+ * damage); -1 when it could not be read or failed/ could not take it (it
+ * stays in the spool).
  */
 static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
 {
@@ -255,9 +256,13 @@ static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
 	struct seg *seg = reader_resolve(sp, seq, &cur);
 	uint16_t flags = 0;
 	size_t len;
+	int rc;
 
-	if (!seg || reader_read_one(sp, seg, cur, &r) == 0)
-		return 0; /* acknowledged or lost to damage already */
+	if (!seg)
+		return 0; /* acknowledged already */
+	rc = reader_read_one(sp, seg, cur, &r);
+	if (rc <= 0)
+		return rc; /* 0: lost to damage (acknowledged); -1: read it again later */
 	m = r->msg;
 	hdrs = calloc(m.nhdrs + 1, sizeof(*hdrs));
 	if (!hdrs)
@@ -310,15 +315,19 @@ static int64_t retry_delay_ms(int attempts)
 	return d < FAIL_RETRY_MAX_MS ? d : FAIL_RETRY_MAX_MS;
 }
 
+/*
+ * The retry entry is allocated before the record is tried, so a record
+ * failed/ cannot take is always taken over for retry: an allocation failure
+ * can only come first, with nothing done.
+ */
 int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 {
 	struct fail_retry *f;
+	char *copy;
 
 	for (size_t i = 0; i < sp->nfretry; i++)
 		if (sp->fretry[i].seq == seq)
-			return 0; /* already waiting for failed/ */
-	if (fail_write(sp, seq, reason) == 0)
-		return 0;
+			return 1; /* already waiting for failed/ */
 	if (sp->nfretry == sp->fretry_cap) {
 		size_t cap = sp->fretry_cap ? sp->fretry_cap * 2 : 16;
 		struct fail_retry *nv = realloc(sp->fretry, cap * sizeof(*nv));
@@ -327,16 +336,20 @@ int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 		sp->fretry = nv;
 		sp->fretry_cap = cap;
 	}
-	f = &sp->fretry[sp->nfretry];
-	if (!(f->reason = strdup(reason)))
+	if (!(copy = strdup(reason)))
 		return -1;
+	if (fail_write(sp, seq, reason) == 0) {
+		free(copy);
+		return 0;
+	}
+	f = &sp->fretry[sp->nfretry++];
+	f->reason = copy;
 	f->seq = seq;
 	f->attempts = 1;
 	f->due_ms = now_ms() + retry_delay_ms(1);
-	sp->nfretry++;
-	log_warn("spool: %s: cannot write record %" PRIu64 " to failed/, trying again in %d s",
+	log_warn("spool: %s: cannot write record %" PRIu64 " to failed/ now, trying again in %d s",
 	    sp->dir, seq, FAIL_RETRY_MIN_MS / 1000);
-	return 0;
+	return 1;
 }
 
 /* Maintenance: write the rejected records whose retry is due. Producer thread. */

@@ -11,7 +11,7 @@
  *   request threads   build a struct spool_batch; spool_submit() queues it
  *                     under sp->mu.
  *   writer thread     the active segment's file offset, sp->next_seq,
- *                     sp->next_gen; it grows the active segment (end_seq,
+ *                     sp->next_gen, sp->cut_pending; it grows the active segment (end_seq,
  *                     data_end, file_bytes, nrecs, min_ts) under sp->mu
  *                     and links a new active segment under sp->mu.
  *   producer thread   everything under "Producer thread only" below, the
@@ -208,6 +208,12 @@ struct spool {
 	struct seg *active;
 	uint64_t next_seq; /* the writer's after open */
 	uint64_t next_gen; /* the writer's after open */
+	/*
+	 * The writer's: a refused group's cut-back failed, so bytes that are no
+	 * record lie past the active segment's data_end. Nothing is appended
+	 * (and the segment is not sealed) until a cut to data_end succeeds.
+	 */
+	bool cut_pending;
 	uint64_t nsegs;
 	uint64_t live;
 	uint64_t bytes;

@@ -3,7 +3,8 @@
  *
  * Every call of the daemon's spool that changes the file system goes
  * through struct spool_io (spool.h), so tests can inject errors or record
- * the operations; reads (pread) do not. Any thread.
+ * the operations; reads go through spool_pread, so tests can fail them.
+ * Any thread.
  */
 #include "config.h"
 
@@ -59,12 +60,14 @@ struct spool_io spool_io = {
 	.mkdirat = sys_mkdirat,
 };
 
+ssize_t (*spool_pread)(int fd, void *buf, size_t len, off_t off) = pread;
+
 int spool_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 {
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+		ssize_t n = spool_pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)

@@ -127,6 +127,89 @@ static enum spool_rec_status it_rec_at(struct iter *it, uint64_t off, struct spo
 }
 
 /*
+ * Does the segment agree with a record resumed at o (sequence seq) after
+ * damage? Walk on to the end of the records: each record must follow the
+ * one before with the next sequence, and after damage (bytes that frame no
+ * record, scanned byte by byte) the next valid header must have a higher
+ * sequence that the skipped bytes can hold. A header inside a damaged
+ * record's payload fails this: the real records after that payload carry
+ * the sequences that follow the last good record, lower than or equal to
+ * anything a fake could claim that the scan accepts. Offsets visited before
+ * a contradiction are added to *bad (the same walk would fail from them);
+ * false with it->io_errno set on a read error.
+ */
+static bool it_resync_ok(struct iter *it, uint64_t o, const struct spool_rec_hdr *h0,
+    struct seqmap *bad)
+{
+	struct spool_rec_hdr h;
+	const unsigned char *p;
+	uint64_t last = h0->seq, pos = o + SPOOL_REC_HDR_SIZE + h0->payload_len, gap = 0;
+	uint64_t *seen = NULL;
+	size_t n = 0, cap = 0;
+	bool ok = false, framed;
+	uint64_t dummy;
+
+	if (seqmap_get(bad, o, &dummy))
+		return false;
+	if (spool_push_u64(&seen, &n, &cap, o) < 0) {
+		it->io_errno = ENOMEM;
+		return false;
+	}
+	for (;;) {
+		enum spool_rec_status st;
+		if (pos + SPOOL_REC_HDR_SIZE > it->end) {
+			ok = true; /* the records end */
+			break;
+		}
+		if (seqmap_get(bad, pos, &dummy))
+			break;
+		st = it_rec_at(it, pos, &h, &p, &framed);
+		if (it->io_errno)
+			goto out;
+		if (!framed) {
+			/* Damage: find the next valid header, byte by byte. */
+			if (!gap)
+				gap = pos;
+			pos++;
+			continue;
+		}
+		if (st == SPOOL_REC_SHORT) {
+			ok = true; /* a torn tail: the records end */
+			break;
+		}
+		if (st == SPOOL_REC_OK && h.type == SPOOL_REC_SEAL) {
+			ok = true;
+			break;
+		}
+		if (st == SPOOL_REC_BAD_SEQ || (st == SPOOL_REC_OK && (gap ?
+		    h.seq <= last || h.seq - last - 1 > (pos - gap) / SPOOL_REC_HDR_SIZE :
+		    h.seq != last + 1)))
+			break; /* contradicts the resumed record */
+		if (gap && st != SPOOL_REC_OK) {
+			pos++; /* scanning: only a valid header frames bytes */
+			continue;
+		}
+		if (spool_push_u64(&seen, &n, &cap, pos) < 0) {
+			it->io_errno = ENOMEM;
+			goto out;
+		}
+		if (st == SPOOL_REC_OK) {
+			last = h.seq;
+			gap = 0;
+		} else {
+			gap = pos; /* skipped whole; its sequence is not known */
+		}
+		pos += SPOOL_REC_HDR_SIZE + h.payload_len;
+	}
+	if (!ok && seqmap_reserve(bad, n) == 0)
+		for (size_t i = 0; i < n; i++)
+			seqmap_put_nogrow(bad, seen[i], 1);
+out:
+	free(seen);
+	return ok;
+}
+
+/*
  * The next record (payload CRC not checked: the caller decides), or the
  * damage before the next valid record, or the end (records end, or a footer).
  *
@@ -136,6 +219,15 @@ static enum spool_rec_status it_rec_at(struct iter *it, uint64_t off, struct spo
  * Only bytes that lie in no such record are scanned, byte by byte, for the
  * next valid header. So no bytes inside a record whose header was written
  * whole can pass for a record of their own.
+ *
+ * A record whose own header is damaged has no such protection: the scan
+ * walks into its payload. In a segment (base_seq set) a header found there
+ * is believed only when its sequence can follow the last good record across
+ * the skipped bytes and the rest of the segment agrees with it
+ * (it_resync_ok()); otherwise its bytes are scanned on, so one forged
+ * header can neither become a record out of order nor make the records
+ * after it look out of sequence. failed/ logs (records in any order) keep
+ * the plain scan.
  */
 enum it_res it_next(struct iter *it, struct it_item *item)
 {
@@ -169,6 +261,7 @@ enum it_res it_next(struct iter *it, struct it_item *item)
 	item->lost_to = 0;
 	item->resynced = false;
 	h = item->h;
+	struct seqmap bad = { 0 };
 	for (o = it->off;;) {
 		size_t avail;
 		if (!framed) {
@@ -188,7 +281,21 @@ enum it_res it_next(struct iter *it, struct it_item *item)
 			framed = false;
 			continue;
 		}
-		if (it_rec_at(it, o, &h, &p, &framed) == SPOOL_REC_OK) {
+		st = it_rec_at(it, o, &h, &p, &framed);
+		if (it->io_errno)
+			break;
+		if (it->base_seq && st == SPOOL_REC_OK && h.type != SPOOL_REC_SEAL &&
+		    (h.seq - it->next_seq > (o - item->off) / SPOOL_REC_HDR_SIZE ||
+		    !it_resync_ok(it, o, &h, &bad))) {
+			if (it->io_errno)
+				break;
+			framed = false; /* not believed: its bytes are scanned on */
+			continue;
+		}
+		if (it->base_seq && st != SPOOL_REC_OK)
+			framed = false; /* only a believed header frames bytes here */
+		if (st == SPOOL_REC_OK) {
+			seqmap_fini(&bad);
 			item->resynced = true;
 			item->resync_off = o;
 			item->lost_to = h.type == SPOOL_REC_SEAL ? 0 : h.seq;
@@ -196,6 +303,7 @@ enum it_res it_next(struct iter *it, struct it_item *item)
 			return IT_DAMAGE;
 		}
 	}
+	seqmap_fini(&bad);
 	item->resync_off = it->end;
 	it->off = it->end;
 	return IT_DAMAGE;

@@ -46,8 +46,9 @@ void reader_forget(struct spool *sp, struct seg *seg)
 }
 
 /*
- * Read the live record cur_seq of seg with the aux iterator. 1 and *out, or 0
- * when it is gone or damaged (then marked lost).
+ * Read the live record cur_seq of seg with the aux iterator. 1 and *out; 0
+ * when it is gone or damaged (then marked lost); -1 when it could not be
+ * read (I/O error, out of memory): it stays live, read it again later.
  */
 int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq, struct spool_rec **out)
 {
@@ -75,16 +76,25 @@ int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq, struct 
 		*out = it_rec_copy(&item, &st);
 		if (*out)
 			return 1;
-		if (st != SPOOL_REC_OK) {
-			log_warnx("spool: %s: segment %" PRIu64 ": record %" PRIu64 ": %s, record lost",
-			    sp->dir, seg->first_seq, cur_seq, spool_rec_status_str(st));
-			ack_mark(sp, seg, cur_seq, true);
+		if (st == SPOOL_REC_OK) {
+			if (spool_log_due(&sp->ackerr_log_ms))
+				log_warnx("spool: %s: segment %" PRIu64 ": record %" PRIu64
+				    ": out of memory, read again later",
+				    sp->dir, seg->first_seq, cur_seq);
+			return -1;
 		}
+		log_warnx("spool: %s: segment %" PRIu64 ": record %" PRIu64 ": %s, record lost",
+		    sp->dir, seg->first_seq, cur_seq, spool_rec_status_str(st));
+		ack_mark(sp, seg, cur_seq, true);
 		return 0;
 	}
-	if (sp->aux.io_errno)
-		log_warnx("spool: %s: segment %" PRIu64 ": read: %s", sp->dir, seg->first_seq,
-		    strerror(sp->aux.io_errno));
+	if (sp->aux.io_errno) {
+		if (spool_log_due(&sp->ackerr_log_ms))
+			log_warnx("spool: %s: segment %" PRIu64 ": read: %s, record %" PRIu64
+			    " read again later",
+			    sp->dir, seg->first_seq, strerror(sp->aux.io_errno), cur_seq);
+		return -1;
+	}
 	return 0;
 }
 
@@ -216,12 +226,15 @@ int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out)
 {
 	uint64_t cur;
 	struct seg *seg = reader_resolve(sp, seq, &cur);
+	int rc;
 
 	*out = NULL;
-	if (!seg || reader_read_one(sp, seg, cur, out) == 0)
+	if (!seg)
 		return 0;
-	(*out)->seq = seq;
-	return 1;
+	rc = reader_read_one(sp, seg, cur, out);
+	if (rc == 1)
+		(*out)->seq = seq;
+	return rc;
 }
 
 void spool_rec_free(struct spool_rec *r) { free(r); }

@@ -11,7 +11,10 @@
  * fsync_interval_ms; with never it does not run. A failed write or sync
  * truncates the segment back to its size before the group and fails every
  * batch of the group (ENOSPC: SPOOL_EFULL, else SPOOL_EIO); sequences are
- * reused, so a segment's sequences stay contiguous. When the active segment
+ * reused, so a segment's sequences stay contiguous. When that cut-back fails
+ * too, every later group is refused with SPOOL_EIO until a retried cut (and
+ * its fdatasync) succeeds, so nothing is ever appended after a refused
+ * group's bytes. When the active segment
  * has grown past segment_bytes, the writer creates the next one (temp file,
  * header, fsync, rename, fsync the directory) and then seals the old one
  * with a footer saying its sequence range, so opening it later reads 68
@@ -234,6 +237,34 @@ static void finish_group(struct spool *sp, struct sub *list, enum spool_err err)
 		hook(hook_arg);
 }
 
+/*
+ * Cut the active segment back to off (where its committed records end) and
+ * make the new size durable. On failure sp->cut_pending stays set and every
+ * group is refused until a later call succeeds: a group appended after
+ * bytes that were never committed could overwrite only their start, and
+ * recovery would read the rest as records their clients were told were
+ * refused. Writer thread.
+ */
+static int cut_back(struct spool *sp, struct seg *seg, uint64_t off)
+{
+	if (spool_io.ftruncate(seg->fd, (off_t)off) < 0 ||
+	    (sp->fsync != CONF_FSYNC_NEVER && spool_timed_fdatasync(seg->fd) < 0)) {
+		int saved = errno;
+		if (!sp->cut_pending || spool_log_due(&sp->werr_log_ms))
+			log_warn("spool: %s: cannot cut segment %" PRIu64 " back to %" PRIu64
+			    ", refusing writes until it can",
+			    sp->dir, seg->first_seq, off);
+		sp->cut_pending = true;
+		errno = saved;
+		return -1;
+	}
+	if (sp->cut_pending)
+		log_info("spool: %s: segment %" PRIu64 " cut back to %" PRIu64 ", writing again",
+		    sp->dir, seg->first_seq, off);
+	sp->cut_pending = false;
+	return 0;
+}
+
 /* Write one group; returns 0 when it was written. Writer thread. */
 static int commit_group(struct spool *sp, struct sub *list)
 {
@@ -245,6 +276,14 @@ static int commit_group(struct spool *sp, struct sub *list)
 	enum spool_err err;
 	int rc;
 
+	for (struct sub *s = list; s; s = s->next)
+		bytes += s->b->len;
+	if (sp->cut_pending && cut_back(sp, sp->active, sp->active->data_end) < 0) {
+		seg = sp->active;
+		err = SPOOL_EIO;
+		goto refuse;
+	}
+	bytes = 0;
 	maybe_roll(sp);
 	seg = sp->active;
 	off0 = seg->data_end;
@@ -311,9 +350,8 @@ fail:
 	}
 	free(iov);
 	/* Never leave a partial record: cut back to the size before the group. */
-	if (spool_io.ftruncate(seg->fd, (off_t)off0) < 0)
-		log_warn("spool: %s: cannot truncate segment %" PRIu64 " back to %" PRIu64, sp->dir,
-		    seg->first_seq, off0);
+	(void)cut_back(sp, seg, off0); /* failing, it refuses what follows */
+refuse:
 	pthread_mutex_lock(&sp->mu);
 	sp->write_errors++;
 	sp->last_werr_ms = now_ms();
@@ -402,5 +440,7 @@ void *spool_writer_main(void *arg)
 	pthread_mutex_unlock(&sp->mu);
 	if (dirty)
 		sync_active(sp);
+	if (sp->cut_pending) /* last try; else recovery finds the bytes damaged */
+		(void)cut_back(sp, sp->active, sp->active->data_end);
 	return NULL;
 }

@@ -159,7 +159,7 @@ static void test_fail_retried_after_enospc(void **state)
 	assert_int_equal(drain(sp, &cursor, nums, seqs, 4), 2);
 	spool_io.write = enospc_write;
 	atomic_store(&fail_failed_write, 1);
-	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), 0); /* taken over: retried */
+	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), 1); /* taken over: retried */
 	spool_stats(sp, &st);
 	assert_int_equal(st.failed, 0);
 	assert_int_equal(st.records, 2); /* still in the spool */
@@ -167,6 +167,39 @@ static void test_fail_retried_after_enospc(void **state)
 	atomic_store(&fail_failed_write, 0);
 	assert_true(wait_failed(sp, 1, 10000));
 	spool_io.write = saved;
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 1);
+	spool_close(sp);
+	read_failed_log(t->dir, &records, &damage);
+	assert_int_equal(records, 1);
+	assert_int_equal(damage, 0);
+}
+
+/*
+ * Kafka rejected a record and it cannot be read just then (EIO): it is not
+ * gone, so spool_fail() takes it over for retry, and maintenance files it
+ * once it reads again.
+ */
+static void test_fail_retried_after_read_error(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct spool_stats st;
+	struct spool *sp = open_ok(&o);
+	uint64_t seqs[4], cursor = 0;
+	int nums[4];
+	size_t records, damage;
+
+	assert_int_equal(write_range(sp, 1, 3, NULL), SPOOL_OK);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 4), 2);
+	atomic_store(&fail_read_errno, EIO);
+	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), 1); /* taken over: retried */
+	assert_false(wait_failed(sp, 1, 300));
+	atomic_store(&fail_read_errno, 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 2); /* still in the spool */
+	assert_int_equal(st.damaged, 0);
+	assert_true(wait_failed(sp, 1, 10000));
 	spool_stats(sp, &st);
 	assert_int_equal(st.records, 1);
 	spool_close(sp);
@@ -271,6 +304,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_failed_log_torn_tail_repaired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_retried_after_enospc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fail_retried_after_read_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_reason_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_no_room_for_reason, setup, teardown),
 	};

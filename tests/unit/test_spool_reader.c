@@ -448,6 +448,38 @@ static void test_rewind_before_copy_applied(void **state)
 	spool_close(sp);
 }
 
+/*
+ * A record handed out and then not readable (EIO) is not gone: spool_get()
+ * says so (-1), the record stays live, and a later spool_get() returns it.
+ */
+static void test_get_read_error_keeps_record(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct spool *sp = open_ok(&o);
+	struct spool_stats st;
+	struct spool_rec *r = NULL;
+	uint64_t seqs[8], cursor = 0;
+	int nums[8];
+
+	assert_int_equal(write_range(sp, 1, 6, NULL), SPOOL_OK);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 8), 5);
+
+	atomic_store(&fail_read_errno, EIO);
+	assert_int_equal(spool_get(sp, seqs[2], &r), -1);
+	assert_null(r);
+	atomic_store(&fail_read_errno, 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 5);
+	assert_int_equal(st.damaged, 0);
+
+	assert_int_equal(spool_get(sp, seqs[2], &r), 1);
+	assert_int_equal(r->seq, seqs[2]);
+	assert_int_equal(msg_num(r), 3);
+	spool_rec_free(r);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -458,6 +490,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_forward_survives_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewind_during_copy_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewind_before_copy_applied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_get_read_error_keeps_record, setup, teardown),
 	};
 
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));

@@ -306,6 +306,153 @@ static void test_middle_damage_skips_whole_record(void **state)
 }
 
 /*
+ * Disk damage in the middle: message 3's header is damaged (its magic), so
+ * the scan walks into its value, which holds a complete valid record with
+ * sequence forged_seq. It must not be handed out, and it must not make the
+ * records after message 3 look out of sequence: messages 1, 2 and 4..9 come
+ * back, only message 3 is lost.
+ */
+static void header_damage_with_embedded_record(const char *dir, uint64_t forged_seq)
+{
+	struct spool_opts o = opts_for(dir, 0);
+	struct spool_stats st;
+	struct spool_rec *r;
+	struct spool *sp;
+	size_t value_len;
+	char path[256];
+	unsigned char buf[SPOOL_REC_HDR_SIZE];
+	struct spool_rec_hdr h;
+	uint64_t cursor = 0;
+	off_t off = SPOOL_SEG_HDR_SIZE;
+	int fd, n = 0;
+	const int want[] = { 1, 2, 4, 5, 6, 7, 8, 9 };
+
+	sp = open_ok(&o);
+	write_with_forgery(sp, forged_seq, &value_len);
+	assert_int_equal(write_range(sp, 4, 10, NULL), SPOOL_OK);
+	spool_close(sp);
+
+	snprintf(path, sizeof(path), "%s/seg-00000000000000000001.spool", dir);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pread(fd, buf, sizeof(buf), off), (ssize_t)sizeof(buf));
+		assert_int_equal(spool_rec_parse_hdr(buf, sizeof(buf), &h), SPOOL_REC_SHORT);
+		off += SPOOL_REC_HDR_SIZE + h.payload_len;
+	}
+	assert_int_equal(pwrite(fd, "X", 1, off), 1); /* message 3's magic */
+	close(fd);
+
+	sp = open_ok(&o);
+	while (spool_next(sp, &cursor, &r) == 1) {
+		if (r->msg.topic_len == 4 && memcmp(r->msg.topic, "evil", 4) == 0)
+			fail_msg("a record inside a message's value was handed out (seq %lu)",
+			    (unsigned long)r->seq);
+		assert_true(n < 8);
+		assert_int_equal(msg_num(r), want[n]);
+		n++;
+		spool_rec_free(r);
+	}
+	assert_int_equal(n, 8);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 8);
+	assert_int_equal(st.damaged, 1);
+	spool_close(sp);
+}
+
+/* The forged record claims the sequence of the record after message 3. */
+static void test_header_damage_forged_next(void **state)
+{
+	struct tmp *t = *state;
+	header_damage_with_embedded_record(t->dir, 4);
+}
+
+/* The forged record claims a later sequence the old bound allowed. */
+static void test_header_damage_forged_later(void **state)
+{
+	struct tmp *t = *state;
+	header_damage_with_embedded_record(t->dir, 7);
+}
+
+/*
+ * The same with a 1 MiB value packed with forged records (runs of
+ * consecutive sequences, separated by filler): every forged header is
+ * rejected, and each is walked from at most once, so the open stays fast.
+ */
+static void test_header_damage_many_forged(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	enum { VLEN = 1 << 20 };
+	unsigned char *value = malloc(VLEN);
+	struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SPOOL_OK, 0 };
+	struct spool_batch *b = spool_batch_new(3);
+	struct spool_hdr hd = { "ackd-id", 7, "id-3", 4 };
+	struct spool_msg m = { .topic = "t", .topic_len = 1, .partition = 0, .key = "k3",
+		.key_len = 2, .hdrs = &hd, .nhdrs = 1, .timestamp_ms = 1700000000003 };
+	struct spool_stats st;
+	struct spool_rec *r;
+	struct spool *sp;
+	unsigned char buf[SPOOL_REC_HDR_SIZE];
+	struct spool_rec_hdr h;
+	char path[256];
+	uint64_t cursor = 0, forged = 0;
+	off_t off = SPOOL_SEG_HDR_SIZE;
+	size_t at = 0;
+	int64_t t0;
+	int fd, n = 0;
+
+	assert_non_null(value);
+	memset(value, 'a', VLEN);
+	for (uint64_t seq = 3; at + 200 < VLEN; seq++) {
+		at += forged_record(value + at, VLEN - at, seq % 64 + 3);
+		if (seq % 7 == 0)
+			at += 13; /* filler between runs */
+		forged++;
+	}
+	add_msg(b, 1);
+	add_msg(b, 2);
+	m.value = (const char *)value;
+	m.value_len = VLEN;
+	assert_int_equal(spool_batch_add(b, &m), 0);
+	sp = open_ok(&o);
+	assert_int_equal(spool_submit(sp, b, waiter_done, &w), SPOOL_OK);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	assert_int_equal(w.err, SPOOL_OK);
+	assert_int_equal(write_range(sp, 4, 10, NULL), SPOOL_OK);
+	spool_close(sp);
+	free(value);
+
+	snprintf(path, sizeof(path), "%s/seg-00000000000000000001.spool", t->dir);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pread(fd, buf, sizeof(buf), off), (ssize_t)sizeof(buf));
+		assert_int_equal(spool_rec_parse_hdr(buf, sizeof(buf), &h), SPOOL_REC_SHORT);
+		off += SPOOL_REC_HDR_SIZE + h.payload_len;
+	}
+	assert_int_equal(pwrite(fd, "X", 1, off), 1);
+	close(fd);
+
+	t0 = now_ms();
+	sp = open_ok(&o);
+	while (spool_next(sp, &cursor, &r) == 1) {
+		assert_false(r->msg.topic_len == 4 && memcmp(r->msg.topic, "evil", 4) == 0);
+		n++;
+		spool_rec_free(r);
+	}
+	print_message("%lu forged records in a damaged 1 MiB message: open and read in %ld ms\n",
+	    (unsigned long)forged, (long)(now_ms() - t0));
+	assert_int_equal(n, 8);
+	spool_stats(sp, &st);
+	assert_int_equal(st.damaged, 1);
+	spool_close(sp);
+}
+
+/*
  * An empty last segment is reused at start-up and its .ack file removed (it
  * can only name records that never reached the disk). The acknowledgements
  * of the new run must land in a file that exists: after a reopen, the
@@ -356,6 +503,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_tail_forged_plausible, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail_forged_huge_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_middle_damage_skips_whole_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_damage_forged_next, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_damage_forged_later, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_damage_many_forged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_segment_keeps_acks, setup, teardown),
 	};
 

@@ -35,6 +35,8 @@ struct spool_io real_io;
 atomic_int n_fdatasync;
 atomic_int fail_write_errno;
 atomic_int fail_sync_errno;
+atomic_int fail_trunc_errno;
+atomic_int fail_read_errno;
 
 ssize_t test_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
@@ -63,6 +65,28 @@ int test_fdatasync(int fd)
 	return real_io.fdatasync(fd);
 }
 
+int test_ftruncate(int fd, off_t len)
+{
+	int e = atomic_exchange(&fail_trunc_errno, 0);
+
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	return real_io.ftruncate(fd, len);
+}
+
+ssize_t test_pread(int fd, void *buf, size_t len, off_t off)
+{
+	int e = atomic_load(&fail_read_errno);
+
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	return pread(fd, buf, len, off);
+}
+
 /* --- helpers ------------------------------------------------------------------ */
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -82,6 +106,8 @@ int setup(void **state)
 	atomic_store(&n_fdatasync, 0);
 	atomic_store(&fail_write_errno, 0);
 	atomic_store(&fail_sync_errno, 0);
+	atomic_store(&fail_trunc_errno, 0);
+	atomic_store(&fail_read_errno, 0);
 	*state = t;
 	return 0;
 }
@@ -260,6 +286,8 @@ int spool_test_main(const struct CMUnitTest *tests, size_t n)
 	real_io = spool_io;
 	spool_io.pwritev = test_pwritev;
 	spool_io.fdatasync = test_fdatasync;
+	spool_io.ftruncate = test_ftruncate;
+	spool_pread = test_pread;
 	log_set_level(LOG_LVL_ERR);
 	if (getenv("TEST_SPOOL_DEBUG"))
 		log_set_level(LOG_LVL_DEBUG);

@@ -1,7 +1,7 @@
 /*
  * test_spool_util: what the spool test programs share: temp directories,
  * opening, message numbering, writing and draining, the I/O seam's fault
- * injection (pwritev and fdatasync).
+ * injection (pwritev, fdatasync, ftruncate and reads).
  *
  * Every message i carries key "k<i>", header ackd-id "id-<i>" and value
  * "value-<i>" (the fixtures follow the same rule), so a test names records
@@ -32,6 +32,8 @@ extern struct spool_io real_io;
 extern atomic_int n_fdatasync;
 extern atomic_int fail_write_errno; /* next pwritev writes half, then fails with this */
 extern atomic_int fail_sync_errno;  /* next fdatasync fails with this */
+extern atomic_int fail_trunc_errno; /* next ftruncate fails with this */
+extern atomic_int fail_read_errno;  /* every read fails with this while set */
 
 struct tmp {
 	char dir[64];
@@ -47,6 +49,8 @@ struct waiter {
 
 ssize_t test_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off);
 int test_fdatasync(int fd);
+int test_ftruncate(int fd, off_t len);
+ssize_t test_pread(int fd, void *buf, size_t len, off_t off);
 int setup(void **state);
 int teardown(void **state);
 struct spool_opts opts_for(const char *dir, uint64_t segment_bytes);

@@ -179,6 +179,55 @@ static void test_enospc_eio(void **state)
 	spool_close(sp);
 }
 
+/*
+ * A refused group whose cut-back fails must never come back: its bytes stay
+ * past the committed end, so nothing may be appended after them until the
+ * cut succeeds, or the next group would overwrite only their start and
+ * recovery would read the rest as records.
+ */
+static void test_failed_cut_refuses(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	const char *seg = "seg-00000000000000000001.spool";
+	struct spool *sp = open_ok(&o);
+	struct spool_stats st;
+	int nums[64];
+	uint64_t first, cursor = 0;
+	off_t size;
+
+	assert_int_equal(write_range(sp, 1, 11, &first), SPOOL_OK);
+	size = file_size(t->dir, seg);
+
+	/* The group reaches the file, its fdatasync and the cut-back fail. */
+	atomic_store(&fail_sync_errno, EIO);
+	atomic_store(&fail_trunc_errno, EIO);
+	assert_int_equal(write_range(sp, 11, 21, NULL), SPOOL_EIO);
+	assert_true(file_size(t->dir, seg) > size); /* the refused bytes are still there */
+
+	/* The cut fails again: the next group is refused, not written after them. */
+	atomic_store(&fail_trunc_errno, EIO);
+	assert_int_equal(write_range(sp, 21, 22, NULL), SPOOL_EIO);
+
+	/* The cut succeeds: writing goes on where the committed records end. */
+	assert_int_equal(write_range(sp, 22, 23, &first), SPOOL_OK);
+	assert_int_equal(first, 11);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 11);
+	assert_int_equal(st.write_errors, 2);
+	spool_close(sp);
+
+	/* Recovery hands out the committed records only. */
+	sp = open_ok(&o);
+	size_t n = drain(sp, &cursor, nums, NULL, 64);
+	assert_int_equal(n, 11);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(nums[i], i < 10 ? (int)i + 1 : 22);
+	spool_stats(sp, &st);
+	assert_int_equal(st.damaged, 0);
+	spool_close(sp);
+}
+
 static void count_cb(void *arg, enum spool_err err, uint64_t first_seq)
 {
 	(void)err;
@@ -354,6 +403,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enospc_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_cut_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),
