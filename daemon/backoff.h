@@ -34,7 +34,7 @@ enum webhook_verdict {
 	VERDICT_PAUSE,     /* 410: pause the subscription until reload */
 };
 
-/* DESIGN.md's answer table; status 0 means no answer (timeout, connection error). */
+/* The answer table of docs/webhooks.md; status 0 means no answer (timeout, connection error). */
 enum webhook_verdict webhook_verdict(long status);
 
 const char *webhook_verdict_str(enum webhook_verdict v);

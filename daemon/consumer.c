@@ -15,7 +15,7 @@
  *      partition, one at a time; "key", the first waiting message of each key
  *      of a partition; "none", any waiting message; never more than
  *      max_in_flight requests, never to an endpoint inside a Retry-After;
- *   3. act on each answer by DESIGN.md's table: delivered, retried after a
+ *   3. act on each answer by the table in docs/webhooks.md: delivered, retried after a
  *      backoff, written to the dead-letter topic, or the subscription paused
  *      (410);
  *   4. every COMMIT_INTERVAL_MS, store per partition the offset below which

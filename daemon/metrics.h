@@ -134,7 +134,7 @@ struct metrics_sources {
  */
 char *metrics_render(const struct metrics_sources *src, size_t *len);
 
-/* The GET /v1/status document (DESIGN.md "Operations"). Free with json_decref(). */
+/* The GET /v1/status document (docs/operations.md, "Monitoring"). Free with json_decref(). */
 json_t *metrics_status_json(const struct metrics_sources *src);
 
 #endif

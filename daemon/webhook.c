@@ -23,7 +23,7 @@
  * (curl_multi_socket_action), instead of rebuilding a poll set of every
  * transfer each turn.
  *
- * Redirects are not followed (a 3xx is an answer, and DESIGN.md says to retry
+ * Redirects are not followed (a 3xx is an answer, and docs/webhooks.md says to retry
  * it). The body is the message value, sent from the Kafka message's own
  * buffer without a copy. The answer's body is read and thrown away; only the
  * status and Retry-After matter.

@@ -1,4 +1,4 @@
-"""Operations of DESIGN.md ("Operations", "Command line"): /metrics, /v1/status,
+"""Operations as docs/operations.md and ackd(8) describe them: /metrics, /v1/status,
 /healthz, /readyz, reload on SIGHUP, the SIGTERM shutdown order and the
 service manager's STATUS= lines.
 
@@ -180,7 +180,7 @@ def status_doc(daemon):
 
 
 def check_status_shape(doc):
-    """The GET /v1/status document of DESIGN.md: spool, kafka, subscriptions."""
+    """The GET /v1/status document of docs/http-api.md: spool, kafka, subscriptions."""
     assert set(doc) == {"spool", "kafka", "subscriptions"}, doc
     spool = doc["spool"]
     assert {"records", "bytes", "oldest_age_seconds"} <= set(spool), spool

@@ -1,4 +1,4 @@
-"""The publish API of DESIGN.md against a real Kafka broker, on both listeners.
+"""The publish API of docs/http-api.md against a real Kafka broker, on both listeners.
 
 Every test that publishes reads the topic back and compares what Kafka holds
 (value byte for byte, key, headers, partition, offset) with what the client

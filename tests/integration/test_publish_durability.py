@@ -1,4 +1,5 @@
-"""Durability of the publish path: DESIGN.md promises 1, 2, 3 and 5.
+"""Durability of the publish path: a 2xx is durable, a non-2xx accepted nothing,
+retries within a run do not duplicate, a full spool refuses (README, "Why").
 
     crash         8 clients publish 20,000 numbered messages while ackd is killed
                   with SIGKILL three times: every 2xx is in Kafka

@@ -1,5 +1,5 @@
 """ackd warns, once per topic, where acks=all cannot protect a message: a
-replication factor below 3 or min.insync.replicas below 2 (DESIGN.md: the
+replication factor below 3 or min.insync.replicas below 2 (README, "Why": the
 broker is the second place Kafka users lose messages)."""
 
 import time

@@ -1,4 +1,4 @@
-"""Webhook delivery of DESIGN.md ("Webhook delivery", promise 4) against a real
+"""Webhook delivery as docs/webhooks.md describes it (offsets committed only after delivery) against a real
 Kafka broker and the in-process webhook sink.
 
 Every test reads back what it needs from Kafka itself: the records (to compare
@@ -128,7 +128,7 @@ def coords(req):
 
 
 def pct(value):
-    """Percent-encoding as DESIGN.md means it: every byte but the unreserved."""
+    """Percent-encoding as docs/webhooks.md means it: every byte but the unreserved."""
     return urllib.parse.quote(value if value is not None else b"", safe="")
 
 
@@ -182,7 +182,7 @@ def wait_answered(sink, count, path="/hook", timeout=DELIVERY_TIMEOUT):
 # --- the sink's own checks ---------------------------------------------------
 
 def test_signature_helper_matches_design_vector():
-    """The verifier below agrees with DESIGN.md's test vector."""
+    """The verifier below agrees with the test vector of docs/webhooks.md."""
     got = expected_signature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                              "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
                              b'{"test": 2432232314}')

@@ -244,7 +244,7 @@ struct verdict_row {
 	enum webhook_verdict v;
 };
 
-/* DESIGN.md's answer table, broad ranges first; later rows override earlier ones. */
+/* The answer table of docs/webhooks.md, broad ranges first; later rows override earlier ones. */
 static const struct verdict_row verdict_table[] = {
 	{ 100, 199, VERDICT_RETRY },
 	{ 200, 299, VERDICT_DELIVERED },
@@ -273,7 +273,7 @@ static void test_verdict_every_status(void **state)
 			fail_msg("status %ld: %s, want %s", s,
 			    webhook_verdict_str(webhook_verdict(s)), webhook_verdict_str(want[s]));
 
-	/* The rows DESIGN.md names, spelled out. */
+	/* The rows docs/webhooks.md names, spelled out. */
 	assert_int_equal(webhook_verdict(200), VERDICT_DELIVERED);
 	assert_int_equal(webhook_verdict(204), VERDICT_DELIVERED);
 	assert_int_equal(webhook_verdict(400), VERDICT_POISON);
