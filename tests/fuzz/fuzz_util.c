@@ -450,16 +450,29 @@ uint8_t *fuzz_encode(const struct spool_msg *m, uint64_t seq, int type, uint16_t
 
 int fuzz_rec_in(const struct spool_rec *r, const uint8_t *hay, size_t haylen)
 {
-	static const uint16_t flags[] = { 0, SPOOL_REC_F_COPY };
+	size_t n;
+	uint8_t *enc = fuzz_encode(&r->msg, r->seq, SPOOL_REC_MSG, 0, &n);
+	const uint8_t *p = hay, *end = hay + haylen;
 	int found = 0;
 
-	for (size_t i = 0; i < 2 && !found; i++) {
-		size_t n;
-		uint8_t *enc = fuzz_encode(&r->msg, r->seq, SPOOL_REC_MSG, flags[i], &n);
-		if (enc == NULL)
-			return 0;
-		found = memmem(hay, haylen, enc, n) != NULL;
-		free(enc);
+	if (enc == NULL)
+		return 0;
+	/*
+	 * The payload, then the header before it: equal but for the flags
+	 * (bytes 6-7, which readers do not interpret beyond the copy flag) and
+	 * the header CRC (24-27), which must hold for the bytes found.
+	 */
+	while (!found && p < end) {
+		const uint8_t *pl = memmem(p, (size_t)(end - p), enc + SPOOL_REC_HDR_SIZE,
+		    n - SPOOL_REC_HDR_SIZE);
+		const uint8_t *h;
+		if (pl == NULL)
+			break;
+		h = pl - SPOOL_REC_HDR_SIZE;
+		found = pl - hay >= SPOOL_REC_HDR_SIZE && !memcmp(h, enc, 6) &&
+		    !memcmp(h + 8, enc + 8, 16) && get32(h + 24) == crc32c(0, h, 24);
+		p = pl + 1;
 	}
+	free(enc);
 	return found;
 }

@@ -98,7 +98,10 @@ void fuzz_repair_acks(uint8_t *buf, size_t len);
 uint8_t *fuzz_encode(const struct spool_msg *m, uint64_t seq, int type, uint16_t flags,
     size_t *len);
 
-/* Whether r, as a MSG record (copy flag or not), occurs in hay. */
+/*
+ * Whether r occurs whole in hay as a MSG record with its sequence, whatever
+ * its flags, with both CRCs holding.
+ */
 int fuzz_rec_in(const struct spool_rec *r, const uint8_t *hay, size_t haylen);
 
 #endif
