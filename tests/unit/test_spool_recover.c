@@ -125,7 +125,7 @@ static void test_startup_1m(void **state)
 	struct spool_rec *r;
 	uint64_t cursor = 0;
 	int64_t t0, ms;
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 	const int64_t limit_ms = 5000;
 #else
 	const int64_t limit_ms = 1000;
