@@ -948,22 +948,35 @@ static void msg_headers(struct msg *m)
 	}
 }
 
+/* Whether a and b hold the same n bytes (either NULL only when n is 0). */
+static bool same_bytes(const void *a, const void *b, size_t n)
+{
+	return n == 0 || memcmp(a, b, n) == 0;
+}
+
 /*
  * Whether rkm, at an offset already taken and still counted, is that same
  * record fetched again (after a pause) rather than another log's record at
  * a reused offset. Every counted offset at or above the committable point
- * is still queued, so a refetch finds its twin.
+ * is still queued, so a refetch finds its twin. Key and value are compared
+ * byte for byte: a recreated topic can repeat lengths and timestamps (fixed
+ * size records, one millisecond), and a record taken for its twin would be
+ * dropped and its offset committed when the twin completes.
  */
 static bool fetched_again(const struct part *p, const rd_kafka_message_t *rkm)
 {
 	for (size_t i = p->len; i-- > 0;) {
-		const struct msg *m = q_at(p, i);
+		const rd_kafka_message_t *t = q_at(p, i)->rkm;
 		rd_kafka_timestamp_type_t ta, tb;
 
-		if (!m->counted || m->rkm->offset != rkm->offset)
+		if (!q_at(p, i)->counted || t->offset != rkm->offset)
 			continue;
-		return m->rkm->len == rkm->len && m->rkm->key_len == rkm->key_len &&
-		    rd_kafka_message_timestamp(m->rkm, &ta) == rd_kafka_message_timestamp(rkm, &tb);
+		return t->len == rkm->len && t->key_len == rkm->key_len &&
+		    (t->key == NULL) == (rkm->key == NULL) &&
+		    same_bytes(t->key, rkm->key, rkm->key_len) &&
+		    (t->payload == NULL) == (rkm->payload == NULL) &&
+		    same_bytes(t->payload, rkm->payload, rkm->len) &&
+		    rd_kafka_message_timestamp(t, &ta) == rd_kafka_message_timestamp(rkm, &tb);
 	}
 	return false;
 }

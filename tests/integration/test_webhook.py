@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ackd_proc import free_port, project_version
@@ -68,8 +69,8 @@ def start_ackd(ackd, *subs, config=None):
 
 
 def produce_all(kafka, topic, messages, timeout=60):
-    """Produce dicts (value, key, headers, partition) with acks=all; returns
-    [(partition, offset)] in the same order."""
+    """Produce dicts (value, key, headers, partition, timestamp in ms) with
+    acks=all; returns [(partition, offset)] in the same order."""
     producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all",
                          "enable.idempotence": True, "linger.ms": 5,
                          "message.timeout.ms": timeout * 1000})
@@ -85,6 +86,8 @@ def produce_all(kafka, topic, messages, timeout=60):
                   "headers": m.get("headers"), "on_delivery": on_delivery(i)}
         if m.get("partition") is not None:
             kwargs["partition"] = m["partition"]
+        if m.get("timestamp") is not None:
+            kwargs["timestamp"] = m["timestamp"]
         while True:
             try:
                 producer.produce(topic, **kwargs)
@@ -690,6 +693,57 @@ def test_a_recreated_topic_is_delivered_while_an_old_message_is_still_retried(
 
     wait_until(lambda: {r.body for r in webhook_sink.received("/hook") if r.status == 200} >=
                {f"new-{i}".encode() for i in range(3)}, 60,
+               "the recreated topic's messages to be delivered")
+    wait_committed(kafka, sub["group"], topic, {0: 3})
+
+
+@pytest.mark.parametrize("differs", ["value", "key"])
+def test_a_recreated_topic_with_look_alike_records_is_delivered(
+        kafka, ackd, webhook_sink, differs):
+    """As above, but the new log's records look like the old ones: the same
+    timestamp, key and value lengths, only the bytes of the value (or of the
+    key) differ. They are new messages all the same (they used to be taken
+    for refetches of the old records, dropped, and their offsets committed)."""
+    topic = new_topic(kafka, partitions=1)
+    stamp = int(time.time() * 1000) - 60000
+    recreated = threading.Event()
+
+    def record(i, new):
+        if differs == "value":
+            return {"key": b"k", "value": f"{'new' if new else 'old'}-{i}".encode(),
+                    "timestamp": stamp}
+        return {"key": b"n" if new else b"o", "value": f"msg-{i}".encode(),
+                "timestamp": stamp}
+
+    old = [record(i, False) for i in range(6)]
+    new = [record(i, True) for i in range(3)]
+
+    def respond(req):
+        if coords(req)[1] == 0 and not recreated.is_set():
+            return 503
+        return 200
+    webhook_sink.respond("/hook", respond)
+    sub = subscription(topic, webhook_sink, retry={"initial_ms": 200, "max_ms": 500,
+                                                   "max_attempts": 0})
+    start_ackd(ackd, sub)
+    produce_all(kafka, topic, old)
+    wait_until(lambda: len(attempts_of(webhook_sink, coords_id(topic, 0, 0))) >= 2, 30,
+               "the first old record to be retried")
+    assert kafka.committed(sub["group"], topic).get(0, -1001) < 1
+
+    kafka.delete_topic(topic)
+    wait_until(lambda: topic not in kafka.admin().list_topics(timeout=5).topics, 30,
+               "the topic to be deleted")
+    kafka.create_topic(topic, partitions=1)
+    produce_all(kafka, topic, new)
+    time.sleep(3)  # the consumer meets the new log while the old record still fails
+    recreated.set()
+
+    def delivered():
+        return {(r.header("ackd-key"), r.body) for r in webhook_sink.received("/hook")
+                if r.status == 200}
+    want = {(pct(m["key"]), m["value"]) for m in new}
+    wait_until(lambda: delivered() >= want, 30,
                "the recreated topic's messages to be delivered")
     wait_committed(kafka, sub["group"], topic, {0: 3})
 
