@@ -1003,7 +1003,7 @@ static void uncount_from(struct part *p, int64_t offset)
  * keep holding the commit back until they complete; only those at rkm or
  * later, which the log no longer has, stop counting (they still finish).
  */
-static int went_back(struct consumer *c, struct part *p, rd_kafka_message_t *rkm)
+static int log_changed(struct consumer *c, struct part *p, rd_kafka_message_t *rkm)
 {
 	int64_t from = offsets_committable(p->off), next = offsets_next(p->off);
 	enum offsets_fetch what = offsets_classify(p->off, rkm->offset,
@@ -1051,7 +1051,7 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 	}
 	if (!p->off)
 		p->off = offsets_new(rkm->offset);
-	if (offsets_add(p->off, rkm->offset) < 0 && went_back(c, p, rkm) < 0) {
+	if (offsets_add(p->off, rkm->offset) < 0 && log_changed(c, p, rkm) < 0) {
 		/* Already taken (fetched again after a pause): nothing new. */
 		rd_kafka_message_destroy(rkm);
 		return;
