@@ -96,6 +96,7 @@ struct msg {
 	enum msg_state state;
 	int attempts;
 	uint64_t epoch;       /* the partition's epoch when it was fetched */
+	bool counted;         /* in the partition's offsets: its completion moves the commit */
 	int64_t not_before;
 	struct timespec sent; /* when the request went out, for its latency */
 	struct webhook_hdr *hdrs;
@@ -107,7 +108,8 @@ struct part {
 	char *topic;
 	int32_t partition;
 	uint64_t gen;         /* tells a dead-letter job its partition is gone */
-	uint64_t epoch;       /* bumped when the log went back: offsets start again */
+	uint64_t epoch;       /* bumped when the log went back or was cut, so records at
+	                       * a repeated offset are told apart */
 	struct msg **q;       /* ring of fetched messages, offset order */
 	size_t head, len, cap;
 	size_t bytes;         /* of the values queued */
@@ -441,8 +443,8 @@ static void complete(struct consumer *c, struct msg *m)
 	struct part *p = m->part;
 
 	set_state(c, m, M_DONE);
-	/* A message fetched before the log went back no longer counts for commits. */
-	if (m->epoch == p->epoch && offsets_done(p->off, m->rkm->offset) < 0)
+	/* A message the log lost since (went back, was cut) no longer counts. */
+	if (m->counted && offsets_done(p->off, m->rkm->offset) < 0)
 		log_warnx("subscription %s: %s [%d] offset %lld completed but was not pending; "
 		    "not counted", c->cs->name, p->topic, (int)p->partition,
 		    (long long)m->rkm->offset);
@@ -946,24 +948,94 @@ static void msg_headers(struct msg *m)
 	}
 }
 
+/* Whether a and b hold the same n bytes (either NULL only when n is 0). */
+static bool same_bytes(const void *a, const void *b, size_t n)
+{
+	return n == 0 || memcmp(a, b, n) == 0;
+}
+
 /*
- * Whether rkm, at an offset this epoch already took, is that same record
- * fetched again (after a pause) rather than another log's record at a
- * reused offset. Every offset taken at or above the committable point is
- * still queued, so a refetch finds its twin.
+ * Whether rkm, at an offset already taken and still counted, is that same
+ * record fetched again (after a pause) rather than another log's record at
+ * a reused offset. Every counted offset at or above the committable point
+ * is still queued, so a refetch finds its twin. Key and value are compared
+ * byte for byte: a recreated topic can repeat lengths and timestamps (fixed
+ * size records, one millisecond), and a record taken for its twin would be
+ * dropped and its offset committed when the twin completes.
  */
 static bool fetched_again(const struct part *p, const rd_kafka_message_t *rkm)
 {
 	for (size_t i = p->len; i-- > 0;) {
-		const struct msg *m = q_at(p, i);
+		const rd_kafka_message_t *t = q_at(p, i)->rkm;
 		rd_kafka_timestamp_type_t ta, tb;
 
-		if (m->epoch != p->epoch || m->rkm->offset != rkm->offset)
+		if (!q_at(p, i)->counted || t->offset != rkm->offset)
 			continue;
-		return m->rkm->len == rkm->len && m->rkm->key_len == rkm->key_len &&
-		    rd_kafka_message_timestamp(m->rkm, &ta) == rd_kafka_message_timestamp(rkm, &tb);
+		return t->len == rkm->len && t->key_len == rkm->key_len &&
+		    (t->key == NULL) == (rkm->key == NULL) &&
+		    same_bytes(t->key, rkm->key, rkm->key_len) &&
+		    (t->payload == NULL) == (rkm->payload == NULL) &&
+		    same_bytes(t->payload, rkm->payload, rkm->len) &&
+		    rd_kafka_message_timestamp(t, &ta) == rd_kafka_message_timestamp(rkm, &tb);
 	}
 	return false;
+}
+
+/* The queued messages at offset or above no longer count: the log lost them. */
+static void uncount_from(struct part *p, int64_t offset)
+{
+	for (size_t i = 0; i < p->len; i++)
+		if (q_at(p, i)->rkm->offset >= offset)
+			q_at(p, i)->counted = false;
+}
+
+/*
+ * offsets_add() refused rkm: an offset below where the partition was
+ * fetched up to (or one it cannot track). 0 when the log itself changed
+ * and the tracking was set right for rkm, which it then took; -1 when rkm
+ * is not to be taken: a record already taken.
+ *
+ * The log changes when the topic is recreated, when an unclean leader
+ * election truncates it, or when a fetch out of range is reset into what
+ * was fetched. Below every pending message (offsets_committable()) the
+ * partition is tracked afresh and the next commit writes the new, lower
+ * position. At or above it the messages below rkm are still in the log and
+ * keep holding the commit back until they complete; only those at rkm or
+ * later, which the log no longer has, stop counting (they still finish).
+ */
+static int log_changed(struct consumer *c, struct part *p, rd_kafka_message_t *rkm)
+{
+	int64_t from = offsets_committable(p->off), next = offsets_next(p->off);
+	enum offsets_fetch what = offsets_classify(p->off, rkm->offset,
+	    rkm->offset < next && fetched_again(p, rkm));
+
+	if (what == OFFSETS_REFETCH)
+		return -1;
+	if (what == OFFSETS_NEW) {
+		/* Only INT64_MAX: no offset after it to commit. Never reached in practice. */
+		log_warnx("subscription %s: %s [%d] offset %lld cannot be tracked; not delivered "
+		    "and not committed", c->cs->name, p->topic, (int)p->partition,
+		    (long long)rkm->offset);
+		return -1;
+	}
+	log_warnx("subscription %s: %s [%d] went back to offset %lld (completed up to %lld, "
+	    "fetched up to %lld; topic recreated or truncated?); delivering from there",
+	    c->cs->name, p->topic, (int)p->partition, (long long)rkm->offset, (long long)from,
+	    (long long)next);
+	p->epoch++;
+	if (what == OFFSETS_TRUNCATE) {
+		uncount_from(p, rkm->offset);
+		if (offsets_truncate(p->off, rkm->offset) < 0)
+			fatalx("offsets: cannot cut at %lld (committable %lld, next %lld)",
+			    (long long)rkm->offset, (long long)from, (long long)next);
+	} else {
+		uncount_from(p, INT64_MIN);
+		offsets_reset(p->off, rkm->offset);
+		p->committed = -1;
+	}
+	if (offsets_add(p->off, rkm->offset) < 0)
+		fatalx("offsets: %lld refused after the log went back", (long long)rkm->offset);
+	return 0;
 }
 
 static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
@@ -979,36 +1051,16 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 	}
 	if (!p->off)
 		p->off = offsets_new(rkm->offset);
-	if (offsets_add(p->off, rkm->offset) < 0) {
-		int64_t from = offsets_committable(p->off);
-
-		if (rkm->offset >= from && fetched_again(p, rkm)) {
-			/* Already taken (fetched again after a pause): nothing new. */
-			rd_kafka_message_destroy(rkm);
-			return;
-		}
-		/*
-		 * Below what completed, or a record other than the one taken at
-		 * that offset: the log itself went back (the topic was recreated,
-		 * or truncated by an unclean election), and these are messages
-		 * never delivered. Track the partition afresh from here: messages
-		 * fetched before (another epoch) still finish but no longer count,
-		 * and the next commit writes the new, lower position.
-		 */
-		log_warnx("subscription %s: %s [%d] went back to offset %lld (completed up to %lld, "
-		    "fetched up to %lld; topic recreated or truncated?); delivering from there",
-		    c->cs->name, topic, (int)rkm->partition, (long long)rkm->offset, (long long)from,
-		    (long long)offsets_next(p->off));
-		p->epoch++;
-		offsets_reset(p->off, rkm->offset);
-		p->committed = -1;
-		if (offsets_add(p->off, rkm->offset) < 0)
-			fatalx("offsets: %lld refused right after a reset", (long long)rkm->offset);
+	if (offsets_add(p->off, rkm->offset) < 0 && log_changed(c, p, rkm) < 0) {
+		/* Already taken (fetched again after a pause): nothing new. */
+		rd_kafka_message_destroy(rkm);
+		return;
 	}
 	m = xcalloc(1, sizeof(*m));
 	m->rkm = rkm;
 	m->part = p;
 	m->epoch = p->epoch;
+	m->counted = true;
 	m->state = M_WAITING;
 	msg_headers(m);
 	if (!m->id[0])

@@ -17,7 +17,8 @@
  * bounded by what the consumer holds in flight.
  *
  * Cost: add O(1) amortized, done O(log n) plus the slots the head passes
- * (each passed once), committable and pending O(1).
+ * (each passed once), truncate O(log n) plus the slots it drops,
+ * committable and pending O(1).
  *
  * Threads: none of its own; thread-compatible (one thread per instance, or
  * the caller's lock).
@@ -97,11 +98,11 @@ int offsets_add(struct offsets *o, int64_t offset)
 	return 0;
 }
 
-int offsets_done(struct offsets *o, int64_t offset)
+/* The index of the first slot whose offset is >= offset; len if none. */
+static size_t lower_bound(const struct offsets *o, int64_t offset)
 {
 	size_t lo = 0, hi = o->len;
 
-	/* The first slot whose offset is >= offset. */
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -110,6 +111,13 @@ int offsets_done(struct offsets *o, int64_t offset)
 		else
 			hi = mid;
 	}
+	return lo;
+}
+
+int offsets_done(struct offsets *o, int64_t offset)
+{
+	size_t lo = lower_bound(o, offset);
+
 	if (lo == o->len || slot_at(o, lo)->offset != offset || slot_at(o, lo)->done)
 		return -1;
 
@@ -128,6 +136,38 @@ void offsets_reset(struct offsets *o, int64_t start)
 	o->len = 0;
 	o->pending = 0;
 	o->next = start;
+}
+
+int offsets_truncate(struct offsets *o, int64_t offset)
+{
+	size_t keep;
+
+	if (offset < offsets_committable(o) || offset > o->next)
+		return -1;
+	/* The head is pending, and at or below offset: only the tail goes. */
+	keep = lower_bound(o, offset);
+	for (size_t i = keep; i < o->len; i++)
+		if (!slot_at(o, i)->done)
+			o->pending--;
+	o->len = keep;
+	o->next = offset;
+	return 0;
+}
+
+enum offsets_fetch offsets_classify(const struct offsets *o, int64_t offset,
+    bool same_record)
+{
+	if (offset >= o->next)
+		return OFFSETS_NEW;
+	/*
+	 * Below every pending message the log went back under what completed
+	 * (recreated, or truncated below it): start again. At or above it, the
+	 * messages below offset are still in the log and must still hold the
+	 * commit back: cut there, so only what the log lost is forgotten.
+	 */
+	if (offset < offsets_committable(o))
+		return OFFSETS_RESET;
+	return same_record ? OFFSETS_REFETCH : OFFSETS_TRUNCATE;
 }
 
 int64_t offsets_committable(const struct offsets *o)

@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ackd_proc import free_port, project_version
@@ -68,8 +69,8 @@ def start_ackd(ackd, *subs, config=None):
 
 
 def produce_all(kafka, topic, messages, timeout=60):
-    """Produce dicts (value, key, headers, partition) with acks=all; returns
-    [(partition, offset)] in the same order."""
+    """Produce dicts (value, key, headers, partition, timestamp in ms) with
+    acks=all; returns [(partition, offset)] in the same order."""
     producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all",
                          "enable.idempotence": True, "linger.ms": 5,
                          "message.timeout.ms": timeout * 1000})
@@ -85,6 +86,8 @@ def produce_all(kafka, topic, messages, timeout=60):
                   "headers": m.get("headers"), "on_delivery": on_delivery(i)}
         if m.get("partition") is not None:
             kwargs["partition"] = m["partition"]
+        if m.get("timestamp") is not None:
+            kwargs["timestamp"] = m["timestamp"]
         while True:
             try:
                 producer.produce(topic, **kwargs)
@@ -692,6 +695,108 @@ def test_a_recreated_topic_is_delivered_while_an_old_message_is_still_retried(
                {f"new-{i}".encode() for i in range(3)}, 60,
                "the recreated topic's messages to be delivered")
     wait_committed(kafka, sub["group"], topic, {0: 3})
+
+
+@pytest.mark.parametrize("differs", ["value", "key"])
+def test_a_recreated_topic_with_look_alike_records_is_delivered(
+        kafka, ackd, webhook_sink, differs):
+    """As above, but the new log's records look like the old ones: the same
+    timestamp, key and value lengths, only the bytes of the value (or of the
+    key) differ. They are new messages all the same (they used to be taken
+    for refetches of the old records, dropped, and their offsets committed)."""
+    topic = new_topic(kafka, partitions=1)
+    stamp = int(time.time() * 1000) - 60000
+    recreated = threading.Event()
+
+    def record(i, new):
+        if differs == "value":
+            return {"key": b"k", "value": f"{'new' if new else 'old'}-{i}".encode(),
+                    "timestamp": stamp}
+        return {"key": b"n" if new else b"o", "value": f"msg-{i}".encode(),
+                "timestamp": stamp}
+
+    old = [record(i, False) for i in range(6)]
+    new = [record(i, True) for i in range(3)]
+
+    def respond(req):
+        if coords(req)[1] == 0 and not recreated.is_set():
+            return 503
+        return 200
+    webhook_sink.respond("/hook", respond)
+    sub = subscription(topic, webhook_sink, retry={"initial_ms": 200, "max_ms": 500,
+                                                   "max_attempts": 0})
+    start_ackd(ackd, sub)
+    produce_all(kafka, topic, old)
+    wait_until(lambda: len(attempts_of(webhook_sink, coords_id(topic, 0, 0))) >= 2, 30,
+               "the first old record to be retried")
+    assert kafka.committed(sub["group"], topic).get(0, -1001) < 1
+
+    kafka.delete_topic(topic)
+    wait_until(lambda: topic not in kafka.admin().list_topics(timeout=5).topics, 30,
+               "the topic to be deleted")
+    kafka.create_topic(topic, partitions=1)
+    produce_all(kafka, topic, new)
+    time.sleep(3)  # the consumer meets the new log while the old record still fails
+    recreated.set()
+
+    def delivered():
+        return {(r.header("ackd-key"), r.body) for r in webhook_sink.received("/hook")
+                if r.status == 200}
+    want = {(pct(m["key"]), m["value"]) for m in new}
+    wait_until(lambda: delivered() >= want, 30,
+               "the recreated topic's messages to be delivered")
+    wait_committed(kafka, sub["group"], topic, {0: 3})
+
+
+def test_a_log_cut_above_what_completed_still_holds_the_commit(kafka, ackd, webhook_sink):
+    """The partition's log comes back shorter than what ackd fetched but
+    above what it completed (here a recreated topic and a fetch out of range
+    reset to the end; an unclean leader election does the same): ackd has
+    old-0..old-5 and old-2 still fails, the new log ends at 4. The record
+    fetched at 4 is another one; old-2 and old-3 are below it, so the commit
+    must stay at 2 until old-2 is delivered (it used to jump to 4 at once,
+    and a stop then would have skipped old-2)."""
+    topic = new_topic(kafka, partitions=1)
+    release = threading.Event()
+
+    def respond(req):
+        return 503 if req.body == b"old-2" and not release.is_set() else 200
+    webhook_sink.respond("/hook", respond)
+    sub = subscription(topic, webhook_sink, start="latest",
+                       retry={"initial_ms": 200, "max_ms": 500, "max_attempts": 0})
+    daemon = start_ackd(ackd, sub)
+    wait_until(lambda: "assigned 1 partitions" in daemon.stderr_text(), 30,
+               "the partition to be assigned")
+    time.sleep(1)  # the fetch position is the end, before anything is produced
+    produce_all(kafka, topic, [{"value": f"old-{i}".encode()} for i in range(6)])
+    wait_until(lambda: len([r for r in webhook_sink.received("/hook")
+                            if r.body == b"old-2"]) >= 2, 30, "old-2 to be retried")
+    wait_committed(kafka, sub["group"], topic, {0: 2})
+
+    kafka.delete_topic(topic)
+    wait_until(lambda: topic not in kafka.admin().list_topics(timeout=5).topics, 30,
+               "the topic to be deleted")
+    kafka.create_topic(topic, partitions=1)
+    produce_all(kafka, topic, [{"value": f"new-{i}".encode()} for i in range(4)])
+    reset = re.compile(r"offset reset \(at offset 6\b.*\) to (offset )?(\w+)")
+    wait_until(lambda: reset.search(daemon.stderr_text()), 30,
+               "the fetch out of range to be reset")
+    assert reset.search(daemon.stderr_text()).group(2) == "END", daemon.stderr_text()[-2000:]
+    time.sleep(3)  # the log line comes first, the end offset is asked for after it
+    produce_all(kafka, topic, [{"value": b"new-4"}])
+    wait_until(lambda: "went back to offset 4 " in daemon.stderr_text(), 30,
+               "the record at 4 to be taken for a new one")
+
+    deadline = time.time() + 3  # commits run every second
+    while time.time() < deadline:
+        got = kafka.committed(sub["group"], topic).get(0, -1001)
+        assert got <= 2, f"committed {got} while old-2 is undelivered"
+        time.sleep(0.3)
+    release.set()
+    # Partition order: new-4 waits behind old-2.
+    wait_until(lambda: {r.body for r in webhook_sink.received("/hook") if r.status == 200} >=
+               {b"old-2", b"new-4"}, 30, "old-2, then new-4 to be delivered")
+    wait_committed(kafka, sub["group"], topic, {0: 5})
 
 
 def test_without_dead_letter_topic_the_partition_blocks(kafka, ackd, webhook_sink):

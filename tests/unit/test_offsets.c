@@ -300,6 +300,221 @@ static void test_random_interleaved(void **state)
 		run_interleaved(seed * UINT64_C(0xbf58476d1ce4e5b9));
 }
 
+/* n messages from 0 added, the first done ones completed. */
+static struct offsets *fetched(int64_t n, int64_t done)
+{
+	struct offsets *o = offsets_new(0);
+
+	for (int64_t i = 0; i < n; i++)
+		assert_int_equal(offsets_add(o, i), 0);
+	for (int64_t i = 0; i < done; i++)
+		assert_int_equal(offsets_done(o, i), 0);
+	return o;
+}
+
+/* The log was cut at 80 while 60-99 were pending: 60-79 still hold the commit. */
+static void test_truncate(void **state)
+{
+	struct offsets *o = fetched(101, 60);
+
+	(void)state;
+	assert_int_equal(offsets_done(o, 90), 0);
+	assert_int_equal(offsets_committable(o), 60);
+	assert_int_equal(offsets_pending(o), 40);
+
+	assert_int_equal(offsets_truncate(o, 80), 0);
+	assert_int_equal(offsets_committable(o), 60);
+	assert_int_equal(offsets_next(o), 80);
+	assert_int_equal(offsets_pending(o), 20);
+	/* What was added at 80 or later no longer is. */
+	assert_int_equal(offsets_done(o, 80), -1);
+	assert_int_equal(offsets_done(o, 99), -1);
+	assert_int_equal(offsets_add(o, 79), -1);
+	assert_int_equal(offsets_add(o, 80), 0);
+	assert_int_equal(offsets_add(o, 81), 0);
+	for (int64_t i = 79; i >= 61; i--) {
+		assert_int_equal(offsets_done(o, i), 0);
+		assert_int_equal(offsets_committable(o), 60);
+	}
+	assert_int_equal(offsets_done(o, 60), 0);
+	assert_int_equal(offsets_committable(o), 80);
+	assert_int_equal(offsets_done(o, 81), 0);
+	assert_int_equal(offsets_done(o, 80), 0);
+	assert_int_equal(offsets_committable(o), 82);
+	assert_int_equal(offsets_pending(o), 0);
+	offsets_free(o);
+}
+
+static void test_truncate_edges(void **state)
+{
+	struct offsets *o = fetched(101, 60);
+
+	(void)state;
+	/* Below the committable offset (a reset's case) or past next: refused. */
+	assert_int_equal(offsets_truncate(o, 59), -1);
+	assert_int_equal(offsets_truncate(o, 0), -1);
+	assert_int_equal(offsets_truncate(o, 102), -1);
+	assert_int_equal(offsets_committable(o), 60);
+	assert_int_equal(offsets_next(o), 101);
+	assert_int_equal(offsets_pending(o), 41);
+	/* At next: nothing to drop. */
+	assert_int_equal(offsets_truncate(o, 101), 0);
+	assert_int_equal(offsets_next(o), 101);
+	assert_int_equal(offsets_pending(o), 41);
+	assert_int_equal(offsets_done(o, 100), 0);
+	/* At the committable offset: everything pending goes. */
+	assert_int_equal(offsets_truncate(o, 60), 0);
+	assert_int_equal(offsets_committable(o), 60);
+	assert_int_equal(offsets_next(o), 60);
+	assert_int_equal(offsets_pending(o), 0);
+	assert_int_equal(offsets_done(o, 60), -1);
+	offsets_free(o);
+
+	/* Nothing added: the committable offset is next, and only next is allowed. */
+	o = offsets_new(42);
+	assert_int_equal(offsets_truncate(o, 41), -1);
+	assert_int_equal(offsets_truncate(o, 43), -1);
+	assert_int_equal(offsets_truncate(o, 42), 0);
+	assert_int_equal(offsets_committable(o), 42);
+	offsets_free(o);
+
+	/* A wrapped ring, cut inside a gap. */
+	o = offsets_new(0);
+	for (int64_t i = 0; i < 100; i++)
+		assert_int_equal(offsets_add(o, i), 0);
+	for (int64_t i = 0; i < 90; i++)
+		assert_int_equal(offsets_done(o, i), 0);
+	for (int64_t i = 200; i < 300; i += 2)
+		assert_int_equal(offsets_add(o, i), 0);
+	assert_int_equal(offsets_truncate(o, 251), 0);
+	assert_int_equal(offsets_pending(o), 10 + 26);
+	assert_int_equal(offsets_done(o, 252), -1);
+	assert_int_equal(offsets_add(o, 251), 0);
+	for (int64_t i = 90; i < 100; i++)
+		assert_int_equal(offsets_done(o, i), 0);
+	assert_int_equal(offsets_committable(o), 200);
+	for (int64_t i = 200; i <= 250; i += 2)
+		assert_int_equal(offsets_done(o, i), 0);
+	assert_int_equal(offsets_committable(o), 251);
+	offsets_free(o);
+}
+
+/*
+ * Adds, completions and cuts at random against the reference model; after a
+ * cut the model's next offset is where the cut was, not one past its last.
+ */
+static int64_t ref_committable_cut(const struct ref *r, int64_t next)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->st[i] == REF_PENDING)
+			return r->offs[i];
+	return next;
+}
+
+static void run_with_truncations(uint64_t seed)
+{
+	struct ref r = { .start = 0 };
+	struct offsets *o = offsets_new(0);
+	int64_t next = 0;
+	int cuts = 0;
+
+	rng_state = seed;
+	r.offs = malloc(N * sizeof(*r.offs));
+	r.st = malloc(N * sizeof(*r.st));
+	assert_non_null(r.offs);
+	assert_non_null(r.st);
+	for (int step = 0; step < 4 * N; step++) {
+		uint64_t x = rng() % 100;
+
+		if (x < 55 && r.n < N) {
+			int64_t at = next + (int64_t)(rng() % 3);
+
+			assert_int_equal(offsets_add(o, at), 0);
+			r.offs[r.n] = at;
+			r.st[r.n++] = REF_PENDING;
+			r.pending++;
+			next = at + 1;
+		} else if (x < 98 && r.n > 0) {
+			size_t i = (size_t)(rng() % r.n);
+
+			assert_int_equal(offsets_done(o, r.offs[i]), r.st[i] == REF_PENDING ? 0 : -1);
+			if (r.st[i] == REF_PENDING)
+				r.pending--;
+			r.st[i] = REF_DONE;
+		} else {
+			/* Below the committable offset: refused; from it up to next: cut. */
+			int64_t from = ref_committable_cut(&r, next);
+			int64_t at = from + (int64_t)(rng() % (uint64_t)(next - from + 1));
+
+			if (from > 0)
+				assert_int_equal(offsets_truncate(o, from - 1), -1);
+			assert_int_equal(offsets_truncate(o, at), 0);
+			while (r.n > 0 && r.offs[r.n - 1] >= at)
+				if (r.st[--r.n] == REF_PENDING)
+					r.pending--;
+			next = at;
+			cuts++;
+		}
+		assert_int_equal(offsets_committable(o), ref_committable_cut(&r, next));
+		assert_int_equal(offsets_pending(o), r.pending);
+		assert_int_equal(offsets_next(o), next);
+	}
+	assert_true(cuts > 100);
+	offsets_free(o);
+	free(r.offs);
+	free(r.st);
+}
+
+static void test_random_truncations(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 3; seed++)
+		run_with_truncations(seed * UINT64_C(0x94d049bb133111eb));
+}
+
+/*
+ * The decision on a fetched record, in the case that lost messages: 0-100
+ * fetched, below 60 completed, 60-100 pending, and the log now has another
+ * record at 80. 60-79 must still hold the commit back.
+ */
+static void test_classify(void **state)
+{
+	struct offsets *o = fetched(101, 60);
+
+	(void)state;
+	/* At or past next: new, whatever the caller found. */
+	assert_int_equal(offsets_classify(o, 101, false), OFFSETS_NEW);
+	assert_int_equal(offsets_classify(o, 101, true), OFFSETS_NEW);
+	assert_int_equal(offsets_classify(o, 5000, false), OFFSETS_NEW);
+	/* From the committable offset up to next: the same record, or a cut log. */
+	assert_int_equal(offsets_classify(o, 60, true), OFFSETS_REFETCH);
+	assert_int_equal(offsets_classify(o, 80, true), OFFSETS_REFETCH);
+	assert_int_equal(offsets_classify(o, 100, true), OFFSETS_REFETCH);
+	assert_int_equal(offsets_classify(o, 60, false), OFFSETS_TRUNCATE);
+	assert_int_equal(offsets_classify(o, 80, false), OFFSETS_TRUNCATE);
+	assert_int_equal(offsets_classify(o, 100, false), OFFSETS_TRUNCATE);
+	/* Below what completed: the log went back under everything. */
+	assert_int_equal(offsets_classify(o, 59, false), OFFSETS_RESET);
+	assert_int_equal(offsets_classify(o, 59, true), OFFSETS_RESET);
+	assert_int_equal(offsets_classify(o, 0, false), OFFSETS_RESET);
+
+	/* Acting on it: the commit stays at 60 until 60-79 complete. */
+	assert_int_equal(offsets_truncate(o, 80), 0);
+	assert_int_equal(offsets_add(o, 80), 0);
+	assert_int_equal(offsets_done(o, 80), 0);
+	assert_int_equal(offsets_committable(o), 60);
+	for (int64_t i = 60; i < 80; i++)
+		assert_int_equal(offsets_done(o, i), 0);
+	assert_int_equal(offsets_committable(o), 81);
+	offsets_free(o);
+
+	/* Nothing added yet. */
+	o = offsets_new(42);
+	assert_int_equal(offsets_classify(o, 42, false), OFFSETS_NEW);
+	assert_int_equal(offsets_classify(o, 41, true), OFFSETS_RESET);
+	offsets_free(o);
+}
+
 /* The log went back (topic recreated): tracking starts again below where it was. */
 static void test_reset(void **state)
 {
@@ -354,6 +569,10 @@ int main(void)
 		cmocka_unit_test(test_random_permutations),
 		cmocka_unit_test(test_random_interleaved),
 		cmocka_unit_test(test_reset),
+		cmocka_unit_test(test_truncate),
+		cmocka_unit_test(test_truncate_edges),
+		cmocka_unit_test(test_random_truncations),
+		cmocka_unit_test(test_classify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
