@@ -35,6 +35,21 @@ struct conf_retry {
 	int64_t max_retry_after_ms;
 };
 
+/* A subscription's TLS settings; each "" when unset. */
+struct conf_tls {
+	char *ca_file;   /* CA certificates to trust for https */
+	char *cert_file; /* client certificate (PEM), for mutual TLS */
+	char *key_file;  /* its private key (PEM) */
+};
+
+/* OAuth 2.0 client credentials; token_url "" when unused. */
+struct conf_oauth2 {
+	char *token_url;
+	char *client_id;
+	char *client_secret;
+	char *scope; /* "" sends none */
+};
+
 struct conf_sub {
 	char *name;
 	struct conf_strlist topics;
@@ -49,6 +64,9 @@ struct conf_sub {
 	char *dead_letter_topic; /* "" when unset */
 	enum conf_exhausted on_exhausted;
 	enum conf_start start;
+	struct conf_strlist headers; /* static request headers, "Name=value" */
+	struct conf_tls tls;
+	struct conf_oauth2 oauth2;
 };
 
 struct conf {
