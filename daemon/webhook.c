@@ -449,6 +449,34 @@ static bool usable_value(const char *v, size_t len, size_t max)
 	return visible;
 }
 
+/*
+ * W3C Trace Context: the message's traceparent and tracestate Kafka headers
+ * (the first of each name) as request headers of the same names, as they
+ * are, so that a trace runs from the publisher to the receiver. A value that
+ * cannot stand on a request line is left out (it still goes as
+ * ackd-header-*, percent-encoded). 512 is what W3C asks a tracestate to be
+ * kept to.
+ */
+static void put_trace(struct request *req, const struct webhook_msg *m)
+{
+	static const char *const names[] = { "traceparent", "tracestate" };
+
+	for (size_t n = 0; n < 2; n++) {
+		for (size_t i = 0; i < m->nhdrs; i++) {
+			const struct webhook_hdr *h = &m->hdrs[i];
+			if (strcmp(h->name, names[n]) != 0)
+				continue;
+			if (usable_value(h->value, h->value_len, 512)) {
+				PUT_LIT(req, "\r\n");
+				put_str(req, names[n]);
+				PUT_LIT(req, ": ");
+				put(req, h->value, h->value_len);
+			}
+			break;
+		}
+	}
+}
+
 /* The request's headers; -1 with err when they cannot be built (signing failed). */
 static MUST_USE int build_headers(struct request *req, const struct webhook_msg *m,
     const char *static_hdrs, const char *bearer, char *err, size_t errlen)
@@ -519,6 +547,7 @@ static MUST_USE int build_headers(struct request *req, const struct webhook_msg 
 		put_pct(req, "ackd-header-", sizeof("ackd-header-") - 1, h->name,
 		    h->value ? h->value : "", h->value ? h->value_len : 0);
 	}
+	put_trace(req, m);
 	put_str(req, static_hdrs);
 	if (bearer) {
 		PUT_LIT(req, "\r\nAuthorization: Bearer ");
