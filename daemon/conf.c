@@ -116,6 +116,7 @@ static const char *const level_choices[] = { "error", "warn", "info", "debug", N
 static const char *const ordering_choices[] = { "partition", "key", "none", NULL };
 static const char *const exhausted_choices[] = { "block", "drop", NULL };
 static const char *const start_choices[] = { "earliest", "latest", NULL };
+static const char *const concurrency_choices[] = { "fixed", "adaptive", NULL };
 
 /* The stored enums are written through an int. */
 _Static_assert(sizeof(enum conf_fsync) == sizeof(int), "enum size");
@@ -123,6 +124,7 @@ _Static_assert(sizeof(enum conf_ack) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_ordering) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_exhausted) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_start) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_concurrency) == sizeof(int), "enum size");
 
 #define MAIN(field) .scope = SCOPE_MAIN, .off = offsetof(struct conf, field)
 #define SUB(field) .scope = SCOPE_SUB, .off = offsetof(struct conf_sub, field)
@@ -322,6 +324,13 @@ static const struct key keys[] = {
 	{ .doc = { "subscriptions.start", CONF_T_ENUM, "earliest", 0, 0, start_choices,
 		  "Where a consumer group without a committed offset starts." },
 	    SUB(start) },
+	{ .doc = { "subscriptions.concurrency", CONF_T_ENUM, "fixed", 0, 0, concurrency_choices,
+		  "fixed: up to max_in_flight requests at once; adaptive: a window found by "
+		  "AIMD, at most max_in_flight." },
+	    SUB(concurrency) },
+	{ .doc = { "subscriptions.rate_limit", CONF_T_INT, "0", 0, 1000000, NULL,
+		  "Most messages sent a second (token bucket). 0: no cap." },
+	    SUB(rate_limit) },
 	{ .doc = { "subscriptions.headers", CONF_T_STRLIST, "", 0, 0, NULL,
 		  "Static request headers, \"Name=value\"; values are never logged. Not a "
 		  "header ackd sets itself." },

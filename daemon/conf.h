@@ -17,6 +17,7 @@ enum conf_ack { CONF_ACK_KAFKA, CONF_ACK_SPOOL };
 enum conf_ordering { CONF_ORDER_PARTITION, CONF_ORDER_KEY, CONF_ORDER_NONE };
 enum conf_exhausted { CONF_EXHAUSTED_BLOCK, CONF_EXHAUSTED_DROP };
 enum conf_start { CONF_START_EARLIEST, CONF_START_LATEST };
+enum conf_concurrency { CONF_CONCURRENCY_FIXED, CONF_CONCURRENCY_ADAPTIVE };
 
 struct conf_strlist {
 	char **v;
@@ -64,6 +65,8 @@ struct conf_sub {
 	char *dead_letter_topic; /* "" when unset */
 	enum conf_exhausted on_exhausted;
 	enum conf_start start;
+	enum conf_concurrency concurrency;
+	int64_t rate_limit; /* messages a second; 0: no cap */
 	struct conf_strlist headers; /* static request headers, "Name=value" */
 	struct conf_tls tls;
 	struct conf_oauth2 oauth2;

@@ -656,7 +656,8 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 	int left;
 
 	while ((msg = curl_multi_info_read(wh->multi, &left))) {
-		struct webhook_answer a = { .status = 0, .retry_after_ms = -1, .error = NULL };
+		struct webhook_answer a = { .status = 0, .retry_after_ms = -1, .error = NULL,
+			.timed_out = false };
 		struct request *req;
 		CURL *e = msg->easy_handle;
 
@@ -667,6 +668,7 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 			curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &a.status);
 		else
 			a.error = req->error[0] ? req->error : curl_easy_strerror(msg->data.result);
+		a.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
 		if (req->retry_after[0] &&
 		    retry_after_parse(req->retry_after, wall_ms(), req->cs->retry.max_retry_after_ms,
 		        &a.retry_after_ms) < 0)
