@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -103,6 +104,9 @@ static int check_topic(struct loader *, const char *, char *, size_t);
 static int check_topic_or_empty(struct loader *, const char *, char *, size_t);
 static int check_url(struct loader *, const char *, char *, size_t);
 static int check_secret(struct loader *, const char *, char *, size_t);
+static int check_header(struct loader *, const char *, char *, size_t);
+static int check_url_or_empty(struct loader *, const char *, char *, size_t);
+static int check_file_or_empty(struct loader *, const char *, char *, size_t);
 static void sub_finish(struct loader *, struct scope *, const config_setting_t *, unsigned);
 static void token_finish(struct loader *, struct scope *, const config_setting_t *, unsigned);
 
@@ -112,6 +116,7 @@ static const char *const level_choices[] = { "error", "warn", "info", "debug", N
 static const char *const ordering_choices[] = { "partition", "key", "none", NULL };
 static const char *const exhausted_choices[] = { "block", "drop", NULL };
 static const char *const start_choices[] = { "earliest", "latest", NULL };
+static const char *const concurrency_choices[] = { "fixed", "adaptive", NULL };
 
 /* The stored enums are written through an int. */
 _Static_assert(sizeof(enum conf_fsync) == sizeof(int), "enum size");
@@ -119,6 +124,7 @@ _Static_assert(sizeof(enum conf_ack) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_ordering) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_exhausted) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_start) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_concurrency) == sizeof(int), "enum size");
 
 #define MAIN(field) .scope = SCOPE_MAIN, .off = offsetof(struct conf, field)
 #define SUB(field) .scope = SCOPE_SUB, .off = offsetof(struct conf_sub, field)
@@ -318,6 +324,44 @@ static const struct key keys[] = {
 	{ .doc = { "subscriptions.start", CONF_T_ENUM, "earliest", 0, 0, start_choices,
 		  "Where a consumer group without a committed offset starts." },
 	    SUB(start) },
+	{ .doc = { "subscriptions.concurrency", CONF_T_ENUM, "fixed", 0, 0, concurrency_choices,
+		  "fixed: up to max_in_flight requests at once; adaptive: a window found by "
+		  "AIMD, at most max_in_flight." },
+	    SUB(concurrency) },
+	{ .doc = { "subscriptions.rate_limit", CONF_T_INT, "0", 0, 1000000, NULL,
+		  "Most messages sent a second (token bucket). 0: no cap." },
+	    SUB(rate_limit) },
+	{ .doc = { "subscriptions.headers", CONF_T_STRLIST, "", 0, 0, NULL,
+		  "Static request headers, \"Name=value\"; values are never logged. Not a "
+		  "header ackd sets itself." },
+	    SUB(headers), .check = check_header },
+	{ .doc = { "subscriptions.tls", CONF_T_GROUP, NULL, 0, 0, NULL,
+		  "TLS for an https url: the CA to trust and a client certificate." },
+	    .scope = SCOPE_SUB },
+	{ .doc = { "subscriptions.tls.ca_file", CONF_T_STRING, "", 0, 0, NULL,
+		  "PEM file of CA certificates to trust. Empty: the system's." },
+	    SUB(tls.ca_file), .check = check_file_or_empty },
+	{ .doc = { "subscriptions.tls.cert_file", CONF_T_STRING, "", 0, 0, NULL,
+		  "PEM client certificate for mutual TLS; needs key_file." },
+	    SUB(tls.cert_file), .check = check_file_or_empty },
+	{ .doc = { "subscriptions.tls.key_file", CONF_T_STRING, "", 0, 0, NULL,
+		  "PEM private key of cert_file." },
+	    SUB(tls.key_file), .check = check_file_or_empty },
+	{ .doc = { "subscriptions.oauth2", CONF_T_GROUP, NULL, 0, 0, NULL,
+		  "OAuth 2.0 client credentials: the token is sent as Authorization: Bearer." },
+	    .scope = SCOPE_SUB },
+	{ .doc = { "subscriptions.oauth2.token_url", CONF_T_STRING, "", 0, 0, NULL,
+		  "Token endpoint, http:// or https://. Empty: no OAuth 2.0." },
+	    SUB(oauth2.token_url), .check = check_url_or_empty },
+	{ .doc = { "subscriptions.oauth2.client_id", CONF_T_STRING, "", 0, 0, NULL,
+		  "Client identifier; required with token_url." },
+	    SUB(oauth2.client_id) },
+	{ .doc = { "subscriptions.oauth2.client_secret", CONF_T_STRING, "", 0, 0, NULL,
+		  "Client secret; required with token_url; never logged." },
+	    SUB(oauth2.client_secret) },
+	{ .doc = { "subscriptions.oauth2.scope", CONF_T_STRING, "", 0, 0, NULL,
+		  "Space-separated scopes to ask for. Empty: none." },
+	    SUB(oauth2.scope) },
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -675,6 +719,84 @@ static int check_secret(struct loader *ld, const char *v, char *msg, size_t msgl
 	return 0;
 }
 
+/*
+ * Headers ackd writes itself, which a static header must not replace or
+ * duplicate (ackd-* as a prefix). Authorization is refused in sub_finish()
+ * only when oauth2 sets it.
+ */
+static const char *const own_headers[] = { "content-type", "content-length", "host", "expect",
+	"transfer-encoding", "connection", "te", "upgrade", "user-agent", "webhook-id",
+	"webhook-timestamp", "webhook-signature", "traceparent", "tracestate", NULL };
+
+/* "Name=value": name an HTTP token that ackd does not set, value one line. */
+static int check_header(struct loader *ld, const char *v, char *msg, size_t msglen)
+{
+	const char *eq = strchr(v, '=');
+	size_t nlen = eq ? (size_t)(eq - v) : 0;
+	char name[128];
+
+	(void)ld;
+	/* The value is a secret: messages name the header, never the value. */
+	if (!eq || nlen == 0) {
+		snprintf(msg, msglen, "a header is \"Name=value\"");
+		return -1;
+	}
+	if (nlen >= sizeof(name)) {
+		snprintf(msg, msglen, "header name longer than %zu bytes", sizeof(name) - 1);
+		return -1;
+	}
+	memcpy(name, v, nlen);
+	name[nlen] = '\0';
+	for (size_t i = 0; i < nlen; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (!isalnum(c) && !strchr("!#$%&'*+-.^_`|~", c)) {
+			char shown[160];
+			snprintf(msg, msglen, "\"%s\" is not a valid header name",
+			    log_escape(name, nlen, shown, sizeof(shown)));
+			return -1;
+		}
+	}
+	for (size_t i = 0; own_headers[i]; i++) {
+		if (strcasecmp(name, own_headers[i]) == 0) {
+			snprintf(msg, msglen, "header %s is set by ackd itself", name);
+			return -1;
+		}
+	}
+	if (strncasecmp(name, "ackd-", 5) == 0) {
+		snprintf(msg, msglen, "header %s: ackd-* headers are set by ackd itself", name);
+		return -1;
+	}
+	for (const char *p = eq + 1; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			snprintf(msg, msglen, "header %s: the value holds a control character", name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int check_url_or_empty(struct loader *ld, const char *v, char *msg, size_t msglen)
+{
+	return v[0] ? check_url(ld, v, msg, msglen) : 0;
+}
+
+static int check_file_or_empty(struct loader *ld, const char *v, char *msg, size_t msglen)
+{
+	FILE *f;
+
+	(void)ld;
+	if (v[0] == '\0')
+		return 0;
+	f = fopen(v, "r");
+	if (!f) {
+		snprintf(msg, msglen, "cannot read %s: %s", v, strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
+
 static void trim_end(char *s)
 {
 	size_t n = strlen(s);
@@ -810,6 +932,10 @@ static void hide_in_logs(const struct conf *conf)
 			log_hide(sub->secrets.v[i]);
 			log_hide(sub->secrets.v[i] + strlen("whsec_"));
 		}
+		for (size_t i = 0; i < sub->headers.n; i++)
+			log_hide(strchr(sub->headers.v[i], '=') + 1);
+		if (sub->oauth2.client_secret && sub->oauth2.client_secret[0])
+			log_hide(sub->oauth2.client_secret);
 		if (!auth)
 			continue;
 		auth += 3;
@@ -1423,6 +1549,42 @@ static const config_setting_t *member_at(const config_setting_t *list, unsigned 
 
 static int empty(const char *s) { return !s || s[0] == '\0'; }
 
+/* An error at the line of key of subscription index, else at the subscription's. */
+static void err_member(struct loader *ld, struct scope *sc, const config_setting_t *list,
+    unsigned index, const char *key, const char *what)
+{
+	const config_setting_t *s = member_at(list, index, key);
+
+	err_at(ld, s ? config_setting_source_file(s) : sc->file,
+	    s ? config_setting_source_line(s) : sc->line, "%s.%s: %s", sc->shown, key, what);
+}
+
+/* headers, tls and oauth2 across their keys. */
+static void sub_finish_auth(struct loader *ld, struct scope *sc, const config_setting_t *list,
+    unsigned index)
+{
+	struct conf_sub *sub = sc->base;
+	const struct conf_oauth2 *o = &sub->oauth2;
+
+	if (empty(sub->tls.cert_file) != empty(sub->tls.key_file))
+		err_member(ld, sc, list, index, empty(sub->tls.cert_file) ? "tls.key_file" :
+		    "tls.cert_file", "cert_file and key_file go together");
+	if (empty(o->token_url)) {
+		if (!empty(o->client_id) || !empty(o->client_secret) || !empty(o->scope))
+			err_member(ld, sc, list, index, "oauth2", "needs token_url");
+		return;
+	}
+	if (empty(o->client_id))
+		err_member(ld, sc, list, index, "oauth2", "needs client_id with token_url");
+	if (empty(o->client_secret))
+		err_member(ld, sc, list, index, "oauth2", "needs client_secret with token_url");
+	for (size_t i = 0; i < sub->headers.n; i++) {
+		if (strncasecmp(sub->headers.v[i], "authorization=", 14) == 0)
+			err_member(ld, sc, list, index, "headers",
+			    "Authorization is set by oauth2; not both");
+	}
+}
+
 static void sub_finish(struct loader *ld, struct scope *sc, const config_setting_t *list,
     unsigned index)
 {
@@ -1456,6 +1618,7 @@ static void sub_finish(struct loader *ld, struct scope *sc, const config_setting
 		err_s(ld, s, "%s.dead_letter_topic: \"%s\" is also one of the topics consumed",
 		    sc->shown, sub->dead_letter_topic);
 	}
+	sub_finish_auth(ld, sc, list, index);
 	for (unsigned j = 0; sub->name && j < index; j++) {
 		const config_setting_t *first;
 		if (!subs[j].name || strcmp(subs[j].name, sub->name) != 0)

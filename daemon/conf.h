@@ -17,6 +17,7 @@ enum conf_ack { CONF_ACK_KAFKA, CONF_ACK_SPOOL };
 enum conf_ordering { CONF_ORDER_PARTITION, CONF_ORDER_KEY, CONF_ORDER_NONE };
 enum conf_exhausted { CONF_EXHAUSTED_BLOCK, CONF_EXHAUSTED_DROP };
 enum conf_start { CONF_START_EARLIEST, CONF_START_LATEST };
+enum conf_concurrency { CONF_CONCURRENCY_FIXED, CONF_CONCURRENCY_ADAPTIVE };
 
 struct conf_strlist {
 	char **v;
@@ -35,6 +36,21 @@ struct conf_retry {
 	int64_t max_retry_after_ms;
 };
 
+/* A subscription's TLS settings; each "" when unset. */
+struct conf_tls {
+	char *ca_file;   /* CA certificates to trust for https */
+	char *cert_file; /* client certificate (PEM), for mutual TLS */
+	char *key_file;  /* its private key (PEM) */
+};
+
+/* OAuth 2.0 client credentials; token_url "" when unused. */
+struct conf_oauth2 {
+	char *token_url;
+	char *client_id;
+	char *client_secret;
+	char *scope; /* "" sends none */
+};
+
 struct conf_sub {
 	char *name;
 	struct conf_strlist topics;
@@ -49,6 +65,11 @@ struct conf_sub {
 	char *dead_letter_topic; /* "" when unset */
 	enum conf_exhausted on_exhausted;
 	enum conf_start start;
+	enum conf_concurrency concurrency;
+	int64_t rate_limit; /* messages a second; 0: no cap */
+	struct conf_strlist headers; /* static request headers, "Name=value" */
+	struct conf_tls tls;
+	struct conf_oauth2 oauth2;
 };
 
 struct conf {

@@ -13,8 +13,10 @@
  *      fetches) and resumes late, to pause seldom;
  *   2. dispatch what the ordering allows: "partition", the head of each
  *      partition, one at a time; "key", the first waiting message of each key
- *      of a partition; "none", any waiting message; never more than
- *      max_in_flight requests, never to an endpoint inside a Retry-After;
+ *      of a partition; "none", any waiting message; never more than the
+ *      concurrency window allows (max_in_flight, or the adaptive window) nor
+ *      faster than rate_limit (pace.c), never to an endpoint inside a
+ *      Retry-After;
  *   3. act on each answer by the table in docs/webhooks.md: delivered, retried after a
  *      backoff, written to the dead-letter topic, or the subscription paused
  *      (410);
@@ -60,6 +62,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "offsets.h"
+#include "pace.h"
 #include "producer.h"
 #include "spool.h"
 #include "util.h"
@@ -99,6 +102,8 @@ struct msg {
 	bool counted;         /* in the partition's offsets: its completion moves the commit */
 	int64_t not_before;
 	struct timespec sent; /* when the request went out, for its latency */
+	int64_t sent_ms;      /* the same, for pace */
+	bool window_full;     /* the request filled the concurrency window */
 	struct webhook_hdr *hdrs;
 	size_t nhdrs;
 	char id[WEBHOOK_ID_MAX];
@@ -160,6 +165,7 @@ struct consumer {
 	size_t in_flight;   /* webhook requests */
 	int64_t hold_until; /* Retry-After: nothing to the endpoint before this */
 	int64_t next_wake;  /* earliest backoff that ends, found by dispatch */
+	struct pace pace;   /* rate_limit and the concurrency window */
 	int64_t next_commit;
 	bool gone;          /* the endpoint answered 410 */
 	bool revoking;
@@ -180,7 +186,7 @@ struct consumer {
 
 	atomic_uint_fast64_t delivered, retries, dead_lettered, dropped, retrying;
 	atomic_uint_fast64_t dlq_errors, send_errors;
-	atomic_uint_fast64_t stat_in_flight, assigned, paused_parts;
+	atomic_uint_fast64_t stat_in_flight, assigned, paused_parts, stat_window;
 };
 
 static uint32_t next_rand(struct consumer *c)
@@ -737,6 +743,9 @@ static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
 	m->part->busy--;
 	c->in_flight--;
 	m->attempts++;
+	pace_answer(&c->pace, m->sent_ms, now, pace_signal_of(a->status, a->timed_out),
+	    m->window_full);
+	atomic_store(&c->stat_window, pace_window(&c->pace));
 	if (a->retry_after_ms >= 0 && now + a->retry_after_ms > c->hold_until)
 		c->hold_until = now + a->retry_after_ms;
 
@@ -823,6 +832,9 @@ static void send_msg(struct consumer *c, struct msg *m)
 	}
 	set_state(c, m, M_IN_FLIGHT);
 	clock_gettime(CLOCK_MONOTONIC, &m->sent);
+	m->sent_ms = now_ms();
+	m->window_full = c->in_flight + 1 >= pace_window(&c->pace);
+	pace_sent(&c->pace, m->sent_ms);
 	m->part->busy++;
 	c->in_flight++;
 }
@@ -854,14 +866,31 @@ static bool keyset_add(struct keyset *ks, const rd_kafka_message_t *rkm)
 	}
 }
 
+/*
+ * Whether pace lets one more request out now: the concurrency window has
+ * room and rate_limit has a token (else the loop wakes when it will).
+ */
+static bool may_send(struct consumer *c, int64_t now)
+{
+	int64_t wait;
+
+	if (c->in_flight >= pace_window(&c->pace))
+		return false;
+	wait = pace_wait_ms(&c->pace, now);
+	if (wait == 0)
+		return true;
+	if (c->next_wake < 0 || now + wait < c->next_wake)
+		c->next_wake = now + wait;
+	return false;
+}
+
 static void dispatch_partition(struct consumer *c, struct part *p, int64_t now,
     struct keyset *ks)
 {
 	enum conf_ordering ordering = c->cs->ordering;
-	size_t limit = (size_t)c->cs->max_in_flight;
 
 	if (ordering == CONF_ORDER_PARTITION) {
-		if (p->busy == 0 && p->len > 0 && ready(c, q_at(p, 0), now))
+		if (p->busy == 0 && p->len > 0 && ready(c, q_at(p, 0), now) && may_send(c, now))
 			send_msg(c, q_at(p, 0));
 		return;
 	}
@@ -877,7 +906,7 @@ static void dispatch_partition(struct consumer *c, struct part *p, int64_t now,
 			memset(ks->v, 0, ks->cap * sizeof(*ks->v));
 		}
 	}
-	for (size_t i = 0; i < p->len && c->in_flight < limit; i++) {
+	for (size_t i = 0; i < p->len && may_send(c, now); i++) {
 		struct msg *m = q_at(p, i);
 		if (m->state == M_DONE)
 			continue;
@@ -898,7 +927,7 @@ static void dispatch(struct consumer *c, int64_t now)
 		c->next_wake = c->hold_until;
 		return;
 	}
-	for (size_t k = 0; k < c->nparts && c->in_flight < (size_t)c->cs->max_in_flight; k++) {
+	for (size_t k = 0; k < c->nparts && may_send(c, now); k++) {
 		struct part *p = c->parts[(c->rr + k) % c->nparts];
 		if (!p->leaving)
 			dispatch_partition(c, p, now, &c->keys);
@@ -1358,6 +1387,9 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 	c->wh = webhook_new(cs, err, errlen);
 	if (!c->wh)
 		goto fail;
+	pace_init(&c->pace, cs->rate_limit, cs->concurrency == CONF_CONCURRENCY_ADAPTIVE,
+	    cs->max_in_flight, now_ms());
+	atomic_store(&c->stat_window, pace_window(&c->pace));
 	c->rk = new_consumer(c, err, errlen);
 	if (!c->rk)
 		goto fail;
@@ -1435,4 +1467,6 @@ void consumer_stats(struct consumer *c, struct consumer_stats *out)
 	out->assigned = atomic_load(&c->assigned);
 	out->paused_partitions = atomic_load(&c->paused_parts);
 	out->paused_gone = c->gone;
+	out->concurrency_limit = atomic_load(&c->stat_window);
+	out->rate_limit = (uint64_t)c->cs->rate_limit;
 }

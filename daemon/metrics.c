@@ -487,6 +487,7 @@ enum sub_field {
 	F_ASSIGNED,
 	F_PAUSED_PARTS,
 	F_PAUSED,
+	F_CONCURRENCY_LIMIT,
 };
 
 static const struct {
@@ -514,6 +515,8 @@ static const struct {
 	    "Assigned partitions paused: their window is full, or the endpoint answered 410." },
 	{ F_PAUSED, "ackd_subscription_paused", "gauge",
 	    "1 when the endpoint answered 410 and the subscription waits for a reload." },
+	{ F_CONCURRENCY_LIMIT, "ackd_webhook_concurrency_limit", "gauge",
+	    "Webhook requests allowed in flight now: max_in_flight, or the adaptive window." },
 };
 
 static uint64_t sub_value(const struct consumer_stats *s, enum sub_field f)
@@ -541,6 +544,8 @@ static uint64_t sub_value(const struct consumer_stats *s, enum sub_field f)
 		return s->paused_partitions;
 	case F_PAUSED:
 		return s->paused_gone ? 1 : 0;
+	case F_CONCURRENCY_LIMIT:
+		return s->concurrency_limit;
 	}
 	return 0;
 }
@@ -722,11 +727,12 @@ static json_t *status_sub(const struct metrics_sub_source *s)
 			known = true;
 		}
 	}
-	return need(json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "name", s->name,
+	return need(json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o}", "name", s->name,
 	    "assigned_partitions", jint(c->assigned), "lag", known ? jint(lag) : need(json_null()),
 	    "in_flight", jint(c->in_flight), "retrying", jint(c->retrying), "dead_lettered",
 	    jint(c->dead_lettered), "delivered", jint(c->delivered), "paused",
-	    c->paused_gone != 0));
+	    c->paused_gone != 0, "concurrency_limit", jint(c->concurrency_limit), "rate_limit",
+	    jint(c->rate_limit)));
 }
 
 json_t *metrics_status_json(const struct metrics_sources *src)

@@ -40,6 +40,8 @@ struct consumer_stats {
 	uint64_t assigned;
 	uint64_t paused_partitions;
 	int paused_gone; /* 410: paused until reload */
+	uint64_t concurrency_limit; /* requests allowed in flight now (pace window) */
+	uint64_t rate_limit;        /* messages a second; 0: no cap */
 };
 
 /* --- events -------------------------------------------------------------- */

@@ -28,6 +28,13 @@
  * buffer without a copy. The answer's body is read and thrown away; only the
  * status and Retry-After matter.
  *
+ * Outbound auth. The static headers are formatted once, in webhook_new(),
+ * and copied into every request's block. tls.ca_file, cert_file and key_file
+ * go to every handle (libcurl's CAINFO, SSLCERT, SSLKEY). With oauth2 the
+ * token comes from oauth2.c before each request; a 401 to a request makes
+ * oauth2.c forget the token it was sent with, so the retry (a 401 is retried,
+ * see DESIGN.md) fetches a new one.
+ *
  * Threads: all of it on the subscription's thread.
  */
 #include "config.h"
@@ -46,6 +53,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "oauth2.h"
 #include "util.h"
 #include "webhook.h"
 #include "webhook_sign.h"
@@ -67,6 +75,8 @@ struct webhook {
 	struct request *idle;     /* set up, not in use (singly linked by next) */
 	unsigned char *fds;       /* by fd: what epfd holds (FD_NONE...) */
 	size_t nfds;
+	char *static_hdrs;        /* "\r\nName: value" for each of cs->headers */
+	struct oauth2 *oauth2;    /* NULL without oauth2.token_url */
 };
 
 struct request {
@@ -79,6 +89,7 @@ struct request {
 	char retry_after[64];
 	char error[CURL_ERROR_SIZE];
 	const struct conf_sub *cs;
+	uint64_t token_gen; /* of the oauth2 token it was sent with */
 };
 
 /* --- sockets and timers ------------------------------------------------------- */
@@ -168,6 +179,23 @@ static bool proxy_env_set(void)
 	return false;
 }
 
+/* "\r\nName: value" for each "Name=value" (conf.c checked them). */
+static char *static_headers(const struct conf_strlist *l)
+{
+	size_t len = 0, at = 0;
+	char *s;
+
+	for (size_t i = 0; i < l->n; i++)
+		len += strlen(l->v[i]) + 3;
+	s = xmalloc(len + 1);
+	for (size_t i = 0; i < l->n; i++) {
+		const char *eq = strchr(l->v[i], '=');
+		at += (size_t)sprintf(s + at, "\r\n%.*s: %s", (int)(eq - l->v[i]), l->v[i], eq + 1);
+	}
+	s[at] = '\0';
+	return s;
+}
+
 struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen)
 {
 	struct webhook *wh = xcalloc(1, sizeof(*wh));
@@ -200,6 +228,12 @@ struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen)
 		curl_url_cleanup(wh->url);
 		wh->url = NULL;
 	}
+	if (cs->oauth2.token_url[0] && !(wh->oauth2 = oauth2_new(cs))) {
+		snprintf(err, errlen, "out of memory");
+		webhook_free(wh);
+		return NULL;
+	}
+	wh->static_hdrs = static_headers(&cs->headers);
 	/* Keep as many connections alive as may be busy at once. */
 	curl_multi_setopt(wh->multi, CURLMOPT_MAXCONNECTS, (long)cs->max_in_flight);
 	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
@@ -247,6 +281,8 @@ void webhook_free(struct webhook *wh)
 	curl_url_cleanup(wh->url);
 	close(wh->epfd);
 	free(wh->fds);
+	free(wh->static_hdrs);
+	oauth2_free(wh->oauth2);
 	free(wh);
 }
 
@@ -306,6 +342,12 @@ static struct request *request_new(struct webhook *wh)
 	if (wh->no_proxy_env) {
 		curl_easy_setopt(e, CURLOPT_PROXY, "");
 		curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	}
+	if (cs->tls.ca_file[0])
+		curl_easy_setopt(e, CURLOPT_CAINFO, cs->tls.ca_file);
+	if (cs->tls.cert_file[0]) {
+		curl_easy_setopt(e, CURLOPT_SSLCERT, cs->tls.cert_file);
+		curl_easy_setopt(e, CURLOPT_SSLKEY, cs->tls.key_file);
 	}
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdr);
@@ -386,14 +428,15 @@ static void put_pct(struct request *req, const char *prefix, size_t plen, const 
 }
 
 /*
- * A content-type header value that can stand on a request line: printable,
- * not blank (libcurl drops a blank one, and then sends no Content-Type).
+ * A header value that can stand on a request line as it is: printable, not
+ * blank (libcurl drops a blank one, and then sends no Content-Type), at most
+ * max bytes.
  */
-static bool usable_ctype(const char *v, size_t len)
+static bool usable_value(const char *v, size_t len, size_t max)
 {
 	bool visible = false;
 
-	if (!v || len == 0 || len >= 256)
+	if (!v || len == 0 || len > max)
 		return false;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)v[i];
@@ -406,9 +449,37 @@ static bool usable_ctype(const char *v, size_t len)
 	return visible;
 }
 
+/*
+ * W3C Trace Context: the message's traceparent and tracestate Kafka headers
+ * (the first of each name) as request headers of the same names, as they
+ * are, so that a trace runs from the publisher to the receiver. A value that
+ * cannot stand on a request line is left out (it still goes as
+ * ackd-header-*, percent-encoded). 512 is what W3C asks a tracestate to be
+ * kept to.
+ */
+static void put_trace(struct request *req, const struct webhook_msg *m)
+{
+	static const char *const names[] = { "traceparent", "tracestate" };
+
+	for (size_t n = 0; n < 2; n++) {
+		for (size_t i = 0; i < m->nhdrs; i++) {
+			const struct webhook_hdr *h = &m->hdrs[i];
+			if (strcmp(h->name, names[n]) != 0)
+				continue;
+			if (usable_value(h->value, h->value_len, 512)) {
+				PUT_LIT(req, "\r\n");
+				put_str(req, names[n]);
+				PUT_LIT(req, ": ");
+				put(req, h->value, h->value_len);
+			}
+			break;
+		}
+	}
+}
+
 /* The request's headers; -1 with err when they cannot be built (signing failed). */
-static MUST_USE int build_headers(struct request *req, const struct webhook_msg *m, char *err,
-    size_t errlen)
+static MUST_USE int build_headers(struct request *req, const struct webhook_msg *m,
+    const char *static_hdrs, const char *bearer, char *err, size_t errlen)
 {
 	const struct conf_sub *cs = req->cs;
 	const char *ctype = "application/octet-stream";
@@ -419,7 +490,8 @@ static MUST_USE int build_headers(struct request *req, const struct webhook_msg 
 	req->len = 0;
 	for (size_t i = 0; i < m->nhdrs; i++) {
 		const struct webhook_hdr *h = &m->hdrs[i];
-		if (strcasecmp(h->name, "content-type") == 0 && usable_ctype(h->value, h->value_len)) {
+		if (strcasecmp(h->name, "content-type") == 0 &&
+		    usable_value(h->value, h->value_len, 255)) {
 			ctype = (const char *)h->value;
 			ctype_len = h->value_len;
 		}
@@ -475,6 +547,12 @@ static MUST_USE int build_headers(struct request *req, const struct webhook_msg 
 		put_pct(req, "ackd-header-", sizeof("ackd-header-") - 1, h->name,
 		    h->value ? h->value : "", h->value ? h->value_len : 0);
 	}
+	put_trace(req, m);
+	put_str(req, static_hdrs);
+	if (bearer) {
+		PUT_LIT(req, "\r\nAuthorization: Bearer ");
+		put_str(req, bearer);
+	}
 	PUT_LIT(req, "\r\nUser-Agent: ackd/" PACKAGE_VERSION);
 	put(req, "", 1);
 	/* The buffer may have moved: point the list at it now. */
@@ -486,16 +564,24 @@ static MUST_USE int build_headers(struct request *req, const struct webhook_msg 
 int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag, char *err,
     size_t errlen)
 {
-	struct request *req = wh->idle;
+	struct request *req;
+	const char *bearer = NULL;
+	uint64_t gen = 0;
 
+	if (wh->oauth2 && oauth2_token(wh->oauth2, now_ms(), &bearer, &gen, err, errlen) < 0)
+		return -1;
+	req = wh->idle;
 	if (req)
 		wh->idle = req->next;
-	else if (!(req = request_new(wh)))
+	else if (!(req = request_new(wh))) {
+		snprintf(err, errlen, "libcurl cannot create a handle");
 		return -1;
+	}
 	req->tag = tag;
+	req->token_gen = gen;
 	req->retry_after[0] = '\0';
 	req->error[0] = '\0';
-	if (build_headers(req, m, err, errlen) < 0) {
+	if (build_headers(req, m, wh->static_hdrs, bearer, err, errlen) < 0) {
 		req->next = wh->idle;
 		wh->idle = req;
 		return -1;
@@ -570,7 +656,8 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 	int left;
 
 	while ((msg = curl_multi_info_read(wh->multi, &left))) {
-		struct webhook_answer a = { .status = 0, .retry_after_ms = -1, .error = NULL };
+		struct webhook_answer a = { .status = 0, .retry_after_ms = -1, .error = NULL,
+			.timed_out = false };
 		struct request *req;
 		CURL *e = msg->easy_handle;
 
@@ -581,10 +668,13 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 			curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &a.status);
 		else
 			a.error = req->error[0] ? req->error : curl_easy_strerror(msg->data.result);
+		a.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
 		if (req->retry_after[0] &&
 		    retry_after_parse(req->retry_after, wall_ms(), req->cs->retry.max_retry_after_ms,
 		        &a.retry_after_ms) < 0)
 			a.retry_after_ms = -1;
+		if (a.status == 401 && wh->oauth2)
+			oauth2_reject(wh->oauth2, req->token_gen);
 		request_detach(wh, req);
 		done(arg, req->tag, &a);
 		req->next = wh->idle;

@@ -7,6 +7,7 @@
 #ifndef ACKD_WEBHOOK_H
 #define ACKD_WEBHOOK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,7 @@ struct webhook_answer {
 	long status;            /* HTTP status, 0 when there was no answer */
 	int64_t retry_after_ms; /* from Retry-After, capped; -1 without one */
 	const char *error;      /* libcurl's reason when status is 0 */
+	bool timed_out;         /* no answer within timeout_ms */
 };
 
 /* The endpoint of cs (borrowed; must outlive the webhook). */

@@ -13,6 +13,10 @@ is used up): it sees the Request and returns a Reply or a status.
 
     sink.respond("/hook", lambda req: Reply(200, delay=random.uniform(0, 0.02)))
 
+With tls=(cert_file, key_file, client_ca_file) the TCP listener speaks https
+and, when client_ca_file is given, requires a client certificate signed by
+it; Request.peer_cert then holds the client's certificate (ssl's dict form).
+
 Each Request carries monotonic times: started (the body had arrived) and
 answered (the delay was over and the answer was about to be sent), so tests
 can tell which requests overlapped and what happened after an answer.
@@ -26,6 +30,7 @@ import hmac
 import http.server
 import os
 import socketserver
+import ssl
 import sys
 import tempfile
 import threading
@@ -55,6 +60,7 @@ class Request:
     status: int            # what the sink answered
     started: float = 0.0   # time.monotonic() when the body had arrived
     answered: float | None = None  # time.monotonic() just before the answer was sent
+    peer_cert: dict | None = None  # the client's certificate over https
 
     def header(self, name):
         return self.headers.get(name)
@@ -70,6 +76,11 @@ def webhook_signature(secret, msg_id, timestamp, body):
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()  # see WebhookSink.start()
+        super().setup()
+
     def _handle(self):
         sink = self.server.sink
         length = int(self.headers.get("Content-Length") or 0)
@@ -79,6 +90,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         request = Request(self.command, url.path, urllib.parse.parse_qs(url.query),
                           self.headers, body, arrived, self.server.via, 0, started)
+        if isinstance(self.connection, ssl.SSLSocket):
+            request.peer_cert = self.connection.getpeercert()
         reply = sink.reply_for(request)
         request.status = reply.status
         sink.record(request)
@@ -126,7 +139,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class WebhookSink:
-    def __init__(self, unix=False, tcp=True, tcp_port=0):
+    def __init__(self, unix=False, tcp=True, tcp_port=0, tls=None):
         self.requests = []
         self._scripts = collections.defaultdict(collections.deque)
         self._responders = {}
@@ -139,11 +152,19 @@ class WebhookSink:
         self._want_tcp = tcp
         self._tcp_port = tcp_port  # 0: any free port
         self._want_unix = unix
+        self._tls = tls  # (cert_file, key_file, client_ca_file or None)
+        self.handshake_failures = 0
 
     def start(self):
         if self._want_tcp:
             server = _TCPServer(("127.0.0.1", self._tcp_port), _Handler)
             self.port = server.server_address[1]
+            if self._tls:
+                # The handshake runs in the request's thread, where a refused
+                # one reaches handle_error (accept() would drop it silently).
+                server.socket = self._tls_context().wrap_socket(
+                    server.socket, server_side=True, do_handshake_on_connect=False)
+                server.handle_error = self._handshake_failed
             self._serve(server)
         if self._want_unix:
             self._tmpdir = tempfile.mkdtemp(prefix="ackd-sink-")
@@ -178,8 +199,27 @@ class WebhookSink:
     def __exit__(self, *exc):
         self.close()
 
+    def _tls_context(self):
+        cert, key, client_ca = self._tls
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        if client_ca:
+            ctx.load_verify_locations(client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def _handshake_failed(self, request, client_address):
+        """A refused handshake: counted, so a test can see the attempt."""
+        if isinstance(sys.exc_info()[1], ssl.SSLError):
+            with self._cond:
+                self.handshake_failures += 1
+                self._cond.notify_all()
+            return
+        _quiet_disconnects(None, request, client_address)
+
     def url(self, path="/hook"):
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     # --- script and record -----------------------------------------------
 

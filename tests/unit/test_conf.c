@@ -308,7 +308,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 53);
+	assert_int_equal(i, 65);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 
@@ -577,6 +577,25 @@ static void test_err_duplicates(void **state)
 	    "7: auth.tokens[1].token: duplicate token (first at line 7)");
 }
 
+/* headers ackd sets, broken headers, tls and oauth2 half set; no value shown */
+static void test_err_outbound_auth(void **state)
+{
+	(void)state;
+	expect_errors("outbound_auth.conf",
+	    "4: subscriptions[0].headers: header Content-Type is set by ackd itself",
+	    "4: subscriptions[0].headers: header ackd-topic: ackd-* headers are set by ackd itself",
+	    "5: subscriptions[0].headers: \"Bad Name\" is not a valid header name",
+	    "5: subscriptions[0].headers: a header is \"Name=value\"",
+	    "5: subscriptions[0].headers: header X-Split: the value holds a control character",
+	    "5: subscriptions[0].headers: header Traceparent is set by ackd itself",
+	    "7: subscriptions[1].tls.ca_file: cannot read /nonexistent/ca.pem: No such file or "
+	    "directory",
+	    "7: subscriptions[1].tls.cert_file: cert_file and key_file go together",
+	    "9: subscriptions[2].headers: Authorization is set by oauth2; not both",
+	    "10: subscriptions[2].oauth2: needs client_secret with token_url",
+	    "12: subscriptions[3].oauth2: needs token_url");
+}
+
 static void test_err_endpoint(void **state)
 {
 	(void)state;
@@ -694,6 +713,7 @@ int main(void)
 		cmocka_unit_test(test_reload_compare),
 		cmocka_unit_test(test_err_topic_names),
 		cmocka_unit_test(test_err_duplicates),
+		cmocka_unit_test(test_err_outbound_auth),
 		cmocka_unit_test(test_err_endpoint),
 		cmocka_unit_test(test_err_secret),
 		cmocka_unit_test(test_err_missing_brokers),

@@ -424,7 +424,8 @@ static void fill_sources(struct metrics_sources *src, struct spool_stats *sp,
 		.possible_duplicates = 1, .rebuilds = 0, .brokers_up = 1 };
 	subs[0] = (struct metrics_sub_source){ .name = "a\"b\\c\nd",
 		.stats = { .delivered = 9, .retries = 4, .dead_lettered = 2, .dropped = 1,
-		    .in_flight = 3, .retrying = 1, .assigned = 3, .paused_partitions = 1 },
+		    .in_flight = 3, .retrying = 1, .assigned = 3, .paused_partitions = 1,
+		    .concurrency_limit = 5, .rate_limit = 200 },
 		.events = events, .lag = lag_a, .nlag = 3 };
 	subs[1] = (struct metrics_sub_source){ .name = "billing",
 		.stats = { .assigned = 0, .paused_gone = 1 } };
@@ -485,6 +486,7 @@ static void test_sources(void **state)
 	assert_line(text, "ackd_consumer_assigned_partitions{" A "} 3");
 	assert_line(text, "ackd_consumer_paused_partitions{" A "} 1");
 	assert_line(text, "ackd_subscription_paused{" A "} 0");
+	assert_line(text, "ackd_webhook_concurrency_limit{" A "} 5");
 	assert_line(text, "ackd_subscription_paused{subscription=\"billing\"} 1");
 	assert_line(text, "ackd_webhook_requests_total{" A ",status=\"2xx\"} 2");
 	assert_line(text, "ackd_webhook_requests_total{" A ",status=\"3xx\"} 0");
@@ -524,7 +526,8 @@ static void test_sources(void **state)
 			"ackd_webhook_dead_lettered_total", "ackd_webhook_dropped_total",
 			"ackd_webhook_dead_letter_errors_total", "ackd_webhook_send_errors_total",
 			"ackd_consumer_assigned_partitions", "ackd_consumer_paused_partitions",
-			"ackd_subscription_paused", "ackd_webhook_requests_total",
+			"ackd_subscription_paused", "ackd_webhook_concurrency_limit",
+			"ackd_webhook_requests_total",
 			"ackd_webhook_latency_seconds", "ackd_consumer_lag" };
 		size_t nf = sizeof(families) / sizeof(families[0]);
 
@@ -732,11 +735,14 @@ static void test_status_json(void **state)
 	    "\"in_flight\":4,\"state\":\"ok\"},\"reachable\":true},"
 	    "\"spool\":{\"bytes\":4096,\"damaged\":1,\"failed\":3,\"oldest_age_seconds\":2.5,"
 	    "\"records\":5,\"segments\":2},"
-	    "\"subscriptions\":[{\"assigned_partitions\":3,\"dead_lettered\":2,\"delivered\":9,"
+	    "\"subscriptions\":[{\"assigned_partitions\":3,\"concurrency_limit\":5,"
+	    "\"dead_lettered\":2,\"delivered\":9,"
 	    "\"in_flight\":3,\"lag\":7,\"name\":\"a\\\"b\\\\c\\nd\",\"paused\":false,"
-	    "\"retrying\":1},"
-	    "{\"assigned_partitions\":0,\"dead_lettered\":0,\"delivered\":0,\"in_flight\":0,"
-	    "\"lag\":null,\"name\":\"billing\",\"paused\":true,\"retrying\":0}]}");
+	    "\"rate_limit\":200,\"retrying\":1},"
+	    "{\"assigned_partitions\":0,\"concurrency_limit\":0,\"dead_lettered\":0,"
+	    "\"delivered\":0,\"in_flight\":0,"
+	    "\"lag\":null,\"name\":\"billing\",\"paused\":true,\"rate_limit\":0,"
+	    "\"retrying\":0}]}");
 	free(dump);
 	json_decref(j);
 

@@ -28,6 +28,8 @@ static struct conf_sub sub_with(char **secrets, size_t nsecrets)
 		.timeout_ms = 1000,
 		.max_in_flight = 4,
 		.dead_letter_topic = none,
+		.tls = { none, none, none },
+		.oauth2 = { none, none, none, none },
 	};
 	return cs;
 }
