@@ -33,7 +33,7 @@
  * go to every handle (libcurl's CAINFO, SSLCERT, SSLKEY). With oauth2 the
  * token comes from oauth2.c before each request; a 401 to a request makes
  * oauth2.c forget the token it was sent with, so the retry (a 401 is retried,
- * see DESIGN.md) fetches a new one.
+ * see docs/webhooks.md) fetches a new one.
  *
  * Threads: all of it on the subscription's thread.
  */

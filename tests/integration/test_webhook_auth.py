@@ -1,4 +1,4 @@
-"""Outbound authentication of webhook requests (DESIGN.md "Webhook
+"""Outbound authentication of webhook requests (docs/webhooks.md, "Webhook
 authentication and TLS"): static headers, https with a CA and a client
 certificate (mutual TLS), and OAuth 2.0 client credentials, against a real
 Kafka broker and the in-process webhook sink.

@@ -1,4 +1,4 @@
-"""Pace of webhook delivery (DESIGN.md "Pace"): concurrency = "adaptive"
+"""Pace of webhook delivery (docs/webhooks.md, "Pace"): concurrency = "adaptive"
 against an endpoint that takes at most K requests at once and answers 429
 beyond, and rate_limit measured over a few seconds. Against a real Kafka
 broker and the in-process webhook sink.

@@ -1,4 +1,4 @@
-"""W3C Trace Context on webhook requests (DESIGN.md "Trace context"): a
+"""W3C Trace Context on webhook requests (docs/webhooks.md): a
 message's traceparent and tracestate Kafka headers go out as request headers
 of the same names, so a trace runs from the publisher to the receiver.
 Against a real Kafka broker and the in-process webhook sink.
