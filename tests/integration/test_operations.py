@@ -442,8 +442,20 @@ def test_webhook_metrics_by_subscription_and_status_class(kafka, ackd, webhook_s
     used = {"ok": (0, 1), "retry": (0,), "poison": (1,), "drop": (0,)}
 
     def settled():
+        # Lag 0 alone can be seen before a partition's first fetch; wait for
+        # each subscription's last outcome too.
         doc = status_doc(daemon)
-        return all(s["lag"] == 0 for s in doc["subscriptions"])
+        if not all(s["lag"] == 0 for s in doc["subscriptions"]):
+            return False
+        m = scrape(daemon)
+
+        def val(name, sub):
+            return m.get(name, subscription=sub) if m.has(name, subscription=sub) else 0
+
+        return (val("ackd_webhook_delivered_total", "ok") == 5 and
+                val("ackd_webhook_delivered_total", "retry") == 1 and
+                val("ackd_webhook_dead_lettered_total", "poison") == 2 and
+                val("ackd_webhook_dropped_total", "drop") == 1)
 
     wait_for(settled, DELIVERY_TIMEOUT, "every subscription to commit everything", daemon,
              interval=0.3)
