@@ -28,6 +28,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+/* Called once after every input was replayed; a target that starts a server checks and stops it there. */
+void fuzz_replay_done(void) __attribute__((weak));
 
 /* Run one file through the target; -1 when it cannot be read. */
 static int replay_file(const char *path)
@@ -139,6 +141,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: no inputs found\n", TARGET);
 		return 1;
 	}
+	if (fuzz_replay_done != NULL)
+		fuzz_replay_done();
 	printf("%s: %d inputs replayed\n", TARGET, total);
 	return 0;
 }
