@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import confluent_kafka
 import pytest
 
 import ackd_proc
@@ -181,11 +182,14 @@ def test_check_reports_an_unreadable_file(tmp_path):
 
 # --- command line -------------------------------------------------------------
 
-def test_version_flag_prints_the_version():
+def test_version_flag_prints_ackd_and_librdkafka_versions():
     res = ackd_proc.run("-V")
 
     assert res.returncode == 0, res.stderr
-    assert ackd_proc.project_version() in res.stdout
+    # The librdkafka ackd runs on (rd_kafka_version_str()): the system's, which
+    # the Python client here loads too.
+    assert res.stdout == (f"ackd {ackd_proc.project_version()} "
+                          f"(librdkafka {confluent_kafka.libversion()[0]})\n"), res.stdout
 
 
 # --- shutdown -----------------------------------------------------------------

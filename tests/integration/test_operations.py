@@ -25,6 +25,8 @@ import time
 import urllib.parse
 import uuid
 
+import confluent_kafka
+
 from kafka import wait_until
 from test_systemd import NotifySocket
 import ackd_proc
@@ -181,7 +183,11 @@ def status_doc(daemon):
 
 def check_status_shape(doc):
     """The GET /v1/status document of DESIGN.md: spool, kafka, subscriptions."""
-    assert set(doc) == {"spool", "kafka", "subscriptions"}, doc
+    assert set(doc) == {"version", "librdkafka", "spool", "kafka", "subscriptions"}, doc
+    # ackd's version and that of the librdkafka it runs on (the system's,
+    # which the Python client here loads too).
+    assert doc["version"] == project_version(), doc
+    assert doc["librdkafka"] == confluent_kafka.libversion()[0], doc
     spool = doc["spool"]
     assert {"records", "bytes", "oldest_age_seconds"} <= set(spool), spool
     for k in ("records", "bytes"):
@@ -358,7 +364,9 @@ def test_publish_metrics_count_each_answer_and_exposition_is_valid(kafka, ackd):
     assert m.get("ackd_spool_write_errors_total") == 0
     assert m.get("ackd_kafka_reachable") == 1
     assert m.get("ackd_kafka_brokers_up") == 1
-    assert m.get("ackd_build_info", version=project_version()) == 1
+    assert m.get("ackd_build_info", version=project_version(),
+                 librdkafka=confluent_kafka.libversion()[0]) == 1
+    assert len(m.series("ackd_build_info")) == 1
     # One group commit per accepted request at least (they came one by one),
     # each with one fdatasync.
     commits = m.get("ackd_spool_commits_total")
