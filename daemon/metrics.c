@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "log.h"
 #include "metrics.h"
 #include "producer.h"
@@ -648,12 +650,14 @@ static void render_process(struct buf *b, const struct metrics_sources *src)
 char *metrics_render(const struct metrics_sources *src, size_t *len)
 {
 	struct buf b = { 0 };
-	struct label l[1] = { { "version", PACKAGE_VERSION } };
+	struct label l[2] = { { "version", PACKAGE_VERSION },
+		{ "librdkafka", rd_kafka_version_str() } };
 
 	reserve(&b, 0);
 	b.p[0] = '\0';
-	family(&b, "ackd_build_info", "gauge", "Always 1; the version label names the build.");
-	sample_u64(&b, "ackd_build_info", l, 1, 1);
+	family(&b, "ackd_build_info", "gauge",
+	    "Always 1; the labels name ackd's version and the librdkafka it runs on.");
+	sample_u64(&b, "ackd_build_info", l, 2, 1);
 	render_process(&b, src);
 	render_events(&b);
 	render_spool(&b, src);
@@ -741,6 +745,7 @@ json_t *metrics_status_json(const struct metrics_sources *src)
 
 	for (size_t i = 0; i < src->nsubs; i++)
 		json_array_append_new(subs, status_sub(&src->subs[i]));
-	return need(json_pack("{s:o,s:o,s:o}", "spool", status_spool(src), "kafka",
-	    status_kafka(src), "subscriptions", subs));
+	return need(json_pack("{s:s,s:s,s:o,s:o,s:o}", "version", PACKAGE_VERSION, "librdkafka",
+	    rd_kafka_version_str(), "spool", status_spool(src), "kafka", status_kafka(src),
+	    "subscriptions", subs));
 }

@@ -70,6 +70,13 @@ def find_spool_tool():
                               REPO / "ackd-spool"], "the ackd-spool binary")
 
 
+def system_librdkafka_version():
+    """The system's librdkafka, which ackd links (the tests' Python client
+    carries its own)."""
+    return subprocess.run(["pkg-config", "--modversion", "rdkafka"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
 def project_version():
     """The version in configure.ac's AC_INIT."""
     text = (REPO / "configure.ac").read_text()

@@ -7,6 +7,13 @@ the fault-test cluster (replication factor 3, min.insync.replicas=2), where any
 one node can be stopped, killed or restarted while the other two keep the
 controller quorum.
 
+The broker is the suite's Kafka 4.1 or, for the broker matrix, Kafka 3.9
+(ACKD_KAFKA_BROKER=compat, see kafka_libs). Both run KRaft the same way here:
+a static quorum (controller.quorum.voters), storage formatted with
+kafka.tools.StorageTool (--add-scram included, since 3.5), PEM key stores,
+log4j 2 through slf4j 1.7. The one difference is the share-group (KIP-932)
+settings, which 3.9 does not have and which are left out for it.
+
     with KafkaCluster(brokers=1) as kafka:
         kafka.create_topic("orders", partitions=3)
         ...
@@ -238,12 +245,18 @@ def wait_until(predicate, timeout, what, interval=0.1, alive=None):
 
 
 def kafka_libs():
-    """The directory holding the Kafka jars, fetched once into the cache."""
+    """The directory holding the Kafka jars, fetched once into the cache:
+    ACKD_KAFKA_LIBS when set, else the suite's broker (kafka.version of
+    tests/kafka/pom.xml), or with ACKD_KAFKA_BROKER=compat the older broker of
+    the matrix (kafka.compat.version)."""
     env = os.environ.get("ACKD_KAFKA_LIBS")
     if env:
         return Path(env)
-    out = subprocess.run([str(FETCH_SCRIPT)], check=True, stdout=subprocess.PIPE,
-                         text=True, timeout=FETCH_TIMEOUT)
+    which = os.environ.get("ACKD_KAFKA_BROKER", "")
+    if which not in ("", "compat"):
+        raise ValueError(f"ACKD_KAFKA_BROKER={which!r}: only \"compat\" or empty")
+    out = subprocess.run([str(FETCH_SCRIPT), *([which] if which else [])], check=True,
+                         stdout=subprocess.PIPE, text=True, timeout=FETCH_TIMEOUT)
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -474,8 +487,6 @@ class KafkaCluster:
             "transaction.state.log.replication.factor": str(rf),
             "transaction.state.log.min.isr": "2" if n >= 3 else "1",
             "transaction.state.log.num.partitions": "3",
-            "share.coordinator.state.topic.replication.factor": str(rf),
-            "share.coordinator.state.topic.min.isr": "2" if n >= 3 else "1",
             "group.initial.rebalance.delay.ms": "0",
             # A killed node loses its partitions' leadership in ~3s, not 9s.
             "broker.heartbeat.interval.ms": "500",
@@ -484,7 +495,15 @@ class KafkaCluster:
             "log.segment.bytes": str(64 * 1024 * 1024),
             "controlled.shutdown.enable": "true",
             "unclean.leader.election.enable": "false",
+            # Share groups (KIP-932) came with Kafka 4.0; 3.9 has no such keys.
+            **({"share.coordinator.state.topic.replication.factor": str(rf),
+                "share.coordinator.state.topic.min.isr": "2" if n >= 3 else "1"}
+               if self.major_version() >= 4 else {}),
         }
+
+    def major_version(self):
+        """The broker's major version (4 for 4.1.1), from its jar's name."""
+        return int(self.version.split(".")[0])
 
     def start(self):
         """Format every node (static quorum: controller.quorum.voters, so no

@@ -181,11 +181,13 @@ def test_check_reports_an_unreadable_file(tmp_path):
 
 # --- command line -------------------------------------------------------------
 
-def test_version_flag_prints_the_version():
+def test_version_flag_prints_ackd_and_librdkafka_versions():
     res = ackd_proc.run("-V")
 
     assert res.returncode == 0, res.stderr
-    assert ackd_proc.project_version() in res.stdout
+    # The librdkafka ackd runs on (rd_kafka_version_str()): the system's.
+    assert res.stdout == (f"ackd {ackd_proc.project_version()} "
+                          f"(librdkafka {ackd_proc.system_librdkafka_version()})\n"), res.stdout
 
 
 # --- shutdown -----------------------------------------------------------------

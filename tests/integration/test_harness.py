@@ -1,6 +1,7 @@
 """The test harness itself, proven without ackd: Kafka, the mock cluster, the
 webhook sink, the HTTP client and the config writer."""
 
+import re
 import threading
 import uuid
 
@@ -8,6 +9,7 @@ import pytest
 from confluent_kafka import KafkaException
 
 from ackd_proc import render_libconfig
+from kafka import REPO, KafkaCluster, kafka_libs, kafka_version
 from httpclient import HttpClient
 from mock import MockError
 from webhook_sink import Reply, webhook_signature
@@ -31,6 +33,39 @@ def test_kafka_round_trip(kafka):
     ]
     assert records[0].header("h") == b"x"
     assert records[0].headers == [("h", b"x")]
+
+
+def pom_property(name):
+    pom = (REPO / "tests" / "kafka" / "pom.xml").read_text()
+    m = re.search(rf"<{re.escape(name)}>([^<]+)</{re.escape(name)}>", pom)
+    assert m, f"no {name} in tests/kafka/pom.xml"
+    return m.group(1)
+
+
+def test_broker_matrix_compat_broker_is_the_pinned_kafka_3(monkeypatch):
+    """ACKD_KAFKA_BROKER=compat (the second run of scripts/test) gets the
+    kafka.compat.version jars, a 3.x broker that really starts as that version
+    and takes a round trip; without it, kafka.version, a 4.x one."""
+    compat, main = pom_property("kafka.compat.version"), pom_property("kafka.version")
+    assert compat.startswith("3.") and main.startswith("4."), (compat, main)
+    monkeypatch.delenv("ACKD_KAFKA_LIBS", raising=False)
+    monkeypatch.delenv("ACKD_KAFKA_BROKER", raising=False)
+    assert kafka_version(kafka_libs()) == main
+    monkeypatch.setenv("ACKD_KAFKA_BROKER", "compat")
+    libs = kafka_libs()
+    assert kafka_version(libs) == compat
+
+    with KafkaCluster(brokers=1, libs=libs) as cluster:
+        assert cluster.nodes[0].started_version() == compat
+        topic = unique("compat")
+        cluster.create_topic(topic, partitions=2, rf=1)
+        cluster.produce(topic, b"v", key=b"k", partition=1)
+        assert [(r.partition, r.key, r.value) for r in cluster.read_topic(topic)] == [
+            (1, b"k", b"v")]
+
+    monkeypatch.setenv("ACKD_KAFKA_BROKER", "2.8")
+    with pytest.raises(ValueError, match="ACKD_KAFKA_BROKER"):
+        kafka_libs()
 
 
 def test_kafka_refuses_unknown_topics(kafka):

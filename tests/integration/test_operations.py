@@ -25,10 +25,11 @@ import time
 import urllib.parse
 import uuid
 
+
 from kafka import wait_until
 from test_systemd import NotifySocket
 import ackd_proc
-from ackd_proc import Ackd, find_ackd, project_version
+from ackd_proc import Ackd, find_ackd, project_version, system_librdkafka_version
 from webhook_sink import Reply
 
 CONSUMER_SETTINGS = ["session.timeout.ms=6000", "heartbeat.interval.ms=500"]
@@ -181,7 +182,10 @@ def status_doc(daemon):
 
 def check_status_shape(doc):
     """The GET /v1/status document of docs/http-api.md: spool, kafka, subscriptions."""
-    assert set(doc) == {"spool", "kafka", "subscriptions"}, doc
+    assert set(doc) == {"version", "librdkafka", "spool", "kafka", "subscriptions"}, doc
+    # ackd's version and that of the system's librdkafka it runs on.
+    assert doc["version"] == project_version(), doc
+    assert doc["librdkafka"] == system_librdkafka_version(), doc
     spool = doc["spool"]
     assert {"records", "bytes", "oldest_age_seconds"} <= set(spool), spool
     for k in ("records", "bytes"):
@@ -358,7 +362,9 @@ def test_publish_metrics_count_each_answer_and_exposition_is_valid(kafka, ackd):
     assert m.get("ackd_spool_write_errors_total") == 0
     assert m.get("ackd_kafka_reachable") == 1
     assert m.get("ackd_kafka_brokers_up") == 1
-    assert m.get("ackd_build_info", version=project_version()) == 1
+    assert m.get("ackd_build_info", version=project_version(),
+                 librdkafka=system_librdkafka_version()) == 1
+    assert len(m.series("ackd_build_info")) == 1
     # One group commit per accepted request at least (they came one by one),
     # each with one fdatasync.
     commits = m.get("ackd_spool_commits_total")

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
 
 #include "metrics.h"
 #include "producer.h"
@@ -314,6 +315,7 @@ static int reset(void **state)
 static void test_events_exact(void **state)
 {
 	char *text;
+	char want[256];
 	struct parsed p;
 
 	(void)state;
@@ -343,7 +345,9 @@ static void test_events_exact(void **state)
 	assert_line(text, "ackd_produce_errors_total{reason=\"rejected\"} 2");
 	assert_line(text, "ackd_produce_errors_total{reason=\"fatal\"} 0");
 	assert_line(text, "ackd_produce_errors_total{reason=\"queue_full\"} 1");
-	assert_line(text, "ackd_build_info{version=\"" PACKAGE_VERSION "\"} 1");
+	snprintf(want, sizeof(want), "ackd_build_info{version=\"%s\",librdkafka=\"%s\"} 1",
+	    PACKAGE_VERSION, rd_kafka_version_str());
+	assert_line(text, want);
 	/* No sources: no spool, producer or subscription families. */
 	assert_null(strstr(text, "ackd_spool_records"));
 	assert_null(strstr(text, "ackd_produce_in_flight"));
@@ -729,6 +733,12 @@ static void test_status_json(void **state)
 	fill_sources(&src, &sp, &pr, subs, NULL);
 	j = metrics_status_json(&src);
 	assert_non_null(j);
+	/* The versions: ackd's and the librdkafka it runs on (not the headers'). */
+	assert_string_equal(json_string_value(json_object_get(j, "version")), PACKAGE_VERSION);
+	assert_string_equal(json_string_value(json_object_get(j, "librdkafka")),
+	    rd_kafka_version_str());
+	json_object_del(j, "version");
+	json_object_del(j, "librdkafka");
 	dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	assert_string_equal(dump,
 	    "{\"kafka\":{\"brokers_up\":1,\"producer\":{\"delivered\":100,\"failed\":3,"
