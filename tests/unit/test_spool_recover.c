@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "spool.h"
+#include "spool_rec.h"
 
 #include "test_spool_util.h"
 
@@ -537,6 +538,49 @@ static void test_short_segment_after_newest(void **state)
 	spool_close(sp);
 }
 
+/*
+ * A FAILED record (the kind failed/ logs hold) found in a segment, with
+ * intact CRCs and the next sequence, is damage: it is never handed out, or
+ * its bytes and its ackd-failed-reason header would be produced to Kafka.
+ */
+static void test_failed_record_in_segment(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	static const struct spool_hdr reason = { SPOOL_REC_REASON_HDR, 18, "rejected", 8 };
+	static const struct spool_msg m = {
+		.topic = "evil", .topic_len = 4, .partition = -1, .value = "failed", .value_len = 6,
+		.hdrs = &reason, .nhdrs = 1, .timestamp_ms = 1700000000000,
+	};
+	unsigned char buf[256];
+	struct spool_stats st;
+	struct spool *sp;
+	uint64_t first, cursor = 0, seqs[8];
+	int nums[8], fd;
+	size_t len;
+	char path[256];
+
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, 1, 4, &first), SPOOL_OK);
+	spool_close(sp);
+	assert_true(spool_rec_size(&m) <= sizeof(buf));
+	len = spool_rec_encode_type(&m, SPOOL_REC_FAILED, buf);
+	spool_rec_set_seq(buf, 4);
+	snprintf(path, sizeof(path), "%s/seg-00000000000000000001.spool", t->dir);
+	fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+
+	sp = open_ok(&o);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 8), 3);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(nums[i], i + 1);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 3);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -550,6 +594,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_header_damage_many_forged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_segment_keeps_acks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_short_segment_after_newest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_record_in_segment, setup, teardown),
 	};
 
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
