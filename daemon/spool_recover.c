@@ -78,7 +78,9 @@ static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64
 		npending = 0;
 		last_seq = item.h.seq;
 		good_end = item.off + item.len;
-		if (seg->nrecs == 0 || spool_rec_peek_timestamp(item.rec) < seg->min_ts)
+		/* The peek is unchecked: a payload too short for it is left to the reader. */
+		if (item.h.payload_len >= 8 && (seg->nrecs == 0 ||
+		    spool_rec_peek_timestamp(item.rec) < seg->min_ts))
 			seg->min_ts = spool_rec_peek_timestamp(item.rec);
 		seg->nrecs++;
 	}

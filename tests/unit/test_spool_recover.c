@@ -581,6 +581,48 @@ static void test_failed_record_in_segment(void **state)
 	spool_close(sp);
 }
 
+/*
+ * The newest segment ends with a record whose CRCs hold but whose payload
+ * is empty. Recovery must not peek a timestamp past it (a heap over-read,
+ * caught under --enable-asan); the reader then finds the payload malformed
+ * and counts the record lost.
+ */
+static void test_empty_payload_at_end(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	unsigned char buf[SPOOL_REC_HDR_SIZE] = { 0 }, full[256];
+	struct spool_msg m = { .topic = "t", .topic_len = 1, .partition = -1 };
+	struct spool_stats st;
+	struct spool *sp;
+	uint64_t first, cursor = 0, seqs[8];
+	int nums[8], fd;
+	char path[256];
+
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, 1, 4, &first), SPOOL_OK);
+	spool_close(sp);
+	/* A message's header, then payload length 0 and the CRC of nothing. */
+	assert_true(spool_rec_size(&m) <= sizeof(full));
+	assert_true(spool_rec_encode(&m, full) > SPOOL_REC_HDR_SIZE);
+	memcpy(buf, full, SPOOL_REC_HDR_SIZE);
+	memset(buf + 8, 0, 4);
+	memset(buf + 20, 0, 4);
+	spool_rec_set_seq(buf, 4);
+	snprintf(path, sizeof(path), "%s/seg-00000000000000000001.spool", t->dir);
+	fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	close(fd);
+
+	sp = open_ok(&o);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 8), 3);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 3);
+	assert_int_equal(st.damaged, 1);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -595,6 +637,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reused_segment_keeps_acks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_short_segment_after_newest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_record_in_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_payload_at_end, setup, teardown),
 	};
 
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
