@@ -623,6 +623,39 @@ static void test_empty_payload_at_end(void **state)
 	spool_close(sp);
 }
 
+/*
+ * A file named seg-18446744073709551615.spool is no segment: recovery must
+ * not continue at sequence 2^64-1, where an appended record is committed
+ * but never handed out (the cursor cannot pass it).
+ */
+static void test_segment_name_at_seq_max(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	static const char junk[64] = "not a segment";
+	struct spool *sp;
+	uint64_t first, cursor = 0, seqs[8];
+	int nums[8], fd;
+	char path[256];
+
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, 1, 4, &first), SPOOL_OK);
+	spool_close(sp);
+	snprintf(path, sizeof(path), "%s/seg-18446744073709551615.spool", t->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(fd);
+
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, 4, 5, &first), SPOOL_OK);
+	assert_int_equal(first, 4);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 8), 4);
+	assert_int_equal(nums[3], 4);
+	assert_int_equal(seqs[3], 4);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -638,6 +671,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_short_segment_after_newest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_record_in_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_payload_at_end, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_name_at_seq_max, setup, teardown),
 	};
 
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
