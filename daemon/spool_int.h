@@ -286,6 +286,14 @@ MUST_USE int seqmap_reserve(struct seqmap *m, size_t n);
 struct seg *seg_find(struct spool *sp, uint64_t seq);
 bool seg_acked(struct spool *sp, struct seg *seg, uint64_t seq);
 void seg_maybe_delete(struct spool *sp, struct seg *seg);
+/*
+ * Sequences stay below SPOOL_SEQ_MAX: a file named with a first sequence at
+ * or above it is no segment (ignored as an unknown file), so recovery never
+ * continues near 2^64, where a committed record could take a sequence the
+ * reader's cursor cannot pass. Records stay within their segment's first
+ * sequence plus its size in headers, far below 2^64.
+ */
+#define SPOOL_SEQ_MAX (UINT64_C(1) << 62)
 bool seg_parse_name(const char *name, const char *ext, uint64_t *first);
 size_t spool_rec_total(const unsigned char *rec);
 bool seg_seal_plausible(const struct spool_seal *s);

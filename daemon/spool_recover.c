@@ -78,7 +78,9 @@ static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64
 		npending = 0;
 		last_seq = item.h.seq;
 		good_end = item.off + item.len;
-		if (seg->nrecs == 0 || spool_rec_peek_timestamp(item.rec) < seg->min_ts)
+		/* The peek is unchecked: a payload too short for it is left to the reader. */
+		if (item.h.payload_len >= 8 && (seg->nrecs == 0 ||
+		    spool_rec_peek_timestamp(item.rec) < seg->min_ts))
 			seg->min_ts = spool_rec_peek_timestamp(item.rec);
 		seg->nrecs++;
 	}
@@ -258,6 +260,35 @@ static int list_dir(struct spool *sp, uint64_t **segs, size_t *nsegs, uint64_t *
 	return 0;
 }
 
+/*
+ * Remove segment files too short to hold a header before anything depends
+ * on the listing: which segment is the newest (scanned in full, its torn
+ * tail cut, reused when empty) and each one's sequence limit are decided by
+ * the segments that remain. Otherwise an empty file after the real newest
+ * segment leaves that one scanned by headers only, its torn tail on disk,
+ * and a new record written in front of old bytes that come back later.
+ */
+static void drop_short_segments(struct spool *sp, uint64_t *firsts, size_t *n)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < *n; i++) {
+		char name[64];
+		struct stat st;
+
+		seg_name(name, sizeof(name), firsts[i], "spool");
+		if (fstatat(sp->dir_fd, name, &st, 0) == 0 && (uint64_t)st.st_size < SPOOL_SEG_HDR_SIZE) {
+			log_warnx("spool: %s: %s is too short to hold a segment, removing it", sp->dir,
+			    name);
+			if (spool_io.unlinkat(sp->dir_fd, name, 0) == 0)
+				continue;
+			log_warn("spool: %s: cannot remove %s", sp->dir, name);
+		}
+		firsts[kept++] = firsts[i];
+	}
+	*n = kept;
+}
+
 int spool_recover(struct spool *sp, char *err, size_t errlen)
 {
 	uint64_t *firsts = NULL, *acks = NULL;
@@ -267,6 +298,7 @@ int spool_recover(struct spool *sp, char *err, size_t errlen)
 
 	if (list_dir(sp, &firsts, &nfirsts, &acks, &nacks, err, errlen) < 0)
 		goto out;
+	drop_short_segments(sp, firsts, &nfirsts);
 	for (size_t i = 0; i < nfirsts; i++) {
 		uint64_t limit = i + 1 < nfirsts ? firsts[i + 1] : 0;
 		if (seg_load(sp, firsts[i], limit, i + 1 == nfirsts, &seg, err, errlen) < 0)

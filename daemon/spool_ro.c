@@ -379,7 +379,9 @@ int spool_ro_iter_new(struct spool_ro *ro, const struct spool_ro_file *f, int he
 		return -1;
 	}
 	ri->f = f;
-	ri->failed_log = f >= ro->failed && f < ro->failed + ro->nfailed;
+	/* By identity: ro->failed is NULL with no log, and NULL + 0 is undefined. */
+	for (size_t i = 0; i < ro->nfailed && !ri->failed_log; i++)
+		ri->failed_log = f == &ro->failed[i];
 	ri->headers_only = headers_only;
 	it_init(&ri->it, fd, SPOOL_SEG_HDR_SIZE, f->bytes, ri->failed_log ? 0 : f->first_seq,
 	    ri->failed_log ? 0 : f->seq_limit);

@@ -43,6 +43,8 @@ bool seg_parse_name(const char *name, const char *ext, uint64_t *first)
 		if (name[i] < '0' || name[i] > '9')
 			return false;
 		v = v * 10 + (uint64_t)(name[i] - '0');
+		if (v >= SPOOL_SEQ_MAX)
+			return false; /* not a name the writer gives: no segment */
 	}
 	*first = v;
 	return v > 0;
