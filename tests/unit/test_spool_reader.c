@@ -329,16 +329,19 @@ static ssize_t holding_pwritev(int fd, const struct iovec *iov, int iovcnt, off_
 static struct spool *stragglers(const char *dir)
 {
 	struct spool_opts o = opts_for(dir, 4096);
-	struct spool *sp = open_ok(&o);
+	struct spool *sp;
 	int nums[400];
 	uint64_t seqs[400], cursor = 0, n;
+
+	/* The seam is set before the writer starts (it reads it unlocked). */
+	inner_pwritev = spool_io.pwritev;
+	spool_io.pwritev = holding_pwritev;
+	sp = open_ok(&o);
 
 	for (int i = 1; i < 401; i += 20)
 		assert_int_equal(write_range(sp, i, i + 20, NULL), SPOOL_OK);
 	n = drain(sp, &cursor, nums, seqs, 400);
 	assert_int_equal(n, 400);
-	inner_pwritev = spool_io.pwritev;
-	spool_io.pwritev = holding_pwritev;
 	atomic_store(&hold_writes, 1);
 	for (size_t i = 0; i < n; i++)
 		if (seqs[i] != 2 && seqs[i] != 5 && seqs[i] != 7)
@@ -347,10 +350,16 @@ static struct spool *stragglers(const char *dir)
 	return sp;
 }
 
-/* Let the writer go on; the seam as it was. */
+/* Let the writer go on. */
 static void release_writes(void)
 {
 	atomic_store(&hold_writes, 0);
+}
+
+/* The seam as it was, once the spool (and its writer) is closed. */
+static void close_and_restore(struct spool *sp)
+{
+	spool_close(sp);
 	spool_io.pwritev = inner_pwritev;
 }
 
@@ -395,7 +404,7 @@ static void test_rewind_during_copy_forward(void **state)
 		usleep(2000);
 	}
 	drain_ack_all(sp, want, 3);
-	spool_close(sp);
+	close_and_restore(sp);
 }
 
 /*
@@ -445,7 +454,7 @@ static void test_rewind_before_copy_applied(void **state)
 	spool_maintain(sp);
 	spool_stats(sp, &st);
 	assert_int_equal(st.records, 0);
-	spool_close(sp);
+	close_and_restore(sp);
 }
 
 /*
