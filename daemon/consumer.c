@@ -125,6 +125,7 @@ struct part {
 	size_t busy;          /* requests and dead-letter writes out */
 	bool paused;
 	bool leaving;         /* being revoked: nothing more is sent */
+	bool went_below;      /* its log went back: commit explicitly (see commit()) */
 	bool went_back;       /* warned that the log went back below what completed */
 };
 
@@ -415,6 +416,7 @@ struct metrics_sub *consumer_metrics(struct consumer *c) { return c->metrics; }
 static void commit(struct consumer *c, bool sync)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->nparts);
+	rd_kafka_topic_partition_list_t *below = rd_kafka_topic_partition_list_new(1);
 	/* An async commit may have failed unseen: a synchronous one sends all. */
 	bool force = c->commit_failed || sync;
 	rd_kafka_resp_err_t err;
@@ -426,18 +428,36 @@ static void commit(struct consumer *c, bool sync)
 		if (o < 0 || (o <= p->committed && !force))
 			continue;
 		rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = o;
+		/*
+		 * librdkafka's timer commits a stored offset only above the one it
+		 * last committed; after the log went back (topic recreated) the
+		 * new, lower offsets must be committed explicitly.
+		 */
+		if (p->went_below && !sync)
+			rd_kafka_topic_partition_list_add(below, p->topic, p->partition)->offset = o;
 		p->committed = o;
 	}
 	if (l->cnt > 0) {
 		err = rd_kafka_offsets_store(c->rk, l);
 		if (!err && sync)
 			err = rd_kafka_commit(c->rk, l, 0);
+		else if (!err && below->cnt > 0)
+			err = rd_kafka_commit(c->rk, below, 1);
 		if (err) {
 			log_warnx("subscription %s: offset %s failed: %s; will send them again",
 			    c->cs->name, sync ? "commit" : "store", rd_kafka_err2str(err));
 			c->commit_failed = true;
+		} else {
+			/* Sent explicitly: later commits may be the timer's again. */
+			for (size_t i = 0; i < c->nparts; i++) {
+				struct part *p = c->parts[i];
+				if (p->went_below && (sync || rd_kafka_topic_partition_list_find(
+				    below, p->topic, p->partition)))
+					p->went_below = false;
+			}
 		}
 	}
+	rd_kafka_topic_partition_list_destroy(below);
 	rd_kafka_topic_partition_list_destroy(l);
 	snapshot_lag(c);
 }
@@ -1061,6 +1081,7 @@ static int log_changed(struct consumer *c, struct part *p, rd_kafka_message_t *r
 		uncount_from(p, INT64_MIN);
 		offsets_reset(p->off, rkm->offset);
 		p->committed = -1;
+		p->went_below = true;
 	}
 	if (offsets_add(p->off, rkm->offset) < 0)
 		fatalx("offsets: %lld refused after the log went back", (long long)rkm->offset);
