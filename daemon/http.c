@@ -65,6 +65,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -108,16 +109,22 @@ enum http_err {
 	ERR_INTERNAL,
 };
 
+/*
+ * rp_code: the error_code of a REST Proxy v2 answer where REST Proxy has its
+ * own (40401 topic not found); 0 means the status, as REST Proxy's generic
+ * errors have. REST Proxy v3 answers always carry the status.
+ */
 static const struct {
 	unsigned status;
 	const char *code;
 	bool retry_after;
+	int rp_code;
 } errors[] = {
 	[ERR_BAD_REQUEST] = { 400, "bad_request", false },
 	[ERR_UNAUTHORIZED] = { 401, "unauthorized", false },
 	[ERR_FORBIDDEN] = { 403, "forbidden", false },
 	[ERR_NOT_FOUND] = { 404, "not_found", false },
-	[ERR_UNKNOWN_TOPIC] = { 404, "unknown_topic", false },
+	[ERR_UNKNOWN_TOPIC] = { 404, "unknown_topic", false, 40401 },
 	[ERR_METHOD_NOT_ALLOWED] = { 405, "method_not_allowed", false },
 	[ERR_PAYLOAD_TOO_LARGE] = { 413, "payload_too_large", false },
 	[ERR_UNSUPPORTED_MEDIA_TYPE] = { 415, "unsupported_media_type", false },
@@ -148,7 +155,11 @@ static enum http_err kafka_rejection(int kafka_err)
 
 /* --- request state ------------------------------------------------------- */
 
-enum route { ROUTE_NONE, ROUTE_OPS, ROUTE_PUBLISH, ROUTE_BATCH };
+/* ROUTE_V2 and ROUTE_V3: Kafka REST Proxy's produce paths, for its clients. */
+enum route { ROUTE_NONE, ROUTE_OPS, ROUTE_PUBLISH, ROUTE_BATCH, ROUTE_V2, ROUTE_V3 };
+
+/* The shape of error bodies: ackd's, or REST Proxy's {"error_code":…,"message":…}. */
+enum err_shape { SHAPE_NATIVE, SHAPE_RP_V2, SHAPE_RP_V3 };
 /*
  * ST_VERDICT: the records' fate is known (durable, or Kafka's verdicts are
  * in); the request thread builds the answer. Threads that resume a request
@@ -165,6 +176,7 @@ struct answer {
 	bool retry_after;
 	bool www_authenticate;
 	bool close; /* close the connection after the answer */
+	enum err_shape shape;
 };
 
 struct http;
@@ -178,6 +190,9 @@ struct req {
 	char topic[256];
 	enum conf_ack ack;
 	int32_t partition;
+	char cluster_id[256];                 /* ROUTE_V3: as the path named it */
+	enum publish_rp_format rp_format;     /* ROUTE_V2 */
+	struct publish_rp_v3_types rp_types;  /* ROUTE_V3 */
 
 	struct conn *c; /* the connection's, borrowed; NULL if libmicrohttpd had none */
 	bool bad_path;  /* the raw path holds or escapes a control character */
@@ -277,7 +292,20 @@ static void set_error(struct answer *a, enum http_err e, const char *fmt, ...)
 	a->retry_after = errors[e].retry_after;
 	a->www_authenticate = e == ERR_UNAUTHORIZED;
 	a->close = e == ERR_TOO_MANY_CONNECTIONS;
-	set_body(a, json_pack("{s:{s:s,s:s}}", "error", "code", errors[e].code, "message", msg));
+	switch (a->shape) {
+	case SHAPE_RP_V2:
+		set_body(a, json_pack("{s:i,s:s}", "error_code",
+		    errors[e].rp_code ? errors[e].rp_code : (int)errors[e].status, "message", msg));
+		break;
+	case SHAPE_RP_V3:
+		set_body(a, json_pack("{s:i,s:s}", "error_code", (int)errors[e].status, "message",
+		    msg));
+		break;
+	case SHAPE_NATIVE:
+		set_body(a, json_pack("{s:{s:s,s:s}}", "error", "code", errors[e].code, "message",
+		    msg));
+		break;
+	}
 }
 
 static enum MHD_Result queue_answer(struct MHD_Connection *conn, struct answer *a)
@@ -368,11 +396,108 @@ static char *single_json(const struct req *r)
 	return xstrndup(buf, (size_t)n);
 }
 
+/*
+ * REST Proxy v2's answer: one offsets entry per record, in order. Delivered:
+ * its partition and offset. Durable and not yet acknowledged (ack=spool, or
+ * publish.ack_timeout_ms passed): partition and offset null, and the answer
+ * is 202. Failed at Kafka for good: partition and offset null, REST Proxy's
+ * error_code (40301 not authorized, else 50002 Kafka error) and the reason;
+ * as with REST Proxy, such entries do not change the status.
+ */
+static void set_rp_v2_answer(struct req *r)
+{
+	size_t pending = 0;
+	json_t *offsets = json_array();
+
+	for (size_t i = 0; offsets && i < r->pub->n; i++) {
+		const struct producer_result *res = r->results ? &r->results[i] : NULL;
+		json_t *e;
+
+		if (res && res->outcome == PRODUCER_DELIVERED) {
+			e = json_pack("{s:i,s:I,s:n,s:n}", "partition", (int)res->partition, "offset",
+			    (json_int_t)res->offset, "error_code", "error");
+		} else if (res && res->outcome == PRODUCER_FAILED) {
+			int code = res->kafka_err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ?
+			    40301 : 50002;
+			e = json_pack("{s:n,s:n,s:i,s:s}", "partition", "offset", "error_code", code,
+			    "error", res->error ? res->error : "kafka rejected the record");
+		} else {
+			e = json_pack("{s:n,s:n,s:n,s:n}", "partition", "offset", "error_code",
+			    "error");
+			pending++;
+		}
+		if (json_array_append_new(offsets, e) < 0) {
+			json_decref(offsets);
+			offsets = NULL;
+		}
+	}
+	r->answer.status = pending ? 202 : 200;
+	set_body(&r->answer, offsets ? json_pack("{s:o,s:n,s:n}", "offsets", offsets,
+	    "key_schema_id", "value_schema_id") : NULL);
+}
+
+/* ms since the epoch as RFC 3339 in UTC, milliseconds only when not zero. */
+static void rfc3339(int64_t ms, char *buf, size_t len)
+{
+	time_t secs = (time_t)(ms / 1000);
+	struct tm tm;
+	size_t n;
+
+	gmtime_r(&secs, &tm);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (ms % 1000)
+		snprintf(buf + n, len - n, ".%03dZ", (int)(ms % 1000));
+	else
+		snprintf(buf + n, len - n, "Z");
+}
+
+/*
+ * REST Proxy v3's answer for its one record: 200 with the partition and
+ * offset once Kafka acknowledged it, 202 with both null while it is durable
+ * and not yet acknowledged; a record Kafka refused for good gets the error a
+ * native single publish gets, in the v3 shape.
+ */
+static void set_rp_v3_answer(struct req *r)
+{
+	const struct producer_result *res = r->results;
+	const struct spool_msg *m = &r->pub->msgs[0];
+	bool delivered = res && res->outcome == PRODUCER_DELIVERED;
+	json_t *key, *value, *partition, *offset;
+	char ts[64];
+
+	if (res && res->outcome == PRODUCER_FAILED) {
+		set_error(&r->answer, kafka_rejection(res->kafka_err),
+		    "kafka rejected the record: %s; it was moved to the spool's failed/ area",
+		    res->error);
+		return;
+	}
+	rfc3339(m->timestamp_ms, ts, sizeof(ts));
+	key = r->rp_types.key ? json_pack("{s:s,s:I}", "type", r->rp_types.key, "size",
+	    (json_int_t)m->key_len) : json_null();
+	value = json_pack("{s:s,s:I}", "type", r->rp_types.value, "size", (json_int_t)m->value_len);
+	partition = delivered ? json_integer(res->partition) : json_null();
+	offset = delivered ? json_integer(res->offset) : json_null();
+	r->answer.status = delivered ? 200 : 202;
+	set_body(&r->answer, json_pack("{s:i,s:s,s:s,s:o,s:o,s:s,s:o,s:o}", "error_code",
+	    (int)r->answer.status, "cluster_id", r->cluster_id, "topic_name", r->topic,
+	    "partition_id", partition, "offset", offset, "timestamp", ts, "key", key, "value",
+	    value));
+}
+
 /* The answer once the records are durable and Kafka said what it said. */
 static void set_publish_answer(struct req *r)
 {
 	size_t delivered = 0, failed = 0;
 	json_t *list;
+
+	if (r->route == ROUTE_V2) {
+		set_rp_v2_answer(r);
+		return;
+	}
+	if (r->route == ROUTE_V3) {
+		set_rp_v3_answer(r);
+		return;
+	}
 
 	for (size_t i = 0; r->results && i < r->pub->n; i++) {
 		delivered += r->results[i].outcome == PRODUCER_DELIVERED;
@@ -719,6 +844,91 @@ static bool content_length_over(struct req *r)
 }
 
 /*
+ * The publish route of url and where its topic is in it: /v1/topics/{t},
+ * /v1/topics/{t}/records, REST Proxy's /topics/{t} (v2) and
+ * /v3/clusters/{c}/topics/{t}/records (v3, any cluster id). -1 with a 404
+ * for any other path.
+ */
+static int route_publish(struct req *r, const char *url, const char **topic, size_t *tlen)
+{
+	const char *rest, *slash;
+
+	if (strncmp(url, "/v1/topics/", strlen("/v1/topics/")) == 0) {
+		rest = url + strlen("/v1/topics/");
+		slash = strchr(rest, '/');
+		if (slash && strcmp(slash, "/records") != 0)
+			goto none;
+		r->route = slash ? ROUTE_BATCH : ROUTE_PUBLISH;
+	} else if (strncmp(url, "/topics/", strlen("/topics/")) == 0) {
+		rest = url + strlen("/topics/");
+		slash = strchr(rest, '/');
+		if (slash)
+			goto none; /* /topics/{t}/partitions/{p} is not served */
+		r->route = ROUTE_V2;
+	} else if (strncmp(url, "/v3/clusters/", strlen("/v3/clusters/")) == 0) {
+		const char *c = url + strlen("/v3/clusters/");
+		size_t clen;
+		char clean[sizeof(r->cluster_id)];
+
+		slash = strchr(c, '/');
+		if (!slash || slash == c || strncmp(slash, "/topics/", strlen("/topics/")) != 0)
+			goto none;
+		clen = (size_t)(slash - c);
+		if (clen >= sizeof(r->cluster_id) ||
+		    utf8_clean(clean, sizeof(clean), c, clen) != clen || memcmp(clean, c, clen)) {
+			set_error(&r->answer, ERR_BAD_REQUEST,
+			    "cluster_id: 1-255 bytes of UTF-8 text expected");
+			return -1;
+		}
+		memcpy(r->cluster_id, c, clen);
+		r->cluster_id[clen] = '\0';
+		rest = slash + strlen("/topics/");
+		slash = strchr(rest, '/');
+		if (!slash || strcmp(slash, "/records") != 0)
+			goto none;
+		r->route = ROUTE_V3;
+	} else {
+		goto none;
+	}
+	*topic = rest;
+	*tlen = slash ? (size_t)(slash - rest) : strlen(rest);
+	return 0;
+none:
+	set_error(&r->answer, ERR_NOT_FOUND, "no such path: %s", url);
+	return -1;
+}
+
+/* Content-Type of the body: what the route takes; -1 with a 415 set. */
+static int check_media_type(struct req *r)
+{
+	const char *ctype = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_TYPE);
+	char err[256];
+
+	switch (r->route) {
+	case ROUTE_BATCH:
+		if (is_json(ctype))
+			return 0;
+		set_error(&r->answer, ERR_UNSUPPORTED_MEDIA_TYPE,
+		    "a batch must be sent as Content-Type: application/json");
+		return -1;
+	case ROUTE_V3:
+		if (is_json(ctype))
+			return 0;
+		set_error(&r->answer, ERR_UNSUPPORTED_MEDIA_TYPE,
+		    "a REST Proxy v3 produce request takes Content-Type: application/json");
+		return -1;
+	case ROUTE_V2:
+		if (publish_rp_v2_format(ctype, &r->rp_format, err, sizeof(err)) == 0)
+			return 0;
+		set_error(&r->answer, ERR_UNSUPPORTED_MEDIA_TYPE, "%s", err);
+		return -1;
+	default:
+		return 0;
+	}
+}
+
+/*
  * Route the request and check everything known before the body: method,
  * topic, access, query, size, media type. 0 to read the body, -1 with the
  * answer set.
@@ -726,9 +936,16 @@ static bool content_length_over(struct req *r)
 static int begin(struct req *r, const char *url, const char *method)
 {
 	const struct conf *conf = r->h->deps.conf;
-	const char *prefix = "/v1/topics/", *rest, *slash, *v;
+	const char *rest, *v;
 	size_t tlen;
 
+	/* REST Proxy's clients get its error shape from the first error on. */
+	if (strncmp(url, "/topics/", strlen("/topics/")) == 0) {
+		r->answer.shape = SHAPE_RP_V2;
+		r->answer.content_type = "application/vnd.kafka.v2+json";
+	} else if (strncmp(url, "/v3/", strlen("/v3/")) == 0) {
+		r->answer.shape = SHAPE_RP_V3;
+	}
 	if (check_limits(r, url) < 0)
 		return -1;
 	if (r->bad_path) {
@@ -757,18 +974,8 @@ static int begin(struct req *r, const char *url, const char *method)
 	}
 	if (check_connections(r) < 0)
 		return -1;
-	if (strncmp(url, prefix, strlen(prefix)) != 0) {
-		set_error(&r->answer, ERR_NOT_FOUND, "no such path: %s", url);
+	if (route_publish(r, url, &rest, &tlen) < 0)
 		return -1;
-	}
-	rest = url + strlen(prefix);
-	slash = strchr(rest, '/');
-	tlen = slash ? (size_t)(slash - rest) : strlen(rest);
-	if (slash && strcmp(slash, "/records") != 0) {
-		set_error(&r->answer, ERR_NOT_FOUND, "no such path: %s", url);
-		return -1;
-	}
-	r->route = slash ? ROUTE_BATCH : ROUTE_PUBLISH;
 	if (strcmp(method, "POST") != 0) {
 		set_error(&r->answer, ERR_METHOD_NOT_ALLOWED, "use POST");
 		r->answer.allow = "POST";
@@ -797,7 +1004,7 @@ static int begin(struct req *r, const char *url, const char *method)
 		    INT32_MAX);
 		return -1;
 	}
-	if (r->route == ROUTE_BATCH && (r->partition >= 0 ||
+	if (r->route != ROUTE_PUBLISH && (r->partition >= 0 ||
 	    MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "key"))) {
 		set_error(&r->answer, ERR_BAD_REQUEST,
 		    "key and partition of a batch are set per record");
@@ -814,14 +1021,7 @@ static int begin(struct req *r, const char *url, const char *method)
 		    (long long)conf->limits.max_body_bytes);
 		return -1;
 	}
-	if (r->route == ROUTE_BATCH &&
-	    !is_json(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-	        MHD_HTTP_HEADER_CONTENT_TYPE))) {
-		set_error(&r->answer, ERR_UNSUPPORTED_MEDIA_TYPE,
-		    "a batch must be sent as Content-Type: application/json");
-		return -1;
-	}
-	return 0;
+	return check_media_type(r);
 }
 
 /* Take n bytes of limits.max_inflight_body_bytes; false when they are not there. */
@@ -898,38 +1098,55 @@ static void take_body(struct req *r, const char *data, size_t size)
 	r->len += size;
 }
 
-/* Turn the request into messages; -1 with the answer set. */
-static int parse(struct req *r)
+/* The body of a route other than the single message into messages. */
+static int parse_body(struct req *r, int *too_large, int *unsupported, char *err,
+    size_t errlen)
 {
 	const struct conf *conf = r->h->deps.conf;
-	char err[512];
-	int too_large = 0;
+	const char *body = r->body ? r->body : "";
 
-	if (r->route == ROUTE_BATCH) {
-		if (publish_batch(r->topic, r->body ? r->body : "", r->len,
-		        conf->limits.max_batch_records, wall_ms(), &r->pub, &too_large, err,
-		        sizeof(err)) < 0) {
-			set_error(&r->answer, too_large ? ERR_PAYLOAD_TOO_LARGE : ERR_BAD_REQUEST,
-			    "%s", err);
-			return -1;
-		}
-		return 0;
+	switch (r->route) {
+	case ROUTE_BATCH:
+		return publish_batch(r->topic, body, r->len, conf->limits.max_batch_records,
+		    wall_ms(), &r->pub, too_large, err, errlen);
+	case ROUTE_V2:
+		return publish_rp_v2(r->topic, r->rp_format, body, r->len,
+		    conf->limits.max_batch_records, wall_ms(), &r->pub, too_large, err, errlen);
+	default:
+		return publish_rp_v3(r->topic, body, r->len, wall_ms(), &r->pub, &r->rp_types,
+		    too_large, unsupported, err, errlen);
 	}
+}
 
+/* Turn the request into messages, with its trace context; -1 with the answer set. */
+static int parse(struct req *r)
+{
 	struct hdr_list hdrs; /* only v[0..n) is read: no need to clear all of v */
-	const char *key = NULL;
-	size_t key_len = 0;
+	char err[512];
+	int too_large = 0, unsupported = 0, rc;
 
 	hdrs.n = 0;
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &hdrs);
-	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "key", 3, &key,
-	        &key_len) == MHD_YES && !key)
-		key = "";
-	if (publish_single(r->topic, key, key_len, r->partition, hdrs.v, hdrs.n,
-	        r->body ? r->body : "", r->len, wall_ms(), &r->pub, &too_large, err,
-	        sizeof(err)) < 0) {
-		set_error(&r->answer, too_large ? ERR_PAYLOAD_TOO_LARGE : ERR_BAD_REQUEST, "%s",
-		    err);
+	if (r->route == ROUTE_PUBLISH) {
+		const char *key = NULL;
+		size_t key_len = 0;
+
+		if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "key", 3, &key,
+		        &key_len) == MHD_YES && !key)
+			key = "";
+		rc = publish_single(r->topic, key, key_len, r->partition, hdrs.v, hdrs.n,
+		    r->body ? r->body : "", r->len, wall_ms(), &r->pub, &too_large, err,
+		    sizeof(err));
+	} else {
+		rc = parse_body(r, &too_large, &unsupported, err, sizeof(err));
+	}
+	if (rc < 0) {
+		set_error(&r->answer, unsupported ? ERR_UNSUPPORTED_MEDIA_TYPE :
+		    too_large ? ERR_PAYLOAD_TOO_LARGE : ERR_BAD_REQUEST, "%s", err);
+		return -1;
+	}
+	if (publish_trace(r->pub, hdrs.v, hdrs.n, &too_large, err, sizeof(err)) < 0) {
+		set_error(&r->answer, too_large ? ERR_PAYLOAD_TOO_LARGE : ERR_INTERNAL, "%s", err);
 		return -1;
 	}
 	return 0;
@@ -941,9 +1158,13 @@ static int check_partitions(struct req *r, int partitions)
 	for (size_t i = 0; i < r->pub->n; i++) {
 		int32_t p = r->pub->msgs[i].partition;
 		if (p >= partitions) {
-			if (r->route == ROUTE_BATCH)
+			if (r->route == ROUTE_BATCH || r->route == ROUTE_V2)
 				set_error(&r->answer, ERR_BAD_REQUEST,
 				    "records[%zu].partition: topic %s has %d partitions", i, r->topic,
+				    partitions);
+			else if (r->route == ROUTE_V3)
+				set_error(&r->answer, ERR_BAD_REQUEST,
+				    "partition_id %d: topic %s has %d partitions", p, r->topic,
 				    partitions);
 			else
 				set_error(&r->answer, ERR_BAD_REQUEST,
@@ -1069,7 +1290,8 @@ static bool answer_before_body(struct req *r)
 /* Queue the request's answer, counting publish answers by status. */
 static enum MHD_Result answer(struct req *r)
 {
-	if (r->route == ROUTE_PUBLISH || r->route == ROUTE_BATCH)
+	if (r->route == ROUTE_PUBLISH || r->route == ROUTE_BATCH || r->route == ROUTE_V2 ||
+	    r->route == ROUTE_V3)
 		metrics_publish_request(r->answer.status);
 	return queue_answer(r->conn, &r->answer);
 }

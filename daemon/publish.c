@@ -547,6 +547,12 @@ static int real_precision(const json_t *v)
 	return prec;
 }
 
+/* v as compact JSON text with reals as short as they go (malloc'd), or NULL. */
+static char *json_text(const json_t *v)
+{
+	return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(real_precision(v)));
+}
+
 static int key_is(const char *k, size_t klen, const char *name)
 {
 	return klen == strlen(name) && memcmp(k, name, klen) == 0;
@@ -700,8 +706,7 @@ static int batch_record(struct req *q, size_t idx, const json_t *rec, const char
 		if (field_bytes(q, idx, "value", value, 0, &m->value, &m->value_len, err, errlen) < 0)
 			return -1;
 	} else {
-		size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(real_precision(value));
-		char *text = json_dumps(value, flags);
+		char *text = json_text(value);
 		if (text != NULL) {
 			m->value_len = strlen(text);
 			m->value = arena_dup(q, text, m->value_len);
@@ -747,18 +752,92 @@ static int batch_record(struct req *q, size_t idx, const json_t *rec, const char
 	return 0;
 }
 
+/* The body's JSON document, or NULL with err saying where it is malformed. */
+static json_t *body_json(const char *body, size_t body_len, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root;
+
+	/*
+	 * JSON_ALLOW_NUL: a string may carry "\u0000", so lengths are used
+	 * throughout. JSON_DECODE_ANY: a body of 42 gets the caller's error rather
+	 * than the parser's.
+	 */
+	root = json_loadb(body != NULL ? body : "", body_len, JSON_ALLOW_NUL | JSON_DECODE_ANY,
+	    &jerr);
+	if (root == NULL)
+		snprintf(err, errlen, "malformed json at line %d column %d: %s", jerr.line,
+		    jerr.column, jerr.text);
+	return root;
+}
+
+/* The records array of a batch: there, an array, not empty, within max_records (else 413). */
+static int records_check(const json_t *records, int64_t max_records, int *too_large, char *err,
+    size_t errlen)
+{
+	size_t n;
+
+	if (records == NULL) {
+		snprintf(err, errlen, "records: missing");
+		return -1;
+	}
+	if (!json_is_array(records)) {
+		snprintf(err, errlen, "records: not an array");
+		return -1;
+	}
+	n = json_array_size(records);
+	if (n == 0) {
+		snprintf(err, errlen, "records: empty array");
+		return -1;
+	}
+	if ((int64_t)n > max_records) {
+		snprintf(err, errlen, "records: %zu records, over the limit of %lld", n,
+		    (long long)max_records);
+		*too_large = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The messages of records, a non-empty array of native batch records inside
+ * doc; takes doc (the messages point into it) whatever the outcome.
+ */
+static int batch_build(const char *topic, json_t *doc, const json_t *records, int64_t now_ms,
+    struct publish_req **out, int *too_large, char *err, size_t errlen)
+{
+	size_t n = json_array_size(records);
+	const char *topic_copy;
+	struct req *q;
+
+	q = req_new();
+	if (q == NULL || req_alloc_msgs(q, n, topic, strlen(topic), &topic_copy) < 0) {
+		nomem(err, errlen);
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (batch_record(q, i, json_array_get(records, i), topic_copy, strlen(topic), now_ms,
+			too_large, err, errlen) < 0)
+			goto fail;
+	}
+	q->root = doc;
+	*out = &q->pub;
+	return 0;
+
+fail:
+	json_decref(doc);
+	req_free(q);
+	return -1;
+}
+
 int publish_batch(const char *topic, const char *body, size_t body_len, int64_t max_records,
     int64_t now_ms, struct publish_req **out, int *too_large, char *err, size_t errlen)
 {
-	struct req *q = NULL;
 	json_t *root = NULL;
 	json_t *records = NULL;
-	json_error_t jerr;
-	const char *topic_copy;
 	const char *k;
 	size_t klen;
 	json_t *v;
-	size_t n;
 
 	*out = NULL;
 	*too_large = 0;
@@ -766,18 +845,9 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 		snprintf(err, errlen, "invalid topic name");
 		goto fail;
 	}
-	/*
-	 * JSON_ALLOW_NUL: a string may carry "\u0000", so lengths are used
-	 * throughout. JSON_DECODE_ANY: a body of 42 gets the error below rather
-	 * than the parser's.
-	 */
-	root = json_loadb(body != NULL ? body : "", body_len, JSON_ALLOW_NUL | JSON_DECODE_ANY,
-	    &jerr);
-	if (root == NULL) {
-		snprintf(err, errlen, "malformed json at line %d column %d: %s", jerr.line,
-		    jerr.column, jerr.text);
+	root = body_json(body, body_len, err, errlen);
+	if (root == NULL)
 		goto fail;
-	}
 	if (!json_is_object(root)) {
 		snprintf(err, errlen, "body is not a json object with a records array");
 		goto fail;
@@ -792,42 +862,797 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 			goto fail;
 		}
 	}
-	if (records == NULL) {
-		snprintf(err, errlen, "records: missing");
+	if (records_check(records, max_records, too_large, err, errlen) < 0)
 		goto fail;
-	}
-	if (!json_is_array(records)) {
-		snprintf(err, errlen, "records: not an array");
-		goto fail;
-	}
-	n = json_array_size(records);
-	if (n == 0) {
-		snprintf(err, errlen, "records: empty array");
-		goto fail;
-	}
-	if ((int64_t)n > max_records) {
-		snprintf(err, errlen, "records: %zu records, over the limit of %lld", n,
-		    (long long)max_records);
-		*too_large = 1;
-		goto fail;
-	}
 
-	q = req_new();
-	if (q == NULL || req_alloc_msgs(q, n, topic, strlen(topic), &topic_copy) < 0) {
-		nomem(err, errlen);
-		goto fail;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (batch_record(q, i, json_array_get(records, i), topic_copy, strlen(topic), now_ms,
-			too_large, err, errlen) < 0)
-			goto fail;
-	}
-	q->root = root; /* the messages point into it */
-	*out = &q->pub;
-	return 0;
+	return batch_build(topic, root, records, now_ms, out, too_large, err, errlen);
 
 fail:
 	json_decref(root);
-	req_free(q);
+	return -1;
+}
+
+/* --- Kafka REST Proxy v2 and v3 ---------------------------------------------- */
+
+/*
+ * A REST Proxy request becomes a document of native batch records
+ * ({"value"|"value_b64", "key"|"key_b64", "partition", "headers"}) that
+ * batch_build() turns into messages: the same checks, limits and spool
+ * records as a native batch. What the native form cannot say is checked here
+ * first, under the REST Proxy's own field names: base64 of binary data,
+ * header lists, partition_id, timestamps, schema registry formats.
+ */
+
+static const char *const schema_formats[] = { "avro", "protobuf", "jsonschema" };
+
+/* o[name] = v, taking v; -1 when out of memory (v NULL included). */
+static int put(json_t *o, const char *name, json_t *v)
+{
+	return json_object_set_new(o, name, v);
+}
+
+/* Whether v is a string of padded base64 (RFC 4648), checked without decoding. */
+static int is_b64(const json_t *v)
+{
+	size_t n;
+
+	return json_is_string(v) &&
+	    base64_decode(json_string_value(v), json_string_length(v), BASE64_STRICT, NULL, 0,
+	        &n) == 0;
+}
+
+/* v as a JSON string holding its compact JSON text, or NULL. */
+static json_t *as_text(const json_t *v)
+{
+	char *text = json_text(v);
+	json_t *s = text != NULL ? json_string(text) : NULL;
+
+	free(text);
+	return s;
+}
+
+static int unknown_field(const char *where, const char *k, size_t klen, char *err, size_t errlen)
+{
+	char shown[80];
+
+	name_for_err(shown, sizeof(shown), k, klen);
+	snprintf(err, errlen, "%s%sunknown field \"%s\"", where, where[0] ? ": " : "", shown);
+	return -1;
+}
+
+int publish_rp_v2_format(const char *ctype, enum publish_rp_format *out, char *err,
+    size_t errlen)
+{
+	static const char prefix[] = "application/vnd.kafka.";
+	static const char suffix[] = ".v2+json";
+	const char *f, *end;
+	size_t flen;
+
+	if (ctype == NULL)
+		goto other;
+	end = ctype + strcspn(ctype, "; \t");
+	if ((size_t)(end - ctype) <= strlen(prefix) + strlen(suffix) ||
+	    strncasecmp(ctype, prefix, strlen(prefix)) != 0 ||
+	    strncasecmp(end - strlen(suffix), suffix, strlen(suffix)) != 0)
+		goto other;
+	f = ctype + strlen(prefix);
+	flen = (size_t)(end - strlen(suffix) - f);
+	if (flen == 4 && strncasecmp(f, "json", 4) == 0) {
+		*out = PUBLISH_RP_JSON;
+		return 0;
+	}
+	if (flen == 6 && strncasecmp(f, "binary", 6) == 0) {
+		*out = PUBLISH_RP_BINARY;
+		return 0;
+	}
+	if (flen == 4 && strncasecmp(f, "text", 4) == 0) {
+		*out = PUBLISH_RP_TEXT;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(schema_formats) / sizeof(schema_formats[0]); i++) {
+		if (flen == strlen(schema_formats[i]) &&
+		    strncasecmp(f, schema_formats[i], flen) == 0) {
+			snprintf(err, errlen, "the %s embedded format needs a schema registry, which "
+			    "ackd does not have; use json or binary", schema_formats[i]);
+			return -1;
+		}
+	}
+other:
+	snprintf(err, errlen, "a REST Proxy v2 produce request takes Content-Type "
+	    "application/vnd.kafka.json.v2+json or application/vnd.kafka.binary.v2+json");
+	return -1;
+}
+
+/*
+ * A REST Proxy header list, [{"<name_field>":"n","value":"<base64>"}], as a
+ * native headers object of the decoded bytes; where names the list in
+ * messages. *out stays NULL for an absent or null list.
+ */
+static int rp_headers(const json_t *list, const char *name_field, const char *where,
+    json_t **out, char *err, size_t errlen)
+{
+	json_t *obj = NULL;
+	unsigned char *buf = NULL;
+	size_t i;
+	json_t *h;
+
+	*out = NULL;
+	if (list == NULL || json_is_null(list))
+		return 0;
+	if (!json_is_array(list)) {
+		snprintf(err, errlen, "%s: not an array", where);
+		return -1;
+	}
+	if (json_array_size(list) > PUBLISH_MAX_HEADERS) {
+		snprintf(err, errlen, "%s: %zu headers, more than %d", where, json_array_size(list),
+		    PUBLISH_MAX_HEADERS);
+		return -1;
+	}
+	obj = json_object();
+	if (obj == NULL)
+		goto nomem;
+	json_array_foreach(list, i, h) {
+		const json_t *name = NULL, *value = NULL;
+		const char *k, *nm, *problem;
+		size_t klen, nlen, vlen = 0;
+		char shown[80];
+		json_t *v, *hv;
+
+		if (!json_is_object(h)) {
+			snprintf(err, errlen, "%s[%zu]: not an object", where, i);
+			goto fail;
+		}
+		json_object_keylen_foreach(h, k, klen, v) {
+			if (key_is(k, klen, name_field)) {
+				name = v;
+			} else if (key_is(k, klen, "value")) {
+				value = v;
+			} else {
+				char at[96];
+				snprintf(at, sizeof(at), "%s[%zu]", where, i);
+				unknown_field(at, k, klen, err, errlen);
+				goto fail;
+			}
+		}
+		if (!json_is_string(name)) {
+			snprintf(err, errlen, "%s[%zu].%s: missing or not a string", where, i,
+			    name_field);
+			goto fail;
+		}
+		nm = json_string_value(name);
+		nlen = json_string_length(name);
+		name_for_err(shown, sizeof(shown), nm, nlen);
+		problem = hdr_name_problem(nm, nlen);
+		if (problem == NULL && is_id_hdr(nm, nlen))
+			problem = "ackd-id is set by ackd";
+		if (problem == NULL && json_object_getn(obj, nm, nlen) != NULL)
+			problem = "given twice; ackd keeps one value per header name";
+		if (problem != NULL) {
+			snprintf(err, errlen, "%s[%zu] \"%s\": %s", where, i, shown, problem);
+			goto fail;
+		}
+		if (value != NULL && !json_is_null(value) && !is_b64(value)) {
+			snprintf(err, errlen, "%s[%zu].value: not a base64 string", where, i);
+			goto fail;
+		}
+		if (value != NULL && !json_is_null(value)) {
+			size_t tlen = json_string_length(value);
+			buf = malloc(tlen / 4 * 3 + 1);
+			if (buf == NULL || base64_decode(json_string_value(value), tlen, BASE64_STRICT,
+			    buf, tlen / 4 * 3, &vlen) < 0)
+				goto nomem;
+		}
+		/* Header values are bytes: no UTF-8 check. */
+		hv = json_stringn_nocheck(buf != NULL ? (const char *)buf : "", vlen);
+		free(buf);
+		buf = NULL;
+		if (json_object_setn_new(obj, nm, nlen, hv) < 0)
+			goto nomem;
+	}
+	*out = obj;
+	return 0;
+
+nomem:
+	nomem(err, errlen);
+fail:
+	free(buf);
+	json_decref(obj);
+	return -1;
+}
+
+/* Record idx of a v2 body as a native batch record, or NULL with err. */
+static json_t *v2_record(const json_t *rec, size_t idx, enum publish_rp_format fmt, char *err,
+    size_t errlen)
+{
+	const json_t *key = NULL, *value = NULL, *partition = NULL, *headers = NULL;
+	json_t *nat = NULL, *hobj;
+	const char *k;
+	size_t klen;
+	json_t *v;
+	char where[48];
+
+	snprintf(where, sizeof(where), "records[%zu]", idx);
+	if (!json_is_object(rec)) {
+		snprintf(err, errlen, "%s: not an object", where);
+		return NULL;
+	}
+	json_object_keylen_foreach((json_t *)rec, k, klen, v) {
+		if (key_is(k, klen, "key"))
+			key = v;
+		else if (key_is(k, klen, "value"))
+			value = v;
+		else if (key_is(k, klen, "partition"))
+			partition = v;
+		else if (key_is(k, klen, "headers"))
+			headers = v;
+		else {
+			unknown_field(where, k, klen, err, errlen);
+			return NULL;
+		}
+	}
+	if (value == NULL || json_is_null(value)) {
+		snprintf(err, errlen, "%s.value: missing or null; ackd does not publish null values "
+		    "(tombstones)", where);
+		return NULL;
+	}
+	if (key != NULL && json_is_null(key))
+		key = NULL; /* null: no key */
+	if (fmt == PUBLISH_RP_BINARY && !is_b64(value)) {
+		snprintf(err, errlen, "%s.value: not a base64 string", where);
+		return NULL;
+	}
+	if (fmt == PUBLISH_RP_BINARY && key != NULL && !is_b64(key)) {
+		snprintf(err, errlen, "%s.key: not a base64 string", where);
+		return NULL;
+	}
+	if (fmt == PUBLISH_RP_TEXT && (!json_is_string(value) || (key && !json_is_string(key)))) {
+		snprintf(err, errlen, "%s.%s: not a string", where, json_is_string(value) ?
+		    "key" : "value");
+		return NULL;
+	}
+	nat = json_object();
+	if (nat == NULL)
+		goto nomem;
+	switch (fmt) {
+	case PUBLISH_RP_JSON:
+		/* Every value, strings too, as its JSON text: what a JSON consumer parses. */
+		if (put(nat, "value", as_text(value)) < 0 ||
+		    (key != NULL && put(nat, "key", as_text(key)) < 0))
+			goto nomem;
+		break;
+	case PUBLISH_RP_BINARY:
+		if (put(nat, "value_b64", json_incref((json_t *)value)) < 0 ||
+		    (key != NULL && put(nat, "key_b64", json_incref((json_t *)key)) < 0))
+			goto nomem;
+		break;
+	case PUBLISH_RP_TEXT:
+		if (put(nat, "value", json_incref((json_t *)value)) < 0 ||
+		    (key != NULL && put(nat, "key", json_incref((json_t *)key)) < 0))
+			goto nomem;
+		break;
+	}
+	if (partition != NULL && !json_is_null(partition) &&
+	    put(nat, "partition", json_incref((json_t *)partition)) < 0)
+		goto nomem;
+	/* The Strimzi bridge's headers: [{"key":"h","value":"<base64>"}]. */
+	snprintf(where, sizeof(where), "records[%zu].headers", idx);
+	if (rp_headers(headers, "key", where, &hobj, err, errlen) < 0)
+		goto fail;
+	if (hobj != NULL && put(nat, "headers", hobj) < 0)
+		goto nomem;
+	return nat;
+
+nomem:
+	nomem(err, errlen);
+fail:
+	json_decref(nat);
+	return NULL;
+}
+
+int publish_rp_v2(const char *topic, enum publish_rp_format fmt, const char *body,
+    size_t body_len, int64_t max_records, int64_t now_ms, struct publish_req **out,
+    int *too_large, char *err, size_t errlen)
+{
+	json_t *root = NULL, *natives = NULL;
+	const json_t *records = NULL;
+	const char *k;
+	size_t klen, i;
+	json_t *v;
+
+	*out = NULL;
+	*too_large = 0;
+	if (topic == NULL || !publish_topic_valid(topic, strlen(topic))) {
+		snprintf(err, errlen, "invalid topic name");
+		goto fail;
+	}
+	root = body_json(body, body_len, err, errlen);
+	if (root == NULL)
+		goto fail;
+	if (!json_is_object(root)) {
+		snprintf(err, errlen, "body is not a json object with a records array");
+		goto fail;
+	}
+	json_object_keylen_foreach(root, k, klen, v) {
+		if (key_is(k, klen, "records")) {
+			records = v;
+		} else if (key_is(k, klen, "key_schema") || key_is(k, klen, "value_schema") ||
+		    key_is(k, klen, "key_schema_id") || key_is(k, klen, "value_schema_id")) {
+			if (!json_is_null(v)) {
+				char shown[80];
+				name_for_err(shown, sizeof(shown), k, klen);
+				snprintf(err, errlen, "%s: schemas need a schema registry, which ackd "
+				    "does not have", shown);
+				goto fail;
+			}
+		} else {
+			unknown_field("", k, klen, err, errlen);
+			goto fail;
+		}
+	}
+	if (records_check(records, max_records, too_large, err, errlen) < 0)
+		goto fail;
+	natives = json_array();
+	if (natives == NULL) {
+		nomem(err, errlen);
+		goto fail;
+	}
+	json_array_foreach(records, i, v) {
+		json_t *nat = v2_record(v, i, fmt, err, errlen);
+		if (nat == NULL)
+			goto fail;
+		if (json_array_append_new(natives, nat) < 0) {
+			nomem(err, errlen);
+			goto fail;
+		}
+	}
+	json_decref(root);
+	return batch_build(topic, natives, natives, now_ms, out, too_large, err, errlen);
+
+fail:
+	json_decref(natives);
+	json_decref(root);
+	return -1;
+}
+
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* n digits at s as a number; -1 when one is not a digit. */
+static int digits(const char *s, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+int publish_parse_rfc3339(const char *s, size_t len, int64_t *out_ms)
+{
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int y, mo, d, h, mi, sec, ms = 0, off = 0;
+	size_t i = 19;
+	int64_t t;
+
+	/* YYYY-MM-DDTHH:MM:SS, then [.fraction], then Z or +HH:MM / -HH:MM */
+	if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+	    s[13] != ':' || s[16] != ':')
+		return -1;
+	y = digits(s, 4);
+	mo = digits(s + 5, 2);
+	d = digits(s + 8, 2);
+	h = digits(s + 11, 2);
+	mi = digits(s + 14, 2);
+	sec = digits(s + 17, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h < 0 || h > 23 ||
+	    mi < 0 || mi > 59 || sec < 0 || sec > 60)
+		return -1;
+	if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+		return -1;
+	if (s[i] == '.') {
+		int scale = 100;
+		if (++i >= len || s[i] < '0' || s[i] > '9')
+			return -1;
+		for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, scale /= 10)
+			ms += (s[i] - '0') * scale; /* digits past milliseconds add 0 */
+	}
+	if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+		i++;
+	} else if (i + 6 == len && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+		int oh = digits(s + i + 1, 2), om = digits(s + i + 4, 2);
+		if (oh < 0 || oh > 23 || om < 0 || om > 59)
+			return -1;
+		off = (s[i] == '-' ? -1 : 1) * (oh * 60 + om);
+		i += 6;
+	} else {
+		return -1;
+	}
+	if (i != len)
+		return -1;
+	if (sec == 60)
+		sec = 59; /* a leap second: Kafka timestamps have none */
+	t = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec - (int64_t)off * 60;
+	if (t < 0)
+		return -1;
+	*out_ms = t * 1000 + ms;
+	return 0;
+}
+
+/*
+ * The key or value of a v3 record, {"type":"BINARY|JSON|STRING","data":…},
+ * into nat; *type gets the type's name, or stays NULL for an absent or null
+ * part (or null data). *unsupported for a schema registry format (415).
+ */
+static int v3_data(const json_t *d, int is_key, json_t *nat, const char **type,
+    int *unsupported, char *err, size_t errlen)
+{
+	const char *field = is_key ? "key" : "value";
+	const json_t *type_v = NULL, *data = NULL;
+	int schema = 0;
+	const char *k, *t;
+	size_t klen;
+	json_t *v, *text;
+	char shown[80];
+
+	*type = NULL;
+	if (d == NULL || json_is_null(d))
+		return 0;
+	if (!json_is_object(d)) {
+		snprintf(err, errlen, "%s: not an object", field);
+		return -1;
+	}
+	json_object_keylen_foreach((json_t *)d, k, klen, v) {
+		if (key_is(k, klen, "type"))
+			type_v = v;
+		else if (key_is(k, klen, "data"))
+			data = v;
+		else if (key_is(k, klen, "subject") || key_is(k, klen, "subject_name_strategy") ||
+		    key_is(k, klen, "schema_id") || key_is(k, klen, "schema_version") ||
+		    key_is(k, klen, "schema"))
+			schema |= !json_is_null(v);
+		else
+			return unknown_field(field, k, klen, err, errlen);
+	}
+	t = json_string_value(type_v);
+	if (t != NULL) {
+		name_for_err(shown, sizeof(shown), t, json_string_length(type_v));
+		for (size_t i = 0; i < sizeof(schema_formats) / sizeof(schema_formats[0]); i++) {
+			if (strcasecmp(t, schema_formats[i]) == 0) {
+				snprintf(err, errlen, "%s.type: %s needs a schema registry, which ackd "
+				    "does not have; use BINARY, JSON or STRING", field, shown);
+				*unsupported = 1;
+				return -1;
+			}
+		}
+	}
+	if (type_v == NULL || json_is_null(type_v) || schema) {
+		snprintf(err, errlen, "%s: a schema (no type, or subject or schema fields) needs a "
+		    "schema registry, which ackd does not have; use type BINARY, JSON or STRING",
+		    field);
+		*unsupported = 1;
+		return -1;
+	}
+	if (t == NULL) {
+		snprintf(err, errlen, "%s.type: not a string", field);
+		return -1;
+	}
+	if (strcmp(t, "BINARY") != 0 && strcmp(t, "JSON") != 0 && strcmp(t, "STRING") != 0) {
+		snprintf(err, errlen, "%s.type: \"%s\" is not BINARY, JSON or STRING", field, shown);
+		return -1;
+	}
+	if (data == NULL || json_is_null(data)) {
+		if (is_key)
+			return 0; /* no key */
+		snprintf(err, errlen, "value.data: missing or null; ackd does not publish null "
+		    "values (tombstones)");
+		return -1;
+	}
+	if (strcmp(t, "BINARY") == 0) {
+		if (!is_b64(data)) {
+			snprintf(err, errlen, "%s.data: not a base64 string", field);
+			return -1;
+		}
+		if (put(nat, is_key ? "key_b64" : "value_b64", json_incref((json_t *)data)) < 0)
+			goto nomem;
+		*type = "BINARY";
+	} else if (strcmp(t, "STRING") == 0) {
+		if (!json_is_string(data)) {
+			snprintf(err, errlen, "%s.data: not a string", field);
+			return -1;
+		}
+		if (put(nat, field, json_incref((json_t *)data)) < 0)
+			goto nomem;
+		*type = "STRING";
+	} else {
+		text = as_text(data);
+		if (put(nat, field, text) < 0)
+			goto nomem;
+		*type = "JSON";
+	}
+	return 0;
+
+nomem:
+	nomem(err, errlen);
+	return -1;
+}
+
+int publish_rp_v3(const char *topic, const char *body, size_t body_len, int64_t now_ms,
+    struct publish_req **out, struct publish_rp_v3_types *types, int *too_large,
+    int *unsupported, char *err, size_t errlen)
+{
+	const json_t *key = NULL, *value = NULL, *partition = NULL, *headers = NULL, *ts = NULL;
+	json_t *root = NULL, *nat = NULL, *natives = NULL, *hobj;
+	int64_t ts_ms = now_ms;
+	const char *k;
+	size_t klen;
+	json_t *v;
+
+	*out = NULL;
+	*too_large = 0;
+	*unsupported = 0;
+	types->key = types->value = NULL;
+	if (topic == NULL || !publish_topic_valid(topic, strlen(topic))) {
+		snprintf(err, errlen, "invalid topic name");
+		goto fail;
+	}
+	root = body_json(body, body_len, err, errlen);
+	if (root == NULL)
+		goto fail;
+	if (!json_is_object(root)) {
+		snprintf(err, errlen, "body is not a json object (one record)");
+		goto fail;
+	}
+	json_object_keylen_foreach(root, k, klen, v) {
+		if (key_is(k, klen, "key"))
+			key = v;
+		else if (key_is(k, klen, "value"))
+			value = v;
+		else if (key_is(k, klen, "partition_id"))
+			partition = v;
+		else if (key_is(k, klen, "headers"))
+			headers = v;
+		else if (key_is(k, klen, "timestamp"))
+			ts = v;
+		else {
+			unknown_field("", k, klen, err, errlen);
+			goto fail;
+		}
+	}
+	nat = json_object();
+	if (nat == NULL) {
+		nomem(err, errlen);
+		goto fail;
+	}
+	if (v3_data(key, 1, nat, &types->key, unsupported, err, errlen) < 0 ||
+	    v3_data(value, 0, nat, &types->value, unsupported, err, errlen) < 0)
+		goto fail;
+	if (types->value == NULL) {
+		snprintf(err, errlen, "value: missing or null; ackd does not publish null values "
+		    "(tombstones)");
+		goto fail;
+	}
+	if (partition != NULL && !json_is_null(partition)) {
+		json_int_t p = json_is_integer(partition) ? json_integer_value(partition) : -1;
+		if (p < 0 || p > INT32_MAX) {
+			snprintf(err, errlen, "partition_id: not an integer in 0..%d", INT32_MAX);
+			goto fail;
+		}
+		if (put(nat, "partition", json_incref((json_t *)partition)) < 0) {
+			nomem(err, errlen);
+			goto fail;
+		}
+	}
+	if (rp_headers(headers, "name", "headers", &hobj, err, errlen) < 0)
+		goto fail;
+	if (hobj != NULL && put(nat, "headers", hobj) < 0) {
+		nomem(err, errlen);
+		goto fail;
+	}
+	if (ts != NULL && !json_is_null(ts) &&
+	    (!json_is_string(ts) || publish_parse_rfc3339(json_string_value(ts),
+	        json_string_length(ts), &ts_ms) < 0)) {
+		snprintf(err, errlen, "timestamp: not an RFC 3339 date-time from 1970 on");
+		goto fail;
+	}
+	natives = json_array();
+	if (natives == NULL) {
+		nomem(err, errlen);
+		goto fail;
+	}
+	v = nat;
+	nat = NULL; /* json_array_append_new() takes it, also when it fails */
+	if (json_array_append_new(natives, v) < 0) {
+		nomem(err, errlen);
+		goto fail;
+	}
+	json_decref(root);
+	return batch_build(topic, natives, natives, ts_ms, out, too_large, err, errlen);
+
+fail:
+	json_decref(nat);
+	json_decref(natives);
+	json_decref(root);
+	return -1;
+}
+
+/* --- W3C trace context --------------------------------------------------------- */
+
+#define TRACESTATE_MAX 512       /* bytes kept, the least W3C asks vendors to pass on */
+#define TRACESTATE_MAX_MEMBERS 32
+
+static int lower_hex(const char *s, size_t n, int *all_zero)
+{
+	*all_zero = 1;
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+		if (s[i] != '0')
+			*all_zero = 0;
+	}
+	return 1;
+}
+
+int publish_traceparent_valid(const char *s, size_t len)
+{
+	int zero;
+
+	/* version "-" trace-id "-" parent-id "-" flags: 2, 32, 16, 2 lower-case hex. */
+	if (s == NULL || len < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-')
+		return 0;
+	if (!lower_hex(s, 2, &zero) || (s[0] == 'f' && s[1] == 'f'))
+		return 0;
+	if (!lower_hex(s + 3, 32, &zero) || zero)
+		return 0;
+	if (!lower_hex(s + 36, 16, &zero) || zero)
+		return 0;
+	if (!lower_hex(s + 53, 2, &zero))
+		return 0;
+	if (s[0] == '0' && s[1] == '0')
+		return len == 55;
+	/* A later version may add fields after a "-"; they are kept as sent. */
+	if (len == 55)
+		return 1;
+	if (s[55] != '-')
+		return 0;
+	for (size_t i = 56; i < len; i++)
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/*
+ * A tracestate list within what ackd keeps: printable ASCII, at most
+ * TRACESTATE_MAX bytes and TRACESTATE_MAX_MEMBERS members, each member empty
+ * or key=value with a key and a value.
+ */
+static int tracestate_valid(const char *s, size_t len)
+{
+	size_t members = 0, i = 0;
+
+	if (len > TRACESTATE_MAX)
+		return 0;
+	for (size_t j = 0; j < len; j++)
+		if (s[j] < 0x20 || s[j] > 0x7e)
+			return 0;
+	while (i <= len) {
+		size_t end = i;
+		while (end < len && s[end] != ',')
+			end++;
+		size_t a = i, b = end;
+		while (a < b && (s[a] == ' ' || s[a] == '\t'))
+			a++;
+		while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+			b--;
+		if (a < b) {
+			const char *eq = memchr(s + a, '=', b - a);
+			if (eq == NULL || eq == s + a || eq == s + b - 1)
+				return 0;
+			if (++members > TRACESTATE_MAX_MEMBERS)
+				return 0;
+		}
+		i = end + 1;
+	}
+	return 1;
+}
+
+static int msg_has_hdr(const struct spool_msg *m, const char *name)
+{
+	for (size_t i = 0; i < m->nhdrs; i++)
+		if (m->hdrs[i].name_len == strlen(name) &&
+		    strncasecmp(m->hdrs[i].name, name, m->hdrs[i].name_len) == 0)
+			return 1;
+	return 0;
+}
+
+int publish_trace(struct publish_req *r, const struct publish_http_hdr *hdrs, size_t nhdrs,
+    int *too_large, char *err, size_t errlen)
+{
+	struct req *q = (struct req *)r;
+	const char *tp = NULL, *tp_copy, *ts_copy = NULL;
+	char ts[TRACESTATE_MAX + 1];
+	size_t ntp = 0, tslen = 0;
+	int ts_ok = 1;
+
+	*too_large = 0;
+	for (size_t i = 0; i < nhdrs; i++) {
+		const char *value = hdrs[i].value != NULL ? hdrs[i].value : "";
+		size_t vlen = strlen(value);
+		if (hdrs[i].name == NULL)
+			continue;
+		if (strcasecmp(hdrs[i].name, "traceparent") == 0) {
+			ntp++;
+			tp = value;
+		} else if (strcasecmp(hdrs[i].name, "tracestate") == 0 && vlen > 0) {
+			/* Several tracestate headers are one list (RFC 9110 5.3). */
+			if (tslen + (tslen > 0) + vlen > TRACESTATE_MAX) {
+				ts_ok = 0;
+				continue;
+			}
+			if (tslen > 0)
+				ts[tslen++] = ',';
+			memcpy(ts + tslen, value, vlen);
+			tslen += vlen;
+		}
+	}
+	/* No traceparent, two of them, or a malformed one: no trace to go on. */
+	if (ntp != 1 || !publish_traceparent_valid(tp, strlen(tp)))
+		return 0;
+	ts_ok = ts_ok && tslen > 0 && tracestate_valid(ts, tslen);
+	tp_copy = arena_dup(q, tp, strlen(tp));
+	if (ts_ok)
+		ts_copy = arena_dup(q, ts, tslen);
+	if (tp_copy == NULL || (ts_ok && ts_copy == NULL))
+		goto nomem;
+
+	for (size_t i = 0; i < r->n; i++) {
+		struct spool_msg *m = &r->msgs[i];
+		struct spool_hdr *nh;
+		size_t n = m->nhdrs;
+		int add_ts;
+
+		/* A record's own trace context wins over the request's. */
+		if (msg_has_hdr(m, "traceparent"))
+			continue;
+		add_ts = ts_copy != NULL && !msg_has_hdr(m, "tracestate");
+		nh = arena_array(q, n + 1 + (size_t)add_ts, sizeof(*nh));
+		if (nh == NULL)
+			goto nomem;
+		memcpy(nh, m->hdrs, n * sizeof(*nh));
+		nh[n].name = "traceparent";
+		nh[n].name_len = strlen("traceparent");
+		nh[n].value = tp_copy;
+		nh[n].value_len = strlen(tp_copy);
+		if (add_ts) {
+			nh[n + 1].name = "tracestate";
+			nh[n + 1].name_len = strlen("tracestate");
+			nh[n + 1].value = ts_copy;
+			nh[n + 1].value_len = tslen;
+		}
+		m->hdrs = nh;
+		m->nhdrs = n + 1 + (size_t)add_ts;
+		if (!msg_fits(m)) {
+			snprintf(err, errlen, "records[%zu]: larger with its key, headers and trace "
+			    "context than a spool record can hold (%u bytes)", i, SPOOL_REC_MAX_PAYLOAD);
+			*too_large = 1;
+			return -1;
+		}
+	}
+	return 0;
+
+nomem:
+	nomem(err, errlen);
 	return -1;
 }

@@ -96,4 +96,75 @@ MUST_USE int publish_batch(const char *topic, const char *body, size_t body_len,
     int64_t max_records, int64_t now_ms, struct publish_req **out, int *too_large, char *err,
     size_t errlen);
 
+/* --- Kafka REST Proxy compatibility (docs/http-api.md) ---------------------- */
+
+/* The embedded format of a v2 produce request. */
+enum publish_rp_format {
+	PUBLISH_RP_JSON,   /* key and value any JSON, sent as their compact JSON text */
+	PUBLISH_RP_BINARY, /* key and value base64 */
+	PUBLISH_RP_TEXT,   /* key and value strings, sent as their UTF-8 (Strimzi bridge) */
+};
+
+/*
+ * The format of a v2 Content-Type (application/vnd.kafka.{json,binary,text}.v2+json,
+ * parameters ignored). -1 with err for a 415: a schema registry format
+ * (avro, protobuf, jsonschema) is named in err.
+ */
+MUST_USE int publish_rp_v2_format(const char *ctype, enum publish_rp_format *out, char *err,
+    size_t errlen);
+
+/*
+ * A v2 produce body, {"records":[{"key":…,"value":…,"partition":…}]} (and the
+ * Strimzi bridge's "headers":[{"key":"h","value":"<base64>"}]), turned into
+ * the messages a native batch with the same content would give; errors and
+ * *too_large as publish_batch(). A null key is no key; a null value is
+ * refused (ackd publishes no tombstones).
+ */
+MUST_USE int publish_rp_v2(const char *topic, enum publish_rp_format fmt, const char *body,
+    size_t body_len, int64_t max_records, int64_t now_ms, struct publish_req **out,
+    int *too_large, char *err, size_t errlen);
+
+/* The types a v3 record's key and value had: "BINARY", "JSON", "STRING", or NULL (none). */
+struct publish_rp_v3_types {
+	const char *key;
+	const char *value;
+};
+
+/*
+ * A v3 produce body, one record: {"partition_id":…,"headers":[{"name":"h",
+ * "value":"<base64>"}],"key":{"type":…,"data":…},"value":{…},"timestamp":…}.
+ * BINARY data is base64, STRING a string sent as its UTF-8, JSON any JSON sent
+ * as its compact text; timestamp (RFC 3339) becomes the message timestamp,
+ * else now_ms. Errors and *too_large as publish_batch(); *unsupported for a
+ * schema registry format (415).
+ */
+MUST_USE int publish_rp_v3(const char *topic, const char *body, size_t body_len, int64_t now_ms,
+    struct publish_req **out, struct publish_rp_v3_types *types, int *too_large,
+    int *unsupported, char *err, size_t errlen);
+
+/* An RFC 3339 date-time from 1970 on, in ms since the epoch; -1 for anything else. */
+MUST_USE int publish_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
+
+/* --- W3C trace context ------------------------------------------------------ */
+
+/*
+ * Whether s is a traceparent of W3C Trace Context: version 00 exactly
+ * "00-<32 hex>-<16 hex>-<2 hex>", lower-case hex, ids not all zero; a later
+ * version (not ff) may carry more after a "-".
+ */
+int publish_traceparent_valid(const char *s, size_t len);
+
+/*
+ * The request's trace context onto every message of r: one valid
+ * traceparent header becomes the Kafka header "traceparent", and the
+ * tracestate headers (joined with commas) "tracestate" when they are a valid
+ * list of at most 512 bytes. A missing, repeated or malformed traceparent
+ * adds nothing (nor its tracestate): the request is still published. A
+ * message that already has a traceparent header keeps its own. 0, or -1 with
+ * err (out of memory, or *too_large when a message no longer fits a spool
+ * record).
+ */
+MUST_USE int publish_trace(struct publish_req *r, const struct publish_http_hdr *hdrs,
+    size_t nhdrs, int *too_large, char *err, size_t errlen);
+
 #endif
