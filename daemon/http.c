@@ -13,6 +13,11 @@
  *   ANSWER  that thread stored the answer and resumed the connection; the
  *           handler runs again and queues it.
  *
+ * Kafka REST Proxy's produce paths (v2 /topics/{t}, v3
+ * /v3/clusters/{c}/topics/{t}/records) take the same states: publish turns
+ * their bodies into the records of a native batch, and only the answer and
+ * the error bodies take REST Proxy's shapes.
+ *
  * A request object is touched by one thread at a time: the thread that holds
  * it hands it on (topics_query, spool_submit, producer_wait) and does not
  * touch it again; the last one resumes the connection.

@@ -1,9 +1,13 @@
 /*
- * fuzz_publish_batch: publish_batch() on arbitrary bodies.
+ * fuzz_publish_batch: every parser of a publish body on arbitrary bodies:
+ * publish_batch(), publish_rp_v2() in each embedded format and
+ * publish_rp_v3(), each result then given the trace context by
+ * publish_trace().
  *
  * Any input must give either a batch whose every message is well formed (a
- * value, the topic, an ackd-id header equal to its id, ids increasing) or -1
- * with a non-empty error; anything else aborts. Sanitizers catch the rest.
+ * value, the topic, an ackd-id header equal to its id, ids increasing, the
+ * trace context headers once) or -1 with a non-empty error; anything else
+ * aborts. Sanitizers catch the rest.
  *
  * With libFuzzer:
  *   clang -g -fsanitize=fuzzer,address,undefined \
@@ -36,35 +40,56 @@ static void check(int ok, const char *what)
 	}
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	struct publish_req *r = NULL;
-	int too_many = -1;
-	char err[256];
+#define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-	err[0] = '\0';
-	if (publish_batch("fuzz", (const char *)data, size, FUZZ_MAX_RECORDS, 1, &r, &too_many, err,
-		sizeof(err)) != 0) {
+static size_t hdr_count(const struct spool_msg *m, const char *name)
+{
+	size_t n = 0;
+
+	for (size_t h = 0; h < m->nhdrs; h++)
+		n += m->hdrs[h].name_len == strlen(name) &&
+		    memcmp(m->hdrs[h].name, name, strlen(name)) == 0;
+	return n;
+}
+
+/* The outcome of one parser: rc and r as it returned them. */
+static void check_req(int rc, struct publish_req *r, int too_large, const char *err,
+    int fixed_ts)
+{
+	static const struct publish_http_hdr trace[] = { { "traceparent", TRACEPARENT },
+		{ "tracestate", "a=1" } };
+	char terr[256];
+	int big = -1;
+
+	if (rc != 0) {
 		check(r == NULL, "result on failure");
 		check(err[0] != '\0', "empty error message");
-		check(too_many == 0 || too_many == 1, "too_many not set");
-		return 0;
+		check(too_large == 0 || too_large == 1, "too_large not set");
+		return;
 	}
 	check(r != NULL && r->n >= 1 && r->n <= FUZZ_MAX_RECORDS, "record count");
-	check(too_many == 0, "too_many on success");
+	check(too_large == 0, "too_large on success");
+	terr[0] = '\0';
+	if (publish_trace(r, trace, 2, &big, terr, sizeof(terr)) != 0)
+		check(terr[0] != '\0' && big == 1, "trace context refused without a reason");
 	for (size_t i = 0; i < r->n; i++) {
 		const struct spool_msg *m = &r->msgs[i];
-		const struct spool_hdr *id = &m->hdrs[m->nhdrs - 1];
 
 		check(m->value != NULL, "value");
 		check(m->topic_len == 4 && memcmp(m->topic, "fuzz", 4) == 0, "topic");
 		check(m->partition >= -1, "partition");
-		check(m->timestamp_ms == 1, "timestamp");
-		check(m->nhdrs >= 1 && id->name_len == 7 && memcmp(id->name, "ackd-id", 7) == 0,
-		    "ackd-id header");
-		check(id->value_len == PUBLISH_ID_LEN &&
-			  memcmp(id->value, r->ids[i], PUBLISH_ID_LEN) == 0,
-		    "ackd-id value");
+		check(!fixed_ts || m->timestamp_ms == 1, "timestamp");
+		check(m->timestamp_ms >= 0, "timestamp before 1970");
+		check(hdr_count(m, "ackd-id") == 1, "ackd-id header");
+		check(hdr_count(m, "traceparent") <= 1 && hdr_count(m, "tracestate") <= 1,
+		    "trace context headers");
+		for (size_t h = 0; h < m->nhdrs; h++) {
+			const struct spool_hdr *id = &m->hdrs[h];
+			if (id->name_len == 7 && memcmp(id->name, "ackd-id", 7) == 0)
+				check(id->value_len == PUBLISH_ID_LEN &&
+					  memcmp(id->value, r->ids[i], PUBLISH_ID_LEN) == 0,
+				    "ackd-id value");
+		}
 		check(i == 0 || strcmp(r->ids[i - 1], r->ids[i]) < 0, "ids increasing");
 		/* Touch every byte so the sanitizers see each pointer is sound. */
 		volatile unsigned sum = 0;
@@ -82,5 +107,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		(void)sum;
 	}
 	publish_req_free(r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const enum publish_rp_format formats[] = { PUBLISH_RP_JSON, PUBLISH_RP_BINARY,
+		PUBLISH_RP_TEXT };
+	const char *body = (const char *)data;
+	struct publish_rp_v3_types types;
+	struct publish_req *r = NULL;
+	int too_large = -1, unsupported = -1, rc;
+	char err[256];
+
+	err[0] = '\0';
+	rc = publish_batch("fuzz", body, size, FUZZ_MAX_RECORDS, 1, &r, &too_large, err,
+	    sizeof(err));
+	check_req(rc, r, too_large, err, 1);
+	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
+		r = NULL;
+		too_large = -1;
+		err[0] = '\0';
+		rc = publish_rp_v2("fuzz", formats[f], body, size, FUZZ_MAX_RECORDS, 1, &r,
+		    &too_large, err, sizeof(err));
+		check_req(rc, r, too_large, err, 1);
+	}
+	r = NULL;
+	too_large = -1;
+	err[0] = '\0';
+	rc = publish_rp_v3("fuzz", body, size, 1, &r, &types, &too_large, &unsupported, err,
+	    sizeof(err));
+	check(unsupported == 0 || (rc != 0 && unsupported == 1), "unsupported");
+	check(rc != 0 || types.value != NULL, "v3 value type");
+	check_req(rc, r, too_large, err, 0);
 	return 0;
 }

@@ -1,9 +1,12 @@
 """W3C Trace Context on webhook requests (docs/webhooks.md): a
 message's traceparent and tracestate Kafka headers go out as request headers
 of the same names, so a trace runs from the publisher to the receiver.
-Against a real Kafka broker and the in-process webhook sink.
+Against a real Kafka broker and the in-process webhook sink; the last test
+runs the whole way, from a publish request to ackd through Kafka to the
+webhook (docs/http-api.md, "Trace context").
 """
 
+import json
 import urllib.parse
 
 from test_webhook import (DELIVERY_TIMEOUT, end_offsets, new_topic, produce_all, start_ackd,
@@ -52,4 +55,41 @@ def test_trace_context_headers_reach_the_endpoint(kafka, ackd, webhook_sink):
     assert broken.header("ackd-header-traceparent") == "00-ab%0D%0AX-Injected%3A%201"
 
     assert reqs[b"twice"].headers.get_all("tracestate") == ["a=1"]
+    wait_committed(kafka, sub["group"], topic, end_offsets(kafka, topic))
+
+
+def test_trace_context_runs_from_the_publisher_to_the_webhook(ackd, kafka, webhook_sink):
+    topic = new_topic(kafka)
+    sub = subscription(topic, webhook_sink)
+    daemon = start_ackd(ackd, sub)
+    other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    trace = {"traceparent": TRACEPARENT, "tracestate": TRACESTATE}
+
+    single = daemon.http.post(f"/v1/topics/{topic}", body=b"single", headers=trace)
+    batch = daemon.unix.post(f"/v1/topics/{topic}/records",
+                             body=json.dumps({"records": [{"value": "batch"}]}).encode(),
+                             headers={"Content-Type": "application/json",
+                                      "traceparent": other})
+    v2 = daemon.http.post(f"/topics/{topic}",
+                          body=json.dumps({"records": [{"value": "djI="}]}).encode(),
+                          headers={"Content-Type": "application/vnd.kafka.binary.v2+json",
+                                   **trace})
+    v3 = daemon.http.post(f"/v3/clusters/c/topics/{topic}/records",
+                          body=json.dumps({"value": {"type": "STRING", "data": "v3"}}).encode(),
+                          headers={"Content-Type": "application/json", **trace})
+    bad = daemon.http.post(f"/v1/topics/{topic}", body=b"bad",
+                           headers={"traceparent": "00-xyz", "tracestate": TRACESTATE})
+    for r in (single, batch, v2, v3, bad):
+        assert r.status == 200, (r.status, r.body)
+
+    reqs = {r.body: r for r in webhook_sink.wait_for(5, timeout=DELIVERY_TIMEOUT)}
+
+    for body in (b"single", b"v2", b"v3"):
+        assert reqs[body].header("traceparent") == TRACEPARENT, body
+        assert reqs[body].header("tracestate") == TRACESTATE, body
+    assert reqs[b"batch"].header("traceparent") == other
+    assert reqs[b"batch"].header("tracestate") is None
+    # an invalid traceparent was not stored: nothing to send on
+    assert reqs[b"bad"].header("traceparent") is None
+    assert reqs[b"bad"].header("tracestate") is None
     wait_committed(kafka, sub["group"], topic, end_offsets(kafka, topic))

@@ -3,7 +3,10 @@
  * topic and partition rules, ids, the single message with its headers, and
  * the JSON batch with the exact bytes each record becomes and the error each
  * bad record gets; a record the spool could not hold is refused here, never
- * left out later; and client bytes quoted in errors are valid UTF-8.
+ * left out later; and client bytes quoted in errors are valid UTF-8. The
+ * Kafka REST Proxy v2 and v3 bodies (the documentation's examples among
+ * them) with the bytes they become and their errors, RFC 3339 timestamps,
+ * and which W3C trace context headers are stored.
  */
 #include "config.h"
 
@@ -939,6 +942,409 @@ static void test_utf8_clean(void **state)
 	assert_int_equal(utf8_clean(out, 0, "abc", 3), 0);
 }
 
+
+/* --- Kafka REST Proxy ------------------------------------------------------------ */
+
+static struct publish_req *v2_ok(enum publish_rp_format fmt, const char *body)
+{
+	struct publish_req *r = NULL;
+	int big = -1;
+	char err[256] = "";
+
+	if (publish_rp_v2("t", fmt, body, strlen(body), 100, 1700000000000, &r, &big, err,
+		sizeof(err)) != 0)
+		fail_msg("v2 failed: %s; body %s", err, body);
+	assert_int_equal(big, 0);
+	return r;
+}
+
+static void v2_err(enum publish_rp_format fmt, const char *body, const char *want)
+{
+	struct publish_req *r = (struct publish_req *)1;
+	int big = -1;
+	char err[256] = "";
+
+	assert_int_equal(publish_rp_v2("t", fmt, body, strlen(body), 100, 0, &r, &big, err,
+			     sizeof(err)),
+	    -1);
+	assert_null(r);
+	assert_int_equal(big, 0);
+	assert_string_equal(err, want);
+}
+
+static void test_rp_v2_format(void **state)
+{
+	enum publish_rp_format f = PUBLISH_RP_TEXT;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(publish_rp_v2_format("application/vnd.kafka.json.v2+json", &f, err,
+			     sizeof(err)), 0);
+	assert_int_equal(f, PUBLISH_RP_JSON);
+	assert_int_equal(publish_rp_v2_format("Application/VND.Kafka.Binary.V2+JSON; charset=utf-8",
+			     &f, err, sizeof(err)), 0);
+	assert_int_equal(f, PUBLISH_RP_BINARY);
+	assert_int_equal(publish_rp_v2_format("application/vnd.kafka.text.v2+json", &f, err,
+			     sizeof(err)), 0);
+	assert_int_equal(f, PUBLISH_RP_TEXT);
+	assert_int_equal(publish_rp_v2_format("application/vnd.kafka.avro.v2+json", &f, err,
+			     sizeof(err)), -1);
+	assert_non_null(strstr(err, "the avro embedded format needs a schema registry"));
+	assert_int_equal(publish_rp_v2_format("application/vnd.kafka.jsonschema.v2+json", &f, err,
+			     sizeof(err)), -1);
+	assert_non_null(strstr(err, "jsonschema"));
+	const char *others[] = { NULL, "", "application/json", "application/vnd.kafka.v2+json",
+		"application/vnd.kafka.json.v1+json", "application/vnd.kafka..v2+json",
+		"application/vnd.kafka.jsonx.v2+json" };
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		assert_int_equal(publish_rp_v2_format(others[i], &f, err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "application/vnd.kafka.binary.v2+json"));
+	}
+}
+
+/* REST Proxy's documented examples become the bytes a JSON consumer reads. */
+static void test_rp_v2_examples(void **state)
+{
+	struct publish_req *r;
+
+	(void)state;
+	r = v2_ok(PUBLISH_RP_BINARY, "{\"records\":[{\"key\":\"a2V5\",\"value\":\"Y29uZmx1ZW50\"},"
+				     "{\"value\":\"a2Fma2E=\",\"partition\":1},{\"value\":\"bG9ncw==\"}]}");
+	assert_int_equal(r->n, 3);
+	assert_str_bytes(r->msgs[0].key, r->msgs[0].key_len, "key");
+	assert_str_bytes(r->msgs[0].value, r->msgs[0].value_len, "confluent");
+	assert_int_equal(r->msgs[0].partition, -1);
+	assert_null(r->msgs[1].key);
+	assert_int_equal(r->msgs[1].partition, 1);
+	assert_str_bytes(r->msgs[2].value, r->msgs[2].value_len, "logs");
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(r->msgs[i].nhdrs, 1);
+		assert_int_equal(r->msgs[i].timestamp_ms, 1700000000000);
+	}
+	publish_req_free(r);
+
+	r = v2_ok(PUBLISH_RP_JSON, "{\"records\":[{\"key\":\"somekey\",\"value\":{\"foo\": \"bar\"}},"
+				   "{\"value\":[ \"foo\", \"bar\" ],\"partition\":1},{\"value\":53.5},"
+				   "{\"key\":null,\"value\":\"s\"}],\"value_schema_id\":null}");
+	assert_int_equal(r->n, 4);
+	assert_str_bytes(r->msgs[0].key, r->msgs[0].key_len, "\"somekey\"");
+	assert_str_bytes(r->msgs[0].value, r->msgs[0].value_len, "{\"foo\":\"bar\"}");
+	assert_str_bytes(r->msgs[1].value, r->msgs[1].value_len, "[\"foo\",\"bar\"]");
+	assert_str_bytes(r->msgs[2].value, r->msgs[2].value_len, "53.5");
+	assert_null(r->msgs[3].key);
+	assert_str_bytes(r->msgs[3].value, r->msgs[3].value_len, "\"s\"");
+	publish_req_free(r);
+
+	r = v2_ok(PUBLISH_RP_TEXT, "{\"records\":[{\"key\":\"k\",\"value\":\"plain\",\"headers\":"
+				   "[{\"key\":\"h\",\"value\":\"AAE=\"}]}]}");
+	assert_str_bytes(r->msgs[0].key, r->msgs[0].key_len, "k");
+	assert_str_bytes(r->msgs[0].value, r->msgs[0].value_len, "plain");
+	size_t len = 0;
+	const char *v = hdr_get(&r->msgs[0], "h", &len);
+	assert_bytes(v, len, "\x00\x01", 2);
+	publish_req_free(r);
+}
+
+static void test_rp_v2_errors(void **state)
+{
+	(void)state;
+	v2_err(PUBLISH_RP_BINARY, "{\"records\":[{\"value\":\"a2V5\"},{\"value\":\"a2V\"}]}",
+	    "records[1].value: not a base64 string");
+	v2_err(PUBLISH_RP_BINARY, "{\"records\":[{\"key\":7,\"value\":\"a2V5\"}]}",
+	    "records[0].key: not a base64 string");
+	v2_err(PUBLISH_RP_JSON, "{\"records\":[{\"value\":null}]}",
+	    "records[0].value: missing or null; ackd does not publish null values (tombstones)");
+	v2_err(PUBLISH_RP_JSON, "{\"records\":[{\"key\":1}]}",
+	    "records[0].value: missing or null; ackd does not publish null values (tombstones)");
+	v2_err(PUBLISH_RP_TEXT, "{\"records\":[{\"value\":1}]}", "records[0].value: not a string");
+	v2_err(PUBLISH_RP_JSON, "{\"records\":[{\"value\":1,\"offset\":2}]}",
+	    "records[0]: unknown field \"offset\"");
+	v2_err(PUBLISH_RP_JSON, "{\"records\":[{\"value\":1,\"partition\":\"1\"}]}",
+	    "records[0].partition: not an integer in 0..2147483647");
+	v2_err(PUBLISH_RP_JSON, "{\"records\":[{\"value\":1}],\"value_schema_id\":3}",
+	    "value_schema_id: schemas need a schema registry, which ackd does not have");
+	v2_err(PUBLISH_RP_JSON, "{\"records\":[]}", "records: empty array");
+	v2_err(PUBLISH_RP_JSON, "{\"record\":[]}", "unknown field \"record\"");
+	v2_err(PUBLISH_RP_JSON, "[1]", "body is not a json object with a records array");
+	v2_err(PUBLISH_RP_TEXT, "{\"records\":[{\"value\":\"v\",\"headers\":[{\"key\":\"ackd-id\","
+				"\"value\":\"AAE=\"}]}]}",
+	    "records[0].headers[0] \"ackd-id\": ackd-id is set by ackd");
+
+	struct publish_req *r = (struct publish_req *)1;
+	int big = 0;
+	char err[256];
+	const char *body = "{\"records\":[{\"value\":1},{\"value\":2},{\"value\":3}]}";
+	assert_int_equal(publish_rp_v2("t", PUBLISH_RP_JSON, body, strlen(body), 2, 0, &r,
+			     &big, err, sizeof(err)), -1);
+	assert_int_equal(big, 1);
+	assert_string_equal(err, "records: 3 records, over the limit of 2");
+}
+
+static struct publish_req *v3_run(const char *body, struct publish_rp_v3_types *types,
+    int *big, int *unsupported, char *err, size_t errlen)
+{
+	struct publish_req *r = NULL;
+
+	if (publish_rp_v3("t", body, strlen(body), 1700000000000, &r, types, big,
+		unsupported, err, errlen) < 0)
+		assert_null(r);
+	return r;
+}
+
+static void v3_err(const char *body, int want_unsupported, const char *want)
+{
+	struct publish_rp_v3_types types;
+	int big = -1, unsupported = -1;
+	char err[256] = "";
+
+	assert_null(v3_run(body, &types, &big, &unsupported, err, sizeof(err)));
+	assert_int_equal(big, 0);
+	assert_int_equal(unsupported, want_unsupported);
+	assert_string_equal(err, want);
+}
+
+static void test_rp_v3(void **state)
+{
+	struct publish_rp_v3_types types;
+	int big = -1, unsupported = -1;
+	char err[256] = "";
+	struct publish_req *r;
+	size_t len = 0;
+	const char *v;
+
+	(void)state;
+	/* The documentation's binary_and_json example. */
+	r = v3_run("{\"partition_id\":1,\"headers\":[{\"name\":\"Header-1\",\"value\":"
+		   "\"SGVhZGVyLTE=\"},{\"name\":\"Header-2\",\"value\":\"SGVhZGVyLTI=\"}],"
+		   "\"key\":{\"type\":\"BINARY\",\"data\":\"Zm9vYmFy\"},\"value\":{\"type\":\"JSON\","
+		   "\"data\":{\"foo\":\"bar\"}},\"timestamp\":\"2021-02-05T19:14:42Z\"}",
+	    &types, &big, &unsupported, err, sizeof(err));
+	if (r == NULL)
+		fail_msg("%s", err);
+	assert_string_equal(types.key, "BINARY");
+	assert_string_equal(types.value, "JSON");
+	assert_int_equal(r->n, 1);
+	assert_str_bytes(r->msgs[0].key, r->msgs[0].key_len, "foobar");
+	assert_str_bytes(r->msgs[0].value, r->msgs[0].value_len, "{\"foo\":\"bar\"}");
+	assert_int_equal(r->msgs[0].partition, 1);
+	assert_int_equal(r->msgs[0].timestamp_ms, 1612552482000);
+	v = hdr_get(&r->msgs[0], "Header-2", &len);
+	assert_str_bytes(v, len, "Header-2");
+	assert_int_equal(r->msgs[0].nhdrs, 3);
+	publish_req_free(r);
+
+	/* STRING, no key, no timestamp: now. A null header value is an empty one. */
+	r = v3_run("{\"value\":{\"type\":\"STRING\",\"data\":\"My message\"},\"key\":null,"
+		   "\"headers\":[{\"name\":\"e\",\"value\":null}]}",
+	    &types, &big, &unsupported, err, sizeof(err));
+	assert_non_null(r);
+	assert_null(types.key);
+	assert_string_equal(types.value, "STRING");
+	assert_null(r->msgs[0].key);
+	assert_int_equal(r->msgs[0].partition, -1);
+	assert_int_equal(r->msgs[0].timestamp_ms, 1700000000000);
+	v = hdr_get(&r->msgs[0], "e", &len);
+	assert_non_null(v);
+	assert_int_equal(len, 0);
+	publish_req_free(r);
+
+	v3_err("{\"value\":{\"type\":\"AVRO\",\"subject\":\"s\",\"data\":\"x\"}}", 1,
+	    "value.type: AVRO needs a schema registry, which ackd does not have; use BINARY, "
+	    "JSON or STRING");
+	v3_err("{\"key\":{\"schema_id\":1,\"data\":1000},\"value\":{\"type\":\"JSON\",\"data\":1}}",
+	    1, "key: a schema (no type, or subject or schema fields) needs a schema registry, "
+	       "which ackd does not have; use type BINARY, JSON or STRING");
+	v3_err("{\"value\":{\"type\":\"BINARY\",\"data\":1}}", 0, "value.data: not a base64 string");
+	v3_err("{\"value\":{\"type\":\"JSON\",\"data\":null}}", 0,
+	    "value.data: missing or null; ackd does not publish null values (tombstones)");
+	v3_err("{\"key\":{\"type\":\"STRING\",\"data\":\"k\"}}", 0,
+	    "value: missing or null; ackd does not publish null values (tombstones)");
+	v3_err("{\"value\":{\"type\":\"STRING\",\"data\":\"v\"},\"partition_id\":-1}", 0,
+	    "partition_id: not an integer in 0..2147483647");
+	v3_err("{\"value\":{\"type\":\"STRING\",\"data\":\"v\"},\"timestamp\":1}", 0,
+	    "timestamp: not an RFC 3339 date-time from 1970 on");
+	v3_err("{\"value\":{\"type\":\"STRING\",\"data\":\"v\"},\"headers\":[{\"name\":\"h\"},"
+	       "{\"name\":\"h\"}]}",
+	    0, "headers[1] \"h\": given twice; ackd keeps one value per header name");
+	v3_err("{\"value\":{\"type\":\"STRING\",\"data\":\"v\"},\"headers\":{}}", 0,
+	    "headers: not an array");
+	v3_err("{\"value\":{\"type\":\"STRING\",\"data\":\"v\"},\"id\":\"1\"}", 0,
+	    "unknown field \"id\"");
+	v3_err("{\"value\":{\"type\":\"string\",\"data\":\"v\"}}", 0,
+	    "value.type: \"string\" is not BINARY, JSON or STRING");
+}
+
+static void test_rfc3339(void **state)
+{
+	int64_t ms = -1;
+
+	(void)state;
+	assert_int_equal(publish_parse_rfc3339("2021-02-05T19:14:42Z", 20, &ms), 0);
+	assert_int_equal(ms, 1612552482000);
+	assert_int_equal(publish_parse_rfc3339("2021-02-05T19:14:42.3049Z", 25, &ms), 0);
+	assert_int_equal(ms, 1612552482304);
+	assert_int_equal(publish_parse_rfc3339("2021-02-05T20:14:42.5+01:00", 27, &ms), 0);
+	assert_int_equal(ms, 1612552482500);
+	assert_int_equal(publish_parse_rfc3339("1970-01-01t00:00:00z", 20, &ms), 0);
+	assert_int_equal(ms, 0);
+	assert_int_equal(publish_parse_rfc3339("2024-02-29T00:00:00Z", 20, &ms), 0);
+	assert_int_equal(ms, 1709164800000);
+	const char *bad[] = { "2021-02-05", "2021-02-05T19:14:42", "2023-02-29T00:00:00Z",
+		"2021-13-01T00:00:00Z", "2021-02-05T24:00:00Z", "1969-12-31T23:59:59Z",
+		"1970-01-01T00:00:00+01:00", "2021-02-05T19:14:42.Z", "2021-02-05 19:14:42Z",
+		"2021-02-05T19:14:42+0100", "2021-02-05T19:14:42Zx", "+021-02-05T19:14:42Z" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (publish_parse_rfc3339(bad[i], strlen(bad[i]), &ms) == 0)
+			fail_msg("%s parsed", bad[i]);
+}
+
+/* --- trace context ----------------------------------------------------------------- */
+
+#define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+static void test_traceparent_valid(void **state)
+{
+	(void)state;
+	const char *good[] = { TP, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-the-future-holds" };
+	const char *bad[] = { "", "00", TP "-", TP "0",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+		"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-a b" };
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (!publish_traceparent_valid(good[i], strlen(good[i])))
+			fail_msg("%s refused", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (publish_traceparent_valid(bad[i], strlen(bad[i])))
+			fail_msg("%s accepted", bad[i]);
+}
+
+/* The single message of body "v" after publish_trace() with hdrs. */
+static struct publish_req *traced(const struct publish_http_hdr *hdrs, size_t n)
+{
+	struct publish_req *r = NULL;
+	char err[256];
+	int big = -1;
+
+	assert_int_equal(publish_single("t", NULL, 0, -1, hdrs, n, "v", 1, 0, &r, &too_large, err,
+			     sizeof(err)), 0);
+	assert_int_equal(publish_trace(r, hdrs, n, &big, err, sizeof(err)), 0);
+	assert_int_equal(big, 0);
+	return r;
+}
+
+static void test_trace_headers(void **state)
+{
+	struct publish_req *r;
+	size_t len = 0;
+	const char *v;
+
+	(void)state;
+	/* Both, the tracestate headers joined into one list. */
+	struct publish_http_hdr both[] = { { "TraceParent", TP }, { "tracestate", "a=1" },
+		{ "Host", "x" }, { "tracestate", "b=2, c=3" }, { "tracestate", "" } };
+	r = traced(both, 5);
+	v = hdr_get(&r->msgs[0], "traceparent", &len);
+	assert_str_bytes(v, len, TP);
+	v = hdr_get(&r->msgs[0], "tracestate", &len);
+	assert_str_bytes(v, len, "a=1,b=2, c=3");
+	assert_int_equal(r->msgs[0].nhdrs, 3);
+	publish_req_free(r);
+
+	/* Two traceparents, a bad one, or none: nothing, tracestate neither. */
+	struct publish_http_hdr two[] = { { "traceparent", TP }, { "traceparent", TP },
+		{ "tracestate", "a=1" } };
+	struct publish_http_hdr badtp[] = { { "traceparent", "00-1-2-3" }, { "tracestate", "a=1" } };
+	struct publish_http_hdr none[] = { { "tracestate", "a=1" } };
+	struct {
+		struct publish_http_hdr *h;
+		size_t n;
+	} nothing[] = { { two, 3 }, { badtp, 2 }, { none, 1 } };
+	for (size_t i = 0; i < 3; i++) {
+		r = traced(nothing[i].h, nothing[i].n);
+		assert_null(hdr_get(&r->msgs[0], "traceparent", NULL));
+		assert_null(hdr_get(&r->msgs[0], "tracestate", NULL));
+		assert_int_equal(r->msgs[0].nhdrs, 1);
+		publish_req_free(r);
+	}
+
+	/* A bad tracestate is left out, the traceparent kept. */
+	char longstate[600];
+	memset(longstate, 'v', sizeof(longstate) - 1);
+	memcpy(longstate, "k=", 2);
+	longstate[sizeof(longstate) - 1] = '\0';
+	const char *badstates[] = { "novalue", "=v", "k=", "a=1,b", "a=\x01", longstate };
+	for (size_t i = 0; i < sizeof(badstates) / sizeof(badstates[0]); i++) {
+		struct publish_http_hdr h[] = { { "traceparent", TP }, { "tracestate", badstates[i] } };
+		r = traced(h, 2);
+		assert_non_null(hdr_get(&r->msgs[0], "traceparent", NULL));
+		if (hdr_get(&r->msgs[0], "tracestate", NULL) != NULL)
+			fail_msg("tracestate %s kept", badstates[i]);
+		publish_req_free(r);
+	}
+
+	/* The message's own traceparent (Kafka-Header-) wins, with its own tracestate. */
+	struct publish_http_hdr own[] = { { "traceparent", TP }, { "tracestate", "a=1" },
+		{ "Kafka-Header-traceparent", "mine" } };
+	r = traced(own, 3);
+	v = hdr_get(&r->msgs[0], "traceparent", &len);
+	assert_str_bytes(v, len, "mine");
+	assert_null(hdr_get(&r->msgs[0], "tracestate", NULL));
+	publish_req_free(r);
+
+	/* Every message of a batch, except the one with its own. */
+	const char *body = "{\"records\":[{\"value\":\"a\"},{\"value\":\"b\",\"headers\":"
+			   "{\"traceparent\":\"x\",\"tracestate\":\"y=1\"}},{\"value\":\"c\"}]}";
+	struct publish_http_hdr hb[] = { { "traceparent", TP }, { "tracestate", "a=1" } };
+	char err[256];
+	int big = -1;
+	r = batch_ok(body);
+	assert_int_equal(publish_trace(r, hb, 2, &big, err, sizeof(err)), 0);
+	for (size_t i = 0; i < 3; i++) {
+		v = hdr_get(&r->msgs[i], "traceparent", &len);
+		assert_str_bytes(v, len, i == 1 ? "x" : TP);
+		v = hdr_get(&r->msgs[i], "tracestate", &len);
+		assert_str_bytes(v, len, i == 1 ? "y=1" : "a=1");
+		v = hdr_get(&r->msgs[i], "ackd-id", &len);
+		assert_str_bytes(v, len, r->ids[i]);
+	}
+	publish_req_free(r);
+}
+
+/* A message that fits only without the trace context is a 413, not a record cut short. */
+static void test_trace_over_spool_limit(void **state)
+{
+	struct publish_req *r = NULL;
+	struct publish_http_hdr h[] = { { "traceparent", TP } };
+	size_t n = SPOOL_REC_MAX_PAYLOAD;
+	char *body = malloc(n);
+	char err[256];
+	int big = 0;
+
+	(void)state;
+	assert_non_null(body);
+	/* The largest value that fits with the topic and ackd-id. */
+	while (n > 0) {
+		if (publish_single("t", NULL, 0, -1, NULL, 0, body, n, 0, &r, &big, err,
+			sizeof(err)) == 0)
+			break;
+		n -= n > SPOOL_REC_MAX_PAYLOAD - 256 ? 1 : n;
+	}
+	assert_non_null(r);
+	assert_int_equal(publish_trace(r, h, 1, &big, err, sizeof(err)), -1);
+	assert_int_equal(big, 1);
+	assert_non_null(strstr(err, "trace context"));
+	publish_req_free(r);
+	free(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -965,6 +1371,14 @@ int main(void)
 	    cmocka_unit_test(test_single_header_names),
 	    cmocka_unit_test(test_error_names_are_clean_utf8),
 	    cmocka_unit_test(test_utf8_clean),
+	    cmocka_unit_test(test_rp_v2_format),
+	    cmocka_unit_test(test_rp_v2_examples),
+	    cmocka_unit_test(test_rp_v2_errors),
+	    cmocka_unit_test(test_rp_v3),
+	    cmocka_unit_test(test_rfc3339),
+	    cmocka_unit_test(test_traceparent_valid),
+	    cmocka_unit_test(test_trace_headers),
+	    cmocka_unit_test(test_trace_over_spool_limit),
 	    /* Last: it moves the id clock to the end of time. */
 	    cmocka_unit_test(test_id_time_encoding),
 	};
