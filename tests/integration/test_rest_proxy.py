@@ -575,3 +575,37 @@ def test_trace_context_edge_cases(ackd, kafka, via):
     assert trace_headers(records[b"own-b"]) == {"traceparent": later.encode()}
     assert trace_headers(records[b"req-b"]) == {"traceparent": TRACEPARENT.encode(),
                                                 "tracestate": TRACESTATE.encode()}
+
+
+def test_records_kafka_rejects_for_good_get_rest_proxy_errors(ackd, kafka, via):
+    client = client_of(ackd(), via)
+    topic = unique_topic("rp-reject")
+    kafka.create_topic(topic, configs={"max.message.bytes": 1024})
+    big = base64.b64encode(b"x" * 4096).decode()
+
+    # v2: the big record's entry carries REST Proxy's Kafka error, the others
+    # are delivered; the status stays 200, as with REST Proxy.
+    r = post_v2(client, topic, {"records": [{"value": "c21hbGwtMA==", "partition": 0},
+                                            {"value": big, "partition": 0},
+                                            {"value": "c21hbGwtMg==", "partition": 0}]})
+    assert r.status == 200, (r.status, r.body)
+    doc = r.json()
+    same_shape(doc, V2_RESPONSE)
+    first, failed, last = doc["offsets"]
+    assert failed["partition"] is None and failed["offset"] is None, failed
+    assert failed["error_code"] == 50002, failed
+    assert "Message size too large" in failed["error"], failed
+    for entry in (first, last):
+        assert entry["error_code"] is None and isinstance(entry["offset"], int), entry
+
+    # v3: the error a native single publish gets, in the v3 shape.
+    r = post_v3(client, topic, {"value": {"type": "BINARY", "data": big}})
+    message = assert_rp_error(r, 413, 413, v2=False)
+    assert "Message size too large" in message and "failed/" in message
+
+    # (in either order: Kafka refused the record batch the three shared, and
+    # the two small ones were produced again)
+    records = wait_records(kafka, topic, 2)
+    assert sorted(r.value for r in records) == [b"small-0", b"small-2"]
+    assert {(r.partition, r.offset) for r in records} == \
+        {(e["partition"], e["offset"]) for e in (first, last)}
