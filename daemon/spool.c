@@ -253,6 +253,8 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 		snprintf(err, errlen, "spool %s: cannot create failed/: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
+	sp->on_key = opts->on_key;
+	sp->on_key_arg = opts->on_key_arg;
 	if (failed_repair(sp, err, errlen) < 0 || spool_recover(sp, err, errlen) < 0)
 		goto fail;
 	sp->run_first_seq = sp->next_seq;

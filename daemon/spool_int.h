@@ -192,6 +192,8 @@ struct spool {
 	int64_t fsync_interval_ms;
 	uint64_t max_bytes;
 	uint64_t segment_bytes;
+	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k); /* at open only */
+	void *on_key_arg;
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake;

@@ -72,6 +72,10 @@ int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq, struct 
 			continue;
 		if (item.h.seq > cur_seq)
 			break;
+		if (item.h.type == SPOOL_REC_KEY) {
+			ack_mark(sp, seg, cur_seq, false); /* no message: nothing to read */
+			return 0;
+		}
 		enum spool_rec_status st;
 		*out = it_rec_copy(&item, &st);
 		if (*out)
@@ -163,6 +167,11 @@ int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out)
 				continue;
 			if ((item.h.flags & SPOOL_REC_F_COPY) && s >= sp->run_first_seq)
 				continue; /* its original was handed out in this run */
+			if (item.h.type == SPOOL_REC_KEY) {
+				/* Nothing to produce: the key table read it at open or submit. */
+				ack_mark(sp, seg, s, false);
+				continue;
+			}
 			*out = it_rec_copy(&item, &st);
 			if (!*out && st == SPOOL_REC_OK) {
 				/* Out of memory: read this record again next time. */
