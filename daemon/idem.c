@@ -526,12 +526,13 @@ void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t 
 	pthread_mutex_unlock(&t->mu);
 }
 
-void idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offset)
+int idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offset)
 {
 	struct pend *p;
+	int found = 0;
 
 	if (atomic_load_explicit(&t->npending, memory_order_relaxed) == 0)
-		return;
+		return 0;
 	pthread_mutex_lock(&t->mu);
 	if ((p = pend_find(t, seq))) {
 		struct idem_entry *e = p->e;
@@ -543,8 +544,10 @@ void idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t off
 			e->recs[i].offset = offset;
 		}
 		pend_del(t, p);
+		found = 1;
 	}
 	pthread_mutex_unlock(&t->mu);
+	return found;
 }
 
 void idem_stats(struct idem *t, struct idem_stats *out)
@@ -553,5 +556,17 @@ void idem_stats(struct idem *t, struct idem_stats *out)
 	out->keys = t->nkeys;
 	out->bytes = t->bytes + t->nbuckets * sizeof(*t->buckets) +
 	    t->pend_cap * sizeof(*t->pend);
+	pthread_mutex_unlock(&t->mu);
+}
+
+void idem_forget(struct idem *t, const char *scope, const char *topic, const char *key,
+    const unsigned char hash[SPOOL_KEY_HASH_LEN])
+{
+	struct idem_entry *e;
+
+	pthread_mutex_lock(&t->mu);
+	e = lookup(t, key_hash(scope, topic, key), scope, topic, key);
+	if (e && e->state == E_DURABLE && memcmp(e->req, hash, SPOOL_KEY_HASH_LEN) == 0)
+		unlink_entry(t, e);
 	pthread_mutex_unlock(&t->mu);
 }

@@ -89,13 +89,23 @@ void idem_commit(struct idem *t, struct idem_entry *e, const char *ids, size_t n
 void idem_abort(struct idem *t, struct idem_entry *e);
 
 /*
+ * The committed request of this key got a non-2xx after all (Kafka rejected
+ * its single message): forget the key, when it is still that request's.
+ */
+void idem_forget(struct idem *t, const char *scope, const char *topic, const char *key,
+    const unsigned char hash[SPOOL_KEY_HASH_LEN]);
+
+/*
  * A key read back from the spool at start; seq is its KEY record's sequence.
  * Ignored when it expired by now_ms.
  */
 void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t now_ms);
 
-/* Kafka acknowledged spool sequence seq (any record; most are no key's). */
-void idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offset);
+/*
+ * Kafka acknowledged spool sequence seq (any record; most are no key's).
+ * 1 when it was a keyed record waiting for this, else 0.
+ */
+int idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offset);
 
 struct idem_stats {
 	size_t keys;

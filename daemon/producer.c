@@ -44,6 +44,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "idem.h"
 #include "producer.h"
 #include "spool.h"
 #include "util.h"
@@ -80,6 +81,7 @@ struct producer {
 	struct health_loop health;
 	const struct conf *conf;
 	struct spool *sp;
+	struct idem *idem; /* told each delivery; NULL: none */
 	rd_kafka_t *rk;
 	rd_kafka_queue_t *mainq;
 	pthread_t thread;
@@ -389,7 +391,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 			metrics_produce_ack((double)(wall_ms() - accepted) / 1000.0);
 		else if (produced_us >= 0)
 			metrics_produce_ack((double)produced_us / 1e6);
-		spool_ack(p->sp, seq);
+		if (p->idem && idem_delivered(p->idem, seq, m->partition, m->offset))
+			spool_ack_now(p->sp, seq); /* keyed: a restart must not produce it again */
+		else
+			spool_ack(p->sp, seq);
 		atomic_fetch_add(&p->delivered, 1);
 		atomic_store(&p->brokers_up, 1);
 		set_result(p, seq, PRODUCER_DELIVERED, m->partition, m->offset, 0);
@@ -725,13 +730,14 @@ static void commit_hook(void *arg)
 	wakeup_signal(&p->wake);
 }
 
-int producer_start(const struct conf *conf, struct spool *sp, struct producer **out, char *err,
-    size_t errlen)
+int producer_start(const struct conf *conf, struct spool *sp, struct idem *idem,
+    struct producer **out, char *err, size_t errlen)
 {
 	struct producer *p = xcalloc(1, sizeof(*p));
 
 	p->conf = conf;
 	p->sp = sp;
+	p->idem = idem;
 	pthread_mutex_init(&p->lock, NULL);
 	if (wakeup_open(&p->wake) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));

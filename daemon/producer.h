@@ -21,6 +21,7 @@
 #endif
 
 struct spool;
+struct idem;
 struct producer;
 
 enum producer_outcome {
@@ -58,10 +59,11 @@ struct producer_waiter {
 /*
  * Create the producer (librdkafka properties from conf->kafka.producer on top
  * of ackd's: acks=all, idempotence, murmur2_random) and start the kafka loop.
- * conf and sp are borrowed and must outlive the producer.
+ * conf, sp and idem (the Idempotency-Key table, told every delivery; NULL:
+ * none) are borrowed and must outlive the producer.
  */
-MUST_USE int producer_start(const struct conf *conf, struct spool *sp, struct producer **out,
-    char *err, size_t errlen);
+MUST_USE int producer_start(const struct conf *conf, struct spool *sp, struct idem *idem,
+    struct producer **out, char *err, size_t errlen);
 
 /*
  * Stop taking new records, answer every waiter, wait up to flush_ms for

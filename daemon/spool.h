@@ -146,8 +146,22 @@ void spool_rewind(struct spool *sp);
 MUST_USE int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out);
 void spool_rec_free(struct spool_rec *r);
 
+/*
+ * Whether seq is a record in the spool that Kafka has not acknowledged yet
+ * (1), or not (0: acknowledged, failed, lost, or never written). Any thread.
+ */
+int spool_seq_live(struct spool *sp, uint64_t seq);
+
 /* Kafka acknowledged seq: it may be deleted. */
 void spool_ack(struct spool *sp, uint64_t seq);
+
+/*
+ * The same, with the acknowledgement written to the .ack file at once rather
+ * than at the next maintenance (still without fsync): a kill -9 then cannot
+ * make the record be produced again. For records with an Idempotency-Key,
+ * whose client was promised one copy.
+ */
+void spool_ack_now(struct spool *sp, uint64_t seq);
 
 /*
  * Producer thread, housekeeping: write buffered acknowledgements to the .ack

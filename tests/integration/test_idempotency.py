@@ -1,0 +1,345 @@
+"""Idempotency-Key on the publish API (docs/http-api.md, "Idempotency-Key").
+
+    replay        the same request with the same key: the first answer's ids,
+                  Idempotent-Replayed: true, the current status; one message
+    scope         another topic, or the other listener: another key
+    reused        another request with the key: 422 idempotency_key_reused
+    bad key       empty, 256 characters, non-ASCII: 400, nothing written
+    in use        while the first request is being written: 409 with
+                  Retry-After (fdatasync slowed down under strace)
+    failed first  a first request that got a non-2xx did not use up its key
+    batch         one key for a whole batch
+    restart       keys survive SIGTERM and kill -9 restarts
+    ttl           an expired key is free again
+    kill -9       30 rounds: ackd killed with SIGKILL at a varied point of a
+                  request; the client retries with the same key until it
+                  gets an answer; every key ends as one message in Kafka
+
+Every test reads the topic back and counts the copies per key.
+"""
+
+import json
+import random
+import threading
+import time
+import uuid
+
+import pytest
+
+from ackd_proc import Ackd
+from kafka import wait_until
+
+ARRIVAL_TIMEOUT = 30
+
+
+def new_topic(kafka, partitions=1):
+    name = f"idem-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(name, partitions=partitions)
+    return name
+
+
+def post(client, topic, body, ikey=None, headers=None, batch=False, **query):
+    path = f"/v1/topics/{topic}" + ("/records" if batch else "")
+    if query:
+        path += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    hdrs = dict(headers or {})
+    if ikey is not None:
+        hdrs["Idempotency-Key"] = ikey
+    if batch:
+        hdrs["Content-Type"] = "application/json"
+        body = json.dumps({"records": body}).encode()
+    return client.post(path, body=body, headers=hdrs)
+
+
+def assert_error(r, status, code):
+    assert r.status == status, (r.status, r.body)
+    assert r.json()["error"]["code"] == code, r.body
+    assert r.header("Idempotent-Replayed") is None
+
+
+def records_by_value(kafka, topic, expect, timeout=ARRIVAL_TIMEOUT):
+    """Read the topic until it holds at least `expect` records; value -> [records]."""
+    got = {}
+
+    def enough():
+        got.clear()
+        recs = kafka.read_topic(topic, timeout=5)
+        for rec in recs:
+            got.setdefault(rec.value, []).append(rec)
+        return len(recs) >= expect
+
+    wait_until(enough, timeout, f"{expect} records in {topic}")
+    return got
+
+
+def settle(kafka, topic, expect):
+    """The topic's records once nothing more arrives for a second after `expect`."""
+    got = records_by_value(kafka, topic, expect)
+    time.sleep(1.0)
+    return records_by_value(kafka, topic, expect)
+
+
+# --- replays, scope, errors ----------------------------------------------------
+
+@pytest.mark.parametrize("ack", ["kafka", "spool"])
+def test_replay_answers_as_the_first(kafka, ackd, ack):
+    daemon = ackd()
+    topic = new_topic(kafka)
+    first = post(daemon.http, topic, b"hello", ikey="order-1", ack=ack)
+    assert first.status in (200, 202), first.body
+    assert first.header("Idempotent-Replayed") is None
+    body = first.json()
+    if ack == "spool":
+        assert first.status == 202 and body["status"] == "spooled"
+        # The current status: once Kafka acknowledged it, a replay says 200 with the offset.
+        wait_until(lambda: post(daemon.http, topic, b"hello", ikey="order-1",
+                                ack=ack).status == 200, ARRIVAL_TIMEOUT, "a 200 replay")
+    again = post(daemon.http, topic, b"hello", ikey="order-1", ack=ack)
+    assert again.status == 200, again.body
+    assert again.header("Idempotent-Replayed") == "true"
+    rb = again.json()
+    assert rb["id"] == body["id"]
+    assert rb["status"] == "delivered" and rb["topic"] == topic
+    got = settle(kafka, topic, 1)
+    assert len(got[b"hello"]) == 1, got
+    rec = got[b"hello"][0]
+    assert (rb["partition"], rb["offset"]) == (rec.partition, rec.offset)
+    assert rec.header("ackd-id").decode() == body["id"]
+
+
+def test_scope_topic_and_listener(kafka, ackd):
+    daemon = ackd()
+    t1, t2 = new_topic(kafka), new_topic(kafka)
+    a = post(daemon.http, t1, b"x", ikey="k")
+    b = post(daemon.http, t2, b"x", ikey="k")    # another topic: another key
+    c = post(daemon.unix, t1, b"x", ikey="k")    # the other listener: another key
+    d = post(daemon.unix, t1, b"x", ikey="k")    # a repeat on the Unix socket
+    assert [r.status for r in (a, b, c, d)] == [200, 200, 200, 200]
+    assert len({a.json()["id"], b.json()["id"], c.json()["id"]}) == 3
+    assert d.json()["id"] == c.json()["id"] and d.header("Idempotent-Replayed") == "true"
+    assert len(settle(kafka, t1, 2)[b"x"]) == 2
+    assert len(settle(kafka, t2, 1)[b"x"]) == 1
+
+
+def test_scope_token(kafka, ackd):
+    daemon = ackd(config={"auth": {"tokens": [{"token": "secret-one-0123456789"},
+                                              {"token": "secret-two-0123456789"}]}})
+    topic = new_topic(kafka)
+    h1 = {"Authorization": "Bearer secret-one-0123456789"}
+    h2 = {"Authorization": "Bearer secret-two-0123456789"}
+    a = post(daemon.http, topic, b"x", ikey="k", headers=h1)
+    b = post(daemon.unix, topic, b"x", ikey="k", headers=h1)  # same token, other listener
+    c = post(daemon.http, topic, b"x", ikey="k", headers=h2)  # another token
+    assert [a.status, b.status, c.status] == [200, 200, 200]
+    assert b.json()["id"] == a.json()["id"] and b.header("Idempotent-Replayed") == "true"
+    assert c.json()["id"] != a.json()["id"]
+    assert len(settle(kafka, topic, 2)[b"x"]) == 2
+    # The secret is not in the spool: the scope is a hash of it.
+    for f in daemon.spool_dir.glob("seg-*.spool"):
+        assert b"secret-one" not in f.read_bytes()
+
+
+def test_reused_key_is_422(kafka, ackd):
+    daemon = ackd()
+    topic = new_topic(kafka)
+    assert post(daemon.http, topic, b"one", ikey="k").status == 200
+    assert_error(post(daemon.http, topic, b"two", ikey="k"), 422, "idempotency_key_reused")
+    assert_error(post(daemon.http, topic, b"one", ikey="k", partition=0), 422,
+                 "idempotency_key_reused")
+    assert_error(post(daemon.http, topic, b"one", ikey="k", headers={"Kafka-Header-h": "v"}),
+                 422, "idempotency_key_reused")
+    assert_error(post(daemon.http, topic, b"one", ikey="k", key="kk"), 422,
+                 "idempotency_key_reused")
+    got = settle(kafka, topic, 1)
+    assert list(got) == [b"one"] and len(got[b"one"]) == 1
+
+
+@pytest.mark.parametrize("bad", ["", "k" * 256, "caf\u00e9"])
+def test_bad_key_is_400(kafka, ackd, bad):
+    daemon = ackd()
+    topic = new_topic(kafka)
+    r = daemon.http.request("POST", f"/v1/topics/{topic}", body=b"x",
+                            headers={"Idempotency-Key": bad.encode("latin-1")})
+    assert_error(r, 400, "bad_request")
+    assert "Idempotency-Key" in r.json()["error"]["message"]
+    assert post(daemon.http, topic, b"y", ikey="k" * 255).status == 200
+    got = settle(kafka, topic, 1)
+    assert list(got) == [b"y"]
+
+
+def test_in_use_is_409(kafka, ackd_bin, tmp_path):
+    """Every fdatasync takes 1.5 s, so the first request is being written
+    while the second arrives."""
+    daemon = Ackd(ackd_bin, kafka.bootstrap, name="ackd-slow-sync",
+                  wrapper=["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync",
+                           "-e", "inject=fdatasync:delay_exit=1500000"])
+    try:
+        daemon.start(timeout=60)
+        topic = new_topic(kafka)
+        post(daemon.http, topic, b"warm-up", ack="spool")  # the topic is known from here
+        first = {}
+        t = threading.Thread(target=lambda: first.update(
+            r=post(daemon.http, topic, b"x", ikey="k", ack="spool")))
+        t.start()
+        time.sleep(0.5)
+        r = post(daemon.http, topic, b"x", ikey="k", ack="spool")
+        assert_error(r, 409, "idempotency_key_in_use")
+        assert r.header("Retry-After") == "1"
+        t.join(30)
+        assert first["r"].status == 202, first["r"].body
+        again = post(daemon.http, topic, b"x", ikey="k", ack="spool")
+        assert again.status in (200, 202) and again.header("Idempotent-Replayed") == "true"
+        assert again.json()["id"] == first["r"].json()["id"]
+        assert len(settle(kafka, topic, 2)[b"x"]) == 1
+    finally:
+        # Stopping syncs the spool too: give the slowed fdatasyncs their time.
+        daemon.stop(timeout=60)
+        daemon.close()
+
+
+def test_failed_first_request_does_not_use_up_key(kafka, ackd):
+    daemon = ackd()
+    topic = f"idem-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(topic, partitions=1, configs={"max.message.bytes": "2000"})
+    big = b"b" * 5000
+    r = post(daemon.http, topic, big, ikey="k")
+    assert r.status >= 400, r.body          # Kafka rejected it: a non-2xx
+    ok = post(daemon.http, topic, b"small", ikey="k")
+    assert ok.status == 200, ok.body        # the key is free: not 422
+    assert ok.header("Idempotent-Replayed") is None
+    got = settle(kafka, topic, 1)
+    assert list(got) == [b"small"]
+
+
+def test_batch_takes_one_key(kafka, ackd):
+    daemon = ackd()
+    topic = new_topic(kafka, partitions=2)
+    recs = [{"value": "a", "partition": 0}, {"value": "b", "partition": 1}, {"value": "c"}]
+    first = post(daemon.http, topic, recs, ikey="batch-1", batch=True)
+    assert first.status == 200, first.body
+    again = post(daemon.http, topic, recs, ikey="batch-1", batch=True)
+    assert again.status == 200 and again.header("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    assert_error(post(daemon.http, topic, recs[:2], ikey="batch-1", batch=True), 422,
+                 "idempotency_key_reused")
+    got = settle(kafka, topic, 3)
+    assert {v: len(rs) for v, rs in got.items()} == {b"a": 1, b"b": 1, b"c": 1}
+
+
+# --- restarts, TTL ---------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_restart_keeps_keys(kafka, ackd, how):
+    daemon = ackd()
+    topic = new_topic(kafka)
+    first = post(daemon.http, topic, b"x", ikey="k", ack="spool")
+    batch = post(daemon.http, topic, [{"value": "p"}, {"value": "q"}], ikey="kb", batch=True)
+    assert first.status in (200, 202) and batch.status == 200
+    records_by_value(kafka, topic, 3)
+    if how == "sigterm":
+        daemon.restart()
+    else:
+        daemon.kill9()
+        daemon.start()
+    again = post(daemon.http, topic, b"x", ikey="k", ack="spool")
+    assert again.status in (200, 202), again.body
+    assert again.header("Idempotent-Replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    ids = [e["id"] for e in batch.json()["results"]]
+    b2 = post(daemon.http, topic, [{"value": "p"}, {"value": "q"}], ikey="kb", batch=True)
+    assert [e["id"] for e in b2.json()["results"]] == ids
+    assert_error(post(daemon.http, topic, b"other", ikey="k"), 422, "idempotency_key_reused")
+    got = settle(kafka, topic, 3)
+    assert {v: len(rs) for v, rs in got.items()} == {b"x": 1, b"p": 1, b"q": 1}
+
+
+def test_ttl_expiry(kafka, ackd):
+    daemon = ackd(config={"publish": {"idempotency_ttl_s": 1}})
+    topic = new_topic(kafka)
+    first = post(daemon.http, topic, b"x", ikey="k")
+    assert post(daemon.http, topic, b"x", ikey="k").header("Idempotent-Replayed") == "true"
+    time.sleep(1.2)
+    second = post(daemon.http, topic, b"x", ikey="k")
+    assert second.status == 200 and second.header("Idempotent-Replayed") is None
+    assert second.json()["id"] != first.json()["id"]
+    # Expired keys are not loaded again at start.
+    daemon.restart()
+    third = post(daemon.http, topic, b"other", ikey="k")
+    assert third.status == 200 and third.header("Idempotent-Replayed") is None
+    got = settle(kafka, topic, 3)
+    assert len(got[b"x"]) == 2 and len(got[b"other"]) == 1
+
+
+# --- kill -9 between request and answer ------------------------------------------
+
+ROUNDS = 30
+
+
+def test_sigkill_during_requests_one_copy_per_key(kafka, ackd):
+    """Each round sends a keyed request (a single message or a batch of two,
+    ack=kafka or spool) and kills ackd with SIGKILL after 0 to 25 ms, at a
+    different point of the request each time (before it arrived, while it
+    is written, while Kafka acknowledges, after the answer). ackd starts
+    again and the client sends the same request until it gets a 2xx. Every
+    2xx of a key carries the same ids, and Kafka holds one copy of each."""
+    daemon = ackd()
+    topic = new_topic(kafka, partitions=2)
+    rnd = random.Random(13)
+    answers = {}   # key -> list of id lists from 2xx answers
+    values = {}    # key -> values it published
+    first_ok = 0
+    for i in range(ROUNDS):
+        key = f"round-{i}-{uuid.uuid4().hex[:6]}"
+        batch = i % 3 == 2
+        ack = "spool" if i % 4 == 1 else "kafka"
+        if batch:
+            body = [{"value": f"{key}/a"}, {"value": f"{key}/b"}]
+            values[key] = [f"{key}/a".encode(), f"{key}/b".encode()]
+        else:
+            body = key.encode()
+            values[key] = [body]
+
+        def send():
+            r = post(daemon.http, topic, body, ikey=key, batch=batch, ack=ack)
+            if r.status in (200, 202):
+                return [e["id"] for e in r.json()["results"]] if batch else [r.json()["id"]]
+            return None
+
+        out = {}
+
+        def first_try():
+            try:
+                out["ids"] = send()
+            except OSError as e:
+                out["err"] = e
+
+        t = threading.Thread(target=first_try)
+        t.start()
+        time.sleep(rnd.uniform(0, 0.025))
+        daemon.kill9()
+        t.join(10)
+        assert not t.is_alive()
+        if out.get("ids"):
+            answers.setdefault(key, []).append(out["ids"])
+            first_ok += 1
+        daemon.start()
+        deadline = time.monotonic() + 30
+        while True:
+            ids = send()
+            if ids:
+                answers.setdefault(key, []).append(ids)
+                break
+            assert time.monotonic() < deadline, f"{key}: no 2xx after the restart"
+            time.sleep(0.1)
+    for key, lists in answers.items():
+        assert all(ids == lists[0] for ids in lists), (key, lists)
+    want = sum(len(v) for v in values.values())
+    got = settle(kafka, topic, want)
+    copies = {v: len(got.get(v, [])) for vs in values.values() for v in vs}
+    extra = {v: n for v, n in copies.items() if n != 1}
+    print(f"[idem kill -9] {ROUNDS} rounds, {first_ok} answered before the kill, "
+          f"{len(got)} values, copies other than one: {extra}")
+    assert not extra, f"values not exactly once in Kafka: {extra}"
+    for key, vs in values.items():
+        for j, v in enumerate(vs):
+            assert got[v][0].header("ackd-id").decode() == answers[key][0][j]
