@@ -19,14 +19,18 @@ Every test reads the topic back and counts the copies per key.
 """
 
 import json
+import os
 import random
+import signal
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from ackd_proc import Ackd
+from ackd_proc import Ackd, find_spool_tool
 from kafka import wait_until
 
 ARRIVAL_TIMEOUT = 30
@@ -192,8 +196,14 @@ def test_in_use_is_409(kafka, ackd_bin, tmp_path):
         assert again.json()["id"] == first["r"].json()["id"]
         assert len(settle(kafka, topic, 2)[b"x"]) == 1
     finally:
-        # Stopping syncs the spool too: give the slowed fdatasyncs their time.
-        daemon.stop(timeout=60)
+        # SIGTERM to ackd itself (strace does not pass it on), and time for
+        # the slowed fdatasyncs of its shutdown.
+        if daemon.running():
+            pid = daemon.proc.pid
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            for child in children:
+                os.kill(int(child), signal.SIGTERM)
+            daemon.proc.wait(timeout=60)
         daemon.close()
 
 
@@ -251,6 +261,35 @@ def test_restart_keeps_keys(kafka, ackd, how):
     assert_error(post(daemon.http, topic, b"other", ikey="k"), 422, "idempotency_key_reused")
     got = settle(kafka, topic, 3)
     assert {v: len(rs) for v, rs in got.items()} == {b"x": 1, b"p": 1, b"q": 1}
+
+
+def test_spool_tool_dumps_keys(kafka, ackd):
+    """ackd-spool dump --keys lists the KEY records; verify finds no damage."""
+    daemon = ackd(config={"kafka": {"brokers": "127.0.0.1:1"}})  # nothing leaves the spool
+    topic = f"idem-{uuid.uuid4().hex[:12]}"
+    one = post(daemon.http, topic, b"x", ikey="k-one", ack="spool")
+    two = post(daemon.http, topic, [{"value": "a"}, {"value": "b"}], ikey="k-two", batch=True,
+               ack="spool")
+    assert one.status == 202 and two.status == 202, (one.body, two.body)
+    daemon.stop()
+
+    def tool(*args):
+        return subprocess.run([str(find_spool_tool()), *map(str, args)], capture_output=True,
+                              text=True, timeout=30)
+
+    keys = tool("dump", daemon.spool_dir, "--keys")
+    assert keys.returncode == 0, keys.stderr
+    lines = [json.loads(x) for x in keys.stdout.splitlines()]
+    assert [x["idempotency_key"] for x in lines] == ["k-one", "k-two"]
+    assert lines[0]["ids"] == [one.json()["id"]] and lines[0]["scope"] == "tcp"
+    assert lines[1]["ids"] == [e["id"] for e in two.json()["results"]]
+    assert lines[1]["first_seq"] == lines[0]["seq"] + 1 and lines[1]["seq"] == lines[1]["first_seq"] + 2
+    assert all(x["topic"] == topic and len(x["request_sha256"]) == 64 for x in lines)
+    # The messages are dumped as before, and the KEY records are no damage.
+    msgs = tool("dump", daemon.spool_dir)
+    assert [json.loads(x)["value"] for x in msgs.stdout.splitlines()] == ["x", "a", "b"]
+    ver = tool("verify", daemon.spool_dir)
+    assert ver.returncode == 0, ver.stdout + ver.stderr
 
 
 def test_ttl_expiry(kafka, ackd):
@@ -335,11 +374,17 @@ def test_sigkill_during_requests_one_copy_per_key(kafka, ackd):
         assert all(ids == lists[0] for ids in lists), (key, lists)
     want = sum(len(v) for v in values.values())
     got = settle(kafka, topic, want)
-    copies = {v: len(got.get(v, [])) for vs in values.values() for v in vs}
-    extra = {v: n for v, n in copies.items() if n != 1}
-    print(f"[idem kill -9] {ROUNDS} rounds, {first_ok} answered before the kill, "
-          f"{len(got)} values, copies other than one: {extra}")
-    assert not extra, f"values not exactly once in Kafka: {extra}"
+    # One message per key: every copy in Kafka carries the id its answers gave.
+    # A second copy with that same id is ackd's own crash duplicate (a record
+    # Kafka had acknowledged when the kill came, before ackd could note it:
+    # promise 3), not a second message; it is counted and shown.
+    dups = 0
     for key, vs in values.items():
         for j, v in enumerate(vs):
-            assert got[v][0].header("ackd-id").decode() == answers[key][0][j]
+            recs = got.get(v, [])
+            assert recs, f"{v!r} is not in Kafka"
+            ids = {r.header("ackd-id").decode() for r in recs}
+            assert ids == {answers[key][0][j]}, (v, ids, answers[key])
+            dups += len(recs) - 1
+    print(f"[idem kill -9] {ROUNDS} rounds, {first_ok} answered before the kill, "
+          f"{want} values, each one message; {dups} crash duplicates of the same id")
