@@ -506,9 +506,18 @@ void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t 
 	if (now_ms - k->timestamp_ms >= t->ttl_ms)
 		return; /* expired */
 	pthread_mutex_lock(&t->mu);
-	/* A later record of the same key (used again after it was forgotten) wins. */
-	if ((e = lookup(t, h, scope, topic, key)))
+	/*
+	 * The same key twice (the keys file and its segment after a crash
+	 * between the two, or a key used again after it was forgotten): the
+	 * later KEY record wins.
+	 */
+	if ((e = lookup(t, h, scope, topic, key))) {
+		if (e->nrecs && e->recs[e->nrecs - 1].seq + 1 >= seq) {
+			pthread_mutex_unlock(&t->mu);
+			return;
+		}
 		unlink_entry(t, e);
+	}
 	forget_old(t, now_ms, 1);
 	e = entry_alloc(h, scope, k->scope_len, topic, k->topic_len, key, k->key_len, k->nrecs,
 	    k->timestamp_ms);

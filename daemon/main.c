@@ -447,6 +447,7 @@ int main(int argc, char **argv)
 		.max_bytes = (uint64_t)conf->spool.max_bytes,
 		.on_key = load_key,
 		.on_key_arg = idem,
+		.key_ttl_ms = conf->publish.idempotency_ttl_s * 1000,
 	};
 	if (spool_open(&so, &sp, err, sizeof(err)) < 0)
 		fatalx("spool: %s", err);

@@ -45,6 +45,12 @@ struct spool_opts {
 	 */
 	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k);
 	void *on_key_arg;
+	/*
+	 * How long a KEY record is kept once its segment is deleted: its
+	 * unexpired KEY records are appended to the keys file first (and
+	 * on_key gets them at the next open). 0: no keys file.
+	 */
+	int64_t key_ttl_ms;
 };
 
 /* Why a submit failed; http.c maps these to 507 / 503. */

@@ -336,6 +336,7 @@ static int load_keys(struct spool *sp, struct seg *seg)
 		struct spool_key k;
 		if (r != IT_REC || item.h.type != SPOOL_REC_KEY)
 			continue;
+		seg->has_keys = true;
 		if (spool_key_decode(item.rec, item.len, NULL, &k) != SPOOL_REC_OK ||
 		    item.h.seq - seg->first_seq < k.nrecs) {
 			log_warnx("spool: %s: segment %" PRIu64 ": key record %" PRIu64
@@ -391,6 +392,11 @@ int spool_recover(struct spool *sp, char *err, size_t errlen)
 	}
 	if (sp->next_seq == 0)
 		sp->next_seq = 1;
+	/* The keys of deleted segments first: a segment's own are newer. */
+	if (keys_load(sp, err, errlen) < 0)
+		goto out;
+	for (seg = sp->segs; seg; seg = seg->next)
+		seg->has_keys = !sp->on_key; /* unknown unless read: keys_save() reads it */
 	for (seg = sp->segs; sp->on_key && seg; seg = seg->next) {
 		if (load_keys(sp, seg) < 0) {
 			snprintf(err, errlen, "spool %s: reading the keys of segment %" PRIu64 ": %s",

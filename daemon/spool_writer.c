@@ -107,6 +107,7 @@ int spool_batch_add_key(struct spool_batch *b, const struct spool_key *k)
 	spool_key_encode(k, b->buf + b->len);
 	batch_note(b, b->buf + b->len);
 	b->len += len;
+	b->has_key = true;
 	return 0;
 }
 
@@ -346,6 +347,8 @@ static int commit_group(struct spool *sp, struct sub *list)
 	seg->data_end += bytes;
 	seg->file_bytes += bytes;
 	seg->nrecs += nrecs;
+	for (struct sub *s = list; s; s = s->next)
+		seg->has_keys |= s->b->has_key;
 	sp->next_seq = seq;
 	sp->live += nrecs;
 	sp->bytes += bytes;

@@ -129,6 +129,13 @@ static long env_long(const char *name, long def)
 	return v && *v ? strtol(v, NULL, 0) : def;
 }
 
+static int64_t wall_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -224,15 +231,15 @@ static void open_spool(struct model *md)
 	for (uint32_t i = 0; i < md->next_n; i++)
 		md->m[i].runs_out = 0;
 	/*
-	 * With fsync = always, a committed key whose records are live came back
-	 * (unless copy-forward moved them out of its segment: a key lives in the
-	 * segment of its records and goes with it).
+	 * With fsync = always, every committed key came back: from the segment
+	 * of its records, or from the keys file once that segment was deleted
+	 * (acknowledged, or its records copied forward).
 	 */
 	for (uint32_t i = 0; md->sp && md->o.fsync == CONF_FSYNC_ALWAYS && i < md->next_n; i++) {
 		const struct mmsg *m = &md->m[i];
-		if (m->kcount && m->st == M_LIVE && !m->copied && !md->m[m->kfirst].key_loaded)
-			bad(md, "message %u is live, its key k%u-%u did not come back", i, m->kfirst,
-			    m->kcount);
+		if (m->kcount && m->st != M_NONE && !md->m[m->kfirst].key_loaded)
+			bad(md, "message %u was committed, its key k%u-%u did not come back", i,
+			    m->kfirst, m->kcount);
 	}
 }
 
@@ -302,7 +309,7 @@ static void take(struct model *md, struct spool_rec *r)
 		    n, r->seq, m->ack_flushed ? " was flushed" : "");
 	else if (m->runs_out > 0 && !m->copied_before_open)
 		bad(md, "message %u handed out twice in one run (sequence %" PRIu64 ")", n, r->seq);
-	else if (m->kcount && !m->committed_now && !m->copied && r->seq == m->seq &&
+	else if (m->kcount && !m->committed_now &&
 	    md->o.fsync == CONF_FSYNC_ALWAYS && !md->m[m->kfirst].key_loaded)
 		bad(md, "message %u of a keyed batch handed out without its key k%u-%u", n, m->kfirst,
 		    m->kcount);
@@ -349,7 +356,7 @@ static void do_submit(struct model *md)
 		if (rnd(md, 3) == 0) {
 			/* An Idempotency-Key for the batch, in the same write. */
 			char key[32], ids[6 * SPOOL_KEY_ID_LEN];
-			struct spool_key k = { .timestamp_ms = 1700000000000, .nrecs = (uint32_t)count,
+			struct spool_key k = { .timestamp_ms = wall_now_ms(), .nrecs = (uint32_t)count,
 				.scope = "tcp", .scope_len = 3, .topic = "t", .topic_len = 1, .ids = ids };
 			snprintf(key, sizeof(key), "k%u-%zu", b->first_n, count);
 			memset(ids, 'I', sizeof(ids));
@@ -702,6 +709,7 @@ static bool run_seed(uint64_t seed, int steps, bool verbose, struct model *md)
 		.fsync = rnd(md, 2) ? CONF_FSYNC_ALWAYS : CONF_FSYNC_NEVER,
 		.fsync_interval_ms = 1000,
 		.segment_bytes = seg_sizes[rnd(md, 3)],
+		.key_ttl_ms = 86400000,
 	};
 	if (crashfs_start(md->dir, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
