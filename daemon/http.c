@@ -208,8 +208,8 @@ struct req {
 	unsigned char idem_hash[SPOOL_KEY_HASH_LEN];
 	struct idem_entry *idem_entry; /* reserved until the spool commits or fails */
 	char *idem_ids;           /* the records' ids, back to back, for the KEY record */
-	struct producer_result *replay_wait; /* a replay's waiter, records replay_lo.. */
-	uint64_t replay_lo;
+	struct producer_result *replay_wait; /* a replay's waiter's results */
+	uint64_t *replay_seqs;    /* per record: the sequence waited for, 0 when not */
 
 	struct answer answer;
 };
@@ -628,20 +628,16 @@ static int idem_header(struct req *r)
 
 /*
  * Kafka loop: the replay's records that were still in the spool have their
- * verdicts, or the deadline passed. waiter covers sequences replay_lo..;
- * record i of the request has sequence replay_lo + i - (its offset in the
- * range), kept in waiter.first_seq = replay_lo.
+ * verdicts, or the deadline passed. The waiter covers the sequences
+ * w->first_seq .. + w->n; record i waited for replay_seqs[i] among them.
  */
 static void on_replay_kafka_done(struct producer_waiter *w)
 {
 	struct req *r = w->arg;
 
 	for (size_t i = 0; i < r->pub->n; i++) {
-		uint64_t seq = r->results[i].offset; /* parked there by idem_gate() */
-		if (r->results[i].outcome != PRODUCER_PENDING)
-			continue;
-		r->results[i].offset = 0;
-		if (seq >= w->first_seq && seq - w->first_seq < w->n &&
+		uint64_t seq = r->replay_seqs[i];
+		if (seq && seq - w->first_seq < w->n &&
 		    r->replay_wait[seq - w->first_seq].outcome == PRODUCER_DELIVERED)
 			r->results[i] = r->replay_wait[seq - w->first_seq];
 	}
@@ -679,6 +675,7 @@ static int idem_gate(struct req *r)
 	/* The same request: the same number of records, answered with the first one's ids. */
 	r->answer.replayed = true;
 	r->results = xcalloc(r->pub->n, sizeof(*r->results));
+	r->replay_seqs = xcalloc(r->pub->n, sizeof(*r->replay_seqs));
 	for (size_t i = 0; i < r->pub->n && i < rp.n; i++) {
 		const struct idem_rec *x = &rp.recs[i];
 		memcpy(r->pub->ids[i], x->id, sizeof(r->pub->ids[i]));
@@ -687,7 +684,7 @@ static int idem_gate(struct req *r)
 				.partition = x->partition, .offset = x->offset };
 		} else if (r->ack == CONF_ACK_KAFKA && spool_seq_live(r->h->deps.spool, x->seq)) {
 			/* Still in the spool: wait for Kafka, as the first request did. */
-			r->results[i].offset = (int64_t)x->seq;
+			r->replay_seqs[i] = x->seq;
 			lo = x->seq < lo ? x->seq : lo;
 			hi = x->seq > hi ? x->seq : hi;
 		}
@@ -695,10 +692,7 @@ static int idem_gate(struct req *r)
 	}
 	idem_replay_free(&rp);
 	if (lo > hi) {
-		for (size_t i = 0; i < r->pub->n; i++)
-			if (r->results[i].outcome == PRODUCER_PENDING)
-				r->results[i].offset = 0;
-		r->state = ST_VERDICT;
+		r->state = ST_VERDICT; /* nothing to wait for */
 		return -1;
 	}
 	r->replay_wait = xcalloc((size_t)(hi - lo + 1), sizeof(*r->replay_wait));
@@ -1507,6 +1501,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(r->results);
 	free(r->idem_ids);
 	free(r->replay_wait);
+	free(r->replay_seqs);
 	free(r->body);
 	free(r->answer.body);
 	free(r);
