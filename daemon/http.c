@@ -567,7 +567,7 @@ static int check_access(struct req *r)
 /* --- Idempotency-Key ------------------------------------------------------ */
 
 /*
- * A request with an Idempotency-Key (DESIGN, docs/http-api.md) takes these
+ * A request with an Idempotency-Key (docs/http-api.md) takes these
  * steps on top of the ordinary ones; a request without one takes none of
  * them and costs one header lookup:
  *
