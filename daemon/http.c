@@ -702,6 +702,7 @@ static int idem_gate(struct req *r)
 	r->waiter.results = r->replay_wait;
 	r->waiter.done = on_replay_kafka_done;
 	r->waiter.arg = r;
+	r->waiter.overlaps = true; /* the first request may still wait for them too */
 	suspend(r);
 	producer_wait(r->h->deps.producer, &r->waiter);
 	return 1;

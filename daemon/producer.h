@@ -11,6 +11,7 @@
 #ifndef ACKD_PRODUCER_H
 #define ACKD_PRODUCER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,12 @@ struct producer_waiter {
 	struct producer_result *results;
 	void (*done)(struct producer_waiter *w);
 	void *arg;
+	/*
+	 * Another waiter may wait for some of the same records (an
+	 * Idempotency-Key replay while its first request still waits); both
+	 * get the verdicts. false for every other waiter.
+	 */
+	bool overlaps;
 	size_t pending; /* private */
 };
 

@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 
 from ackd_proc import Ackd, find_spool_tool
-from kafka import wait_until
+from httpclient import HttpClient
+from kafka import KafkaCluster, wait_until
 
 ARRIVAL_TIMEOUT = 30
 
@@ -234,6 +235,44 @@ def test_batch_takes_one_key(kafka, ackd):
                  "idempotency_key_reused")
     got = settle(kafka, topic, 3)
     assert {v: len(rs) for v, rs in got.items()} == {b"a": 1, b"b": 1, b"c": 1}
+
+
+def test_replay_while_the_first_waits_for_kafka(ackd):
+    """The broker is down: the first request (ack=kafka) waits, its repeat
+    waits too; once the broker is back both get Kafka's answer, the same."""
+    with KafkaCluster(brokers=1) as cluster:
+        daemon = ackd(brokers=cluster.bootstrap, config={"publish": {"ack_timeout_ms": 40000}})
+        topic = f"idem-{uuid.uuid4().hex[:12]}"
+        cluster.create_topic(topic, partitions=1)
+        assert post(daemon.http, topic, b"warm-up").status == 200
+        cluster.stop_broker(1)
+        out = {}
+
+        slow = HttpClient(port=daemon.http_port, timeout=90)
+
+        def send(name):
+            out[name] = post(slow, topic, b"x", ikey="k")
+
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        time.sleep(1.0)
+        repeat = threading.Thread(target=send, args=("repeat",))
+        repeat.start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        cluster.start_broker(1)
+        first.join(60)
+        repeat.join(60)
+        waited = time.monotonic() - t0
+        a, b = out["first"], out["repeat"]
+        assert a.status == 200, a.body
+        assert b.status == 200, (b.status, b.body, f"{waited:.1f} s after the broker came back")
+        assert b.header("Idempotent-Replayed") == "true"
+        assert b.json() == a.json()
+        got = records_by_value(cluster, topic, 2)
+        time.sleep(1.0)
+        got = records_by_value(cluster, topic, 2)
+        assert len(got[b"x"]) == 1
 
 
 # --- restarts, TTL ---------------------------------------------------------------
