@@ -24,6 +24,10 @@
  * measured, then up to 5 s for answers still in flight (not counted); or with
  * -n, until n answers were counted, never longer than -T seconds.
  *
+ * With -K PREFIX every request carries its own Idempotency-Key header,
+ * PREFIX-<16 hex digits of a counter>: each connection then sends from its
+ * own copy of the request, whose key is rewritten in place before each send.
+ *
  * Output: one line of JSON on stdout (requests, errors by kind, requests/s,
  * records/s, latency percentiles in microseconds).
  */
@@ -131,6 +135,7 @@ struct opts {
 	long max_requests;
 	double timeout;
 	long records_per_request;
+	const char *idem_prefix; /* -K: a unique Idempotency-Key per request */
 };
 
 static void usage(FILE *f)
@@ -149,7 +154,8 @@ static void usage(FILE *f)
 	    "  -b FILE   request body from FILE\n"
 	    "  -s BYTES  request body of BYTES printable bytes (default 0)\n"
 	    "  -t TYPE   Content-Type header\n"
-	    "  -k N      records per request, for records/s (default 1)\n");
+	    "  -k N      records per request, for records/s (default 1)\n"
+	    "  -K PREFIX a unique Idempotency-Key header per request: PREFIX-<counter>\n");
 }
 
 static double parse_num(const char *s, const char *what)
@@ -172,7 +178,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 
 	*o = (struct opts){ .method = "POST", .path = "/", .conns = 64, .duration = 10,
 		.warmup = 2, .records_per_request = 1 };
-	while ((c = getopt(argc, argv, "u:c:r:d:w:n:T:m:p:b:s:t:k:h")) != -1) {
+	while ((c = getopt(argc, argv, "u:c:r:d:w:n:T:m:p:b:s:t:k:K:h")) != -1) {
 		switch (c) {
 		case 'u': o->addr = optarg; break;
 		case 'c': o->conns = (int)parse_num(optarg, "connections"); break;
@@ -187,6 +193,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		case 's': o->body_size = (long)parse_num(optarg, "body size"); break;
 		case 't': o->content_type = optarg; break;
 		case 'k': o->records_per_request = (long)parse_num(optarg, "records"); break;
+		case 'K': o->idem_prefix = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -225,6 +232,7 @@ struct conn {
 	bool close_after;
 	int64_t start_ns; /* sent, or due (open loop) */
 	bool out_armed;
+	char *req; /* -K: this connection's copy of the request */
 };
 
 struct target {
@@ -238,6 +246,8 @@ struct run {
 	struct target t;
 	char *req;
 	size_t req_len;
+	size_t key_off; /* -K: where the 16 hex digits of the key's counter are */
+	uint64_t keys;  /* -K: keys handed out */
 	struct conn *c;
 	int *idle;
 	int nidle;
@@ -363,7 +373,8 @@ static void conn_write(struct run *r, int i)
 	struct conn *c = &r->c[i];
 
 	while (c->wpos < r->req_len) {
-		ssize_t n = send(c->fd, r->req + c->wpos, r->req_len - c->wpos, MSG_NOSIGNAL);
+		const char *req = c->req ? c->req : r->req;
+		ssize_t n = send(c->fd, req + c->wpos, r->req_len - c->wpos, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR) {
 				arm_out(r, i, true);
@@ -384,6 +395,19 @@ static void conn_send(struct run *r, int i, int64_t start_ns)
 
 	c->state = C_SENDING;
 	c->wpos = 0;
+	if (r->o.idem_prefix) {
+		char hex[17];
+		if (!c->req) {
+			c->req = malloc(r->req_len);
+			if (!c->req) {
+				fprintf(stderr, "loadgen: out of memory\n");
+				exit(2);
+			}
+			memcpy(c->req, r->req, r->req_len);
+		}
+		snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)r->keys++);
+		memcpy(c->req + r->key_off, hex, 16);
+	}
 	c->rlen = c->hdr_len = 0;
 	c->start_ns = start_ns;
 	r->sent++;
@@ -591,15 +615,20 @@ static void build_request(struct run *r)
 		for (size_t i = 0; i < blen; i++)
 			body[i] = (char)('a' + i % 26);
 	}
+	char key[300] = "";
+	if (o->idem_prefix)
+		snprintf(key, sizeof(key), "Idempotency-Key: %.200s-%016d\r\n", o->idem_prefix, 0);
 	hlen = snprintf(head, sizeof(head),
-	    "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ackd-loadgen\r\n%s%s%sContent-Length: %zu\r\n\r\n",
+	    "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ackd-loadgen\r\n%s%s%s%sContent-Length: %zu\r\n\r\n",
 	    o->method, o->path, r->t.is_unix ? "localhost" : o->addr,
 	    o->content_type ? "Content-Type: " : "", o->content_type ? o->content_type : "",
-	    o->content_type ? "\r\n" : "", blen);
+	    o->content_type ? "\r\n" : "", key, blen);
 	if (hlen < 0 || (size_t)hlen >= sizeof(head)) {
 		fprintf(stderr, "loadgen: request line too long\n");
 		exit(2);
 	}
+	if (o->idem_prefix)
+		r->key_off = (size_t)(strstr(head, "Idempotency-Key: ") - head) + strlen(key) - 18;
 	r->req_len = (size_t)hlen + blen;
 	r->req = malloc(r->req_len);
 	memcpy(r->req, head, (size_t)hlen);

@@ -231,6 +231,12 @@ static const struct key keys[] = {
 	{ .doc = { "publish.ack_timeout_ms", CONF_T_INT, "10000", 1, 3600000, NULL,
 		  "With ack=kafka, how long to wait for Kafka before answering 202." },
 	    MAIN(publish.ack_timeout_ms) },
+	{ .doc = { "publish.idempotency_ttl_s", CONF_T_INT, "86400", 1, 31536000, NULL,
+		  "How long an Idempotency-Key is remembered after its first request." },
+	    MAIN(publish.idempotency_ttl_s) },
+	{ .doc = { "publish.idempotency_max_keys", CONF_T_INT, "1000000", 1, 100000000, NULL,
+		  "Idempotency-Keys remembered at most; beyond it the oldest are forgotten." },
+	    MAIN(publish.idempotency_max_keys) },
 	{ .doc = { "publish.topics", CONF_T_STRLIST, "", 0, 0, NULL,
 		  "Glob patterns (* ? [...]) of the topics that may be published to. "
 		  "Empty: every topic." },

@@ -111,6 +111,8 @@ struct conf {
 		enum conf_ack ack;
 		int64_t ack_timeout_ms;
 		struct conf_strlist topics; /* glob patterns; empty: every topic */
+		int64_t idempotency_ttl_s;
+		int64_t idempotency_max_keys;
 	} publish;
 
 	struct {

@@ -78,6 +78,7 @@
 #include <microhttpd.h>
 
 #include "http.h"
+#include "idem.h"
 #include "log.h"
 #include "producer.h"
 #include "metrics.h"
@@ -87,6 +88,7 @@
 #include "status.h"
 #include "topics.h"
 #include "util.h"
+#include "webhook_sign.h"
 
 #define MAX_REQUEST_HEADERS 100
 #define CONNECTION_HEADROOM 64 /* accepted beyond max_connections, to answer 503 */
@@ -106,6 +108,8 @@ enum http_err {
 	ERR_METHOD_NOT_ALLOWED,
 	ERR_PAYLOAD_TOO_LARGE,
 	ERR_UNSUPPORTED_MEDIA_TYPE,
+	ERR_KEY_IN_USE,
+	ERR_KEY_REUSED,
 	ERR_UNAVAILABLE,
 	ERR_SPOOL_FULL,
 	ERR_URI_TOO_LONG,
@@ -133,6 +137,8 @@ static const struct {
 	[ERR_METHOD_NOT_ALLOWED] = { 405, "method_not_allowed", false },
 	[ERR_PAYLOAD_TOO_LARGE] = { 413, "payload_too_large", false },
 	[ERR_UNSUPPORTED_MEDIA_TYPE] = { 415, "unsupported_media_type", false },
+	[ERR_KEY_IN_USE] = { 409, "idempotency_key_in_use", true },
+	[ERR_KEY_REUSED] = { 422, "idempotency_key_reused", false },
 	[ERR_UNAVAILABLE] = { 503, "unavailable", true },
 	[ERR_SPOOL_FULL] = { 507, "spool_full", true },
 	[ERR_URI_TOO_LONG] = { 414, "uri_too_long", false },
@@ -182,6 +188,7 @@ struct answer {
 	bool www_authenticate;
 	bool close; /* close the connection after the answer */
 	enum err_shape shape;
+	bool replayed; /* Idempotent-Replayed: true */
 };
 
 struct http;
@@ -215,6 +222,15 @@ struct req {
 	struct producer_waiter waiter;
 	struct producer_result *results;
 
+	/* Idempotency-Key: NULL key for a request without one (see idem_gate()). */
+	const char *idem_key;     /* the header's value, in libmicrohttpd's buffer */
+	char idem_scope[40];      /* "tcp", "unix" or "token:" and 16 hex digits */
+	unsigned char idem_hash[SPOOL_KEY_HASH_LEN];
+	struct idem_entry *idem_entry; /* reserved until the spool commits or fails */
+	char *idem_ids;           /* the records' ids, back to back, for the KEY record */
+	struct producer_result *replay_wait; /* a replay's waiter's results */
+	uint64_t *replay_seqs;    /* per record: the sequence waited for, 0 when not */
+
 	struct answer answer;
 };
 
@@ -236,6 +252,7 @@ struct listener {
 
 struct http {
 	struct http_deps deps;
+	struct idem *own_idem; /* made by http_start() when deps.idem was NULL */
 	struct listener tcp, unix_;
 	char *unix_path;
 	atomic_bool closing;
@@ -250,6 +267,13 @@ struct http {
 	bool sweeper_stop; /* under conns_mu */
 	pthread_cond_t sweeper_cond;
 };
+
+/* Idempotency-Key, defined below. */
+static int idem_header(struct req *r);
+static int idem_gate(struct req *r);
+static int idem_add_key(struct req *r, struct spool_batch *b);
+static void idem_spooled(struct req *r, enum spool_err err, uint64_t first_seq);
+static void idem_forget_failed(struct req *r);
 
 /* --- answers ------------------------------------------------------------- */
 
@@ -338,6 +362,8 @@ static enum MHD_Result queue_answer(struct MHD_Connection *conn, struct answer *
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 	if (a->close)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	if (a->replayed)
+		MHD_add_response_header(resp, "Idempotent-Replayed", "true");
 	ret = MHD_queue_response(conn, a->status, resp);
 	MHD_destroy_response(resp);
 	return ret;
@@ -510,6 +536,7 @@ static void set_publish_answer(struct req *r)
 	}
 	if (r->route == ROUTE_PUBLISH) {
 		if (failed) {
+			idem_forget_failed(r);
 			set_error(&r->answer, kafka_rejection(r->results[0].kafka_err),
 			    "kafka rejected the message: %s; it was moved to the spool's failed/ area",
 			    r->results[0].error);
@@ -549,6 +576,7 @@ static void on_spooled(void *arg, enum spool_err err, uint64_t first_seq)
 {
 	struct req *r = arg;
 
+	idem_spooled(r, err, first_seq);
 	switch (err) {
 	case SPOOL_OK:
 		break;
@@ -664,6 +692,195 @@ static int check_access(struct req *r)
 		return -1;
 	}
 	return 0;
+}
+
+/* --- Idempotency-Key ------------------------------------------------------ */
+
+/*
+ * A request with an Idempotency-Key (docs/http-api.md) takes these
+ * steps on top of the ordinary ones; a request without one takes none of
+ * them and costs one header lookup:
+ *
+ *   idem_header()   with the headers: a key that is not 1-255 printable
+ *                   ASCII characters is a 400; the scope is noted (the
+ *                   token, as a hash: never the secret; else the listener);
+ *   idem_gate()     after every other check, before the spool: the key is
+ *                   looked up with a SHA-256 of what the request publishes.
+ *                   Unknown: reserved, and the request goes on. Known for
+ *                   the same request: the first request's answer (its ids,
+ *                   the current status) with Idempotent-Replayed: true, and
+ *                   nothing is written. Known for another request: 422.
+ *                   Still being written: 409 with Retry-After;
+ *   idem_add_key()  a KEY record ends the spool batch: durable in the same
+ *                   write as the records;
+ *   idem_spooled()  the spool writer's verdict: committed (from now on the
+ *                   key is answered with replays) or failed (the key is
+ *                   forgotten: a non-2xx does not use it up).
+ */
+
+static const char HEX[] = "0123456789abcdef";
+
+static int idem_header(struct req *r)
+{
+	const struct conf_token *tok;
+	const union MHD_ConnectionInfo *info;
+
+	r->idem_key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	if (!r->idem_key)
+		return 0;
+	if (!idem_key_valid(r->idem_key)) {
+		set_error(&r->answer, ERR_BAD_REQUEST,
+		    "Idempotency-Key must be 1-%d printable ASCII characters", IDEM_KEY_MAX);
+		return -1;
+	}
+	if (r->h->deps.conf->auth.ntokens > 0 && (tok = request_token(r))) {
+		unsigned char d[SHA256_LEN];
+		sha256(tok->token, strlen(tok->token), d);
+		memcpy(r->idem_scope, "token:", 6);
+		for (int i = 0; i < 8; i++) {
+			r->idem_scope[6 + 2 * i] = HEX[d[i] >> 4];
+			r->idem_scope[7 + 2 * i] = HEX[d[i] & 15];
+		}
+		r->idem_scope[22] = '\0';
+	} else {
+		/* The listener, by the family of the connection's own address. */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		info = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		ss.ss_family = AF_UNSPEC;
+		if (!info || getsockname(info->connect_fd, (struct sockaddr *)&ss, &sl) < 0)
+			ss.ss_family = AF_UNSPEC;
+		snprintf(r->idem_scope, sizeof(r->idem_scope), "%s",
+		    ss.ss_family == AF_UNIX ? "unix" : "tcp");
+	}
+	return 0;
+}
+
+/*
+ * Kafka loop: the replay's records that were still in the spool have their
+ * verdicts, or the deadline passed. The waiter covers the sequences
+ * w->first_seq .. + w->n; record i waited for replay_seqs[i] among them.
+ */
+static void on_replay_kafka_done(struct producer_waiter *w)
+{
+	struct req *r = w->arg;
+
+	for (size_t i = 0; i < r->pub->n; i++) {
+		uint64_t seq = r->replay_seqs[i];
+		if (seq && seq - w->first_seq < w->n &&
+		    r->replay_wait[seq - w->first_seq].outcome == PRODUCER_DELIVERED)
+			r->results[i] = r->replay_wait[seq - w->first_seq];
+	}
+	resume(r, ST_VERDICT);
+}
+
+static int idem_gate(struct req *r)
+{
+	struct idem *t = r->h->deps.idem;
+	struct idem_replay rp;
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	idem_request_hash(r->pub->msgs, r->pub->n, r->idem_hash);
+	switch (idem_begin(t, r->idem_scope, r->topic, r->idem_key, r->idem_hash, wall_ms(),
+	    &r->idem_entry, &rp)) {
+	case IDEM_NEW:
+		return 0;
+	case IDEM_IN_USE:
+		set_error(&r->answer, ERR_KEY_IN_USE,
+		    "a request with this Idempotency-Key is being written; retry later");
+		r->state = ST_ANSWER;
+		return -1;
+	case IDEM_REUSED:
+		set_error(&r->answer, ERR_KEY_REUSED,
+		    "this Idempotency-Key was used for a different request to topic %s", r->topic);
+		r->state = ST_ANSWER;
+		return -1;
+	case IDEM_NOMEM:
+		set_error(&r->answer, ERR_UNAVAILABLE, "out of memory; retry later");
+		r->state = ST_ANSWER;
+		return -1;
+	case IDEM_REPLAY:
+		break;
+	}
+	/* The same request: the same number of records, answered with the first one's ids. */
+	r->answer.replayed = true;
+	r->results = xcalloc(r->pub->n, sizeof(*r->results));
+	r->replay_seqs = xcalloc(r->pub->n, sizeof(*r->replay_seqs));
+	for (size_t i = 0; i < r->pub->n && i < rp.n; i++) {
+		const struct idem_rec *x = &rp.recs[i];
+		memcpy(r->pub->ids[i], x->id, sizeof(r->pub->ids[i]));
+		if (x->delivered) {
+			r->results[i] = (struct producer_result){ .outcome = PRODUCER_DELIVERED,
+				.partition = x->partition, .offset = x->offset };
+		} else if (r->ack == CONF_ACK_KAFKA && spool_seq_live(r->h->deps.spool, x->seq)) {
+			/* Still in the spool: wait for Kafka, as the first request did. */
+			r->replay_seqs[i] = x->seq;
+			lo = x->seq < lo ? x->seq : lo;
+			hi = x->seq > hi ? x->seq : hi;
+		}
+		/* Else acknowledged before a restart, or gone to failed/: 202, nothing known. */
+	}
+	idem_replay_free(&rp);
+	if (lo > hi) {
+		r->state = ST_VERDICT; /* nothing to wait for */
+		return -1;
+	}
+	r->replay_wait = xcalloc((size_t)(hi - lo + 1), sizeof(*r->replay_wait));
+	r->waiter.first_seq = lo;
+	r->waiter.n = (size_t)(hi - lo + 1);
+	r->waiter.deadline_ms = now_ms() + r->h->deps.conf->publish.ack_timeout_ms;
+	r->waiter.results = r->replay_wait;
+	r->waiter.done = on_replay_kafka_done;
+	r->waiter.arg = r;
+	r->waiter.overlaps = true; /* the first request may still wait for them too */
+	suspend(r);
+	producer_wait(r->h->deps.producer, &r->waiter);
+	return 1;
+}
+
+static int idem_add_key(struct req *r, struct spool_batch *b)
+{
+	struct spool_key k = {
+		.timestamp_ms = r->pub->n ? r->pub->msgs[0].timestamp_ms : wall_ms(),
+		.nrecs = (uint32_t)r->pub->n,
+		.scope = r->idem_scope,
+		.scope_len = strlen(r->idem_scope),
+		.topic = r->topic,
+		.topic_len = strlen(r->topic),
+		.key = r->idem_key,
+		.key_len = strlen(r->idem_key),
+	};
+
+	memcpy(k.hash, r->idem_hash, sizeof(k.hash));
+	r->idem_ids = xcalloc(r->pub->n, SPOOL_KEY_ID_LEN);
+	for (size_t i = 0; i < r->pub->n; i++)
+		memcpy(r->idem_ids + i * SPOOL_KEY_ID_LEN, r->pub->ids[i], SPOOL_KEY_ID_LEN);
+	k.ids = r->idem_ids;
+	if (spool_batch_add_key(b, &k) < 0) {
+		log_warnx("http: the Idempotency-Key of a request to %s cannot be added to its "
+		    "spool batch; nothing of the request is written", r->topic);
+		return -1;
+	}
+	return 0;
+}
+
+/* The spool writer's verdict (or a refusal before it): the key is kept or forgotten. */
+static void idem_spooled(struct req *r, enum spool_err err, uint64_t first_seq)
+{
+	if (!r->idem_entry)
+		return;
+	if (err == SPOOL_OK)
+		idem_commit(r->h->deps.idem, r->idem_entry, r->idem_ids, r->pub->n, first_seq);
+	else
+		idem_abort(r->h->deps.idem, r->idem_entry);
+	r->idem_entry = NULL;
+}
+
+/* A single publish Kafka rejected gets a non-2xx: its key is not used up. */
+static void idem_forget_failed(struct req *r)
+{
+	if (r->idem_key && !r->answer.replayed)
+		idem_forget(r->h->deps.idem, r->idem_scope, r->topic, r->idem_key, r->idem_hash);
 }
 
 static bool is_json(const char *ctype)
@@ -995,6 +1212,8 @@ static int begin(struct req *r, const char *url, const char *method)
 	r->topic[tlen] = '\0';
 	if (check_access(r) < 0)
 		return -1;
+	if (idem_header(r) < 0)
+		return -1;
 
 	r->ack = conf->publish.ack;
 	v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "ack");
@@ -1198,7 +1417,12 @@ static void submit(struct req *r)
 			b = NULL;
 		}
 	}
+	if (b && r->idem_entry && idem_add_key(r, b) < 0) {
+		spool_batch_free(b);
+		b = NULL;
+	}
 	if (!b) {
+		idem_spooled(r, SPOOL_EIO, 0);
 		set_internal(&r->answer);
 		r->state = ST_ANSWER;
 		return;
@@ -1209,6 +1433,7 @@ static void submit(struct req *r)
 	err = spool_submit(r->h->deps.spool, b, on_spooled, r);
 	if (err == SPOOL_OK)
 		return; /* the writer owns r now */
+	idem_spooled(r, err, 0);
 	if (err == SPOOL_EFULL)
 		set_error(&r->answer, ERR_SPOOL_FULL, "the spool is full; retry later");
 	else
@@ -1274,6 +1499,8 @@ static void advance(struct req *r)
 		r->state = ST_ANSWER;
 		return;
 	}
+	if (r->idem_key && idem_gate(r) != 0)
+		return; /* answered, or a replay waits for Kafka */
 	submit(r);
 }
 
@@ -1500,6 +1727,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	budget_give(h, r->reserved);
 	publish_req_free(r->pub);
 	free(r->results);
+	free(r->idem_ids);
+	free(r->replay_wait);
+	free(r->replay_seqs);
 	free(r->body);
 	free(r->answer.body);
 	free(r);
@@ -1720,6 +1950,16 @@ int http_start(const struct http_deps *deps, struct http **out, char *err, size_
 	int fd;
 
 	h->deps = *deps;
+	if (!h->deps.idem) {
+		h->own_idem = idem_new(conf->publish.idempotency_ttl_s * 1000,
+		    (size_t)conf->publish.idempotency_max_keys);
+		if (!h->own_idem) {
+			snprintf(err, errlen, "out of memory for the Idempotency-Key table");
+			free(h);
+			return -1;
+		}
+		h->deps.idem = h->own_idem;
+	}
 	h->tcp.fd = h->unix_.fd = -1;
 	pthread_mutex_init(&h->conns_mu, NULL);
 	if (cond_init_monotonic(&h->sweeper_cond) != 0 ||
@@ -1803,5 +2043,6 @@ void http_stop(struct http *h)
 	if (h->sweeper_running)
 		pthread_cond_destroy(&h->sweeper_cond);
 	pthread_mutex_destroy(&h->conns_mu);
+	idem_free(h->own_idem);
 	free(h);
 }

@@ -15,11 +15,14 @@ struct producer;
 struct topics;
 
 /* Everything a request needs; borrowed, must outlive the http server. */
+struct idem;
+
 struct http_deps {
 	const struct conf *conf;
 	struct spool *spool;
 	struct producer *producer;
 	struct topics *topics;
+	struct idem *idem; /* the Idempotency-Key table; NULL: http_start() makes an empty one */
 };
 
 /*

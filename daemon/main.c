@@ -35,6 +35,7 @@
 #include "devkafka.h"
 #include "health.h"
 #include "http.h"
+#include "idem.h"
 #include "log.h"
 #include "producer.h"
 #include "service.h"
@@ -372,6 +373,12 @@ static int wait_signal(const sigset_t *sigs, struct spool *sp)
 	}
 }
 
+/* spool_open(): a key read back from the spool goes into the table. */
+static void load_key(void *arg, uint64_t seq, const struct spool_key *k)
+{
+	idem_load(arg, seq, k, wall_ms());
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -381,6 +388,7 @@ int main(int argc, char **argv)
 	struct topics *topics = NULL;
 	struct producer *prod = NULL;
 	struct http *http = NULL;
+	struct idem *idem = NULL;
 	struct daemon d = { 0 };
 	char err[512], devdir[] = "/tmp/ackd-dev.XXXXXX";
 	sigset_t sigs;
@@ -428,20 +436,28 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+	idem = idem_new(conf->publish.idempotency_ttl_s * 1000,
+	    (size_t)conf->publish.idempotency_max_keys);
+	if (!idem)
+		fatalx("out of memory for the Idempotency-Key table");
 	struct spool_opts so = {
 		.dir = conf->spool.dir,
 		.fsync = conf->spool.fsync,
 		.fsync_interval_ms = conf->spool.fsync_interval_ms,
 		.max_bytes = (uint64_t)conf->spool.max_bytes,
+		.on_key = load_key,
+		.on_key_arg = idem,
+		.key_ttl_ms = conf->publish.idempotency_ttl_s * 1000,
 	};
 	if (spool_open(&so, &sp, err, sizeof(err)) < 0)
 		fatalx("spool: %s", err);
 	if (topics_start(conf, &topics, err, sizeof(err)) < 0)
 		fatalx("kafka: %s", err);
-	if (producer_start(conf, sp, &prod, err, sizeof(err)) < 0)
+	if (producer_start(conf, sp, idem, &prod, err, sizeof(err)) < 0)
 		fatalx("kafka: %s", err);
 	status_init(sp, prod, topics);
-	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics };
+	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics,
+		.idem = idem };
 	if (http_start(&deps, &http, err, sizeof(err)) < 0)
 		fatalx("%s", err);
 	service_unused_fds_warn();
@@ -488,6 +504,7 @@ int main(int argc, char **argv)
 	log_debug("shutdown: http stopped");
 	spool_close(sp);
 	log_debug("shutdown: spool closed");
+	idem_free(idem);
 	if (dk) {
 		devkafka_stop(dk);
 		nftw(devdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -44,6 +44,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "idem.h"
 #include "producer.h"
 #include "spool.h"
 #include "util.h"
@@ -80,6 +81,7 @@ struct producer {
 	struct health_loop health;
 	const struct conf *conf;
 	struct spool *sp;
+	struct idem *idem; /* told each delivery; NULL: none */
 	rd_kafka_t *rk;
 	rd_kafka_queue_t *mainq;
 	pthread_t thread;
@@ -104,6 +106,7 @@ struct producer {
 	/* Waiters, sorted by first_seq; answered ones are tombstones. */
 	pthread_mutex_t lock;
 	struct waiter_slot *slots;
+	size_t overlapping; /* live slots whose waiter may overlap another's (w->overlaps) */
 	size_t head, tail, cap;
 	bool closed; /* stopping: producer_wait answers at once */
 	struct orphan orphans[ORPHANS];
@@ -166,8 +169,10 @@ void producer_wait(struct producer *p, struct producer_waiter *w)
 	s->end_seq = w->first_seq + w->n;
 	s->w = w;
 	p->tail++;
+	p->overlapping += w->overlaps;
 	adopt_orphans(p, s);
 	if (w->pending == 0) {
+		p->overlapping -= w->overlaps;
 		s->w = NULL;
 		trim_head(p);
 		pthread_mutex_unlock(&p->lock);
@@ -202,37 +207,74 @@ static void trim_head(struct producer *p)
 		p->head = p->tail = 0;
 }
 
+/*
+ * Fill r for slot s's waiter; true when that was its last pending verdict
+ * (then the slot is emptied and the caller calls done). Caller holds p->lock.
+ */
+static bool fill_slot(struct producer *p, struct waiter_slot *s, uint64_t seq,
+    const struct producer_result *res)
+{
+	struct producer_result *r = &s->w->results[seq - s->first_seq];
+
+	if (r->outcome != PRODUCER_PENDING)
+		return false;
+	*r = *res;
+	if (--s->w->pending > 0)
+		return false;
+	p->overlapping -= s->w->overlaps;
+	s->w = NULL;
+	return true;
+}
+
 static void set_result(struct producer *p, uint64_t seq, enum producer_outcome outcome,
     int32_t partition, int64_t offset, rd_kafka_resp_err_t err)
 {
-	struct producer_waiter *done = NULL;
+	const struct producer_result res = { .outcome = outcome, .partition = partition,
+		.offset = offset, .kafka_err = err, .error = err ? rd_kafka_err2str(err) : NULL };
+	struct producer_waiter *done[16];
 	struct waiter_slot *s;
+	size_t ndone;
+	bool more;
 
-	pthread_mutex_lock(&p->lock);
-	s = find_slot(p, seq);
-	if (!s) {
-		struct orphan *o = &p->orphans[seq % ORPHANS];
-		o->seq = seq;
-		o->r = (struct producer_result){ .outcome = outcome, .partition = partition,
-			.offset = offset, .kafka_err = err, .error = err ? rd_kafka_err2str(err) : NULL };
-	} else {
-		struct producer_result *r = &s->w->results[seq - s->first_seq];
-		if (r->outcome == PRODUCER_PENDING) {
-			r->outcome = outcome;
-			r->partition = partition;
-			r->offset = offset;
-			r->kafka_err = err;
-			r->error = err ? rd_kafka_err2str(err) : NULL;
-			if (--s->w->pending == 0) {
-				done = s->w;
-				s->w = NULL;
-				trim_head(p);
+	do {
+		ndone = 0;
+		more = false;
+		pthread_mutex_lock(&p->lock);
+		if (p->overlapping) {
+			/*
+			 * An Idempotency-Key replay waits for records another waiter
+			 * (its first request) may wait for too: the ranges overlap and
+			 * are no longer sorted by their ends, so every live slot is
+			 * looked at (a few thousand at most, only while a replay waits).
+			 */
+			bool found = false;
+			for (size_t i = p->head; i < p->tail && !more; i++) {
+				s = &p->slots[i];
+				if (!s->w || seq < s->first_seq || seq >= s->end_seq)
+					continue;
+				found = true;
+				if (ndone == sizeof(done) / sizeof(done[0]))
+					more = true; /* answer these first, then look again */
+				else if (s->w->results[seq - s->first_seq].outcome == PRODUCER_PENDING) {
+					struct producer_waiter *w = s->w;
+					if (fill_slot(p, s, seq, &res))
+						done[ndone++] = w;
+				}
 			}
+			if (!found)
+				p->orphans[seq % ORPHANS] = (struct orphan){ seq, res };
+		} else if ((s = find_slot(p, seq))) {
+			struct producer_waiter *w = s->w;
+			if (fill_slot(p, s, seq, &res))
+				done[ndone++] = w;
+		} else {
+			p->orphans[seq % ORPHANS] = (struct orphan){ seq, res };
 		}
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (done)
-		done->done(done);
+		trim_head(p);
+		pthread_mutex_unlock(&p->lock);
+		for (size_t k = 0; k < ndone; k++)
+			done[k]->done(done[k]);
+	} while (more);
 }
 
 /* Answer waiters whose deadline passed (all of them when all is set). */
@@ -260,6 +302,7 @@ static int64_t expire_waiters(struct producer *p, int64_t now, bool all)
 				if (n == sizeof(expired) / sizeof(expired[0]))
 					break; /* answer these first, then look again */
 				expired[n++] = w;
+				p->overlapping -= w->overlaps;
 				p->slots[i].w = NULL;
 			} else if (next < 0 || w->deadline_ms < next) {
 				next = w->deadline_ms;
@@ -389,7 +432,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 			metrics_produce_ack((double)(wall_ms() - accepted) / 1000.0);
 		else if (produced_us >= 0)
 			metrics_produce_ack((double)produced_us / 1e6);
-		spool_ack(p->sp, seq);
+		if (p->idem && idem_delivered(p->idem, seq, m->partition, m->offset))
+			spool_ack_now(p->sp, seq); /* keyed: a restart must not produce it again */
+		else
+			spool_ack(p->sp, seq);
 		atomic_fetch_add(&p->delivered, 1);
 		atomic_store(&p->brokers_up, 1);
 		set_result(p, seq, PRODUCER_DELIVERED, m->partition, m->offset, 0);
@@ -725,13 +771,14 @@ static void commit_hook(void *arg)
 	wakeup_signal(&p->wake);
 }
 
-int producer_start(const struct conf *conf, struct spool *sp, struct producer **out, char *err,
-    size_t errlen)
+int producer_start(const struct conf *conf, struct spool *sp, struct idem *idem,
+    struct producer **out, char *err, size_t errlen)
 {
 	struct producer *p = xcalloc(1, sizeof(*p));
 
 	p->conf = conf;
 	p->sp = sp;
+	p->idem = idem;
 	pthread_mutex_init(&p->lock, NULL);
 	if (wakeup_open(&p->wake) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));

@@ -11,6 +11,7 @@
 #ifndef ACKD_PRODUCER_H
 #define ACKD_PRODUCER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,7 @@
 #endif
 
 struct spool;
+struct idem;
 struct producer;
 
 enum producer_outcome {
@@ -52,16 +54,23 @@ struct producer_waiter {
 	struct producer_result *results;
 	void (*done)(struct producer_waiter *w);
 	void *arg;
+	/*
+	 * Another waiter may wait for some of the same records (an
+	 * Idempotency-Key replay while its first request still waits); both
+	 * get the verdicts. false for every other waiter.
+	 */
+	bool overlaps;
 	size_t pending; /* private */
 };
 
 /*
  * Create the producer (librdkafka properties from conf->kafka.producer on top
  * of ackd's: acks=all, idempotence, murmur2_random) and start the kafka loop.
- * conf and sp are borrowed and must outlive the producer.
+ * conf, sp and idem (the Idempotency-Key table, told every delivery; NULL:
+ * none) are borrowed and must outlive the producer.
  */
-MUST_USE int producer_start(const struct conf *conf, struct spool *sp, struct producer **out,
-    char *err, size_t errlen);
+MUST_USE int producer_start(const struct conf *conf, struct spool *sp, struct idem *idem,
+    struct producer **out, char *err, size_t errlen);
 
 /*
  * Stop taking new records, answer every waiter, wait up to flush_ms for

@@ -140,6 +140,7 @@ static void spool_free(struct spool *sp)
 	seqmap_fini(&sp->rev);
 	free(sp->cf.seqs);
 	failed_fini(sp);
+	keys_fini(sp);
 	for (size_t i = 0; i < sp->ntrims; i++)
 		spool_io.close(sp->trims[i].fd); /* the temp files go at the next open */
 	if (sp->dir_fd >= 0)
@@ -203,6 +204,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	}
 	sp->dir_fd = -1;
 	sp->lock_fd = -1;
+	sp->keys_fd = -1;
 	sp->fsync = opts->fsync;
 	sp->fsync_interval_ms = opts->fsync_interval_ms > 0 ? opts->fsync_interval_ms : 1000;
 	sp->max_bytes = opts->max_bytes;
@@ -253,6 +255,9 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 		snprintf(err, errlen, "spool %s: cannot create failed/: %s", sp->dir, strerror(errno));
 		goto fail;
 	}
+	sp->on_key = opts->on_key;
+	sp->on_key_arg = opts->on_key_arg;
+	sp->key_ttl_ms = opts->key_ttl_ms;
 	if (failed_repair(sp, err, errlen) < 0 || spool_recover(sp, err, errlen) < 0)
 		goto fail;
 	sp->run_first_seq = sp->next_seq;

@@ -37,6 +37,20 @@ struct spool_opts {
 	int64_t fsync_interval_ms;
 	uint64_t max_bytes;     /* refuse (SPOOL_EFULL) beyond this */
 	uint64_t segment_bytes; /* 0: 64 MiB, or max_bytes / 8 when less (64 KiB at least) */
+	/*
+	 * Called by spool_open() for every intact KEY record of every segment,
+	 * in sequence order, before the writer starts (the opening thread);
+	 * seq is the KEY record's own sequence, its records precede it. NULL:
+	 * keys are not loaded (they are still skipped, never produced).
+	 */
+	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k);
+	void *on_key_arg;
+	/*
+	 * How long a KEY record is kept once its segment is deleted: its
+	 * unexpired KEY records are appended to the keys file first (and
+	 * on_key gets them at the next open). 0: no keys file.
+	 */
+	int64_t key_ttl_ms;
 };
 
 /* Why a submit failed; http.c maps these to 507 / 503. */
@@ -70,6 +84,13 @@ void spool_close(struct spool *sp);
 /* A batch of encoded records, built by a request thread. */
 struct spool_batch *spool_batch_new(size_t nrecords_hint);
 MUST_USE int spool_batch_add(struct spool_batch *b, const struct spool_msg *m);
+/*
+ * End the batch with the Idempotency-Key of every record added so far
+ * (k->nrecs must equal their count): a KEY record written in the same group
+ * write, so the key is durable exactly when the records are. Nothing may be
+ * added after it. 0, or -1 when k does not fit or out of memory.
+ */
+MUST_USE int spool_batch_add_key(struct spool_batch *b, const struct spool_key *k);
 size_t spool_batch_count(const struct spool_batch *b);
 void spool_batch_free(struct spool_batch *b);
 
@@ -131,8 +152,22 @@ void spool_rewind(struct spool *sp);
 MUST_USE int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out);
 void spool_rec_free(struct spool_rec *r);
 
+/*
+ * Whether seq is a record in the spool that Kafka has not acknowledged yet
+ * (1), or not (0: acknowledged, failed, lost, or never written). Any thread.
+ */
+int spool_seq_live(struct spool *sp, uint64_t seq);
+
 /* Kafka acknowledged seq: it may be deleted. */
 void spool_ack(struct spool *sp, uint64_t seq);
+
+/*
+ * The same, with the acknowledgement written to the .ack file at once rather
+ * than at the next maintenance (still without fsync): a kill -9 then cannot
+ * make the record be produced again. For records with an Idempotency-Key,
+ * whose client was promised one copy.
+ */
+void spool_ack_now(struct spool *sp, uint64_t seq);
 
 /*
  * Producer thread, housekeeping: write buffered acknowledgements to the .ack
@@ -254,7 +289,8 @@ struct spool_ro_item {
 	int acked;    /* segments: listed in the .ack file */
 	int64_t timestamp_ms;
 	/* SPOOL_RO_RECORD unless headers_only: decoded, borrowed until the next call. */
-	const struct spool_rec *rec;
+	const struct spool_rec *rec; /* a MSG or FAILED record; NULL for a KEY record */
+	struct spool_key key;        /* a KEY record: its pointers borrowed likewise */
 	/* SPOOL_RO_DAMAGE */
 	enum spool_rec_status why;
 	int resynced;       /* a valid record follows; else the damage runs to the end */

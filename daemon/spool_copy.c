@@ -173,6 +173,10 @@ void cf_start(struct spool *sp)
 		}
 		if (seg_acked(sp, seg, item.h.seq))
 			continue;
+		if (item.h.type == SPOOL_REC_KEY) {
+			ack_mark(sp, seg, item.h.seq, false); /* not a message: nothing to copy */
+			continue;
+		}
 		if (!it_payload_ok(&item)) {
 			log_warnx("spool: %s: segment %" PRIu64 ": record %" PRIu64 ": bad payload crc, record lost",
 			    sp->dir, seg->first_seq, item.h.seq);

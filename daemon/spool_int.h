@@ -66,6 +66,7 @@ struct spool_batch {
 	size_t cap;
 	size_t count;
 	int64_t min_ts;
+	bool has_key; /* ends with a KEY record */
 };
 
 struct sub {
@@ -96,6 +97,7 @@ struct seg {
 	uint64_t nrecs;
 	int64_t min_ts;
 	bool sealed;
+	bool has_keys; /* it may hold KEY records: keys_save() reads it before it goes */
 	/* Producer thread only. */
 	int ack_fd;
 	size_t ack_n;
@@ -192,6 +194,13 @@ struct spool {
 	int64_t fsync_interval_ms;
 	uint64_t max_bytes;
 	uint64_t segment_bytes;
+	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k); /* at open only */
+	void *on_key_arg;
+	int64_t key_ttl_ms; /* 0: no keys file */
+	/* The keys file (spool_keys.c): the opening thread, then the producer thread. */
+	int keys_fd;
+	uint64_t keys_bytes;
+	uint64_t keys_compacted; /* its size after the last compaction or open */
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake;
@@ -371,6 +380,12 @@ MUST_USE int batch_add_copy(struct spool_batch *b, const unsigned char *rec, siz
 MUST_USE enum spool_err spool_submit_batch(struct spool *sp, struct spool_batch *b,
     spool_done_fn *done, void *arg, bool check_space);
 void *spool_writer_main(void *arg);
+
+/* spool_keys.c */
+MUST_USE int keys_load(struct spool *sp, char *err, size_t errlen);
+/* Append seg's unexpired KEY records to the keys file and sync it; 0, or -1 with errno. */
+MUST_USE int keys_save(struct spool *sp, struct seg *seg);
+void keys_fini(struct spool *sp);
 
 /* spool_copy.c */
 void cf_apply(struct spool *sp);

@@ -116,12 +116,12 @@ static enum spool_rec_status it_rec_at(struct iter *it, uint64_t off, struct spo
 	if (h->type == SPOOL_REC_SEAL)
 		return SPOOL_REC_OK;
 	/*
-	 * A segment holds messages (and its footer). Any other record, such as
-	 * a FAILED one of a failed/ log, is damage: handing it out would
-	 * produce its bytes, reason header and all, to Kafka. It is reported
-	 * as a payload that is not a message.
+	 * A segment holds messages, Idempotency-Keys (and its footer). Any
+	 * other record, such as a FAILED one of a failed/ log, is damage:
+	 * handing it out would produce its bytes, reason header and all, to
+	 * Kafka. It is reported as a payload that is not a message.
 	 */
-	if (it->base_seq && h->type != SPOOL_REC_MSG)
+	if (it->base_seq && h->type != SPOOL_REC_MSG && h->type != SPOOL_REC_KEY)
 		return SPOOL_REC_BAD_PAYLOAD;
 	if (h->seq < it->next_seq || (it->seq_limit && h->seq >= it->seq_limit))
 		return SPOOL_REC_BAD_SEQ;

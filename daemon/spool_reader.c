@@ -1,6 +1,6 @@
 /*
  * spool_reader: the producer's side: spool_next(), spool_get(),
- * spool_ack(), spool_rewind().
+ * spool_ack(), spool_rewind(); and spool_seq_live(), from any thread.
  *
  * Reading and acknowledging. Memory holds no backlog: spool_next() reads the
  * records back from the files in 256 KiB blocks, up to the committed end.
@@ -72,6 +72,10 @@ int reader_read_one(struct spool *sp, struct seg *seg, uint64_t cur_seq, struct 
 			continue;
 		if (item.h.seq > cur_seq)
 			break;
+		if (item.h.type == SPOOL_REC_KEY) {
+			ack_mark(sp, seg, cur_seq, false); /* no message: nothing to read */
+			return 0;
+		}
 		enum spool_rec_status st;
 		*out = it_rec_copy(&item, &st);
 		if (*out)
@@ -163,6 +167,11 @@ int spool_next(struct spool *sp, uint64_t *cursor, struct spool_rec **out)
 				continue;
 			if ((item.h.flags & SPOOL_REC_F_COPY) && s >= sp->run_first_seq)
 				continue; /* its original was handed out in this run */
+			if (item.h.type == SPOOL_REC_KEY) {
+				/* Nothing to produce: the key table read it at open or submit. */
+				ack_mark(sp, seg, s, false);
+				continue;
+			}
 			*out = it_rec_copy(&item, &st);
 			if (!*out && st == SPOOL_REC_OK) {
 				/* Out of memory: read this record again next time. */
@@ -239,7 +248,22 @@ int spool_get(struct spool *sp, uint64_t seq, struct spool_rec **out)
 
 void spool_rec_free(struct spool_rec *r) { free(r); }
 
-void spool_ack(struct spool *sp, uint64_t seq)
+int spool_seq_live(struct spool *sp, uint64_t seq)
+{
+	int live = 0;
+
+	pthread_mutex_lock(&sp->mu);
+	for (struct seg *seg = sp->segs; seg; seg = seg->next) {
+		if (seq >= seg->first_seq && seq < seg->end_seq) {
+			live = !seg_is_acked(seg, seq);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&sp->mu);
+	return live;
+}
+
+static void ack_one(struct spool *sp, uint64_t seq, bool now)
 {
 	struct seg *seg = seg_find(sp, seq);
 	uint64_t cur;
@@ -252,7 +276,13 @@ void spool_ack(struct spool *sp, uint64_t seq)
 	}
 	if (seg) {
 		ack_mark(sp, seg, seq, false);
+		if (now)
+			ack_flush(sp, seg);
 		seg_maybe_delete(sp, seg);
 	}
 	spool_maint(sp, false);
 }
+
+void spool_ack(struct spool *sp, uint64_t seq) { ack_one(sp, seq, false); }
+
+void spool_ack_now(struct spool *sp, uint64_t seq) { ack_one(sp, seq, true); }

@@ -363,6 +363,94 @@ enum spool_rec_status spool_rec_decode(const void *buf, size_t len, struct spool
 	return SPOOL_REC_OK;
 }
 
+/*
+ * KEY payload: accept time i64, hash[32], nrecs u32, scope, topic and key
+ * (each u16 length and bytes), then nrecs ids of SPOOL_KEY_ID_LEN bytes.
+ */
+size_t spool_key_size(const struct spool_key *k)
+{
+	uint64_t n = 8 + SPOOL_KEY_HASH_LEN + 4 + 2 + 2 + 2;
+
+	if (k->scope_len > SPOOL_KEY_MAX_STR || k->topic_len > SPOOL_KEY_MAX_STR ||
+	    k->key_len > SPOOL_KEY_MAX_STR || k->nrecs == 0)
+		return 0;
+	n += k->scope_len + k->topic_len + k->key_len + (uint64_t)k->nrecs * SPOOL_KEY_ID_LEN;
+	if (n > SPOOL_REC_MAX_PAYLOAD)
+		return 0;
+	return SPOOL_REC_HDR_SIZE + (size_t)n;
+}
+
+size_t spool_key_encode(const struct spool_key *k, void *buf)
+{
+	unsigned char *rec = buf;
+	unsigned char *p = rec + SPOOL_REC_HDR_SIZE;
+	size_t payload_len;
+
+	put64(p, (uint64_t)k->timestamp_ms);
+	p = put_bytes(p + 8, k->hash, SPOOL_KEY_HASH_LEN);
+	put32(p, k->nrecs);
+	put16(p + 4, (uint16_t)k->scope_len);
+	p = put_bytes(p + 6, k->scope, k->scope_len);
+	put16(p, (uint16_t)k->topic_len);
+	p = put_bytes(p + 2, k->topic, k->topic_len);
+	put16(p, (uint16_t)k->key_len);
+	p = put_bytes(p + 2, k->key, k->key_len);
+	p = put_bytes(p, k->ids, (size_t)k->nrecs * SPOOL_KEY_ID_LEN);
+
+	payload_len = (size_t)(p - rec) - SPOOL_REC_HDR_SIZE;
+	put32(rec + OFF_MAGIC, SPOOL_REC_MAGIC);
+	rec[OFF_VERSION] = SPOOL_REC_VERSION;
+	rec[OFF_TYPE] = SPOOL_REC_KEY;
+	put16(rec + OFF_FLAGS, 0);
+	put32(rec + OFF_LEN, (uint32_t)payload_len);
+	put32(rec + OFF_PCRC, crc32c(0, rec + SPOOL_REC_HDR_SIZE, payload_len));
+	spool_rec_set_seq(rec, 0);
+	return (size_t)(p - rec);
+}
+
+enum spool_rec_status spool_key_decode(const void *buf, size_t len, struct spool_rec_hdr *h,
+    struct spool_key *k)
+{
+	struct spool_rec_hdr local;
+	enum spool_rec_status st;
+	const unsigned char *hash;
+	struct cur c;
+
+	if (!h)
+		h = &local;
+	st = spool_rec_parse_hdr(buf, len, h);
+	if (st != SPOOL_REC_OK)
+		return st;
+	c.p = (const unsigned char *)buf + SPOOL_REC_HDR_SIZE;
+	c.left = h->payload_len;
+	c.bad = 0;
+	if (crc32c(0, c.p, c.left) != h->payload_crc)
+		return SPOOL_REC_BAD_PAYLOAD_CRC;
+	if (h->type != SPOOL_REC_KEY)
+		return SPOOL_REC_BAD_PAYLOAD;
+	memset(k, 0, sizeof(*k));
+	k->timestamp_ms = (int64_t)take64(&c);
+	hash = take(&c, SPOOL_KEY_HASH_LEN);
+	if (hash)
+		memcpy(k->hash, hash, SPOOL_KEY_HASH_LEN);
+	k->nrecs = take32(&c);
+	k->scope_len = take16(&c);
+	k->scope = (const char *)take(&c, k->scope_len);
+	k->topic_len = take16(&c);
+	k->topic = (const char *)take(&c, k->topic_len);
+	k->key_len = take16(&c);
+	k->key = (const char *)take(&c, k->key_len);
+	/* The ids are exactly what is left: a count that disagrees is damage. */
+	if (c.bad || k->nrecs == 0 || c.left / SPOOL_KEY_ID_LEN != k->nrecs ||
+	    c.left % SPOOL_KEY_ID_LEN != 0 || !k->scope || !k->topic || !k->key)
+		return SPOOL_REC_BAD_PAYLOAD;
+	k->ids = (const char *)take(&c, c.left);
+	/* A record takes at least a header: more records than that is damage. */
+	if ((uint64_t)k->nrecs > h->seq)
+		return SPOOL_REC_BAD_PAYLOAD;
+	return SPOOL_REC_OK;
+}
+
 const char *spool_rec_status_str(enum spool_rec_status st)
 {
 	switch (st) {

@@ -57,6 +57,7 @@ enum spool_rec_type {
 	SPOOL_REC_MSG = 1,    /* a message waiting for Kafka */
 	SPOOL_REC_SEAL = 2,   /* the footer of a sealed segment */
 	SPOOL_REC_FAILED = 3, /* a message Kafka rejected, in failed/ */
+	SPOOL_REC_KEY = 4,    /* an Idempotency-Key, after the records it names */
 };
 
 /* Header name under which a failed record stores its reason. */
@@ -102,6 +103,13 @@ enum spool_rec_status {
  * ackd-failed-reason header within SPOOL_REC_MAX_PAYLOAD, so it has none.
  */
 #define SPOOL_REC_F_NO_REASON 0x0002u
+/*
+ * Header flag of a MSG record: it belongs to a batch that ends with a KEY
+ * record. Recovery cuts such records from the newest segment's tail when
+ * their KEY record is not there: the batch was never durable whole.
+ */
+#define SPOOL_REC_F_KEYED 0x0004u
+
 
 struct spool_rec_hdr {
 	uint8_t version;
@@ -132,6 +140,38 @@ MUST_USE enum spool_rec_status spool_rec_decode(const void *buf, size_t len,
     struct spool_rec_hdr *h, struct spool_msg *m, struct spool_hdr *hdrs, size_t max_hdrs);
 
 const char *spool_rec_status_str(enum spool_rec_status st);
+
+/*
+ * A KEY record: the Idempotency-Key of the nrecs records that precede it in
+ * the same segment (sequences seq - nrecs .. seq - 1), written in the same
+ * group write. All pointers are borrowed.
+ */
+#define SPOOL_KEY_HASH_LEN 32 /* SHA-256 */
+#define SPOOL_KEY_ID_LEN 26   /* one ackd-id */
+#define SPOOL_KEY_MAX_STR 0xffffu
+struct spool_key {
+	int64_t timestamp_ms; /* when ackd accepted the request */
+	unsigned char hash[SPOOL_KEY_HASH_LEN]; /* of the request (docs/spool-format.md) */
+	uint32_t nrecs;
+	const char *scope; /* token or listener */
+	size_t scope_len;
+	const char *topic;
+	size_t topic_len;
+	const char *key;   /* the Idempotency-Key header */
+	size_t key_len;
+	const char *ids;   /* nrecs * SPOOL_KEY_ID_LEN bytes: the records' ackd-ids */
+};
+
+/* Bytes spool_key_encode() needs, header included; 0 when k does not fit a record. */
+MUST_USE size_t spool_key_size(const struct spool_key *k);
+/* Encode k as a KEY record with sequence 0 (see spool_rec_set_seq()); returns the bytes. */
+size_t spool_key_encode(const struct spool_key *k, void *buf);
+/*
+ * Parse the header, check the payload CRC and decode the KEY record at buf
+ * into k, whose pointers point into buf. h may be NULL.
+ */
+MUST_USE enum spool_rec_status spool_key_decode(const void *buf, size_t len,
+    struct spool_rec_hdr *h, struct spool_key *k);
 
 /*
  * The segment file header: every segment (and failed/ log) starts with it.

@@ -45,6 +45,17 @@ static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64
 	enum it_res r;
 	uint64_t good_end = SPOOL_SEG_HDR_SIZE, last_seq = 0;
 	size_t npending = 0, cap = 0;
+	/*
+	 * The newest segment: where the first record of a keyed batch whose
+	 * KEY record has not followed yet starts (0: none), and what was known
+	 * before it. A keyed batch is one group write ending with its KEY
+	 * record; without that record the write never completed, and its
+	 * records are cut with the torn tail, so a key and its records are
+	 * durable together or not at all.
+	 */
+	uint64_t keyed_off = 0, keyed_last_seq = 0, keyed_nrecs = 0;
+	int64_t keyed_min_ts = 0;
+	size_t keyed_nlost = 0;
 
 	*lost = NULL;
 	*nlost = 0;
@@ -76,6 +87,15 @@ static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64
 		}
 		/* A valid record: the damage before it was in the middle, not a tail. */
 		npending = 0;
+		if (full && (item.h.type == SPOOL_REC_KEY || !(item.h.flags & SPOOL_REC_F_KEYED))) {
+			keyed_off = 0; /* the batch ended: with its key, or damaged in the middle */
+		} else if (full && (item.h.flags & SPOOL_REC_F_KEYED) && keyed_off == 0) {
+			keyed_off = item.off;
+			keyed_last_seq = last_seq;
+			keyed_nrecs = seg->nrecs;
+			keyed_min_ts = seg->min_ts;
+			keyed_nlost = *nlost;
+		}
 		last_seq = item.h.seq;
 		good_end = item.off + item.len;
 		/* The peek is unchecked: a payload too short for it is left to the reader. */
@@ -89,6 +109,17 @@ static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64
 		goto fail;
 	}
 	*nlost -= npending; /* damage at the very end is the torn tail */
+	if (full && keyed_off) {
+		log_warnx("spool: %s: segment %" PRIu64 ": a batch with an Idempotency-Key at offset %"
+		    PRIu64 " lacks its key record: cut with the torn tail",
+		    sp->dir, seg->first_seq, keyed_off);
+		good_end = keyed_off;
+		last_seq = keyed_last_seq;
+		seg->nrecs = keyed_nrecs;
+		seg->min_ts = keyed_min_ts;
+		if (*nlost > keyed_nlost)
+			*nlost = keyed_nlost;
+	}
 	seg->data_end = good_end;
 	seg->end_seq = last_seq ? last_seq + 1 : seg->first_seq;
 	if (full && good_end < size) {
@@ -289,6 +320,41 @@ static void drop_short_segments(struct spool *sp, uint64_t *firsts, size_t *n)
 	*n = kept;
 }
 
+/*
+ * Hand every intact KEY record of seg to sp->on_key. Reads the whole
+ * segment (headers, and the payloads of KEY records): the cost of keys
+ * that survive a restart. Damage is left to the reader, as for any record.
+ */
+static int load_keys(struct spool *sp, struct seg *seg)
+{
+	struct iter it = { 0 };
+	struct it_item item;
+	enum it_res r;
+
+	it_init(&it, seg->fd, SPOOL_SEG_HDR_SIZE, seg->data_end, seg->first_seq, seg->end_seq);
+	while ((r = it_next(&it, &item)) != IT_END) {
+		struct spool_key k;
+		if (r != IT_REC || item.h.type != SPOOL_REC_KEY)
+			continue;
+		seg->has_keys = true;
+		if (spool_key_decode(item.rec, item.len, NULL, &k) != SPOOL_REC_OK ||
+		    item.h.seq - seg->first_seq < k.nrecs) {
+			log_warnx("spool: %s: segment %" PRIu64 ": key record %" PRIu64
+			    " is damaged, its Idempotency-Key is forgotten",
+			    sp->dir, seg->first_seq, item.h.seq);
+			continue;
+		}
+		sp->on_key(sp->on_key_arg, item.h.seq, &k);
+	}
+	if (it.io_errno) {
+		errno = it.io_errno;
+		it_fini(&it);
+		return -1;
+	}
+	it_fini(&it);
+	return 0;
+}
+
 int spool_recover(struct spool *sp, char *err, size_t errlen)
 {
 	uint64_t *firsts = NULL, *acks = NULL;
@@ -326,6 +392,18 @@ int spool_recover(struct spool *sp, char *err, size_t errlen)
 	}
 	if (sp->next_seq == 0)
 		sp->next_seq = 1;
+	/* The keys of deleted segments first: a segment's own are newer. */
+	if (keys_load(sp, err, errlen) < 0)
+		goto out;
+	for (seg = sp->segs; seg; seg = seg->next)
+		seg->has_keys = !sp->on_key; /* unknown unless read: keys_save() reads it */
+	for (seg = sp->segs; sp->on_key && seg; seg = seg->next) {
+		if (load_keys(sp, seg) < 0) {
+			snprintf(err, errlen, "spool %s: reading the keys of segment %" PRIu64 ": %s",
+			    sp->dir, seg->first_seq, strerror(errno));
+			goto out;
+		}
+	}
 	/*
 	 * Records of the last run are not appended to: its .ack file may name
 	 * sequences whose records did not reach the disk (a torn tail, a power

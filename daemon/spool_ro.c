@@ -43,6 +43,7 @@ struct spool_ro_iter {
 	bool footer_seen;
 	struct iter it;
 	struct spool_rec *rec;
+	unsigned char *keybuf; /* the last KEY record's bytes, item->key points into them */
 };
 
 static int ro_add_file(struct spool_ro_file **v, size_t *n, size_t *cap, const char *name,
@@ -422,6 +423,8 @@ int spool_ro_iter_next(struct spool_ro_iter *ri, struct spool_ro_item *item)
 
 	spool_rec_free(ri->rec);
 	ri->rec = NULL;
+	free(ri->keybuf);
+	ri->keybuf = NULL;
 	memset(item, 0, sizeof(*item));
 	if (ri->footer_seen) {
 		if (ri->it.off >= ri->f->bytes)
@@ -474,6 +477,23 @@ int spool_ro_iter_next(struct spool_ro_iter *ri, struct spool_ro_item *item)
 		item->lost_to = ii.h.seq + 1;
 		return 1;
 	}
+	if (ii.h.type == SPOOL_REC_KEY && !ri->failed_log) {
+		enum spool_rec_status st;
+		if (!(ri->keybuf = malloc(ii.len))) {
+			errno = ENOMEM;
+			return -1;
+		}
+		memcpy(ri->keybuf, ii.rec, ii.len);
+		st = spool_key_decode(ri->keybuf, ii.len, NULL, &item->key);
+		if (st != SPOOL_REC_OK) {
+			item->kind = SPOOL_RO_DAMAGE;
+			item->why = st;
+			item->resynced = 1;
+			item->lost_from = ii.h.seq;
+			item->lost_to = ii.h.seq + 1;
+		}
+		return 1;
+	}
 	{
 		enum spool_rec_status st;
 		ri->rec = it_rec_copy(&ii, &st);
@@ -499,6 +519,7 @@ void spool_ro_iter_free(struct spool_ro_iter *ri)
 	if (!ri)
 		return;
 	spool_rec_free(ri->rec);
+	free(ri->keybuf);
 	if (ri->it.fd >= 0)
 		close(ri->it.fd);
 	it_fini(&ri->it);

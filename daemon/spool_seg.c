@@ -244,6 +244,10 @@ void seg_delete(struct spool *sp, struct seg *seg)
 	char name[64], tmp[64];
 	uint64_t size;
 
+	/* Its Idempotency-Keys outlive it: in the keys file, synced, before it goes. */
+	if (keys_save(sp, seg) < 0)
+		log_warn("spool: %s: cannot save the Idempotency-Keys of segment %" PRIu64
+		    " to the keys file; they are forgotten", sp->dir, seg->first_seq);
 	pthread_mutex_lock(&sp->mu);
 	for (pp = &sp->segs; *pp && *pp != seg; pp = &(*pp)->next)
 		;
@@ -321,7 +325,8 @@ int spool_name_kind(const char *name, bool in_failed, uint64_t *first)
 		return -1;
 	if (in_failed)
 		return failed_parse_name(name, first) ? SPOOL_NAME_FAILED : SPOOL_NAME_OTHER;
-	if (!strcmp(name, "lock") || !strcmp(name, "failed"))
+	if (!strcmp(name, "lock") || !strcmp(name, "failed") || !strcmp(name, "keys") ||
+	    !strcmp(name, "keys.tmp"))
 		return -1;
 	if (seg_parse_name(name, "spool", first))
 		return SPOOL_NAME_SEG;

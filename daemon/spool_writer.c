@@ -93,6 +93,24 @@ int spool_batch_add(struct spool_batch *b, const struct spool_msg *m)
 	return 0;
 }
 
+int spool_batch_add_key(struct spool_batch *b, const struct spool_key *k)
+{
+	size_t len = spool_key_size(k), off = 0;
+
+	if (len == 0 || b->count != k->nrecs || batch_reserve(b, len) < 0)
+		return -1;
+	/* Every record so far is the key's: mark them, so a torn batch is cut whole. */
+	while (off < b->len) {
+		spool_rec_set_flags(b->buf + off, SPOOL_REC_F_KEYED);
+		off += spool_rec_total(b->buf + off);
+	}
+	spool_key_encode(k, b->buf + b->len);
+	batch_note(b, b->buf + b->len);
+	b->len += len;
+	b->has_key = true;
+	return 0;
+}
+
 /* Add an already encoded record (copy-forward), marked as a copy. */
 int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len)
 {
@@ -329,6 +347,8 @@ static int commit_group(struct spool *sp, struct sub *list)
 	seg->data_end += bytes;
 	seg->file_bytes += bytes;
 	seg->nrecs += nrecs;
+	for (struct sub *s = list; s; s = s->next)
+		seg->has_keys |= s->b->has_key;
 	sp->next_seq = seq;
 	sp->live += nrecs;
 	sp->bytes += bytes;

@@ -55,12 +55,6 @@ void webhook_url_redact(const char *url, char *out, size_t outlen)
 
 #define SHA256_BLOCK 64
 
-struct sha256_ctx {
-	uint32_t h[8];
-	uint64_t total; /* bytes hashed so far */
-	unsigned char buf[SHA256_BLOCK];
-	size_t buflen;
-};
 
 static const uint32_t K[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5,
@@ -123,7 +117,7 @@ static void sha256_block(uint32_t h[8], const unsigned char *p)
 	h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
 }
 
-static void sha256_init(struct sha256_ctx *c)
+void sha256_init(struct sha256_ctx *c)
 {
 	static const uint32_t iv[8] = {
 		0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -135,7 +129,7 @@ static void sha256_init(struct sha256_ctx *c)
 	c->buflen = 0;
 }
 
-static void sha256_update(struct sha256_ctx *c, const void *data, size_t len)
+void sha256_update(struct sha256_ctx *c, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 
@@ -161,7 +155,7 @@ static void sha256_update(struct sha256_ctx *c, const void *data, size_t len)
 }
 
 /* Padding: 0x80, zeros, then the message length in bits, big-endian. */
-static void sha256_final(struct sha256_ctx *c, unsigned char out[SHA256_LEN])
+void sha256_final(struct sha256_ctx *c, unsigned char out[SHA256_LEN])
 {
 	uint64_t bits = c->total * 8;
 

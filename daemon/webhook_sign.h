@@ -18,6 +18,17 @@
 /* SHA-256 (FIPS 180-4) of len bytes. */
 void sha256(const void *data, size_t len, unsigned char out[SHA256_LEN]);
 
+/* The same, fed in pieces: init, update for each piece, final. */
+struct sha256_ctx {
+	uint32_t h[8];
+	uint64_t total; /* bytes hashed so far */
+	unsigned char buf[64];
+	size_t buflen;
+};
+void sha256_init(struct sha256_ctx *c);
+void sha256_update(struct sha256_ctx *c, const void *data, size_t len);
+void sha256_final(struct sha256_ctx *c, unsigned char out[SHA256_LEN]);
+
 /*
  * HMAC-SHA256 (RFC 2104) of the concatenation of nparts byte strings
  * parts[i] of lens[i] bytes, so callers need not copy them together.

@@ -3,7 +3,7 @@
  *
  *   stat DIR                  segments, backlog, failed/, whether ackd runs
  *   verify DIR                check every byte ackd would read; exit 1 on damage
- *   dump DIR [--all|--failed] records as JSON lines
+ *   dump DIR [--all|--failed|--keys] records (or Idempotency-Keys) as JSON lines
  *   reinject DIR              move failed/ records back into the spool
  *
  * stat, verify and dump go through the read-only reader of daemon/spool_ro.c
@@ -45,7 +45,7 @@ static void usage(FILE *out)
 	fprintf(out,
 	    "usage: %s stat DIR\n"
 	    "       %s verify DIR\n"
-	    "       %s dump DIR [--all | --failed]\n"
+	    "       %s dump DIR [--all | --failed | --keys]\n"
 	    "       %s reinject DIR\n",
 	    progname, progname, progname, progname);
 }
@@ -348,9 +348,18 @@ static void verify_file(struct verify *v, struct spool_ro *ro, const struct spoo
 				expect = item.lost_to;
 			break;
 		case SPOOL_RO_RECORD: {
-			const struct spool_msg *m = &item.rec->msg;
+			const struct spool_msg *m = item.rec ? &item.rec->msg : NULL;
 			uint8_t want = failed_log ? SPOOL_REC_FAILED : SPOOL_REC_MSG;
 
+			if (item.type == SPOOL_REC_KEY && !failed_log) {
+				/* An Idempotency-Key: its records precede it in this segment. */
+				want = SPOOL_REC_KEY;
+				if (item.seq - f->first_seq < item.key.nrecs)
+					problem(v, f->name, (int64_t)item.off, "bad-key",
+					    "key record %" PRIu64 " names %" PRIu32
+					    " records, more than the segment holds before it",
+					    item.seq, item.key.nrecs);
+			}
 			if (item.type != want)
 				problem(v, f->name, (int64_t)item.off, "wrong-type",
 				    "record %" PRIu64 " has type %u, expected %u", item.seq, item.type, want);
@@ -542,7 +551,42 @@ out:
 	return rc;
 }
 
-static int dump_file(struct spool_ro *ro, const struct spool_ro_file *f, bool failed, bool all)
+/* One KEY record as a JSON line: the key, its scope and topic, its records. */
+static int print_key(uint64_t seq, const struct spool_key *k)
+{
+	json_t *o = json_object(), *ids = json_array();
+	char hash[2 * SPOOL_KEY_HASH_LEN + 1], *line = NULL;
+	int rc = -1;
+
+	for (size_t i = 0; i < SPOOL_KEY_HASH_LEN; i++)
+		snprintf(hash + 2 * i, 3, "%02x", k->hash[i]);
+	if (!o || !ids)
+		goto out;
+	for (uint32_t i = 0; i < k->nrecs; i++)
+		if (json_array_append_new(ids, json_stringn(k->ids + (size_t)i * SPOOL_KEY_ID_LEN,
+		        SPOOL_KEY_ID_LEN)) < 0)
+			goto out;
+	if (json_object_set_new(o, "seq", json_integer((json_int_t)seq)) < 0 ||
+	    set_bytes(o, "idempotency_key", k->key, k->key_len) < 0 ||
+	    set_bytes(o, "scope", k->scope, k->scope_len) < 0 ||
+	    set_bytes(o, "topic", k->topic, k->topic_len) < 0 ||
+	    json_object_set_new(o, "first_seq", json_integer((json_int_t)(seq - k->nrecs))) < 0 ||
+	    json_object_set(o, "ids", ids) < 0 ||
+	    json_object_set_new(o, "request_sha256", json_string(hash)) < 0 ||
+	    json_object_set_new(o, "timestamp", json_integer(k->timestamp_ms)) < 0)
+		goto out;
+	if (!(line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER)))
+		goto out;
+	rc = puts(line) < 0 ? -1 : 0;
+out:
+	free(line);
+	json_decref(ids);
+	json_decref(o);
+	return rc;
+}
+
+static int dump_file(struct spool_ro *ro, const struct spool_ro_file *f, bool failed, bool all,
+    bool keys)
 {
 	struct spool_ro_iter *it;
 	struct spool_ro_item item;
@@ -557,6 +601,15 @@ static int dump_file(struct spool_ro *ro, const struct spool_ro_file *f, bool fa
 			warnx_("%s: offset %" PRIu64 ": %s, %" PRIu64 " bytes skipped (see verify)",
 			    f->name, item.off, spool_rec_status_str(item.why), item.len);
 			skipped++;
+			continue;
+		}
+		if (keys) {
+			if (item.kind == SPOOL_RO_RECORD && item.type == SPOOL_REC_KEY &&
+			    print_key(item.seq, &item.key) < 0) {
+				warnx_("writing key record %" PRIu64 ": %s", item.seq, strerror(errno));
+				spool_ro_iter_free(it);
+				return -1;
+			}
 			continue;
 		}
 		if (item.kind != SPOOL_RO_RECORD || (!failed && item.type != SPOOL_REC_MSG))
@@ -575,7 +628,7 @@ static int dump_file(struct spool_ro *ro, const struct spool_ro_file *f, bool fa
 	return rc < 0 ? -1 : 0;
 }
 
-static int cmd_dump(const char *dir, bool all, bool failed)
+static int cmd_dump(const char *dir, bool all, bool failed, bool keys)
 {
 	const struct spool_ro_file *files;
 	struct spool_ro *ro;
@@ -586,7 +639,7 @@ static int cmd_dump(const char *dir, bool all, bool failed)
 		return EXIT_USAGE;
 	n = failed ? spool_ro_failed(ro, &files) : spool_ro_segments(ro, &files);
 	for (size_t i = 0; i < n; i++)
-		if (dump_file(ro, &files[i], failed, all) < 0)
+		if (dump_file(ro, &files[i], failed, all, keys) < 0)
 			rc = EXIT_DAMAGE;
 	spool_ro_free(ro);
 	if (fflush(stdout) != 0) {
@@ -889,7 +942,7 @@ static int cmd_reinject(const char *dir)
 int main(int argc, char **argv)
 {
 	const char *cmd, *dir;
-	bool all = false, failed = false;
+	bool all = false, failed = false, keys = false;
 
 	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 		usage(stdout);
@@ -907,14 +960,16 @@ int main(int argc, char **argv)
 			all = true;
 		} else if (!strcmp(cmd, "dump") && !strcmp(argv[i], "--failed")) {
 			failed = true;
+		} else if (!strcmp(cmd, "dump") && !strcmp(argv[i], "--keys")) {
+			keys = true;
 		} else {
 			warnx_("%s: unexpected argument %s", cmd, argv[i]);
 			usage(stderr);
 			return EXIT_USAGE;
 		}
 	}
-	if (all && failed) {
-		warnx_("dump: --all and --failed exclude each other");
+	if (all + failed + keys > 1) {
+		warnx_("dump: --all, --failed and --keys exclude each other");
 		return EXIT_USAGE;
 	}
 	if (!strcmp(cmd, "stat"))
@@ -922,7 +977,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "verify"))
 		return cmd_verify(dir);
 	if (!strcmp(cmd, "dump"))
-		return cmd_dump(dir, all, failed);
+		return cmd_dump(dir, all, failed, keys);
 	if (!strcmp(cmd, "reinject"))
 		return cmd_reinject(dir);
 	warnx_("unknown command %s", cmd);

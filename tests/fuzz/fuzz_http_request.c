@@ -131,7 +131,7 @@ static void start(void)
 	so.max_bytes = (uint64_t)fz.conf->spool.max_bytes;
 	if (spool_open(&so, &fz.sp, err, sizeof(err)) < 0 ||
 	    topics_start(fz.conf, &fz.topics, err, sizeof(err)) < 0 ||
-	    producer_start(fz.conf, fz.sp, &fz.prod, err, sizeof(err)) < 0)
+	    producer_start(fz.conf, fz.sp, NULL, &fz.prod, err, sizeof(err)) < 0)
 		broken(err);
 	status_init(fz.sp, fz.prod, fz.topics);
 	deps = (struct http_deps){ .conf = fz.conf, .spool = fz.sp, .producer = fz.prod,

@@ -61,6 +61,15 @@ struct msg {
 	size_t commit_op; /* ops recorded when the callback reported success; SIZE_MAX never */
 	size_t ack_op;    /* ops recorded before spool_ack(); SIZE_MAX never */
 	size_t fail_op;   /* ops recorded before spool_fail(); SIZE_MAX never */
+	int kb;           /* its keyed batch (index into wl.kbs), or -1 */
+};
+
+/* A batch written with an Idempotency-Key ("k<first n>-<count>"). */
+#define MAX_KBS 256
+struct kbatch {
+	uint32_t first_n;
+	size_t count;
+	bool loaded; /* the state being checked: recovery handed its KEY record to on_key */
 };
 
 struct wl {
@@ -73,6 +82,9 @@ struct wl {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int pending;
+	struct kbatch kbs[MAX_KBS];
+	size_t nkbs;
+	long keys_loaded; /* over all states checked */
 	/* Exploration. */
 	struct oracle_wrec *w;
 	size_t nw, wcap;
@@ -130,8 +142,46 @@ static void batch_done(void *arg, enum spool_err err, uint64_t first_seq)
 	free(b);
 }
 
+/* The id a keyed batch's KEY record names for message n. */
+static void key_id(uint32_t n, char out[SPOOL_KEY_ID_LEN + 1])
+{
+	snprintf(out, SPOOL_KEY_ID_LEN + 1, "%026u", n);
+}
+
+/* End sb (messages first_n..first_n+count-1) with its KEY record, and note the batch. */
+static void add_key(struct wl *w, struct spool_batch *sb, uint32_t first_n, size_t count)
+{
+	char key[32], ids[8 * SPOOL_KEY_ID_LEN + 1];
+	struct timespec now;
+	struct spool_key k = { .nrecs = (uint32_t)count,
+		.scope = "unix", .scope_len = 4, .topic = "t", .topic_len = 1 };
+
+	assert_true(count <= 8 && w->nkbs < MAX_KBS);
+	clock_gettime(CLOCK_REALTIME, &now); /* unexpired: the keys file keeps it */
+	k.timestamp_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	snprintf(key, sizeof(key), "k%u-%zu", first_n, count);
+	for (size_t i = 0; i < count; i++)
+		key_id(first_n + (uint32_t)i, ids + i * SPOOL_KEY_ID_LEN);
+	k.key = key;
+	k.key_len = strlen(key);
+	k.ids = ids;
+	memset(k.hash, 0x5a, sizeof(k.hash));
+	assert_int_equal(spool_batch_add_key(sb, &k), 0);
+	for (size_t i = 0; i < count; i++)
+		msg_of(w, first_n + (uint32_t)i)->kb = (int)w->nkbs;
+	w->kbs[w->nkbs++] = (struct kbatch){ first_n, count, false };
+}
+
+static void submit_keyed(struct wl *w, int nb, const int *sizes, bool evil_last, unsigned keyed);
+
 /* Submit nb batches of sizes[i] messages at once (one group commit or more), wait for all. */
 static void submit(struct wl *w, int nb, const int *sizes, bool evil_last)
+{
+	submit_keyed(w, nb, sizes, evil_last, 0);
+}
+
+/* The same; batch i ends with a KEY record when bit i of keyed is set. */
+static void submit_keyed(struct wl *w, int nb, const int *sizes, bool evil_last, unsigned keyed)
 {
 	for (int i = 0; i < nb; i++) {
 		struct batch *b = calloc(1, sizeof(*b));
@@ -150,9 +200,11 @@ static void submit(struct wl *w, int nb, const int *sizes, bool evil_last)
 			}
 			assert_true(n % ORACLE_EVIL < MAX_MSGS);
 			w->msgs[(n % ORACLE_EVIL) % MAX_MSGS] = (struct msg){ true, n, 0, SIZE_MAX,
-				SIZE_MAX, SIZE_MAX };
+				SIZE_MAX, SIZE_MAX, -1 };
 			assert_int_equal(oracle_add(sb, n), 0);
 		}
+		if (keyed >> i & 1)
+			add_key(w, sb, b->first_n, b->count);
 		pthread_mutex_lock(&w->mu);
 		w->pending++;
 		pthread_mutex_unlock(&w->mu);
@@ -319,6 +371,64 @@ static void read_failed(struct wl *w, size_t k, const char *desc, int *failed)
 	spool_ro_free(ro);
 }
 
+/* spool_open() of a state: a KEY record it read back. */
+static void on_key_seen(void *arg, uint64_t seq, const struct spool_key *key)
+{
+	struct wl *w = arg;
+	char name[32];
+
+	(void)seq;
+	for (size_t i = 0; i < w->nkbs; i++) {
+		struct kbatch *kb = &w->kbs[i];
+		char id[SPOOL_KEY_ID_LEN + 1];
+		snprintf(name, sizeof(name), "k%u-%zu", kb->first_n, kb->count);
+		if (key->key_len != strlen(name) || memcmp(key->key, name, key->key_len) != 0)
+			continue;
+		if (key->nrecs != kb->count)
+			return; /* not believed: checked as missing below */
+		for (size_t j = 0; j < kb->count; j++) {
+			key_id(kb->first_n + (uint32_t)j, id);
+			if (memcmp(key->ids + j * SPOOL_KEY_ID_LEN, id, SPOOL_KEY_ID_LEN) != 0)
+				return;
+		}
+		kb->loaded = true;
+		w->keys_loaded++;
+		return;
+	}
+}
+
+/*
+ * The keys of a state: a KEY record comes back exactly when its batch's
+ * records do. Every message of a loaded key is handed out (or was
+ * acknowledged before k, or failed); every handed-out message of a keyed
+ * batch has its key; a keyed batch committed before k has its key, in its
+ * segment or, once that was deleted, in the keys file.
+ */
+static void check_keys(struct wl *w, size_t k, const char *desc, const int *seen,
+    const int *failed)
+{
+	for (size_t i = 0; i < w->nkbs; i++) {
+		const struct kbatch *kb = &w->kbs[i];
+		bool committed = true, live = false;
+		for (size_t j = 0; j < kb->count; j++) {
+			const struct msg *m = msg_of(w, kb->first_n + (uint32_t)j);
+			uint32_t idx = (kb->first_n + (uint32_t)j) % ORACLE_EVIL;
+			committed &= m->commit_op <= k;
+			live |= m->ack_op > k && failed[idx] == 0;
+			if (kb->loaded && seen[idx] == 0 && m->ack_op > k && failed[idx] == 0)
+				violation(w, k, desc, "key k%u-%zu came back without its message %u",
+				    kb->first_n, kb->count, m->n);
+			if (!kb->loaded && seen[idx] > 0)
+				violation(w, k, desc, "message %u came back without its key k%u-%zu", m->n,
+				    kb->first_n, kb->count);
+		}
+		/* Acknowledged or not: once its segment goes, the keys file has it. */
+		(void)live;
+		if (committed && !kb->loaded)
+			violation(w, k, desc, "key k%u-%zu, committed, lost", kb->first_n, kb->count);
+	}
+}
+
 static void check_state(void *arg, size_t k, const char *dir, const char *desc)
 {
 	struct wl *w = arg;
@@ -334,6 +444,12 @@ static void check_state(void *arg, size_t k, const char *dir, const char *desc)
 
 	w->states++;
 	o.dir = dir;
+	for (size_t i = 0; i < w->nkbs; i++)
+		w->kbs[i].loaded = false;
+	if (w->nkbs) {
+		o.on_key = on_key_seen;
+		o.on_key_arg = w;
+	}
 	m0 = mallinfo2();
 	if (spool_open(&o, &sp, err, sizeof(err)) < 0) {
 		violation(w, k, desc, "recovery failed: %s", err);
@@ -380,6 +496,7 @@ static void check_state(void *arg, size_t k, const char *dir, const char *desc)
 			violation(w, k, desc, "message %u handed out %d times without a copy", m->n,
 			    seen[i]);
 	}
+	check_keys(w, k, desc, seen, failed);
 	if (w->violations > before)
 		keep_state(w, k);
 }
@@ -658,7 +775,7 @@ static void baseline(struct wl *w, const char *damaged)
 		char why[160];
 		if (oracle_check(&r->msg, &n, why, sizeof(why)) < 0)
 			fail_msg("%s: %s: %s", w->name, damaged, why);
-		w->msgs[n % MAX_MSGS] = (struct msg){ true, n, r->seq, 0, SIZE_MAX, SIZE_MAX };
+		w->msgs[n % MAX_MSGS] = (struct msg){ true, n, r->seq, 0, SIZE_MAX, SIZE_MAX, -1 };
 		if (w->nw == w->wcap) {
 			w->wcap = w->wcap ? w->wcap * 2 : 256;
 			w->w = realloc(w->w, w->wcap * sizeof(*w->w));
@@ -739,6 +856,44 @@ static void wl_recover_torn(void **state)
 	finish(w);
 }
 
+/*
+ * Idempotency-Keys: group commits mixing batches with and without a KEY
+ * record, 2 KiB segments (rolls, seals), out-of-order acks, deletion of
+ * finished segments, close, reopen, more keyed batches.
+ */
+static void wl_keys(void **state)
+{
+	struct wl *w = *state;
+	uint64_t seqs[MAX_MSGS];
+	uint32_t ns[MAX_MSGS];
+	static const int sizes[][3] = { { 1, 2, 3 }, { 4, 1, 1 }, { 2, 2, 2 }, { 1, 3, 1 } };
+	size_t n;
+
+	w_setup(w, "keys", 2048);
+	w->o.key_ttl_ms = 86400000;
+	w_open(w);
+	for (unsigned i = 0; i < 24; i++)
+		submit_keyed(w, 3, sizes[i % 4], false, (i % 7) + 1);
+	n = w_drain(w, seqs, ns, MAX_MSGS);
+	for (size_t i = n / 2; i-- > 0;) /* backwards: out of order */
+		if (i % 4 != 1)
+			w_ack(w, seqs[i], ns[i]);
+	spool_maintain(w->sp);
+	w_close(w);
+	w_open(w);
+	for (unsigned i = 0; i < 8; i++)
+		submit_keyed(w, 3, sizes[i % 4], false, 5);
+	n = w_drain(w, seqs, ns, MAX_MSGS);
+	for (size_t i = 0; i < n; i += 3)
+		w_ack(w, seqs[i], ns[i]);
+	spool_maintain(w->sp);
+	w_close(w);
+	explore(w);
+	if (!w->keys_loaded)
+		fail_msg("keys: no state loaded a key: the check checked nothing");
+	finish(w);
+}
+
 struct workload {
 	const char *name;
 	void (*fn)(void **state);
@@ -751,6 +906,7 @@ static const struct workload workloads[] = {
 	{ "fail-rewind", wl_fail_rewind },
 	{ "torn-embedded", wl_torn_embedded },
 	{ "recover-torn", wl_recover_torn },
+	{ "keys", wl_keys },
 	{ "selftest-no-fsync", selftest_no_fsync },
 };
 

@@ -76,6 +76,11 @@ struct mmsg {
 	int runs_out;      /* handed out in this run */
 	uint64_t acked[4]; /* sequences acknowledged (several records after a copy and a restart) */
 	int nacked;
+	/* Idempotency-Keys: the batch first..first+kcount-1 ended with a KEY record. */
+	uint32_t kfirst;
+	uint8_t kcount;      /* 0: no key */
+	bool key_loaded;     /* of a batch's first message: the last open read its KEY record */
+	bool committed_now;  /* committed since the spool was last opened */
 };
 
 struct out {
@@ -124,6 +129,13 @@ static long env_long(const char *name, long def)
 	return v && *v ? strtol(v, NULL, 0) : def;
 }
 
+static int64_t wall_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -165,6 +177,7 @@ static void batch_done(void *arg, enum spool_err err, uint64_t first_seq)
 		struct mmsg *m = &md->m[b->first_n + i];
 		m->st = M_LIVE;
 		m->seq = first_seq + i;
+		m->committed_now = true;
 	}
 	md->pending--;
 	pthread_cond_signal(&md->cv);
@@ -174,14 +187,41 @@ static void batch_done(void *arg, enum spool_err err, uint64_t first_seq)
 
 static void index_writes(struct model *md);
 
+/*
+ * spool_open(): a KEY record read back. Its batch's records must all have
+ * been committed (a key never comes back for records that never were).
+ */
+static void on_key(void *arg, uint64_t seq, const struct spool_key *k)
+{
+	struct model *md = arg;
+	char name[32];
+	unsigned first, count;
+
+	snprintf(name, sizeof(name), "%.*s", (int)(k->key_len < 31 ? k->key_len : 31), k->key);
+	if (sscanf(name, "k%u-%u", &first, &count) != 2 || first + count > md->next_n ||
+	    md->m[first].kcount != count || k->nrecs != count) {
+		bad(md, "key record %" PRIu64 " (%s) is no key the model wrote", seq, name);
+		return;
+	}
+	for (unsigned i = first; i < first + count; i++)
+		if (md->m[i].st == M_NONE)
+			bad(md, "key %s came back, but its message %u was never committed", name, i);
+	md->m[first].key_loaded = true;
+}
+
 static void open_spool(struct model *md)
 {
 	char err[256] = "";
 
 	index_writes(md);
-	for (uint32_t i = 0; i < md->next_n; i++)
+	for (uint32_t i = 0; i < md->next_n; i++) {
 		md->m[i].copied_before_open = md->m[i].copied;
+		md->m[i].key_loaded = false;
+		md->m[i].committed_now = false;
+	}
 	md->o.dir = md->dir;
+	md->o.on_key = on_key;
+	md->o.on_key_arg = md;
 	if (spool_open(&md->o, &md->sp, err, sizeof(err)) < 0) {
 		bad(md, "spool_open: %s", err);
 		md->sp = NULL;
@@ -190,6 +230,17 @@ static void open_spool(struct model *md)
 	md->nout = 0;
 	for (uint32_t i = 0; i < md->next_n; i++)
 		md->m[i].runs_out = 0;
+	/*
+	 * With fsync = always, every committed key came back: from the segment
+	 * of its records, or from the keys file once that segment was deleted
+	 * (acknowledged, or its records copied forward).
+	 */
+	for (uint32_t i = 0; md->sp && md->o.fsync == CONF_FSYNC_ALWAYS && i < md->next_n; i++) {
+		const struct mmsg *m = &md->m[i];
+		if (m->kcount && m->st != M_NONE && !md->m[m->kfirst].key_loaded)
+			bad(md, "message %u was committed, its key k%u-%u did not come back", i,
+			    m->kfirst, m->kcount);
+	}
 }
 
 /* Index the records written since the last call (copies among them). */
@@ -258,6 +309,10 @@ static void take(struct model *md, struct spool_rec *r)
 		    n, r->seq, m->ack_flushed ? " was flushed" : "");
 	else if (m->runs_out > 0 && !m->copied_before_open)
 		bad(md, "message %u handed out twice in one run (sequence %" PRIu64 ")", n, r->seq);
+	else if (m->kcount && !m->committed_now &&
+	    md->o.fsync == CONF_FSYNC_ALWAYS && !md->m[m->kfirst].key_loaded)
+		bad(md, "message %u of a keyed batch handed out without its key k%u-%u", n, m->kfirst,
+		    m->kcount);
 	if (md->failed)
 		return;
 	if (m->st == M_MAYBE || m->st == M_ACKED) /* M_ACKED: its other record */
@@ -298,6 +353,21 @@ static void do_submit(struct model *md)
 		b->count = count;
 		for (size_t j = 0; j < count; j++)
 			assert_int_equal(oracle_add(sb, md->next_n++), 0);
+		if (rnd(md, 3) == 0) {
+			/* An Idempotency-Key for the batch, in the same write. */
+			char key[32], ids[6 * SPOOL_KEY_ID_LEN];
+			struct spool_key k = { .timestamp_ms = wall_now_ms(), .nrecs = (uint32_t)count,
+				.scope = "tcp", .scope_len = 3, .topic = "t", .topic_len = 1, .ids = ids };
+			snprintf(key, sizeof(key), "k%u-%zu", b->first_n, count);
+			memset(ids, 'I', sizeof(ids));
+			k.key = key;
+			k.key_len = strlen(key);
+			assert_int_equal(spool_batch_add_key(sb, &k), 0);
+			for (size_t j = 0; j < count; j++) {
+				md->m[b->first_n + j].kfirst = b->first_n;
+				md->m[b->first_n + j].kcount = (uint8_t)count;
+			}
+		}
 		pthread_mutex_lock(&md->mu);
 		md->pending++;
 		pthread_mutex_unlock(&md->mu);
@@ -639,6 +709,7 @@ static bool run_seed(uint64_t seed, int steps, bool verbose, struct model *md)
 		.fsync = rnd(md, 2) ? CONF_FSYNC_ALWAYS : CONF_FSYNC_NEVER,
 		.fsync_interval_ms = 1000,
 		.segment_bytes = seg_sizes[rnd(md, 3)],
+		.key_ttl_ms = 86400000,
 	};
 	if (crashfs_start(md->dir, err, sizeof(err)) < 0)
 		fail_msg("%s", err);

@@ -1,0 +1,311 @@
+/*
+ * spool_keys: the keys file, where Idempotency-Keys outlive their segment.
+ *
+ * A KEY record lives in the segment of its records (spool_batch_add_key()).
+ * Before a segment that holds any is deleted (all its records acknowledged,
+ * or copied forward), keys_save() appends its KEY records that have not
+ * expired (spool_opts.key_ttl_ms) to the file `keys` in the spool directory,
+ * unchanged, and fdatasyncs it; only then does the segment go. At open,
+ * keys_load() hands the file's unexpired records to spool_opts.on_key
+ * before the segments' own, cuts a torn tail, and compacts the file when
+ * most of it expired: the live records are written to `keys.tmp`,
+ * fdatasynced, renamed over `keys`, and the directory fsynced, so a crash
+ * leaves either file whole. keys_save() compacts the same way when the file
+ * has grown to twice what the last compaction left (and 1 MiB at least).
+ *
+ * The file: a segment header (first sequence 0), then KEY records in the
+ * order their segments were deleted, each with its sequence in the spool.
+ * docs/spool-format.md.
+ *
+ * Threads: the opening thread (keys_load()), then the producer thread,
+ * which alone deletes segments (keys_save()).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "spool_int.h"
+#include "util.h"
+
+#define KEYS_NAME "keys"
+#define KEYS_TMP "keys.tmp"
+#define KEYS_COMPACT_MIN (1u << 20)
+
+struct kbuf {
+	unsigned char *p;
+	size_t len, cap;
+};
+
+static int kbuf_add(struct kbuf *b, const void *p, size_t n)
+{
+	if (n > b->cap - b->len) {
+		size_t cap = b->cap ? b->cap : 4096;
+		unsigned char *np;
+		while (cap - b->len < n)
+			cap *= 2;
+		if (!(np = realloc(b->p, cap)))
+			return -1;
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static bool expired(const struct spool *sp, const unsigned char *rec, int64_t now)
+{
+	return now - spool_rec_peek_timestamp(rec) >= sp->key_ttl_ms;
+}
+
+/*
+ * Walk the KEY records of fd's bytes [SPOOL_SEG_HDR_SIZE, size): each(arg,
+ * item) for every intact one. *good_end: where the last intact record of
+ * any type ends. 0, or -1 with errno.
+ */
+static int keys_walk(int fd, uint64_t size, uint64_t first_seq, uint64_t end_seq,
+    void (*each)(void *arg, const struct it_item *item), void *arg, uint64_t *good_end)
+{
+	struct iter it = { 0 };
+	struct it_item item;
+	enum it_res r;
+
+	*good_end = SPOOL_SEG_HDR_SIZE;
+	it_init(&it, fd, SPOOL_SEG_HDR_SIZE, size, first_seq, end_seq);
+	for (;;) {
+		if (!first_seq)
+			it.next_seq = 0; /* the keys file: records in any sequence order */
+		if ((r = it_next(&it, &item)) == IT_END)
+			break;
+		if (r != IT_REC)
+			continue;
+		if (!it_payload_ok(&item))
+			continue;
+		*good_end = item.off + item.len;
+		if (item.h.type == SPOOL_REC_KEY)
+			each(arg, &item);
+	}
+	it_fini(&it);
+	if (it.io_errno) {
+		errno = it.io_errno;
+		return -1;
+	}
+	return 0;
+}
+
+struct collect {
+	struct spool *sp;
+	struct kbuf *b;
+	int64_t now;
+	int err;
+	uint64_t live, dead; /* bytes */
+	bool load;           /* hand each live one to on_key */
+};
+
+static void collect_one(void *arg, const struct it_item *item)
+{
+	struct collect *c = arg;
+	struct spool_key k;
+
+	if (expired(c->sp, item->rec, c->now)) {
+		c->dead += item->len;
+		return;
+	}
+	c->live += item->len;
+	if (c->load && c->sp->on_key &&
+	    spool_key_decode(item->rec, item->len, NULL, &k) == SPOOL_REC_OK)
+		c->sp->on_key(c->sp->on_key_arg, item->h.seq, &k);
+	if (c->b && kbuf_add(c->b, item->rec, item->len) < 0)
+		c->err = ENOMEM;
+}
+
+/* Write header and records to keys.tmp, sync, rename over keys, sync the directory. */
+static int keys_replace(struct spool *sp, const struct kbuf *b)
+{
+	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
+	int fd;
+
+	spool_seg_hdr_encode(hdr, 0, wall_ms());
+	fd = spool_io.openat(sp->dir_fd, KEYS_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+	    0640);
+	if (fd < 0)
+		return -1;
+	if (spool_write_all(fd, hdr, sizeof(hdr)) < 0 || spool_write_all(fd, b->p, b->len) < 0 ||
+	    spool_io.fdatasync(fd) < 0) {
+		int saved = errno;
+		spool_io.close(fd);
+		spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0);
+		errno = saved;
+		return -1;
+	}
+	if (spool_io.renameat(sp->dir_fd, KEYS_TMP, sp->dir_fd, KEYS_NAME) < 0 ||
+	    spool_io.fsync(sp->dir_fd) < 0) {
+		int saved = errno;
+		spool_io.close(fd);
+		errno = saved;
+		return -1;
+	}
+	if (sp->keys_fd >= 0)
+		spool_io.close(sp->keys_fd);
+	sp->keys_fd = fd;
+	sp->keys_bytes = sizeof(hdr) + b->len;
+	sp->keys_compacted = sp->keys_bytes;
+	return 0;
+}
+
+/* Rewrite the file with its unexpired records only. 0, or -1 with errno. */
+static int keys_compact(struct spool *sp, int64_t now)
+{
+	struct kbuf b = { 0 };
+	struct collect c = { .sp = sp, .b = &b, .now = now };
+	uint64_t good_end;
+	int rc;
+
+	if (keys_walk(sp->keys_fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
+		free(b.p);
+		return -1;
+	}
+	if (c.err) {
+		free(b.p);
+		errno = c.err;
+		return -1;
+	}
+	rc = keys_replace(sp, &b);
+	if (rc == 0)
+		log_info("spool: %s: keys file compacted: %" PRIu64 " bytes of live keys, %" PRIu64
+		    " expired dropped", sp->dir, c.live, c.dead);
+	free(b.p);
+	return rc;
+}
+
+int keys_load(struct spool *sp, char *err, size_t errlen)
+{
+	struct collect c = { .sp = sp, .now = wall_ms(), .load = true };
+	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
+	uint64_t good_end, first;
+	struct stat st;
+	size_t got;
+	int fd;
+
+	sp->keys_fd = -1;
+	if (spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0) == 0)
+		log_info("spool: %s: removed an unfinished %s", sp->dir, KEYS_TMP);
+	fd = spool_io.openat(sp->dir_fd, KEYS_NAME, O_RDWR | O_APPEND | O_CLOEXEC, 0);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "spool %s: open %s: %s", sp->dir, KEYS_NAME, strerror(errno));
+		return -1;
+	}
+	sp->keys_fd = fd;
+	if (fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "spool %s: stat %s: %s", sp->dir, KEYS_NAME, strerror(errno));
+		return -1;
+	}
+	sp->keys_bytes = (uint64_t)st.st_size;
+	if (spool_pread_all(fd, hdr, sizeof(hdr), 0, &got) < 0 || got != sizeof(hdr) ||
+	    spool_seg_hdr_parse(hdr, sizeof(hdr), &first) < 0) {
+		/* Its creation never completed (or the header is damaged): nothing to believe. */
+		log_warnx("spool: %s: %s has no valid header; its keys are forgotten", sp->dir,
+		    KEYS_NAME);
+		good_end = 0;
+	} else if (!sp->on_key) {
+		return 0; /* keys are not wanted: the file stays as it is */
+	} else if (keys_walk(fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
+		snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, KEYS_NAME, strerror(errno));
+		return -1;
+	}
+	if (good_end < sp->keys_bytes) {
+		/* A torn append (or a torn creation): cut, as a segment's torn tail. */
+		log_warnx("spool: %s: %s: torn tail of %" PRIu64 " bytes cut off", sp->dir, KEYS_NAME,
+		    sp->keys_bytes - good_end);
+		if (good_end == 0) {
+			struct kbuf none = { 0 };
+			if (keys_replace(sp, &none) < 0) {
+				snprintf(err, errlen, "spool %s: rewrite %s: %s", sp->dir, KEYS_NAME,
+				    strerror(errno));
+				return -1;
+			}
+			return 0;
+		}
+		if (spool_io.ftruncate(fd, (off_t)good_end) < 0 || spool_io.fdatasync(fd) < 0) {
+			snprintf(err, errlen, "spool %s: cut %s: %s", sp->dir, KEYS_NAME, strerror(errno));
+			return -1;
+		}
+		sp->torn_bytes += sp->keys_bytes - good_end;
+		sp->keys_bytes = good_end;
+	}
+	sp->keys_compacted = sp->keys_bytes;
+	if (c.dead > c.live && sp->key_ttl_ms > 0 && keys_compact(sp, c.now) < 0)
+		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
+	return 0;
+}
+
+int keys_save(struct spool *sp, struct seg *seg)
+{
+	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
+	struct kbuf b = { 0 };
+	struct collect c = { .sp = sp, .b = &b, .now = wall_ms() };
+	uint64_t good_end, before;
+	bool created = false;
+
+	if (!seg->has_keys || sp->key_ttl_ms <= 0)
+		return 0;
+	if (keys_walk(seg->fd, seg->data_end, seg->first_seq, seg->end_seq, collect_one, &c,
+	        &good_end) < 0 || c.err) {
+		if (c.err)
+			errno = c.err;
+		goto fail;
+	}
+	if (b.len == 0) {
+		free(b.p);
+		return 0;
+	}
+	if (sp->keys_fd < 0) {
+		sp->keys_fd = spool_io.openat(sp->dir_fd, KEYS_NAME,
+		    O_RDWR | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		if (sp->keys_fd < 0)
+			goto fail;
+		spool_seg_hdr_encode(hdr, 0, wall_ms());
+		if (spool_write_all(sp->keys_fd, hdr, sizeof(hdr)) < 0)
+			goto fail_cut;
+		sp->keys_bytes = sizeof(hdr);
+		sp->keys_compacted = sp->keys_bytes;
+		created = true;
+	}
+	before = sp->keys_bytes;
+	if (spool_write_all(sp->keys_fd, b.p, b.len) < 0 || spool_io.fdatasync(sp->keys_fd) < 0 ||
+	    (created && spool_io.fsync(sp->dir_fd) < 0)) {
+		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0)
+			log_warn("spool: %s: cannot cut back %s", sp->dir, KEYS_NAME);
+		goto fail;
+	}
+	sp->keys_bytes += b.len;
+	free(b.p);
+	if (sp->keys_bytes > KEYS_COMPACT_MIN && sp->keys_bytes > 2 * sp->keys_compacted &&
+	    keys_compact(sp, c.now) < 0)
+		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
+	return 0;
+fail_cut:
+	spool_io.close(sp->keys_fd);
+	sp->keys_fd = -1;
+	spool_io.unlinkat(sp->dir_fd, KEYS_NAME, 0);
+fail:
+	free(b.p);
+	return -1;
+}
+
+void keys_fini(struct spool *sp)
+{
+	if (sp->keys_fd >= 0)
+		spool_io.close(sp->keys_fd);
+	sp->keys_fd = -1;
+}

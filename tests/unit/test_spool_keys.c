@@ -1,0 +1,255 @@
+/*
+ * test_spool_keys: Idempotency-Key records in the spool: never handed to
+ * the producer, loaded at open, kept in the keys file once their segment is
+ * deleted, expired ones dropped and the file compacted, a torn keys file
+ * cut, a leftover keys.tmp removed.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_spool_util.h"
+
+#define MAXK 512
+
+struct seen {
+	int64_t ttl_ms; /* keys older than this are not counted, as the key table does */
+	int n;
+	char keys[MAXK][32];
+	uint64_t seqs[MAXK];
+	uint32_t nrecs[MAXK];
+};
+
+static void on_key(void *arg, uint64_t seq, const struct spool_key *k)
+{
+	struct seen *s = arg;
+
+	if (s->ttl_ms && wall_ms() - k->timestamp_ms >= s->ttl_ms)
+		return;
+	assert_true(s->n < MAXK);
+	snprintf(s->keys[s->n], sizeof(s->keys[0]), "%.*s", (int)k->key_len, k->key);
+	s->seqs[s->n] = seq;
+	s->nrecs[s->n] = k->nrecs;
+	s->n++;
+}
+
+static int found(const struct seen *s, const char *key)
+{
+	int c = 0;
+
+	for (int i = 0; i < s->n; i++)
+		c += strcmp(s->keys[i], key) == 0;
+	return c;
+}
+
+/* Messages [from, to) as one batch ending with key "k<from>", accepted at ts. */
+static uint64_t write_keyed(struct spool *sp, int from, int to, int64_t ts)
+{
+	struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SPOOL_OK, 0 };
+	struct spool_batch *b = spool_batch_new((size_t)(to - from) + 1);
+	char key[32], ids[8 * SPOOL_KEY_ID_LEN];
+	struct spool_key k = { .timestamp_ms = ts, .nrecs = (uint32_t)(to - from), .scope = "unix",
+		.scope_len = 4, .topic = "t", .topic_len = 1, .ids = ids };
+
+	assert_true(to - from <= 8);
+	memset(ids, 'A', sizeof(ids));
+	snprintf(key, sizeof(key), "k%d", from);
+	k.key = key;
+	k.key_len = strlen(key);
+	for (int i = from; i < to; i++)
+		add_msg(b, i);
+	assert_int_equal(spool_batch_add_key(b, &k), 0);
+	assert_int_equal(spool_submit(sp, b, waiter_done, &w), SPOOL_OK);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	assert_int_equal(w.err, SPOOL_OK);
+	return w.first_seq;
+}
+
+/* Everything spool_next() hands out is acknowledged; the messages counted. */
+static size_t drain_ack(struct spool *sp)
+{
+	uint64_t cursor = 0, seqs[4096];
+	int nums[4096];
+	size_t n = drain(sp, &cursor, nums, seqs, 4096);
+
+	for (size_t i = 0; i < n; i++)
+		spool_ack(sp, seqs[i]);
+	spool_maintain(sp);
+	return n;
+}
+
+static void test_keys_not_produced_and_loaded(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct seen s = { 0 };
+	struct spool *sp = open_ok(&o);
+	uint64_t cursor = 0, seqs[16], first;
+	int nums[16];
+
+	first = write_keyed(sp, 0, 3, wall_ms());
+	assert_int_equal(write_range(sp, 3, 5, NULL), SPOOL_OK);
+	/* The KEY record takes a sequence and is never handed out. */
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 16), 5);
+	assert_int_equal(nums[2], 2);
+	assert_int_equal(nums[3], 3);
+	assert_int_equal(seqs[3], first + 4);
+	spool_close(sp);
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.keys[0], "k0");
+	assert_int_equal(s.seqs[0], first + 3);
+	assert_int_equal(s.nrecs[0], 3);
+	cursor = 0;
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 16), 5);
+	spool_close(sp);
+}
+
+static void test_keys_outlive_their_segment(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	struct spool *sp;
+	struct spool_stats st;
+
+	o.key_ttl_ms = 3600000;
+	sp = open_ok(&o);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	spool_stats(sp, &st);
+	assert_true(st.segments >= 3);
+	assert_int_equal(drain_ack(sp), 1200);
+	spool_stats(sp, &st);
+	assert_int_equal(st.segments, 1); /* the older ones deleted */
+	assert_true(file_size(t->dir, "keys") > SPOOL_SEG_HDR_SIZE);
+	spool_close(sp);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	/* Every key once: from the keys file, or from the segment still there. */
+	for (int i = 0; i < 300; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
+static void test_keys_expire_and_compact(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	struct spool *sp;
+	off_t before;
+
+	o.key_ttl_ms = 2000;
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	/* 250 keys that expire in half a second, then 50 that do not. */
+	for (int i = 0; i < 250; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() - 1500);
+	for (int i = 250; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() + 3600000);
+	drain_ack(sp);
+	spool_close(sp);
+	before = file_size(t->dir, "keys");
+	assert_true(before > SPOOL_SEG_HDR_SIZE);
+	usleep(600 * 1000);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	for (int i = 0; i < 300; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), i < 250 ? 0 : 1);
+	}
+	spool_close(sp);
+	/* Mostly expired: compacted at open, the live keys kept. */
+	assert_true(file_size(t->dir, "keys") < before / 2);
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	memset(&s, 0, sizeof(s));
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	assert_int_equal(found(&s, "k1000"), 1);
+	assert_int_equal(found(&s, "k996"), 0);
+	spool_close(sp);
+}
+
+static void test_keys_torn_tail_and_tmp(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	struct spool_stats st;
+	struct spool *sp;
+	char path[128];
+	off_t size;
+	int fd;
+
+	o.key_ttl_ms = 3600000;
+	sp = open_ok(&o);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp);
+	spool_close(sp);
+	size = file_size(t->dir, "keys");
+	/* A torn append: half of the last record again; and a leftover keys.tmp. */
+	snprintf(path, sizeof(path), "%s/keys", t->dir);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	{
+		unsigned char buf[64];
+		assert_int_equal(pread(fd, buf, sizeof(buf), SPOOL_SEG_HDR_SIZE), sizeof(buf));
+		assert_int_equal(pwrite(fd, buf, 40, size), 40);
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/keys.tmp", t->dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0640);
+	assert_true(fd >= 0);
+	close(fd);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	spool_stats(sp, &st);
+	assert_int_equal(st.torn_bytes, 40);
+	assert_int_equal(found(&s, "k0"), 1);
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	spool_close(sp); /* the last segment of the first run goes: its keys are appended */
+	assert_true(file_size(t->dir, "keys") > size);
+	/* Appended after the cut, not after the torn bytes: every key whole, once. */
+	memset(&s, 0, sizeof(s));
+	sp = open_ok(&o);
+	spool_stats(sp, &st);
+	assert_int_equal(st.torn_bytes, 0);
+	for (int i = 0; i < 300; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_keys_not_produced_and_loaded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_outlive_their_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_expire_and_compact, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
+	};
+	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
+}
