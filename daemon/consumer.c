@@ -65,6 +65,7 @@
 #include "offsets.h"
 #include "pace.h"
 #include "producer.h"
+#include "redrive.h"
 #include "spool.h"
 #include "util.h"
 #include "webhook.h"
@@ -172,6 +173,7 @@ struct consumer {
 	bool gone;          /* the endpoint answered 410 */
 	atomic_bool op_paused; /* an operator paused it (POST .../pause; a pause file) */
 	struct control_cmd *pausing; /* pauses answered once requests out finish */
+	struct redrive *redrive;     /* the last one started, NULL: none */
 	bool revoking;
 	bool commit_failed;
 	uint32_t rnd;
@@ -1648,10 +1650,29 @@ done:
 	rd_kafka_topic_partition_list_destroy(mv);
 }
 
+/* One redrive at a time per subscription; it answers cmd itself when it ends. */
 static void do_redrive(struct consumer *c, struct control_cmd *cmd)
 {
-	control_fail(cmd, 501, "not_implemented", "redrive of subscription %s is not "
-	    "implemented yet", c->cs->name);
+	char err[256];
+
+	if (!c->cs->dead_letter_topic[0]) {
+		control_fail(cmd, 409, "conflict", "subscription %s has no dead_letter_topic",
+		    c->cs->name);
+		return;
+	}
+	if (c->redrive && !redrive_ended(c->redrive)) {
+		control_fail(cmd, 409, "conflict", "a redrive of subscription %s is running; "
+		    "try again when it has answered", c->cs->name);
+		return;
+	}
+	redrive_stop(c->redrive); /* ended: only joins */
+	c->redrive = NULL;
+	if (redrive_start(c->conf, c->cs, c->sp, cmd, &c->redrive, err, sizeof(err)) < 0) {
+		control_fail(cmd, 503, "unavailable", "%s", err);
+		return;
+	}
+	log_info("subscription %s: redriving %s (at most %lld)", c->cs->name,
+	    c->cs->dead_letter_topic, (long long)cmd->max);
 }
 
 /* The commands the Control API queued, in order. */
@@ -1877,6 +1898,8 @@ void consumer_stop(struct consumer *c)
 	wakeup_signal(&c->wake);
 	pthread_join(c->thread, NULL);
 	refuse_controls(c); /* queued after the thread's last look */
+	redrive_stop(c->redrive); /* its dead letters in hand become durable and committed */
+	c->redrive = NULL;
 	health_unregister(&c->health);
 	rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
 	rd_kafka_queue_destroy(c->queue);

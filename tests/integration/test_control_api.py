@@ -352,3 +352,136 @@ def test_bad_input(kafka, ackd, webhook_sink):
     s = subs(daemon)["hook"]
     assert s["state"] == "running"
     assert daemon.running()
+
+
+# --- redrive -------------------------------------------------------------------------
+
+def header(record, name):
+    values = [v for k, v in record.headers if k == name]
+    return values[-1] if values else None
+
+
+def test_redrive_end_to_end(kafka, ackd, webhook_sink):
+    """Poison messages go to the dead-letter topic; once the endpoint takes
+    them, redrive publishes them back (same key, value and headers, less
+    ackd-dlq-*, plus ackd-redrive-count) and they are delivered."""
+    topic = new_topic(kafka)
+    dlq = new_topic(kafka, prefix="dlq")
+    sub = subscription(topic, webhook_sink, dead_letter_topic=dlq)
+    daemon = start_ackd(ackd, sub)
+    healed = threading.Event()
+    webhook_sink.respond("/hook", lambda req: 200 if healed.is_set() or
+                         not req.body.startswith(b"bad") else 400)
+    produce_all(kafka, topic, [
+        {"value": b"bad-0", "key": b"k0", "headers": [("trace", b"t0")]},
+        {"value": b"good-1", "key": b"k1"},
+        {"value": b"bad-2", "key": b"k2", "headers": [("trace", b"t2")]},
+        {"value": b"bad-3", "key": None},
+    ])
+    wait_committed(kafka, sub["group"], topic, {0: 4})
+    assert len(kafka.read_topic(dlq)) == 3
+    healed.set()
+
+    r = post(daemon, "/v1/subscriptions/hook/redrive", {"max": 2})
+    assert r.status == 200, r.body
+    assert r.json() == {"subscription": "hook", "dead_letter_topic": dlq,
+                        "group": sub["group"] + ".redrive", "redriven": 2, "skipped": 0,
+                        "stopped": False}
+    assert kafka.committed(sub["group"] + ".redrive", dlq) == {0: 2}
+    r = post(daemon, "/v1/subscriptions/hook/redrive")
+    assert r.status == 200 and r.json()["redriven"] == 1, r.body
+    r = post(daemon, "/v1/subscriptions/hook/redrive", {})
+    assert r.status == 200 and r.json()["redriven"] == 0, r.body
+    assert kafka.committed(sub["group"] + ".redrive", dlq) == {0: 3}
+
+    # Back in the source topic, as they were.
+    wait_until(lambda: len(kafka.read_topic(topic)) == 7, 30, "3 messages redriven")
+    back = kafka.read_topic(topic)[4:]
+    assert [(m.key, m.value) for m in back] == [(b"k0", b"bad-0"), (b"k2", b"bad-2"),
+                                                (None, b"bad-3")]
+    for m, trace in zip(back, (b"t0", b"t2", None)):
+        assert header(m, "trace") == trace
+        assert header(m, "ackd-redrive-count") == b"1"
+        assert header(m, "ackd-id") is not None
+        assert not [k for k, _ in m.headers if k.startswith("ackd-dlq-")]
+    # And delivered this time.
+    wait_committed(kafka, sub["group"], topic, {0: 7})
+    delivered = [q for q in webhook_sink.received() if q.status == 200]
+    assert sorted(q.body for q in delivered) == [b"bad-0", b"bad-2", b"bad-3", b"good-1"]
+    assert {q.header("ackd-header-ackd-redrive-count") for q in delivered
+            if q.body.startswith(b"bad")} == {"1"}
+
+
+def test_redrive_interrupted_by_kill9_loses_and_skips_nothing(kafka, ackd, webhook_sink):
+    """Dead letters are committed as redriven only once their copies are
+    durable in the spool: a kill -9 in the middle of a redrive, then another
+    redrive, republishes every one at least once."""
+    total = 30000
+    topic = new_topic(kafka)
+    dlq = new_topic(kafka, prefix="dlq")
+    group = f"grp-{topic}"
+    sub = subscription(topic, webhook_sink, dead_letter_topic=dlq)
+    produce_all(kafka, dlq, [{"value": f"d{i}".encode(), "key": f"k{i}".encode(),
+                              "headers": [("ackd-dlq-source-topic", topic.encode()),
+                                          ("ackd-dlq-reason", b"rejected")]}
+                             for i in range(total)])
+    daemon = start_ackd(ackd, sub)
+    # Paused, so the test reads the source topic itself; redrive works while paused.
+    assert post(daemon, "/v1/subscriptions/hook/pause").status == 200
+
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(
+        _try(post, daemon, "/v1/subscriptions/hook/redrive")))
+    first.start()
+    wait_until(lambda: _committed(kafka, group + ".redrive", dlq) > 0, 30,
+               "the redrive to be under way", interval=0.01)
+    daemon.kill9()
+    first.join()
+    assert not [a for a in answers if getattr(a, "status", None) == 200], \
+        "the redrive ended before the kill: nothing was interrupted"
+    before = kafka.committed(group + ".redrive", dlq)[0]
+    assert 0 <= before < total
+
+    daemon.start()
+    r = post(daemon, "/v1/subscriptions/hook/redrive")
+    assert r.status == 200, r.body
+    assert r.json()["redriven"] == total - max(before, 0)
+    assert kafka.committed(group + ".redrive", dlq) == {0: total}
+    wait_until(lambda: _end(kafka, topic) >= total, 60, "every copy produced")
+    values = [m.value for m in kafka.read_topic(topic, timeout=60)]
+    missing = {f"d{i}".encode() for i in range(total)} - set(values)
+    assert not missing, f"{len(missing)} dead letters never republished"
+    print(f"redrive: {before} committed at the kill, {len(values)} copies for {total} "
+          f"dead letters ({len(values) - total} republished twice)")
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except OSError as e:
+        return e
+
+
+def _committed(kafka, group, topic):
+    try:
+        return kafka.committed(group, topic)[0]
+    except Exception:  # the group's coordinator still loading: not yet
+        return -1
+
+
+def _end(kafka, topic):
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "ends"})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        c.close()
+
+
+def test_redrive_without_dead_letter_topic_is_409(kafka, ackd, webhook_sink):
+    topic = new_topic(kafka)
+    daemon = start_ackd(ackd, subscription(topic, webhook_sink))
+    r = post(daemon, "/v1/subscriptions/hook/redrive")
+    assert r.status == 409, r.body
+    assert r.json()["error"]["code"] == "conflict"
+    assert "dead_letter_topic" in r.json()["error"]["message"]

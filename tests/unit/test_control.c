@@ -1,6 +1,7 @@
 /*
  * test_control: the Control API's request bodies (every form of a seek and
- * each way a body can be wrong, named by its field) and the pause files.
+ * each way a body can be wrong, named by its field), the pause files, and
+ * the headers a redriven dead letter is republished with.
  */
 #include "config.h"
 
@@ -17,6 +18,8 @@
 #include <cmocka.h>
 
 #include "control.h"
+#include "redrive.h"
+#include "spool.h"
 
 static int seek(const char *body, struct control_cmd **out, char *err, size_t errlen)
 {
@@ -144,6 +147,53 @@ static void test_pause_files(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+#define H(n, v) { n, sizeof(n) - 1, v, v ? sizeof(v) - 1 : 0 }
+
+static void test_redrive_headers(void **state)
+{
+	const struct spool_hdr in[] = {
+		H("content-type", "text/plain"),
+		H("ackd-id", "01JD0000000000000000000000"),
+		H("ackd-dlq-reason", "rejected"),
+		H("ackd-dlq-source-topic", "orders"),
+		H("ackd-dlq-source-partition", "2"),
+		H("ackd-redrive-count", "4"),
+		H("empty", NULL),
+	};
+	struct spool_hdr out[9];
+	char topic[256], count[24];
+	size_t n = 0;
+	bool has_id;
+
+	(void)state;
+	assert_int_equal(redrive_headers(in, 7, out, &n, topic, sizeof(topic), count,
+	    sizeof(count), &has_id), 0);
+	assert_string_equal(topic, "orders");
+	assert_true(has_id);
+	assert_int_equal(n, 4); /* content-type, ackd-id, empty, ackd-redrive-count */
+	assert_memory_equal(out[0].name, "content-type", 12);
+	assert_memory_equal(out[1].name, "ackd-id", 7);
+	assert_memory_equal(out[2].name, "empty", 5);
+	assert_null(out[2].value);
+	assert_memory_equal(out[3].name, "ackd-redrive-count", 18);
+	assert_int_equal(out[3].value_len, 1);
+	assert_memory_equal(out[3].value, "5", 1);
+
+	/* A first redrive counts 1; no ackd-id is reported as such. */
+	assert_int_equal(redrive_headers(in + 2, 3, out, &n, topic, sizeof(topic), count,
+	    sizeof(count), &has_id), 0);
+	assert_false(has_id);
+	assert_int_equal(n, 1);
+	assert_string_equal(count, "1");
+
+	/* No source topic, or one that is no topic name: not a dead letter to redrive. */
+	assert_int_equal(redrive_headers(in, 3, out, &n, topic, sizeof(topic), count,
+	    sizeof(count), &has_id), -1);
+	const struct spool_hdr bad[] = { H("ackd-dlq-source-topic", "a/b") };
+	assert_int_equal(redrive_headers(bad, 1, out, &n, topic, sizeof(topic), count,
+	    sizeof(count), &has_id), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -151,6 +201,7 @@ int main(void)
 		cmocka_unit_test(test_seek_errors_name_the_field),
 		cmocka_unit_test(test_redrive_body),
 		cmocka_unit_test(test_pause_files),
+		cmocka_unit_test(test_redrive_headers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
