@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -44,6 +45,7 @@
 #define REDRIVE_TIMEOUT_MS 10000 /* Kafka's answers */
 #define REDRIVE_IDLE_MS 30000   /* no dead letter arrived although some are left */
 #define REDRIVE_POLL_MS 100
+#define COORD_RETRY_MS 200
 #define DLQ_PREFIX "ackd-dlq-"
 #define COUNT_HDR "ackd-redrive-count"
 #define SOURCE_HDR "ackd-dlq-source-topic"
@@ -173,6 +175,34 @@ static int spool_durable(struct redrive *r, struct spool_batch *b, char *err, si
 
 /* --- reading the dead-letter topic ----------------------------------------------- */
 
+/*
+ * A group's coordinator that moves or is still loading the group's offsets
+ * (NOT_COORDINATOR the first time a group is used) answers again soon.
+ */
+static bool coordinator_busy(rd_kafka_resp_err_t err)
+{
+	return err == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+	    err == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS ||
+	    err == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE ||
+	    err == RD_KAFKA_RESP_ERR__WAIT_COORD;
+}
+
+/* rd_kafka_committed(), or rd_kafka_commit() when commit: again while the coordinator is busy. */
+static rd_kafka_resp_err_t group_call(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
+    bool commit)
+{
+	int64_t deadline = now_ms() + REDRIVE_TIMEOUT_MS;
+	rd_kafka_resp_err_t err;
+
+	for (;;) {
+		err = commit ? rd_kafka_commit(rk, l, 0) : rd_kafka_committed(rk, l,
+		    REDRIVE_TIMEOUT_MS);
+		if (!coordinator_busy(err) || now_ms() >= deadline)
+			return err;
+		usleep(COORD_RETRY_MS * 1000);
+	}
+}
+
 static rd_kafka_t *new_consumer(struct redrive *r, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *kc = rd_kafka_conf_new();
@@ -252,7 +282,7 @@ static int plan(struct redrive *r, rd_kafka_t *rk, struct dpart **out, size_t *n
 		parts[i].id = md->topics[0].partitions[i].id;
 		rd_kafka_topic_partition_list_add(l, topic, parts[i].id);
 	}
-	kerr = rd_kafka_committed(rk, l, REDRIVE_TIMEOUT_MS);
+	kerr = group_call(rk, l, false);
 	if (kerr) {
 		snprintf(err, errlen, "cannot read where the last redrive stopped (group %s): %s",
 		    r->group, rd_kafka_err2str(kerr));
@@ -375,7 +405,7 @@ static int commit_positions(struct redrive *r, rd_kafka_t *rk, struct dpart *par
 			rd_kafka_topic_partition_list_add(l, r->cs->dead_letter_topic, parts[i].id)
 			    ->offset = parts[i].next;
 	if (l->cnt > 0)
-		kerr = rd_kafka_commit(rk, l, 0);
+		kerr = group_call(rk, l, true);
 	rd_kafka_topic_partition_list_destroy(l);
 	if (kerr) {
 		snprintf(err, errlen, "the republished messages are durable but the redrive "
