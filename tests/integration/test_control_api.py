@@ -12,6 +12,8 @@ import os
 import threading
 import time
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
 from kafka import wait_until
 from test_webhook import (DELIVERY_TIMEOUT, coords, new_topic, produce_all, start_ackd,
                           subscription, wait_committed)
@@ -416,7 +418,7 @@ def test_redrive_interrupted_by_kill9_loses_and_skips_nothing(kafka, ackd, webho
     """Dead letters are committed as redriven only once their copies are
     durable in the spool: a kill -9 in the middle of a redrive, then another
     redrive, republishes every one at least once."""
-    total = 30000
+    total = 50000
     topic = new_topic(kafka)
     dlq = new_topic(kafka, prefix="dlq")
     group = f"grp-{topic}"
@@ -433,9 +435,14 @@ def test_redrive_interrupted_by_kill9_loses_and_skips_nothing(kafka, ackd, webho
     first = threading.Thread(target=lambda: answers.append(
         _try(post, daemon, "/v1/subscriptions/hook/redrive")))
     first.start()
-    wait_until(lambda: _committed(kafka, group + ".redrive", dlq) > 0, 30,
-               "the redrive to be under way", interval=0.01)
-    daemon.kill9()
+    watch = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": group + ".redrive",
+                      "enable.auto.commit": False})
+    try:
+        wait_until(lambda: _committed(watch, dlq) > 0, 30, "the redrive to be under way",
+                   interval=0.005)
+        daemon.kill9()
+    finally:
+        watch.close()
     first.join()
     assert not [a for a in answers if getattr(a, "status", None) == 200], \
         "the redrive ended before the kill: nothing was interrupted"
@@ -465,15 +472,14 @@ def _try(fn, *args):
         return e
 
 
-def _committed(kafka, group, topic):
+def _committed(consumer, topic):
     try:
-        return kafka.committed(group, topic)[0]
-    except Exception:  # the group's coordinator still loading: not yet
+        return consumer.committed([TopicPartition(topic, 0)], timeout=5)[0].offset
+    except KafkaException:  # the group's coordinator still loading: not yet
         return -1
 
 
 def _end(kafka, topic):
-    from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "ends"})
     try:
         return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
