@@ -1378,9 +1378,12 @@ static bool anything_out(struct consumer *c)
 static void finish_pauses(struct consumer *c, bool all)
 {
 	struct control_cmd **pp = &c->pausing, *cmd;
-	bool out = anything_out(c), committed = false;
+	bool out, committed = false;
 	int64_t now = now_ms();
 
+	if (!c->pausing)
+		return;
+	out = anything_out(c);
 	while ((cmd = *pp)) {
 		if (out && !all && now < cmd->deadline_ms) {
 			pp = &cmd->next;
