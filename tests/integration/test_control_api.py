@@ -440,6 +440,9 @@ def test_redrive_interrupted_by_kill9_loses_and_skips_nothing(kafka, ackd, webho
     try:
         wait_until(lambda: _committed(watch, dlq) > 0, 30, "the redrive to be under way",
                    interval=0.005)
+        # One redrive at a time.
+        r = post(daemon, "/v1/subscriptions/hook/redrive")
+        assert r.status == 409 and "is running" in r.json()["error"]["message"], r.body
         daemon.kill9()
     finally:
         watch.close()
