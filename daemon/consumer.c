@@ -35,6 +35,14 @@
  * that left is orphaned: its answer is dropped, and the partition's next
  * owner delivers the message again.
  *
+ * Control API commands (control.c) are queued under c->lock by request
+ * threads and carried out between loop turns: a pause stops dispatch and
+ * fetching and is answered once the requests out completed and were
+ * committed; a seek drops what its partitions hold (a request out becomes an
+ * orphan, a dead letter out finds a new generation: neither can commit over
+ * the new position), seeks librdkafka and commits; a redrive runs on a
+ * thread of its own (redrive.c), which consumer_stop() ends and joins.
+ *
  * Threads: everything on the subscription's thread, except the dead-letter
  * callbacks (spool writer, kafka loop), which only queue the finished job
  * under c->lock and wake the thread. A job holds a reference on the
