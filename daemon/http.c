@@ -13,6 +13,10 @@
  *   ANSWER  that thread stored the answer and resumed the connection; the
  *           handler runs again and queues it.
  *
+ * A Control API request (/v1/subscriptions/{name}/...) waits the same way
+ * for the subscription's thread, which carries out its command and answers
+ * (control.h, consumer_control()).
+ *
  * A request object is touched by one thread at a time: the thread that holds
  * it hands it on (topics_query, spool_submit, producer_wait) and does not
  * touch it again; the last one resumes the connection.
