@@ -178,7 +178,7 @@ struct consumer {
 	int64_t next_wake;  /* earliest backoff that ends, found by dispatch */
 	struct pace pace;   /* rate_limit and the concurrency window */
 	int64_t next_commit;
-	bool gone;          /* the endpoint answered 410 */
+	atomic_bool gone;   /* the endpoint answered 410 (read by scrapes and /v1/subscriptions) */
 	atomic_bool op_paused; /* an operator paused it (POST .../pause; a pause file) */
 	struct control_cmd *pausing; /* pauses answered once requests out finish */
 	struct redrive *redrive;     /* the last one started, NULL: none */
