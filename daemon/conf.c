@@ -246,7 +246,7 @@ static const struct key keys[] = {
 		  "Bearer tokens for the publish API (and the operations endpoints)." },
 	    .scope = SCOPE_MAIN },
 	{ .doc = { "auth.tokens", CONF_T_GROUPS, "", 0, 0, NULL,
-		  "Each a group of token and topics. When set, publishing needs "
+		  "Each a group of token, topics and admin. When set, publishing needs "
 		  "Authorization: Bearer with one of them. Empty: no authentication." },
 	    MAIN(auth.tokens), .count_off = offsetof(struct conf, auth.ntokens),
 	    .elem_size = sizeof(struct conf_token), .elem_scope = SCOPE_TOKEN,
@@ -258,6 +258,10 @@ static const struct key keys[] = {
 		  "Glob patterns of the topics this token may publish to, within "
 		  "publish.topics. Empty: every topic." },
 	    TOKEN(topics), .check = check_glob },
+	{ .doc = { "auth.tokens.admin", CONF_T_BOOL, "false", 0, 0, NULL,
+		  "When true the token may use the Control API (/v1/subscriptions: list, "
+		  "pause, resume, seek, redrive). Only admin tokens may." },
+	    TOKEN(admin) },
 	{ .doc = { "auth.protect_ops", CONF_T_BOOL, "false", 0, 0, NULL,
 		  "When true and auth.tokens is set, /metrics and /v1/status need a "
 		  "token too (any of them). /healthz and /readyz stay open." },

@@ -27,6 +27,7 @@ struct conf_strlist {
 struct conf_token {
 	char *token;
 	struct conf_strlist topics; /* glob patterns; empty: every topic */
+	int admin;                  /* may use the Control API (/v1/subscriptions) */
 };
 
 struct conf_retry {

@@ -35,6 +35,14 @@
  * that left is orphaned: its answer is dropped, and the partition's next
  * owner delivers the message again.
  *
+ * Control API commands (control.c) are queued under c->lock by request
+ * threads and carried out between loop turns: a pause stops dispatch and
+ * fetching and is answered once the requests out completed and were
+ * committed; a seek drops what its partitions hold (a request out becomes an
+ * orphan, a dead letter out finds a new generation: neither can commit over
+ * the new position), seeks librdkafka and commits; a redrive runs on a
+ * thread of its own (redrive.c), which consumer_stop() ends and joins.
+ *
  * Threads: everything on the subscription's thread, except the dead-letter
  * callbacks (spool writer, kafka loop), which only queue the finished job
  * under c->lock and wake the thread. A job holds a reference on the
@@ -58,12 +66,14 @@
 
 #include "backoff.h"
 #include "consumer.h"
+#include "control.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "offsets.h"
 #include "pace.h"
 #include "producer.h"
+#include "redrive.h"
 #include "spool.h"
 #include "util.h"
 #include "webhook.h"
@@ -168,7 +178,10 @@ struct consumer {
 	int64_t next_wake;  /* earliest backoff that ends, found by dispatch */
 	struct pace pace;   /* rate_limit and the concurrency window */
 	int64_t next_commit;
-	bool gone;          /* the endpoint answered 410 */
+	atomic_bool gone;   /* the endpoint answered 410 (read by scrapes and /v1/subscriptions) */
+	atomic_bool op_paused; /* an operator paused it (POST .../pause; a pause file) */
+	struct control_cmd *pausing; /* pauses answered once requests out finish */
+	struct redrive *redrive;     /* the last one started, NULL: none */
 	bool revoking;
 	bool commit_failed;
 	uint32_t rnd;
@@ -184,6 +197,7 @@ struct consumer {
 	int refs; /* the thread, plus each job out */
 	struct consumer_lag *lag; /* taken at each commit */
 	size_t nlag;
+	struct control_cmd *cmds, **cmds_tail; /* Control API commands to carry out */
 
 	atomic_uint_fast64_t delivered, retries, dead_lettered, dropped, retrying;
 	atomic_uint_fast64_t dlq_errors, send_errors;
@@ -293,6 +307,9 @@ static void set_paused(struct consumer *c, struct part *p, bool pause)
 		atomic_fetch_sub(&c->paused_parts, 1);
 }
 
+/* Whether the subscription is paused: by an operator, or by a 410. */
+static bool held(struct consumer *c) { return c->gone || atomic_load(&c->op_paused); }
+
 /* Drop finished messages from the head; resume the partition when it has room. */
 static void trim(struct consumer *c, struct part *p)
 {
@@ -302,7 +319,7 @@ static void trim(struct consumer *c, struct part *p)
 		p->head = (p->head + 1) % p->cap;
 		p->len--;
 	}
-	if (p->paused && !c->gone && p->len < PART_WINDOW / 4 && p->bytes < PART_WINDOW_BYTES / 4)
+	if (p->paused && !held(c) && p->len < PART_WINDOW / 4 && p->bytes < PART_WINDOW_BYTES / 4)
 		set_paused(c, p, false);
 }
 
@@ -383,6 +400,7 @@ static void snapshot_lag(struct consumer *c)
 		snprintf(rows[i].topic, sizeof(rows[i].topic), "%s", p->topic);
 		rows[i].partition = p->partition;
 		rows[i].lag = p->high >= 0 && from >= 0 ? (p->high > from ? p->high - from : 0) : -1;
+		rows[i].committed = p->committed;
 	}
 	pthread_mutex_lock(&c->lock);
 	free(c->lag);
@@ -941,7 +959,7 @@ static void dispatch_partition(struct consumer *c, struct part *p, int64_t now,
 static void dispatch(struct consumer *c, int64_t now)
 {
 	c->next_wake = -1;
-	if (c->gone || c->revoking || c->nparts == 0 || atomic_load(&c->stopping))
+	if (held(c) || c->revoking || c->nparts == 0 || atomic_load(&c->stopping))
 		return;
 	if (now < c->hold_until) {
 		c->next_wake = c->hold_until;
@@ -1278,7 +1296,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		else if ((kerr = rd_kafka_assign(rk, parts)))
 			log_warnx("subscription %s: cannot take the assigned partitions: %s",
 			    c->cs->name, rd_kafka_err2str(kerr));
-		if (c->gone)
+		if (held(c))
 			pause_all(c);
 		return;
 	}
@@ -1290,6 +1308,430 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	else if ((kerr = rd_kafka_assign(rk, NULL)))
 		log_warnx("subscription %s: cannot let the revoked partitions go: %s", c->cs->name,
 		    rd_kafka_err2str(kerr));
+}
+
+/* --- the Control API -------------------------------------------------------------- */
+
+#define SEEK_TIMEOUT_MS 5000
+
+void consumer_control(struct consumer *c, struct control_cmd *cmd)
+{
+	cmd->next = NULL;
+	pthread_mutex_lock(&c->lock);
+	*c->cmds_tail = cmd;
+	c->cmds_tail = &cmd->next;
+	pthread_mutex_unlock(&c->lock);
+	wakeup_signal(&c->wake);
+}
+
+/* Why the subscription is paused: ["operator"], ["endpoint_gone"], both, or []. */
+static json_t *paused_by(struct consumer *c)
+{
+	json_t *why = json_array();
+
+	if (atomic_load(&c->op_paused))
+		json_array_append_new(why, json_string("operator"));
+	if (c->gone)
+		json_array_append_new(why, json_string("endpoint_gone"));
+	return why;
+}
+
+static json_t *null_or_int(int64_t v) { return v >= 0 ? json_integer(v) : json_null(); }
+
+json_t *consumer_describe(struct consumer *c)
+{
+	const struct conf_sub *cs = c->cs;
+	json_t *parts = json_array(), *topics = json_array();
+	bool paused = atomic_load(&c->op_paused) || c->gone;
+
+	for (size_t i = 0; i < cs->topics.n; i++)
+		json_array_append_new(topics, json_string(cs->topics.v[i]));
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->nlag; i++)
+		json_array_append_new(parts, json_pack("{s:s,s:i,s:o,s:o}", "topic", c->lag[i].topic,
+		    "partition", (int)c->lag[i].partition, "committed",
+		    null_or_int(c->lag[i].committed), "lag", null_or_int(c->lag[i].lag)));
+	pthread_mutex_unlock(&c->lock);
+	return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:I,s:I,s:I,s:s?}", "name", cs->name, "group",
+	    cs->group, "topics", topics, "state", paused ? "paused" : "running", "paused_by",
+	    paused_by(c), "partitions", parts, "in_flight",
+	    (json_int_t)atomic_load(&c->stat_in_flight), "window",
+	    (json_int_t)atomic_load(&c->stat_window), "rate_limit", (json_int_t)cs->rate_limit,
+	    "dead_letter_topic", cs->dead_letter_topic[0] ? cs->dead_letter_topic : NULL);
+}
+
+/* What pause and resume answer: the state as it is now. */
+static json_t *state_answer(struct consumer *c)
+{
+	return json_pack("{s:s,s:s,s:o,s:I}", "subscription", c->cs->name, "state",
+	    held(c) ? "paused" : "running", "paused_by", paused_by(c), "in_flight",
+	    (json_int_t)c->in_flight);
+}
+
+/* Requests or dead letters still out, whose completion a pause waits for. */
+static bool anything_out(struct consumer *c)
+{
+	if (c->in_flight > 0)
+		return true;
+	for (size_t i = 0; i < c->nparts; i++)
+		if (c->parts[i]->busy > 0)
+			return true;
+	return false;
+}
+
+/*
+ * Answer the pauses whose requests finished (committed first), or whose
+ * wait (timeout_ms) ran out; all of them at stop.
+ */
+static void finish_pauses(struct consumer *c, bool all)
+{
+	struct control_cmd **pp = &c->pausing, *cmd;
+	bool out, committed = false;
+	int64_t now = now_ms();
+
+	if (!c->pausing)
+		return;
+	out = anything_out(c);
+	while ((cmd = *pp)) {
+		if (out && !all && now < cmd->deadline_ms) {
+			pp = &cmd->next;
+			continue;
+		}
+		*pp = cmd->next;
+		if (!committed && !all) {
+			commit(c, true);
+			committed = true;
+		}
+		control_answer(cmd, 200, state_answer(c));
+	}
+}
+
+static void do_pause(struct consumer *c, struct control_cmd *cmd)
+{
+	char err[512];
+
+	if (!atomic_load(&c->op_paused)) {
+		if (control_pause_save(c->conf->spool.dir, c->cs->name, err, sizeof(err)) < 0) {
+			log_warnx("subscription %s: pause refused: %s", c->cs->name, err);
+			control_fail(cmd, 503, "unavailable", "the pause cannot be kept in the spool "
+			    "directory (%s); not paused", err);
+			return;
+		}
+		atomic_store(&c->op_paused, true);
+		pause_all(c);
+		log_info("subscription %s: paused by the control API (%zu requests in flight "
+		    "finish first); kept across restarts until resumed", c->cs->name, c->in_flight);
+	}
+	cmd->deadline_ms = now_ms() + c->cs->timeout_ms;
+	cmd->next = c->pausing;
+	c->pausing = cmd;
+	finish_pauses(c, false);
+}
+
+static void do_resume(struct consumer *c, struct control_cmd *cmd)
+{
+	char err[512];
+	bool was = held(c);
+
+	if (control_pause_remove(c->conf->spool.dir, c->cs->name, err, sizeof(err)) < 0) {
+		log_warnx("subscription %s: resume refused: %s", c->cs->name, err);
+		control_fail(cmd, 503, "unavailable", "the pause file cannot be removed (%s); "
+		    "still paused", err);
+		return;
+	}
+	atomic_store(&c->op_paused, false);
+	c->gone = false;
+	for (size_t i = 0; i < c->nparts; i++)
+		trim(c, c->parts[i]); /* resumes fetching where the window has room */
+	if (was)
+		log_info("subscription %s: resumed by the control API", c->cs->name);
+	control_answer(cmd, 200, state_answer(c));
+}
+
+static bool sub_topic(const struct conf_sub *cs, const char *topic)
+{
+	for (size_t i = 0; i < cs->topics.n; i++)
+		if (strcmp(cs->topics.v[i], topic) == 0)
+			return true;
+	return false;
+}
+
+/* Every partition of the subscription's topics, from Kafka's metadata. */
+static rd_kafka_topic_partition_list_t *all_partitions(struct consumer *c, char *err,
+    size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+
+	for (size_t i = 0; i < c->cs->topics.n; i++) {
+		const char *topic = c->cs->topics.v[i];
+		rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, topic, NULL);
+		const struct rd_kafka_metadata *md = NULL;
+		rd_kafka_resp_err_t kerr;
+
+		if (!rkt) {
+			snprintf(err, errlen, "%s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+			goto fail;
+		}
+		kerr = rd_kafka_metadata(c->rk, 0, rkt, &md, SEEK_TIMEOUT_MS);
+		rd_kafka_topic_destroy(rkt);
+		if (!kerr && (md->topic_cnt != 1 || md->topics[0].err))
+			kerr = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+		if (kerr) {
+			snprintf(err, errlen, "cannot read the partitions of %s: %s", topic,
+			    rd_kafka_err2str(kerr));
+			if (md)
+				rd_kafka_metadata_destroy(md);
+			goto fail;
+		}
+		for (int j = 0; j < md->topics[0].partition_cnt; j++)
+			rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[j].id);
+		rd_kafka_metadata_destroy(md);
+	}
+	return l;
+fail:
+	rd_kafka_topic_partition_list_destroy(l);
+	return NULL;
+}
+
+/* Where a seek moves topic [partition]: 0 and *out, or -1 with err. */
+static int seek_target(struct consumer *c, const struct control_cmd *cmd, const char *topic,
+    int32_t partition, int64_t given, int64_t *out, char *err, size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *l;
+	rd_kafka_resp_err_t kerr;
+	int64_t low, high, o;
+
+	kerr = rd_kafka_query_watermark_offsets(c->rk, topic, partition, &low, &high,
+	    SEEK_TIMEOUT_MS);
+	if (kerr) {
+		snprintf(err, errlen, "%s [%d]: cannot read its offsets: %s", topic, (int)partition,
+		    rd_kafka_err2str(kerr));
+		return -1;
+	}
+	switch (cmd->to) {
+	case SEEK_EARLIEST:
+		*out = low;
+		return 0;
+	case SEEK_LATEST:
+		*out = high;
+		return 0;
+	case SEEK_OFFSETS:
+		/* Out of the log, the fetcher would reset to start: keep inside it. */
+		*out = given < low ? low : given > high ? high : given;
+		return 0;
+	case SEEK_TIMESTAMP:
+		break;
+	}
+	l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(l, topic, partition)->offset = cmd->timestamp_ms;
+	kerr = rd_kafka_offsets_for_times(c->rk, l, SEEK_TIMEOUT_MS);
+	if (!kerr)
+		kerr = l->elems[0].err;
+	o = l->elems[0].offset;
+	rd_kafka_topic_partition_list_destroy(l);
+	if (kerr) {
+		snprintf(err, errlen, "%s [%d]: cannot find the offset of time %lld: %s", topic,
+		    (int)partition, (long long)cmd->timestamp_ms, rd_kafka_err2str(kerr));
+		return -1;
+	}
+	*out = o >= 0 ? o : high; /* no record at or after the time: the end */
+	return 0;
+}
+
+/*
+ * Start p afresh at offset: what is queued is dropped, a request still out
+ * becomes an orphan (its answer is dropped, so its completion cannot commit
+ * over the new position) and a dead letter still out finds a new generation
+ * (take_finished() ignores it).
+ */
+static void part_restart(struct consumer *c, struct part *p, int64_t offset)
+{
+	for (size_t i = 0; i < p->len; i++) {
+		struct msg *m = q_at(p, i);
+		if (m->state == M_IN_FLIGHT) {
+			m->part = NULL;
+			c->orphans = xrealloc(c->orphans, (c->norphans + 1) * sizeof(*c->orphans));
+			c->orphans[c->norphans++] = m;
+			continue;
+		}
+		set_state(c, m, M_DONE);
+		msg_free(m);
+	}
+	p->head = p->len = 0;
+	p->bytes = 0;
+	p->busy = 0;
+	offsets_free(p->off);
+	p->off = NULL;
+	p->gen = ++c->next_gen;
+	p->epoch++;
+	p->committed = offset;
+	p->went_below = p->went_back = false;
+}
+
+static void do_seek(struct consumer *c, struct control_cmd *cmd)
+{
+	const struct conf_sub *cs = c->cs;
+	rd_kafka_topic_partition_list_t *all = NULL, *mv = rd_kafka_topic_partition_list_new(8);
+	json_t *rows = json_array();
+	rd_kafka_error_t *kerror;
+	rd_kafka_resp_err_t kerr;
+	char err[512];
+
+	if (cmd->to == SEEK_OFFSETS) {
+		all = rd_kafka_topic_partition_list_new((int)cmd->noffsets);
+		for (size_t i = 0; i < cmd->noffsets; i++) {
+			const struct control_offset *o = &cmd->offsets[i];
+			if (!sub_topic(cs, o->topic)) {
+				control_fail(cmd, 400, "bad_request", "offsets[%zu].topic: %s is not a "
+				    "topic of subscription %s", i, o->topic, cs->name);
+				goto done;
+			}
+			rd_kafka_topic_partition_list_add(all, o->topic, o->partition)->offset =
+			    o->offset;
+		}
+	} else if (!(all = all_partitions(c, err, sizeof(err)))) {
+		control_fail(cmd, 503, "unavailable", "%s; nothing moved", err);
+		goto done;
+	}
+	/* Every target first: a seek that cannot finish moves nothing. */
+	for (int i = 0; i < all->cnt; i++) {
+		const rd_kafka_topic_partition_t *e = &all->elems[i];
+		struct part *p = find_part(c, e->topic, e->partition);
+		int64_t to;
+
+		if (!p || p->leaving) {
+			json_array_append_new(rows, json_pack("{s:s,s:i,s:b,s:n}", "topic", e->topic,
+			    "partition", (int)e->partition, "moved", 0, "offset"));
+			continue;
+		}
+		if (seek_target(c, cmd, e->topic, e->partition, e->offset, &to, err,
+		        sizeof(err)) < 0) {
+			control_fail(cmd, 503, "unavailable", "%s; nothing moved", err);
+			goto done;
+		}
+		rd_kafka_topic_partition_list_add(mv, e->topic, e->partition)->offset = to;
+		json_array_append_new(rows, json_pack("{s:s,s:i,s:b,s:I}", "topic", e->topic,
+		    "partition", (int)e->partition, "moved", 1, "offset", (json_int_t)to));
+	}
+	for (int i = 0; i < mv->cnt; i++) {
+		struct part *p = find_part(c, mv->elems[i].topic, mv->elems[i].partition);
+		part_restart(c, p, mv->elems[i].offset);
+		log_info("subscription %s: %s [%d] moved to offset %lld by the control API",
+		    cs->name, p->topic, (int)p->partition, (long long)mv->elems[i].offset);
+	}
+	if (mv->cnt > 0) {
+		/* librdkafka drops what it fetched from the old position. */
+		kerror = rd_kafka_seek_partitions(c->rk, mv, SEEK_TIMEOUT_MS);
+		if (kerror) {
+			control_fail(cmd, 503, "unavailable", "seek failed: %s",
+			    rd_kafka_error_string(kerror));
+			rd_kafka_error_destroy(kerror);
+			goto done;
+		}
+		for (int i = 0; i < mv->cnt; i++) {
+			if (mv->elems[i].err) {
+				control_fail(cmd, 503, "unavailable", "seek of %s [%d] failed: %s",
+				    mv->elems[i].topic, (int)mv->elems[i].partition,
+				    rd_kafka_err2str(mv->elems[i].err));
+				goto done;
+			}
+		}
+		kerr = rd_kafka_offsets_store(c->rk, mv);
+		if (!kerr)
+			kerr = rd_kafka_commit(c->rk, mv, 0);
+		if (kerr) {
+			c->commit_failed = true;
+			log_warnx("subscription %s: seek moved the partitions but the commit "
+			    "failed: %s", cs->name, rd_kafka_err2str(kerr));
+			control_fail(cmd, 503, "unavailable", "the partitions moved but the commit "
+			    "failed (%s); seek again", rd_kafka_err2str(kerr));
+			goto done;
+		}
+	}
+	for (size_t i = 0; i < c->nparts; i++)
+		trim(c, c->parts[i]); /* a partition that was full fetches again */
+	snapshot_lag(c);
+	control_answer(cmd, 200, json_pack("{s:s,s:o}", "subscription", cs->name, "partitions",
+	    rows));
+	rows = NULL;
+done:
+	json_decref(rows);
+	if (all)
+		rd_kafka_topic_partition_list_destroy(all);
+	rd_kafka_topic_partition_list_destroy(mv);
+}
+
+/* One redrive at a time per subscription; it answers cmd itself when it ends. */
+static void do_redrive(struct consumer *c, struct control_cmd *cmd)
+{
+	char err[256];
+
+	if (!c->cs->dead_letter_topic[0]) {
+		control_fail(cmd, 409, "conflict", "subscription %s has no dead_letter_topic",
+		    c->cs->name);
+		return;
+	}
+	if (c->redrive && !redrive_ended(c->redrive)) {
+		control_fail(cmd, 409, "conflict", "a redrive of subscription %s is running; "
+		    "try again when it has answered", c->cs->name);
+		return;
+	}
+	redrive_stop(c->redrive); /* ended: only joins */
+	c->redrive = NULL;
+	if (redrive_start(c->conf, c->cs, c->sp, cmd, &c->redrive, err, sizeof(err)) < 0) {
+		control_fail(cmd, 503, "unavailable", "%s", err);
+		return;
+	}
+	log_info("subscription %s: redriving %s (at most %lld)", c->cs->name,
+	    c->cs->dead_letter_topic, (long long)cmd->max);
+}
+
+/* The commands the Control API queued, in order. */
+static void run_controls(struct consumer *c)
+{
+	struct control_cmd *cmd, *next;
+
+	pthread_mutex_lock(&c->lock);
+	cmd = c->cmds;
+	c->cmds = NULL;
+	c->cmds_tail = &c->cmds;
+	pthread_mutex_unlock(&c->lock);
+	for (; cmd; cmd = next) {
+		next = cmd->next;
+		switch (cmd->op) {
+		case CONTROL_PAUSE:
+			do_pause(c, cmd);
+			break;
+		case CONTROL_RESUME:
+			do_resume(c, cmd);
+			break;
+		case CONTROL_SEEK:
+			do_seek(c, cmd);
+			break;
+		case CONTROL_REDRIVE:
+			do_redrive(c, cmd);
+			break;
+		}
+	}
+	finish_pauses(c, false);
+}
+
+/* At stop: what is still queued is not carried out. */
+static void refuse_controls(struct consumer *c)
+{
+	struct control_cmd *cmd, *next;
+
+	finish_pauses(c, true);
+	pthread_mutex_lock(&c->lock);
+	cmd = c->cmds;
+	c->cmds = NULL;
+	c->cmds_tail = &c->cmds;
+	pthread_mutex_unlock(&c->lock);
+	for (; cmd; cmd = next) {
+		next = cmd->next;
+		control_fail(cmd, 503, "unavailable", "subscription %s is stopping or restarting; "
+		    "try again", c->cs->name);
+	}
 }
 
 /* --- the thread ------------------------------------------------------------------ */
@@ -1309,6 +1751,7 @@ static void *consumer_loop(void *arg)
 		health_beat(&c->health);
 		poll_kafka(c);
 		take_finished(c);
+		run_controls(c);
 		now = now_ms();
 		dispatch(c, now);
 		if (c->next_wake >= 0 && c->next_wake - now < timeout)
@@ -1323,6 +1766,7 @@ static void *consumer_loop(void *arg)
 		}
 	}
 	release(c, NULL, false, "stop");
+	refuse_controls(c);
 	rd_kafka_consumer_close(c->rk);
 	return NULL;
 }
@@ -1399,6 +1843,8 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 	c->sp = sp;
 	c->prod = prod;
 	c->refs = 1;
+	c->cmds_tail = &c->cmds;
+	atomic_store(&c->op_paused, control_pause_saved(conf->spool.dir, cs->name));
 	c->rnd = (uint32_t)wall_ms() | 1;
 	pthread_mutex_init(&c->lock, NULL);
 	if (wakeup_open(&c->wake) < 0) {
@@ -1437,6 +1883,10 @@ int consumer_start(const struct conf *conf, const struct conf_sub *cs, struct sp
 	webhook_url_redact(cs->url[0] ? cs->url : "http://localhost/", url, sizeof(url));
 	log_info("subscription %s: consuming %zu topics in group %s for %s%s", cs->name,
 	    cs->topics.n, cs->group, url, cs->unix_socket[0] ? " over a unix socket" : "");
+	if (atomic_load(&c->op_paused))
+		log_info("subscription %s: paused by an operator (a pause file in %s/paused); "
+		    "POST /v1/subscriptions/%s/resume to deliver again", cs->name, conf->spool.dir,
+		    cs->name);
 	*out = c;
 	return 0;
 fail:
@@ -1458,6 +1908,9 @@ void consumer_stop(struct consumer *c)
 	atomic_store(&c->stopping, true);
 	wakeup_signal(&c->wake);
 	pthread_join(c->thread, NULL);
+	refuse_controls(c); /* queued after the thread's last look */
+	redrive_stop(c->redrive); /* its dead letters in hand become durable and committed */
+	c->redrive = NULL;
 	health_unregister(&c->health);
 	rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
 	rd_kafka_queue_destroy(c->queue);
@@ -1488,6 +1941,7 @@ void consumer_stats(struct consumer *c, struct consumer_stats *out)
 	out->assigned = atomic_load(&c->assigned);
 	out->paused_partitions = atomic_load(&c->paused_parts);
 	out->paused_gone = c->gone;
+	out->paused_operator = atomic_load(&c->op_paused);
 	out->concurrency_limit = atomic_load(&c->stat_window);
 	out->rate_limit = (uint64_t)c->cs->rate_limit;
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "conf.h"
 #include "metrics.h"
 
@@ -45,10 +47,22 @@ struct consumer_lag {
 	char topic[256];
 	int32_t partition;
 	int64_t lag; /* -1: not known yet */
+	int64_t committed; /* the group's committed offset as ackd knows it, -1: none */
 };
 
 /* Copy up to max rows of the latest lag snapshot (any thread); returns the count. */
 size_t consumer_lag(struct consumer *c, struct consumer_lag *out, size_t max);
+
+/*
+ * Hand a Control API command to the subscription's thread (any thread;
+ * takes cmd until its done callback runs, on that thread or, when the
+ * subscription stops first, on the one stopping it).
+ */
+struct control_cmd;
+void consumer_control(struct consumer *c, struct control_cmd *cmd);
+
+/* GET /v1/subscriptions: the subscription's state (json_decref()). Any thread. */
+json_t *consumer_describe(struct consumer *c);
 
 /* The subscription's request metrics (borrowed; lives as long as c). */
 struct metrics_sub;

@@ -18,6 +18,10 @@
  * their bodies into the records of a native batch, and only the answer and
  * the error bodies take REST Proxy's shapes.
  *
+ * A Control API request (/v1/subscriptions/{name}/...) waits the same way
+ * for the subscription's thread, which carries out its command and answers
+ * (control.h, consumer_control()).
+ *
  * A request object is touched by one thread at a time: the thread that holds
  * it hands it on (topics_query, spool_submit, producer_wait) and does not
  * touch it again; the last one resumes the connection.
@@ -77,6 +81,7 @@
 #include <librdkafka/rdkafka.h>
 #include <microhttpd.h>
 
+#include "control.h"
 #include "http.h"
 #include "idem.h"
 #include "log.h"
@@ -167,7 +172,8 @@ static enum http_err kafka_rejection(int kafka_err)
 /* --- request state ------------------------------------------------------- */
 
 /* ROUTE_V2 and ROUTE_V3: Kafka REST Proxy's produce paths, for its clients. */
-enum route { ROUTE_NONE, ROUTE_OPS, ROUTE_PUBLISH, ROUTE_BATCH, ROUTE_V2, ROUTE_V3 };
+enum route { ROUTE_NONE, ROUTE_OPS, ROUTE_PUBLISH, ROUTE_BATCH, ROUTE_V2, ROUTE_V3,
+	     ROUTE_CONTROL };
 
 /* The shape of error bodies: ackd's, or REST Proxy's {"error_code":…,"message":…}. */
 enum err_shape { SHAPE_NATIVE, SHAPE_RP_V2, SHAPE_RP_V3 };
@@ -230,6 +236,9 @@ struct req {
 	char *idem_ids;           /* the records' ids, back to back, for the KEY record */
 	struct producer_result *replay_wait; /* a replay's waiter's results */
 	uint64_t *replay_seqs;    /* per record: the sequence waited for, 0 when not */
+
+	char sub[256];            /* ROUTE_CONTROL: the subscription named */
+	struct control_cmd *cmd;  /* ROUTE_CONTROL: its command */
 
 	struct answer answer;
 };
@@ -1065,6 +1074,130 @@ static bool content_length_over(struct req *r)
 	return false;
 }
 
+/* --- the Control API --------------------------------------------------------- */
+
+/* With auth.tokens set, the Control API needs an admin token: -1 with the answer set. */
+static int check_admin(struct req *r)
+{
+	const struct conf_token *t;
+
+	if (r->h->deps.conf->auth.ntokens == 0)
+		return 0;
+	t = request_token(r);
+	if (!t) {
+		set_error(&r->answer, ERR_UNAUTHORIZED,
+		    "a valid Authorization: Bearer token is required");
+		return -1;
+	}
+	if (!t->admin) {
+		set_error(&r->answer, ERR_FORBIDDEN,
+		    "the control API needs a token with admin = true");
+		return -1;
+	}
+	return 0;
+}
+
+static const struct {
+	const char *action;
+	enum control_op op;
+} control_actions[] = {
+	{ "pause", CONTROL_PAUSE },
+	{ "resume", CONTROL_RESUME },
+	{ "seek", CONTROL_SEEK },
+	{ "redrive", CONTROL_REDRIVE },
+};
+
+/*
+ * GET /v1/subscriptions is answered at once; POST /v1/subscriptions/{name}/
+ * {action} reads its body first. 0 to read the body, -1 with the answer set.
+ */
+static int begin_control(struct req *r, const char *url, const char *method)
+{
+	const char *name = url + strlen("/v1/subscriptions/"), *slash, *action;
+	size_t i, n = sizeof(control_actions) / sizeof(control_actions[0]);
+
+	r->route = ROUTE_CONTROL;
+	if (strcmp(url, "/v1/subscriptions") == 0) {
+		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+			set_error(&r->answer, ERR_METHOD_NOT_ALLOWED, "use GET");
+			r->answer.allow = "GET, HEAD";
+			return -1;
+		}
+		if (check_admin(r) < 0 || stopping(&r->answer))
+			return -1;
+		r->answer.status = 200;
+		set_body(&r->answer, status_subscriptions());
+		return -1;
+	}
+	slash = strchr(name, '/');
+	action = slash ? slash + 1 : "";
+	for (i = 0; i < n && strcmp(action, control_actions[i].action) != 0; i++)
+		;
+	if (!slash || slash == name || (size_t)(slash - name) >= sizeof(r->sub) || i == n) {
+		set_error(&r->answer, ERR_NOT_FOUND, "no such path: %s (POST /v1/subscriptions/"
+		    "{name}/pause, resume, seek or redrive)", url);
+		return -1;
+	}
+	if (strcmp(method, "POST") != 0) {
+		set_error(&r->answer, ERR_METHOD_NOT_ALLOWED, "use POST");
+		r->answer.allow = "POST";
+		return -1;
+	}
+	if (check_admin(r) < 0)
+		return -1;
+	memcpy(r->sub, name, (size_t)(slash - name));
+	r->sub[slash - name] = '\0';
+	if (content_length_repeated(r)) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "more than one Content-Length header");
+		r->answer.close = true;
+		return -1;
+	}
+	if (content_length_over(r)) {
+		set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
+		    "the body is larger than limits.max_body_bytes (%lld bytes)",
+		    (long long)r->h->deps.conf->limits.max_body_bytes);
+		return -1;
+	}
+	r->cmd = control_cmd_new(control_actions[i].op);
+	return 0;
+}
+
+/* The subscription's thread answered (or the one that stopped it). */
+static void control_done(struct control_cmd *cmd)
+{
+	struct req *r = cmd->arg;
+
+	r->answer.status = cmd->status;
+	set_body(&r->answer, cmd->answer);
+	cmd->answer = NULL;
+	resume(r, ST_ANSWER);
+}
+
+/* The body is in: parse it and hand the command to its subscription. */
+static void control_advance(struct req *r)
+{
+	struct control_cmd *cmd = r->cmd;
+	char err[512];
+	int rc = 0;
+
+	r->state = ST_ANSWER;
+	if (cmd->op == CONTROL_SEEK)
+		rc = control_parse_seek(r->body, r->len, cmd, err, sizeof(err));
+	else if (cmd->op == CONTROL_REDRIVE)
+		rc = control_parse_redrive(r->body, r->len, cmd, err, sizeof(err));
+	if (rc < 0) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "%s", err);
+		return;
+	}
+	cmd->done = control_done;
+	cmd->arg = r;
+	suspend(r);
+	if (status_control(r->sub, cmd) < 0) {
+		set_error(&r->answer, ERR_NOT_FOUND, "no subscription named %s", r->sub);
+		resume(r, ST_ANSWER);
+	}
+}
+
 /*
  * The publish route of url and where its topic is in it: /v1/topics/{t},
  * /v1/topics/{t}/records, REST Proxy's /topics/{t} (v2) and
@@ -1196,6 +1329,8 @@ static int begin(struct req *r, const char *url, const char *method)
 	}
 	if (check_connections(r) < 0)
 		return -1;
+	if (strcmp(url, "/v1/subscriptions") == 0 || strncmp(url, "/v1/subscriptions/", 18) == 0)
+		return begin_control(r, url, method);
 	if (route_publish(r, url, &rest, &tlen) < 0)
 		return -1;
 	if (strcmp(method, "POST") != 0) {
@@ -1468,6 +1603,10 @@ static void advance(struct req *r)
 			r->state = ST_ANSWER;
 			return;
 		}
+		if (r->route == ROUTE_CONTROL) {
+			control_advance(r);
+			return;
+		}
 		if (parse(r) < 0) {
 			r->state = ST_ANSWER;
 			return;
@@ -1726,6 +1865,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	conn_deadline(r->c, h->deps.conf->limits.header_timeout_ms);
 	budget_give(h, r->reserved);
 	publish_req_free(r->pub);
+	control_cmd_free(r->cmd);
 	free(r->results);
 	free(r->idem_ids);
 	free(r->replay_wait);

@@ -516,7 +516,8 @@ static const struct {
 	{ F_PAUSED_PARTS, "ackd_consumer_paused_partitions", "gauge",
 	    "Assigned partitions paused: their window is full, or the endpoint answered 410." },
 	{ F_PAUSED, "ackd_subscription_paused", "gauge",
-	    "1 when the endpoint answered 410 and the subscription waits for a reload." },
+	    "1 while the subscription is paused: by an operator (POST /v1/subscriptions/"
+	    "{name}/pause) or because the endpoint answered 410." },
 	{ F_CONCURRENCY_LIMIT, "ackd_webhook_concurrency_limit", "gauge",
 	    "Webhook requests allowed in flight now: max_in_flight, or the adaptive window." },
 };
@@ -545,7 +546,7 @@ static uint64_t sub_value(const struct consumer_stats *s, enum sub_field f)
 	case F_PAUSED_PARTS:
 		return s->paused_partitions;
 	case F_PAUSED:
-		return s->paused_gone ? 1 : 0;
+		return s->paused_gone || s->paused_operator ? 1 : 0;
 	case F_CONCURRENCY_LIMIT:
 		return s->concurrency_limit;
 	}
@@ -731,12 +732,18 @@ static json_t *status_sub(const struct metrics_sub_source *s)
 			known = true;
 		}
 	}
-	return need(json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o}", "name", s->name,
+	json_t *why = need(json_array());
+
+	if (c->paused_operator)
+		json_array_append_new(why, need(json_string("operator")));
+	if (c->paused_gone)
+		json_array_append_new(why, need(json_string("endpoint_gone")));
+	return need(json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o}", "name", s->name,
 	    "assigned_partitions", jint(c->assigned), "lag", known ? jint(lag) : need(json_null()),
 	    "in_flight", jint(c->in_flight), "retrying", jint(c->retrying), "dead_lettered",
 	    jint(c->dead_lettered), "delivered", jint(c->delivered), "paused",
-	    c->paused_gone != 0, "concurrency_limit", jint(c->concurrency_limit), "rate_limit",
-	    jint(c->rate_limit)));
+	    c->paused_gone != 0 || c->paused_operator != 0, "paused_by", why, "concurrency_limit",
+	    jint(c->concurrency_limit), "rate_limit", jint(c->rate_limit)));
 }
 
 json_t *metrics_status_json(const struct metrics_sources *src)

@@ -39,7 +39,8 @@ struct consumer_stats {
 	uint64_t retrying;
 	uint64_t assigned;
 	uint64_t paused_partitions;
-	int paused_gone; /* 410: paused until reload */
+	int paused_gone; /* 410: paused until reload or resume */
+	int paused_operator; /* paused through the Control API, until resumed */
 	uint64_t concurrency_limit; /* requests allowed in flight now (pace window) */
 	uint64_t rate_limit;        /* messages a second; 0: no cap */
 };

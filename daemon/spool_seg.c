@@ -325,8 +325,9 @@ int spool_name_kind(const char *name, bool in_failed, uint64_t *first)
 		return -1;
 	if (in_failed)
 		return failed_parse_name(name, first) ? SPOOL_NAME_FAILED : SPOOL_NAME_OTHER;
+	/* paused/: the Control API's pause files (control.c), not the spool's. */
 	if (!strcmp(name, "lock") || !strcmp(name, "failed") || !strcmp(name, "keys") ||
-	    !strcmp(name, "keys.tmp"))
+	    !strcmp(name, "keys.tmp") || !strcmp(name, "paused"))
 		return -1;
 	if (seg_parse_name(name, "spool", first))
 		return SPOOL_NAME_SEG;

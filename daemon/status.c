@@ -123,6 +123,35 @@ static void release(struct snapshot *s)
 
 bool status_is_stopping(void) { return atomic_load(&stopping); }
 
+int status_control(const char *name, struct control_cmd *cmd)
+{
+	int rc = -1;
+
+	/* Under the lock: a subscription stopped at reload answers what it was given. */
+	pthread_mutex_lock(&subs_lock);
+	for (size_t i = 0; i < nsubs; i++) {
+		if (subs[i] && strcmp(consumer_name(subs[i]), name) == 0) {
+			consumer_control(subs[i], cmd);
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&subs_lock);
+	return rc;
+}
+
+json_t *status_subscriptions(void)
+{
+	json_t *list = json_array();
+
+	pthread_mutex_lock(&subs_lock);
+	for (size_t i = 0; i < nsubs; i++)
+		if (subs[i])
+			json_array_append_new(list, consumer_describe(subs[i]));
+	pthread_mutex_unlock(&subs_lock);
+	return json_pack("{s:o}", "subscriptions", list);
+}
+
 char *status_metrics(size_t *len)
 {
 	struct snapshot s;

@@ -35,6 +35,16 @@ void status_lock_subs(void);
 void status_set_subs(struct consumer *const *subs, size_t n);
 void status_unlock_subs(void);
 
+/*
+ * The Control API: hand cmd to the running subscription called name (0), or
+ * -1 when there is none (cmd stays the caller's).
+ */
+struct control_cmd;
+int status_control(const char *name, struct control_cmd *cmd);
+
+/* GET /v1/subscriptions: {"subscriptions":[…]}; json_decref(). */
+json_t *status_subscriptions(void);
+
 /* Prometheus text; free(). */
 char *status_metrics(size_t *len);
 

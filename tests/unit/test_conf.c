@@ -272,8 +272,10 @@ static void test_example_commented_part_loads(void **state)
 
 	c = load_ok(path);
 	unlink(path);
-	assert_int_equal(c->auth.ntokens, 1);
+	assert_int_equal(c->auth.ntokens, 2);
 	assert_int_equal(c->auth.tokens[0].topics.n, 2);
+	assert_false(c->auth.tokens[0].admin);
+	assert_true(c->auth.tokens[1].admin);
 	assert_int_equal(c->nsubs, 1);
 	assert_string_equal(c->subs[0].name, "orders");
 	assert_string_equal(c->subs[0].group, "ackd-orders");
@@ -310,7 +312,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 67);
+	assert_int_equal(i, 68);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 

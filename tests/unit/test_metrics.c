@@ -432,7 +432,7 @@ static void fill_sources(struct metrics_sources *src, struct spool_stats *sp,
 		    .concurrency_limit = 5, .rate_limit = 200 },
 		.events = events, .lag = lag_a, .nlag = 3 };
 	subs[1] = (struct metrics_sub_source){ .name = "billing",
-		.stats = { .assigned = 0, .paused_gone = 1 } };
+		.stats = { .assigned = 0, .paused_gone = 1, .paused_operator = 1 } };
 	*src = (struct metrics_sources){ .wall_ms = 1700000002500, .spool = sp, .producer = pr,
 		.kafka_reachable = 1, .subs = subs, .nsubs = 2 };
 }
@@ -748,10 +748,11 @@ static void test_status_json(void **state)
 	    "\"subscriptions\":[{\"assigned_partitions\":3,\"concurrency_limit\":5,"
 	    "\"dead_lettered\":2,\"delivered\":9,"
 	    "\"in_flight\":3,\"lag\":7,\"name\":\"a\\\"b\\\\c\\nd\",\"paused\":false,"
-	    "\"rate_limit\":200,\"retrying\":1},"
+	    "\"paused_by\":[],\"rate_limit\":200,\"retrying\":1},"
 	    "{\"assigned_partitions\":0,\"concurrency_limit\":0,\"dead_lettered\":0,"
 	    "\"delivered\":0,\"in_flight\":0,"
-	    "\"lag\":null,\"name\":\"billing\",\"paused\":true,\"rate_limit\":0,"
+	    "\"lag\":null,\"name\":\"billing\",\"paused\":true,"
+	    "\"paused_by\":[\"operator\",\"endpoint_gone\"],\"rate_limit\":0,"
 	    "\"retrying\":0}]}");
 	free(dump);
 	json_decref(j);
