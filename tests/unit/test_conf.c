@@ -308,7 +308,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 65);
+	assert_int_equal(i, 69);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 
