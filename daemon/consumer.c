@@ -1852,6 +1852,11 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		/* Prefetch per partition is bounded in bytes; a count limit would be
 		 * compared with the whole consumer queue and stall every partition. */
 		{ "queued.max.messages.kbytes", "4096" },
+		/* Over that bound, librdkafka waits fetch.queue.backoff.ms (1000 by
+		 * default) before it fetches again; batches empty the queue in a few
+		 * ms, and a second's wait then idles the endpoint (docs/performance.md,
+		 * "Batched delivery"). */
+		{ "fetch.queue.backoff.ms", "20" },
 		{ "log.queue", "false" },
 		{ "enable.metrics.push", "false" }, /* see producer.c */
 	};
