@@ -8,10 +8,11 @@ max_wait_ms and max_bytes, and a kill -9 in the middle of it.
 import base64
 import hashlib
 import json
+import threading
 import time
 
 from kafka import wait_until
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 
 import test_webhook
 from test_webhook import (DELIVERY_TIMEOUT, SECRET_A, CommitSampler, assert_signed,
@@ -428,3 +429,77 @@ def test_sigkill_during_batched_delivery_loses_nothing(kafka, ackd, webhook_sink
     assert sampler.violations == [], (
         f"committed past an undelivered message (partition, committed, contiguous): "
         f"{sampler.violations[:10]}")
+
+
+def test_mixed_batches_survive_a_rebalance_and_a_kill(kafka, ackd, webhook_sink):
+    """ordering = none: batches hold several partitions, so a rebalance that
+    moves some of them leaves batches half on partitions that left (their
+    answers dropped for those, delivered again by the new owner), and the
+    kill of the first instance leaves the rest to the second. Messages are
+    produced slowly, one per partition at a time, so that batches mix."""
+    partitions, total = 8, 4000
+    topic = new_topic(kafka, partitions=partitions)
+    for path in ("/a", "/b"):
+        webhook_sink.respond(path, lambda req: Reply(200, delay=0.02))
+    group = f"grp-{topic}"
+    sampler = CommitSampler(kafka, group, topic, PerMessage(webhook_sink), partitions)
+    producer_error = []
+
+    def produce_slowly():
+        """About 200 messages a second for 20 s, one per partition in turn."""
+        producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all",
+                             "enable.idempotence": True, "linger.ms": 1})
+
+        def on_delivery(err, msg):
+            if err is not None:
+                producer_error.append(err)
+        try:
+            for i in range(0, total, partitions):
+                for j in range(i, i + partitions):
+                    producer.produce(topic, value=f"s{j}".encode(), partition=j % partitions,
+                                     on_delivery=on_delivery)
+                producer.poll(0)
+                time.sleep(0.04)
+            if producer.flush(60) != 0:
+                producer_error.append("messages left unacknowledged")
+        except Exception as e:  # reported by the test below
+            producer_error.append(e)
+
+    def sub(path):
+        return batched(topic, webhook_sink, path=path, group=group, ordering="none",
+                       max_messages=50, max_wait_ms=50, max_in_flight=2)
+
+    def all_of():
+        return set(delivered(webhook_sink, "/a") + delivered(webhook_sink, "/b"))
+
+    a = start_ackd(ackd, sub("/a"))
+    producer = threading.Thread(target=produce_slowly, daemon=True)
+    producer.start()
+    sampler.start()
+    try:
+        wait_until(lambda: len(delivered(webhook_sink, "/a")) >= 300, DELIVERY_TIMEOUT,
+                   "a delivering")
+        start_ackd(ackd, sub("/b"))
+        wait_until(lambda: len(delivered(webhook_sink, "/b")) >= 100, DELIVERY_TIMEOUT,
+                   "b delivering")
+        b_before = {p for p, _ in delivered(webhook_sink, "/b")}
+        a.kill9()
+        killed_at = len(all_of())
+        producer.join(timeout=120)
+        assert not producer_error, producer_error
+        ends = end_offsets(kafka, topic)
+        assert sum(ends.values()) == total
+        wait_until(lambda: len(all_of()) >= total, 120, "every message delivered",
+                   interval=0.2)
+        wait_committed(kafka, group, topic, ends, timeout=30)
+    finally:
+        sampler.stop()
+    mixed = sum(1 for r in webhook_sink.received("/a")
+                if len({m["partition"] for m in batch_of(r)}) > 1)
+    assert all_of() == {(p, o) for p in range(partitions) for o in range(ends[p])}
+    assert sampler.violations == [], sampler.violations[:10]
+    assert killed_at < total, "the run ended before the kill"
+    assert mixed > 0, "no batch of a held several partitions"
+    assert len(b_before) < partitions, "the group never split the partitions"
+    print(f"rebalance with batches: {mixed} mixed batches at a, b had {sorted(b_before)} "
+          f"before the kill; killed at {killed_at} delivered")
