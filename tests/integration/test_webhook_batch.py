@@ -16,8 +16,8 @@ from confluent_kafka import KafkaException, Producer
 
 import test_webhook
 from test_webhook import (DELIVERY_TIMEOUT, SECRET_A, CommitSampler, assert_signed,
-                          coords_id, end_offsets, new_topic, produce_all, start_ackd,
-                          subscription)
+                          coords_id, end_offsets, max_concurrency, new_topic, produce_all,
+                          start_ackd, subscription)
 from webhook_sink import Reply
 
 
@@ -376,6 +376,22 @@ def test_rate_limit_counts_messages_of_a_batch(kafka, ackd, webhook_sink):
     print(f"rate_limit {rate}: {n} messages in {len(reqs)} batches, {measured:.1f} messages/s")
     assert measured <= rate * 1.2
     assert measured >= rate * 0.5
+
+
+def test_a_batch_is_one_request_in_the_window(kafka, ackd, webhook_sink):
+    topic = new_topic(kafka, partitions=4)
+    n = 400
+    webhook_sink.respond("/hook", lambda req: Reply(200, delay=0.05))
+    produce_all(kafka, topic, [{"value": b"w%d" % i, "partition": i % 4} for i in range(n)])
+    sub = batched(topic, webhook_sink, max_messages=10, max_wait_ms=0, ordering="none",
+                  max_in_flight=2)
+    start_ackd(ackd, sub)
+    wait_committed(kafka, sub["group"], topic, end_offsets(kafka, topic))
+    reqs = webhook_sink.received("/hook")
+    assert max_concurrency(reqs) == 2, "max_in_flight counts requests, not messages"
+    assert max(len(batch_of(r)) for r in reqs) == 10
+    assert sorted(delivered(webhook_sink)) == sorted(
+        (p, o) for p in range(4) for o in range(n // 4))
 
 
 # --- crash ---------------------------------------------------------------------
