@@ -132,6 +132,7 @@ struct batch {
 	struct msg **m;
 	size_t n;
 	char id[WEBHOOK_ID_MAX];
+	bool id_stale;        /* members left (batch_forget()): id is computed again */
 	struct timespec sent;
 	int64_t sent_ms;
 	bool window_full;
@@ -423,7 +424,8 @@ static void batch_free(struct consumer *c, struct batch *b)
 
 /*
  * m, waiting in a batch to be retried, is about to be freed (its partition
- * left): the batch goes on without it, under the id of what it now holds.
+ * left): the batch goes on without it, under the id of what it now holds
+ * (computed when it is sent: a revoke may take its members one by one).
  */
 static void batch_forget(struct consumer *c, struct msg *m)
 {
@@ -438,7 +440,7 @@ static void batch_forget(struct consumer *c, struct msg *m)
 	if (kept == 0)
 		batch_free(c, b);
 	else
-		webhook_batch_id(batch_wms(c, b), kept, b->id);
+		b->id_stale = true;
 }
 
 /* Free a partition; its requests still out become orphans (on_answer drops them). */
@@ -1136,6 +1138,10 @@ static void send_batch(struct consumer *c, struct batch *b)
 	int attempt = 0;
 	char err[128];
 
+	if (b->id_stale) {
+		webhook_batch_id(wms, b->n, b->id);
+		b->id_stale = false;
+	}
 	for (size_t i = 0; i < b->n; i++)
 		if (wms[i].attempt > attempt)
 			attempt = wms[i].attempt;
