@@ -4,14 +4,17 @@
  * Design. One thread, one epoll set (level-triggered), any number of HTTP/1.1
  * keep-alive connections, pipelined requests answered in order. Every POST
  * (any path) is answered "200 OK" with Content-Length: 0 as soon as its body
- * is complete; the body is not looked at. For each POST the sink counts it
+ * is complete; the body is looked at only to count the messages of a batch
+ * (a body that starts {"messages":[ holds one message per {"id": in it,
+ * which cannot occur inside a JSON string; any other body is one message).
+ * For each POST the sink counts it
  * and records the CLOCK_MONOTONIC time at which its last byte was read,
  * together with its webhook-id header, so that the script can compute
  * publish-to-webhook latency on the same clock (Python's time.monotonic_ns()
  * reads the same clock).
  *
  * Control requests (GET, not counted):
- *   GET /stats        {"requests":N,"bytes":B,"first_ns":T0,"last_ns":T1,
+ *   GET /stats        {"requests":N,"messages":M,"bytes":B,"first_ns":T0,"last_ns":T1,
  *                      "marker_ns":TM,"conns":C,"max_conns":M}
  *                     first_ns/last_ns: arrival of the first and last POST
  *                     since the last reset; marker_ns: arrival of the POST
@@ -76,7 +79,7 @@ struct record {
 };
 
 static struct {
-	uint64_t requests, bytes, first_ns, last_ns, marker_ns;
+	uint64_t requests, messages, bytes, first_ns, last_ns, marker_ns;
 	struct record *rec;
 	size_t nrec, rec_cap;
 	char marker[ID_MAX];
@@ -195,7 +198,23 @@ static void answer_json(struct conn *c, int status, const char *body)
 	out_append(c, body, strlen(body));
 }
 
-static void record_post(const char *id, size_t id_len, size_t body_len)
+/* Messages in a POST body: those of a batch, else 1. */
+static uint64_t messages_in(const char *body, size_t len)
+{
+	static const char batch[] = "{\"messages\":[", id[] = "{\"id\":";
+	uint64_t n = 0;
+	const char *p = body, *end = body + len;
+
+	if (len < sizeof(batch) - 1 || memcmp(body, batch, sizeof(batch) - 1) != 0)
+		return 1;
+	while ((p = memmem(p, (size_t)(end - p), id, sizeof(id) - 1)) != NULL) {
+		n++;
+		p += sizeof(id) - 1;
+	}
+	return n;
+}
+
+static void record_post(const char *id, size_t id_len, const char *body, size_t body_len)
 {
 	uint64_t now = mono_ns();
 	struct record *r;
@@ -204,6 +223,7 @@ static void record_post(const char *id, size_t id_len, size_t body_len)
 		g.first_ns = now;
 	g.last_ns = now;
 	g.requests++;
+	g.messages += messages_in(body, body_len);
 	g.bytes += body_len;
 	if (g.marker_len && id_len == g.marker_len && memcmp(id, g.marker, id_len) == 0)
 		g.marker_ns = now;
@@ -225,14 +245,15 @@ static void control(struct conn *c, const char *target, size_t tlen)
 
 	if (tlen == 6 && memcmp(target, "/stats", 6) == 0) {
 		snprintf(buf, sizeof(buf),
-		    "{\"requests\":%llu,\"bytes\":%llu,\"first_ns\":%llu,\"last_ns\":%llu,"
-		    "\"marker_ns\":%llu,\"conns\":%ld,\"max_conns\":%ld}",
-		    (unsigned long long)g.requests, (unsigned long long)g.bytes,
+		    "{\"requests\":%llu,\"messages\":%llu,\"bytes\":%llu,\"first_ns\":%llu,"
+		    "\"last_ns\":%llu,\"marker_ns\":%llu,\"conns\":%ld,\"max_conns\":%ld}",
+		    (unsigned long long)g.requests, (unsigned long long)g.messages,
+		    (unsigned long long)g.bytes,
 		    (unsigned long long)g.first_ns, (unsigned long long)g.last_ns,
 		    (unsigned long long)g.marker_ns, g.conns, g.max_conns);
 		answer_json(c, 200, buf);
 	} else if (tlen == 6 && memcmp(target, "/reset", 6) == 0) {
-		g.requests = g.bytes = g.first_ns = g.last_ns = g.marker_ns = 0;
+		g.requests = g.messages = g.bytes = g.first_ns = g.last_ns = g.marker_ns = 0;
 		g.nrec = 0;
 		g.marker_len = 0;
 		g.max_conns = g.conns;
@@ -349,7 +370,7 @@ static bool handle_input(struct conn *c)
 			break;
 		}
 		if (is_post) {
-			record_post(id ? id : "", id_len, body_len);
+			record_post(id ? id : "", id_len, c->in + pos + head_len, body_len);
 			out_append(c, ok_answer, sizeof(ok_answer) - 1);
 		} else {
 			control(c, sp1 + 1, (size_t)(sp2 - sp1 - 1));

@@ -341,6 +341,20 @@ static const struct key keys[] = {
 	{ .doc = { "subscriptions.rate_limit", CONF_T_INT, "0", 0, 1000000, NULL,
 		  "Most messages sent a second (token bucket). 0: no cap." },
 	    SUB(rate_limit) },
+	{ .doc = { "subscriptions.batch", CONF_T_GROUP, NULL, 0, 0, NULL,
+		  "Several messages a request, as a JSON body; see docs/webhooks.md." },
+	    .scope = SCOPE_SUB },
+	{ .doc = { "subscriptions.batch.max_messages", CONF_T_INT, "1", 1, 10000, NULL,
+		  "Most messages in one request. 1: one message a request, its value "
+		  "as the body." },
+	    SUB(batch.max_messages) },
+	{ .doc = { "subscriptions.batch.max_bytes", CONF_T_INT, "1048576", 1, 67108864, NULL,
+		  "Most bytes of keys, values and headers in one request; a larger "
+		  "message goes alone." },
+	    SUB(batch.max_bytes) },
+	{ .doc = { "subscriptions.batch.max_wait_ms", CONF_T_INT, "20", 0, 60000, NULL,
+		  "Longest wait for more messages to fill a batch." },
+	    SUB(batch.max_wait_ms) },
 	{ .doc = { "subscriptions.headers", CONF_T_STRLIST, "", 0, 0, NULL,
 		  "Static request headers, \"Name=value\"; values are never logged. Not a "
 		  "header ackd sets itself." },

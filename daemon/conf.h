@@ -44,6 +44,13 @@ struct conf_tls {
 	char *key_file;  /* its private key (PEM) */
 };
 
+/* Several messages a request (docs/webhooks.md, "Batches"); max_messages 1: one. */
+struct conf_batch {
+	int64_t max_messages;
+	int64_t max_bytes;   /* of the messages' keys, values and headers */
+	int64_t max_wait_ms; /* to fill a batch */
+};
+
 /* OAuth 2.0 client credentials; token_url "" when unused. */
 struct conf_oauth2 {
 	char *token_url;
@@ -68,6 +75,7 @@ struct conf_sub {
 	enum conf_start start;
 	enum conf_concurrency concurrency;
 	int64_t rate_limit; /* messages a second; 0: no cap */
+	struct conf_batch batch;
 	struct conf_strlist headers; /* static request headers, "Name=value" */
 	struct conf_tls tls;
 	struct conf_oauth2 oauth2;

@@ -16,7 +16,12 @@
  *      of a partition; "none", any waiting message; never more than the
  *      concurrency window allows (max_in_flight, or the adaptive window) nor
  *      faster than rate_limit (pace.c), never to an endpoint inside a
- *      Retry-After;
+ *      Retry-After. With batch.max_messages > 1 the same rules pick batches
+ *      instead (dispatch_batches()): consecutive messages of one partition,
+ *      or any with "none"; a batch is one request in the window, each of
+ *      its messages a token of rate_limit. A batch answered with a retry
+ *      waits whole (struct batch) and goes again as it was; after a 207 or
+ *      a poison answer its messages go on alone;
  *   3. act on each answer by the table in docs/webhooks.md: delivered, retried after a
  *      backoff, written to the dead-letter topic, or the subscription paused
  *      (410);
@@ -62,6 +67,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
 #include "backoff.h"
@@ -77,6 +83,7 @@
 #include "spool.h"
 #include "util.h"
 #include "webhook.h"
+#include "webhook_batch.h"
 #include "webhook_sign.h"
 
 #define PART_WINDOW 5000       /* fetched, unfinished messages per partition */
@@ -117,6 +124,36 @@ struct msg {
 	struct webhook_hdr *hdrs;
 	size_t nhdrs;
 	char id[WEBHOOK_ID_MAX];
+	struct batch *batch;  /* the batch it is out in, or waits in to be retried whole */
+	bool solo;            /* its batch got a poison answer: sent in a batch of its own */
+	int64_t taken_ms;     /* when it was fetched: batch.max_wait_ms counts from here */
+	size_t bytes;         /* key, value and headers: what batch.max_bytes counts */
+};
+
+/*
+ * A batch request (batch.max_messages > 1): the messages it carries, in
+ * order. It lives while the request is out and, after an answer that
+ * retries it whole, until it is sent again; every member's batch points
+ * here meanwhile, and all members share one state (M_IN_FLIGHT or
+ * M_BACKOFF).
+ */
+struct batch {
+	struct batch *prev, *next; /* c->batches */
+	struct msg **m;
+	size_t n;
+	char id[WEBHOOK_ID_MAX];
+	bool id_stale;        /* members left (batch_forget()): id is computed again */
+	struct timespec sent;
+	int64_t sent_ms;
+	bool window_full;
+};
+
+/* Messages that dispatch gathers into the next batch. */
+struct gather {
+	struct msg **m;
+	size_t n, cap;
+	size_t bytes;
+	int64_t oldest; /* the earliest taken_ms among them */
 };
 
 struct part {
@@ -190,6 +227,10 @@ struct consumer {
 		const rd_kafka_message_t **v;
 		size_t cap;
 	} keys;             /* ordering = key: keys seen in one pass */
+	struct batch *batches;    /* out, or waiting to be retried whole */
+	struct gather gather;     /* dispatch's next batch */
+	struct webhook_msg *wms;  /* a batch's messages as webhook.c takes them */
+	size_t wms_cap;
 
 	/* Shared with the dead-letter callbacks, and the lag snapshot with scrapes. */
 	pthread_mutex_t lock;
@@ -323,6 +364,102 @@ static void trim(struct consumer *c, struct part *p)
 		set_paused(c, p, false);
 }
 
+/* --- batches ---------------------------------------------------------------- */
+
+/* m as webhook.c takes it; borrowed from m. */
+static void msg_wm(const struct msg *m, struct webhook_msg *wm)
+{
+	const rd_kafka_message_t *rkm = m->rkm;
+	rd_kafka_timestamp_type_t tstype;
+	int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
+
+	*wm = (struct webhook_msg){
+		.topic = rd_kafka_topic_name(rkm->rkt),
+		.partition = rkm->partition,
+		.offset = rkm->offset,
+		.key = rkm->key,
+		.key_len = rkm->key_len,
+		.value = rkm->payload,
+		.value_len = rkm->len,
+		.hdrs = m->hdrs,
+		.nhdrs = m->nhdrs,
+		.timestamp_ms = tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
+		.id = m->id,
+		.attempt = m->attempts + 1,
+	};
+}
+
+/* b's members in c->wms, for webhook.c. */
+static struct webhook_msg *batch_wms(struct consumer *c, const struct batch *b)
+{
+	if (b->n > c->wms_cap) {
+		c->wms_cap = b->n;
+		c->wms = xrealloc(c->wms, c->wms_cap * sizeof(*c->wms));
+	}
+	for (size_t i = 0; i < b->n; i++)
+		msg_wm(b->m[i], &c->wms[i]);
+	return c->wms;
+}
+
+static struct batch *batch_new(struct consumer *c, struct msg *const *m, size_t n)
+{
+	struct batch *b = xcalloc(1, sizeof(*b));
+
+	b->m = xmalloc(n * sizeof(*b->m));
+	memcpy(b->m, m, n * sizeof(*b->m));
+	b->n = n;
+	for (size_t i = 0; i < n; i++)
+		m[i]->batch = b;
+	webhook_batch_id(batch_wms(c, b), n, b->id);
+	b->next = c->batches;
+	if (c->batches)
+		c->batches->prev = b;
+	c->batches = b;
+	return b;
+}
+
+/* Off c->batches; its members are on their own again (b->m[] stays readable). */
+static void batch_detach(struct consumer *c, struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->m[i]->batch == b)
+			b->m[i]->batch = NULL;
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		c->batches = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+}
+
+static void batch_free(struct consumer *c, struct batch *b)
+{
+	batch_detach(c, b);
+	free(b->m);
+	free(b);
+}
+
+/*
+ * m, waiting in a batch to be retried, is about to be freed (its partition
+ * left): the batch goes on without it, under the id of what it now holds
+ * (computed when it is sent: a revoke may take its members one by one).
+ */
+static void batch_forget(struct consumer *c, struct msg *m)
+{
+	struct batch *b = m->batch;
+	size_t kept = 0;
+
+	for (size_t i = 0; i < b->n; i++)
+		if (b->m[i] != m)
+			b->m[kept++] = b->m[i];
+	b->n = kept;
+	m->batch = NULL;
+	if (kept == 0)
+		batch_free(c, b);
+	else
+		b->id_stale = true;
+}
+
 /* Free a partition; its requests still out become orphans (on_answer drops them). */
 static void part_free(struct consumer *c, struct part *p)
 {
@@ -334,6 +471,8 @@ static void part_free(struct consumer *c, struct part *p)
 			c->orphans[c->norphans++] = m;
 			continue;
 		}
+		if (m->batch)
+			batch_forget(c, m);
 		set_state(c, m, M_DONE);
 		msg_free(m);
 	}
@@ -737,8 +876,8 @@ static void pause_all(struct consumer *c)
 		set_paused(c, c->parts[i], true);
 }
 
-/* The answer to a request whose partition left: the next owner delivers it. */
-static void drop_orphan(struct consumer *c, struct msg *m)
+/* A message whose partition left, off the orphans list and freed. */
+static void forget_orphan(struct consumer *c, struct msg *m)
 {
 	for (size_t i = 0; i < c->norphans; i++) {
 		if (c->orphans[i] == m) {
@@ -746,8 +885,14 @@ static void drop_orphan(struct consumer *c, struct msg *m)
 			break;
 		}
 	}
-	c->in_flight--;
 	msg_free(m);
+}
+
+/* The answer to a request whose partition left: the next owner delivers it. */
+static void drop_orphan(struct consumer *c, struct msg *m)
+{
+	c->in_flight--;
+	forget_orphan(c, m);
 }
 
 /* Every request was aborted (the webhook handle was rebuilt): forget the orphans. */
@@ -760,34 +905,15 @@ static void free_orphans(struct consumer *c)
 	c->norphans = 0;
 }
 
-/* libcurl: the endpoint answered (or did not). */
-static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
+/*
+ * What status (0: no answer, error saying why) does to m, whose attempt is
+ * already counted: the table in docs/webhooks.md.
+ */
+static void settle(struct consumer *c, struct msg *m, long status, const char *error)
 {
-	struct consumer *c = arg;
-	struct msg *m = tag;
 	const struct conf_sub *cs = c->cs;
-	int64_t now = now_ms();
 
-	struct timespec end;
-
-	if (!m->part) {
-		drop_orphan(c, m);
-		return;
-	}
-
-	clock_gettime(CLOCK_MONOTONIC, &end);
-	metrics_webhook_request(c->metrics, a->status, (double)(end.tv_sec - m->sent.tv_sec) +
-	    (double)(end.tv_nsec - m->sent.tv_nsec) / 1e9);
-	m->part->busy--;
-	c->in_flight--;
-	m->attempts++;
-	pace_answer(&c->pace, m->sent_ms, now, pace_signal_of(a->status, a->timed_out),
-	    m->window_full);
-	atomic_store(&c->stat_window, pace_window(&c->pace));
-	if (a->retry_after_ms >= 0 && now + a->retry_after_ms > c->hold_until)
-		c->hold_until = now + a->retry_after_ms;
-
-	switch (webhook_verdict(a->status)) {
+	switch (webhook_verdict(status)) {
 	case VERDICT_DELIVERED:
 		atomic_fetch_add(&c->delivered, 1);
 		complete(c, m);
@@ -802,24 +928,184 @@ static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
 		pause_all(c);
 		return;
 	case VERDICT_POISON:
-		give_up(c, m, "rejected", a->status);
+		give_up(c, m, "rejected", status);
 		return;
 	case VERDICT_RETRY:
 		break;
 	}
 	if (cs->retry.max_attempts > 0 && m->attempts >= cs->retry.max_attempts) {
-		give_up(c, m, "retries exhausted", a->status);
+		give_up(c, m, "retries exhausted", status);
 		return;
 	}
-	if (a->status == 0)
+	if (status == 0)
 		log_debug("subscription %s: %s [%d] offset %lld attempt %d: %s", cs->name,
 		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, m->attempts,
-		    a->error ? a->error : "no answer");
+		    error ? error : "no answer");
 	else
 		log_debug("subscription %s: %s [%d] offset %lld attempt %d: status %ld", cs->name,
 		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, m->attempts,
-		    a->status);
+		    status);
 	retry_later(c, m, backoff_delay_ms(&cs->retry, m->attempts, next_rand(c)));
+}
+
+/* What any answer says to pace, the metrics and Retry-After. */
+static void count_answer(struct consumer *c, const struct webhook_answer *a,
+    const struct timespec *sent, int64_t sent_ms, bool window_full, int64_t now)
+{
+	struct timespec end;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	metrics_webhook_request(c->metrics, a->status, (double)(end.tv_sec - sent->tv_sec) +
+	    (double)(end.tv_nsec - sent->tv_nsec) / 1e9);
+	c->in_flight--;
+	pace_answer(&c->pace, sent_ms, now, pace_signal_of(a->status, a->timed_out), window_full);
+	atomic_store(&c->stat_window, pace_window(&c->pace));
+	if (a->retry_after_ms >= 0 && now + a->retry_after_ms > c->hold_until)
+		c->hold_until = now + a->retry_after_ms;
+}
+
+/* libcurl: the endpoint answered (or did not) a one-message request. */
+static void on_msg_answer(struct consumer *c, struct msg *m, const struct webhook_answer *a)
+{
+	if (!m->part) {
+		drop_orphan(c, m);
+		return;
+	}
+	count_answer(c, a, &m->sent, m->sent_ms, m->window_full, now_ms());
+	m->part->busy--;
+	m->attempts++;
+	settle(c, m, a->status, a->error);
+}
+
+/*
+ * A 207's {"results":[{"id":…,"status":…}, …]}: each member's own status,
+ * 0 for a member without one (not delivered: retried).
+ */
+static void batch_results(struct consumer *c, struct batch *b, const struct webhook_answer *a)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(a->body, a->body_len, 0, &jerr);
+	json_t *results = json_object_get(root, "results");
+	size_t nres = json_is_array(results) ? json_array_size(results) : 0;
+	size_t missing = 0;
+
+	if (nres == 0)
+		log_warnx("subscription %s: batch %s: a 207 without a list of results%s%s; "
+		    "its %zu messages are retried", c->cs->name, b->id, root ? "" : ": ",
+		    root ? "" : jerr.text, b->n);
+	for (size_t i = 0; i < b->n; i++) {
+		struct msg *m = b->m[i];
+		long status = 0;
+
+		for (size_t j = 0; j < nres; j++) {
+			json_t *r = json_array_get(results, j);
+			const char *id = json_string_value(json_object_get(r, "id"));
+			json_t *st = json_object_get(r, "status");
+			if (id && strcmp(id, m->id) == 0 && json_is_integer(st)) {
+				status = (long)json_integer_value(st);
+				break;
+			}
+		}
+		missing += status == 0;
+		settle(c, m, status, "no result for it in the 207");
+	}
+	if (missing > 0 && nres > 0)
+		log_warnx("subscription %s: batch %s: the 207 gives no status for %zu of its %zu "
+		    "messages; those are retried", c->cs->name, b->id, missing, b->n);
+	json_decref(root);
+}
+
+/* libcurl: the endpoint answered (or did not) a batch request. */
+static void on_batch_answer(struct consumer *c, struct batch *b, const struct webhook_answer *a)
+{
+	const struct conf_sub *cs = c->cs;
+	int64_t now = now_ms();
+	size_t kept = 0;
+	int attempts = 0;
+
+	count_answer(c, a, &b->sent, b->sent_ms, b->window_full, now);
+	/* Members whose partition left are the next owner's to deliver. */
+	for (size_t i = 0; i < b->n; i++) {
+		struct msg *m = b->m[i];
+		if (!m->part) {
+			m->batch = NULL;
+			forget_orphan(c, m);
+			continue;
+		}
+		m->part->busy--;
+		m->attempts++;
+		if (m->attempts > attempts)
+			attempts = m->attempts;
+		b->m[kept++] = m;
+	}
+	b->n = kept;
+	if (kept == 0) {
+		batch_free(c, b);
+		return;
+	}
+	if (a->status == 207) {
+		batch_detach(c, b);
+		batch_results(c, b, a);
+		goto done;
+	}
+	switch (webhook_verdict(a->status)) {
+	case VERDICT_DELIVERED:
+	case VERDICT_PAUSE:
+		batch_detach(c, b);
+		for (size_t i = 0; i < b->n; i++)
+			settle(c, b->m[i], a->status, a->error);
+		goto done;
+	case VERDICT_POISON:
+		batch_detach(c, b);
+		if (b->n == 1) {
+			settle(c, b->m[0], a->status, a->error);
+			goto done;
+		}
+		log_warnx("subscription %s: batch %s of %zu messages rejected (status %ld); "
+		    "sending them one by one", cs->name, b->id, b->n, a->status);
+		for (size_t i = 0; i < b->n; i++) {
+			b->m[i]->solo = true;
+			set_state(c, b->m[i], M_WAITING);
+		}
+		goto done;
+	case VERDICT_RETRY:
+		break;
+	}
+	if (cs->retry.max_attempts > 0 && attempts >= cs->retry.max_attempts) {
+		batch_detach(c, b);
+		for (size_t i = 0; i < b->n; i++)
+			give_up(c, b->m[i], "retries exhausted", a->status);
+		goto done;
+	}
+	if (a->status == 0)
+		log_debug("subscription %s: batch %s attempt %d: %s", cs->name, b->id, attempts,
+		    a->error ? a->error : "no answer");
+	else
+		log_debug("subscription %s: batch %s attempt %d: status %ld", cs->name, b->id,
+		    attempts, a->status);
+	/* Retried whole: every member waits as long, and b keeps them together. */
+	{
+		int64_t delay = backoff_delay_ms(&cs->retry, attempts, next_rand(c));
+		for (size_t i = 0; i < b->n; i++) {
+			retry_later(c, b->m[i], delay);
+			b->m[i]->not_before = now + delay;
+		}
+	}
+	return;
+done:
+	free(b->m);
+	free(b);
+}
+
+/* libcurl: the endpoint answered (or did not). */
+static void on_answer(void *arg, void *tag, const struct webhook_answer *a)
+{
+	struct consumer *c = arg;
+
+	if (c->cs->batch.max_messages > 1)
+		on_batch_answer(c, tag, a);
+	else
+		on_msg_answer(c, tag, a);
 }
 
 /* --- dispatch ------------------------------------------------------------------ */
@@ -840,25 +1126,11 @@ static bool ready(struct consumer *c, const struct msg *m, int64_t now)
 static void send_msg(struct consumer *c, struct msg *m)
 {
 	const rd_kafka_message_t *rkm = m->rkm;
-	rd_kafka_timestamp_type_t tstype;
-	int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
-	struct webhook_msg wm = {
-		.topic = m->part->topic,
-		.partition = rkm->partition,
-		.offset = rkm->offset,
-		.key = rkm->key,
-		.key_len = rkm->key_len,
-		.value = rkm->payload,
-		.value_len = rkm->len,
-		.hdrs = m->hdrs,
-		.nhdrs = m->nhdrs,
-		.timestamp_ms = tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
-		.id = m->id,
-		.attempt = m->attempts + 1,
-	};
-
+	struct webhook_msg wm;
 	char err[128];
 
+	msg_wm(m, &wm);
+	wm.topic = m->part->topic;
 	if (webhook_send(c->wh, &wm, m, err, sizeof(err)) < 0) {
 		atomic_fetch_add(&c->send_errors, 1);
 		log_warnx("subscription %s: %s [%d] offset %lld: %s; not sent, trying again in "
@@ -877,6 +1149,41 @@ static void send_msg(struct consumer *c, struct msg *m)
 	c->in_flight++;
 }
 
+/* Send b, a new batch or one to be retried whole; on failure it waits SEND_RETRY_MS. */
+static void send_batch(struct consumer *c, struct batch *b)
+{
+	struct webhook_msg *wms = batch_wms(c, b);
+	int attempt = 0;
+	char err[128];
+
+	if (b->id_stale) {
+		webhook_batch_id(wms, b->n, b->id);
+		b->id_stale = false;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		if (wms[i].attempt > attempt)
+			attempt = wms[i].attempt;
+	if (webhook_send_batch(c->wh, wms, b->n, b->id, attempt, b, err, sizeof(err)) < 0) {
+		atomic_fetch_add(&c->send_errors, 1);
+		log_warnx("subscription %s: batch %s of %zu messages: %s; not sent, trying again "
+		    "in %d ms", c->cs->name, b->id, b->n, err, SEND_RETRY_MS);
+		for (size_t i = 0; i < b->n; i++) {
+			set_state(c, b->m[i], M_BACKOFF);
+			b->m[i]->not_before = now_ms() + SEND_RETRY_MS;
+		}
+		return;
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		set_state(c, b->m[i], M_IN_FLIGHT);
+		b->m[i]->part->busy++;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b->sent);
+	b->sent_ms = now_ms();
+	b->window_full = c->in_flight + 1 >= pace_window(&c->pace);
+	pace_sent_n(&c->pace, b->sent_ms, b->n);
+	c->in_flight++;
+}
+
 /* Keys seen in this pass over one partition: a small open-addressing set. */
 static uint64_t key_hash(const void *k, size_t n)
 {
@@ -886,6 +1193,22 @@ static uint64_t key_hash(const void *k, size_t n)
 	for (size_t i = 0; i < n; i++)
 		h = (h ^ p[i]) * 1099511628211ull;
 	return h;
+}
+
+/* Empty, with room for the keys of n messages. */
+static void keyset_reset(struct keyset *ks, size_t n)
+{
+	size_t cap = 16;
+
+	while (cap < 2 * n)
+		cap *= 2;
+	if (cap > ks->cap) {
+		free(ks->v);
+		ks->v = xcalloc(cap, sizeof(*ks->v));
+		ks->cap = cap;
+	} else {
+		memset(ks->v, 0, ks->cap * sizeof(*ks->v));
+	}
 }
 
 /* Adds the key of rkm; returns false when it was already there. */
@@ -932,18 +1255,8 @@ static void dispatch_partition(struct consumer *c, struct part *p, int64_t now,
 			send_msg(c, q_at(p, 0));
 		return;
 	}
-	if (ordering == CONF_ORDER_KEY) {
-		size_t cap = 16;
-		while (cap < 2 * p->len)
-			cap *= 2;
-		if (cap > ks->cap) {
-			free(ks->v);
-			ks->v = xcalloc(cap, sizeof(*ks->v));
-			ks->cap = cap;
-		} else {
-			memset(ks->v, 0, ks->cap * sizeof(*ks->v));
-		}
-	}
+	if (ordering == CONF_ORDER_KEY)
+		keyset_reset(ks, p->len);
 	for (size_t i = 0; i < p->len && may_send(c, now); i++) {
 		struct msg *m = q_at(p, i);
 		if (m->state == M_DONE)
@@ -956,6 +1269,179 @@ static void dispatch_partition(struct consumer *c, struct part *p, int64_t now,
 	}
 }
 
+/* --- dispatch of batches (batch.max_messages > 1) ------------------------------ */
+
+/*
+ * Send what was gathered as one batch. wait: it may still grow (nothing
+ * keeps the next message out of it but its not having arrived), so it
+ * waits until its oldest message has waited batch.max_wait_ms, unless it
+ * is full. Either way the gather is empty afterwards.
+ */
+static void gather_flush(struct consumer *c, struct gather *g, int64_t now, bool wait)
+{
+	const struct conf_batch *cb = &c->cs->batch;
+	size_t n = g->n, bytes = g->bytes;
+
+	g->n = 0;
+	g->bytes = 0;
+	if (n == 0)
+		return;
+	if (wait && n < (size_t)cb->max_messages && bytes < (size_t)cb->max_bytes &&
+	    now < g->oldest + cb->max_wait_ms) {
+		if (c->next_wake < 0 || g->oldest + cb->max_wait_ms < c->next_wake)
+			c->next_wake = g->oldest + cb->max_wait_ms;
+		return;
+	}
+	if (!may_send(c, now))
+		return;
+	send_batch(c, batch_new(c, g->m, n));
+}
+
+/* Whether m fits in the gather's batch (a message alone always does). */
+static bool gather_fits(const struct consumer *c, const struct gather *g, const struct msg *m)
+{
+	return g->n == 0 || g->bytes + m->bytes <= (size_t)c->cs->batch.max_bytes;
+}
+
+/* Add m (ready, in no batch, not solo, fitting); a batch that is full goes. */
+static void gather_add(struct consumer *c, struct gather *g, struct msg *m, int64_t now)
+{
+	const struct conf_batch *cb = &c->cs->batch;
+
+	if (g->n == g->cap) {
+		g->cap = g->cap ? 2 * g->cap : 64;
+		g->m = xrealloc(g->m, g->cap * sizeof(*g->m));
+	}
+	if (g->n == 0 || m->taken_ms < g->oldest)
+		g->oldest = m->taken_ms;
+	g->m[g->n++] = m;
+	g->bytes += m->bytes;
+	if (g->n >= (size_t)cb->max_messages || g->bytes >= (size_t)cb->max_bytes)
+		gather_flush(c, g, now, false);
+}
+
+/* m alone, as a batch of one: after a poison answer to the batch it was in. */
+static void send_solo(struct consumer *c, struct msg *m, int64_t now)
+{
+	if (may_send(c, now))
+		send_batch(c, batch_new(c, &m, 1));
+}
+
+/*
+ * ordering = partition: one batch of the partition out at a time, of the
+ * consecutive messages from its head; a batch waiting to be retried whole,
+ * or a message sent alone, goes as it is.
+ */
+static void batch_partition(struct consumer *c, struct part *p, int64_t now)
+{
+	struct gather *g = &c->gather;
+	struct msg *head;
+
+	if (p->busy > 0 || p->len == 0 || !ready(c, (head = q_at(p, 0)), now))
+		return;
+	if (head->batch) {
+		if (may_send(c, now))
+			send_batch(c, head->batch);
+		return;
+	}
+	if (head->solo) {
+		send_solo(c, head, now);
+		return;
+	}
+	for (size_t i = 0; i < p->len; i++) {
+		struct msg *m = q_at(p, i);
+		if (m->state == M_DONE)
+			continue; /* delivered after a 207 while an earlier one retries */
+		if (!ready(c, m, now) || m->batch || m->solo || !gather_fits(c, g, m)) {
+			gather_flush(c, g, now, false);
+			return;
+		}
+		gather_add(c, g, m, now);
+		if (g->n == 0)
+			return; /* it filled and went */
+	}
+	gather_flush(c, g, now, true);
+}
+
+/*
+ * ordering = key: runs of consecutive messages of the partition, each the
+ * first unfinished one of its key; a key met again ends the run.
+ */
+static void batch_keyed(struct consumer *c, struct part *p, int64_t now)
+{
+	struct gather *g = &c->gather;
+
+	keyset_reset(&c->keys, p->len);
+	for (size_t i = 0; i < p->len; i++) {
+		struct msg *m = q_at(p, i);
+		bool first, r;
+
+		if (m->state == M_DONE)
+			continue;
+		first = !m->rkm->key || keyset_add(&c->keys, m->rkm);
+		r = first && ready(c, m, now);
+		if (!r || m->batch || m->solo) {
+			gather_flush(c, g, now, false);
+			if (r && m->batch && may_send(c, now))
+				send_batch(c, m->batch);
+			else if (r && m->solo)
+				send_solo(c, m, now);
+			continue;
+		}
+		if (!gather_fits(c, g, m))
+			gather_flush(c, g, now, false);
+		gather_add(c, g, m, now);
+	}
+	gather_flush(c, g, now, true);
+}
+
+/* ordering = none: any ready messages of any partitions. */
+static void batch_any(struct consumer *c, int64_t now)
+{
+	struct gather *g = &c->gather;
+
+	for (size_t k = 0; k < c->nparts && may_send(c, now); k++) {
+		struct part *p = c->parts[(c->rr + k) % c->nparts];
+		if (p->leaving)
+			continue;
+		for (size_t i = 0; i < p->len; i++) {
+			struct msg *m = q_at(p, i);
+			if (m->state == M_DONE || !ready(c, m, now))
+				continue;
+			if (m->batch) {
+				if (may_send(c, now))
+					send_batch(c, m->batch);
+			} else if (m->solo) {
+				send_solo(c, m, now);
+			} else {
+				if (!gather_fits(c, g, m))
+					gather_flush(c, g, now, false);
+				gather_add(c, g, m, now);
+			}
+		}
+	}
+	gather_flush(c, g, now, true);
+}
+
+static void dispatch_batches(struct consumer *c, int64_t now)
+{
+	enum conf_ordering ordering = c->cs->ordering;
+
+	if (ordering == CONF_ORDER_NONE) {
+		batch_any(c, now);
+		return;
+	}
+	for (size_t k = 0; k < c->nparts && may_send(c, now); k++) {
+		struct part *p = c->parts[(c->rr + k) % c->nparts];
+		if (p->leaving)
+			continue;
+		if (ordering == CONF_ORDER_PARTITION)
+			batch_partition(c, p, now);
+		else
+			batch_keyed(c, p, now);
+	}
+}
+
 static void dispatch(struct consumer *c, int64_t now)
 {
 	c->next_wake = -1;
@@ -963,6 +1449,11 @@ static void dispatch(struct consumer *c, int64_t now)
 		return;
 	if (now < c->hold_until) {
 		c->next_wake = c->hold_until;
+		return;
+	}
+	if (c->cs->batch.max_messages > 1) {
+		dispatch_batches(c, now);
+		c->rr++;
 		return;
 	}
 	for (size_t k = 0; k < c->nparts && may_send(c, now); k++) {
@@ -1131,6 +1622,10 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 	m->counted = true;
 	m->state = M_WAITING;
 	msg_headers(m);
+	m->taken_ms = now_ms();
+	m->bytes = rkm->key_len + rkm->len;
+	for (size_t i = 0; i < m->nhdrs; i++)
+		m->bytes += strlen(m->hdrs[i].name) + m->hdrs[i].value_len;
 	if (!m->id[0])
 		webhook_id_from_coords(topic, rkm->partition, rkm->offset, m->id);
 	q_push(p, m);
@@ -1210,6 +1705,8 @@ static void release(struct consumer *c, const rd_kafka_topic_partition_list_t *l
 		if (!c->wh)
 			fatalx("subscription %s: %s", c->cs->name, err);
 		c->in_flight = 0;
+		while (c->batches)
+			batch_free(c, c->batches);
 		free_orphans(c);
 		for (size_t i = 0; i < c->nparts; i++)
 			for (size_t j = 0; j < c->parts[i]->len; j++)
@@ -1805,6 +2302,11 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		/* Prefetch per partition is bounded in bytes; a count limit would be
 		 * compared with the whole consumer queue and stall every partition. */
 		{ "queued.max.messages.kbytes", "4096" },
+		/* Over that bound, librdkafka waits fetch.queue.backoff.ms (1000 by
+		 * default) before it fetches again; batches empty the queue in a few
+		 * ms, and a second's wait then idles the endpoint (docs/performance.md,
+		 * "Batched delivery"). */
+		{ "fetch.queue.backoff.ms", "20" },
 		{ "log.queue", "false" },
 		{ "enable.metrics.push", "false" }, /* see producer.c */
 	};
@@ -1918,6 +2420,8 @@ void consumer_stop(struct consumer *c)
 	webhook_free(c->wh);
 	free_orphans(c);
 	free(c->keys.v);
+	free(c->gather.m);
+	free(c->wms);
 	metrics_sub_free(c->metrics);
 	free(c->lag);
 	c->lag = NULL;

@@ -84,6 +84,14 @@ void pace_sent(struct pace *p, int64_t now_ms)
 	p->tokens -= 1; /* may go below 0 only if the caller did not wait */
 }
 
+void pace_sent_n(struct pace *p, int64_t now_ms, size_t n)
+{
+	if (p->rate <= 0)
+		return;
+	refill(p, now_ms);
+	p->tokens -= (double)n;
+}
+
 enum pace_signal pace_signal_of(long status, bool timed_out)
 {
 	if (status >= 200 && status < 300)

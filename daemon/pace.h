@@ -45,6 +45,13 @@ int64_t pace_wait_ms(struct pace *p, int64_t now_ms);
 void pace_sent(struct pace *p, int64_t now_ms);
 
 /*
+ * A batch of n messages is sent at now_ms (after pace_wait_ms() said 0):
+ * takes n tokens, going into debt when it holds fewer, so that the next
+ * request waits until the debt is paid and the rate holds on average.
+ */
+void pace_sent_n(struct pace *p, int64_t now_ms, size_t n);
+
+/*
  * The answer to a request sent at sent_ms came at now_ms. full: the window
  * was full when it was sent (only then does a 2xx grow it).
  */

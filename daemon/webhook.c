@@ -28,6 +28,13 @@
  * buffer without a copy. The answer's body is read and thrown away; only the
  * status and Retry-After matter.
  *
+ * Batches (webhook_send_batch()). The body is the JSON that webhook_batch.c
+ * writes into the request's own buffer, reused from batch to batch; the
+ * headers are the webhook-* ones, ackd-attempt and the static and auth
+ * ones, without the per-message ackd-* lines (those are in the body). The
+ * answer's body is kept (up to WEBHOOK_ANSWER_MAX bytes) for a 207's
+ * per-message results.
+ *
  * Outbound auth. The static headers are formatted once, in webhook_new(),
  * and copied into every request's block. tls.ca_file, cert_file and key_file
  * go to every handle (libcurl's CAINFO, SSLCERT, SSLKEY). With oauth2 the
@@ -56,6 +63,7 @@
 #include "oauth2.h"
 #include "util.h"
 #include "webhook.h"
+#include "webhook_batch.h"
 #include "webhook_sign.h"
 
 #define MAX_EVENTS 128
@@ -90,6 +98,9 @@ struct request {
 	char error[CURL_ERROR_SIZE];
 	const struct conf_sub *cs;
 	uint64_t token_gen; /* of the oauth2 token it was sent with */
+	bool batch;         /* a batch request: keep the answer's body */
+	struct wbuf body;   /* a batch's JSON body */
+	struct wbuf answer; /* a batch's answer body, NUL-terminated */
 };
 
 /* --- sockets and timers ------------------------------------------------------- */
@@ -247,6 +258,8 @@ static void request_destroy(struct request *req)
 {
 	curl_easy_cleanup(req->easy);
 	free(req->buf);
+	free(req->body.p);
+	free(req->answer.p);
 	free(req);
 }
 
@@ -286,11 +299,29 @@ void webhook_free(struct webhook *wh)
 	free(wh);
 }
 
-static size_t discard_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+/* The answer's body: thrown away, except a batch's (cut at WEBHOOK_ANSWER_MAX). */
+static size_t read_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-	(void)ptr;
-	(void)userdata;
-	return size * nmemb;
+	struct request *req = userdata;
+	size_t len = size * nmemb, keep = len;
+
+	if (!req->batch)
+		return len;
+	if (keep > WEBHOOK_ANSWER_MAX - req->answer.len)
+		keep = WEBHOOK_ANSWER_MAX - req->answer.len;
+	if (keep > 0 || !req->answer.p) {
+		if (req->answer.len + keep + 1 > req->answer.cap) {
+			size_t cap = req->answer.cap ? req->answer.cap : 1024;
+			while (req->answer.len + keep + 1 > cap)
+				cap *= 2;
+			req->answer.p = xrealloc(req->answer.p, cap);
+			req->answer.cap = cap;
+		}
+		memcpy(req->answer.p + req->answer.len, ptr, keep);
+		req->answer.len += keep;
+		req->answer.p[req->answer.len] = '\0';
+	}
+	return len;
 }
 
 static size_t read_header(char *line, size_t size, size_t nitems, void *userdata)
@@ -354,7 +385,8 @@ static struct request *request_new(struct webhook *wh)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cs->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, read_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->error);
@@ -561,33 +593,48 @@ static MUST_USE int build_headers(struct request *req, const struct webhook_msg 
 	return 0;
 }
 
-int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag, char *err,
-    size_t errlen)
+/*
+ * An idle handle (or a new one) for tag, with the oauth2 token to send in
+ * *bearer; NULL with err when there is no token or no handle.
+ */
+static struct request *request_take(struct webhook *wh, void *tag, const char **bearer,
+    char *err, size_t errlen)
 {
 	struct request *req;
-	const char *bearer = NULL;
 	uint64_t gen = 0;
 
-	if (wh->oauth2 && oauth2_token(wh->oauth2, now_ms(), &bearer, &gen, err, errlen) < 0)
-		return -1;
+	*bearer = NULL;
+	if (wh->oauth2 && oauth2_token(wh->oauth2, now_ms(), bearer, &gen, err, errlen) < 0)
+		return NULL;
 	req = wh->idle;
 	if (req)
 		wh->idle = req->next;
 	else if (!(req = request_new(wh))) {
 		snprintf(err, errlen, "libcurl cannot create a handle");
-		return -1;
+		return NULL;
 	}
 	req->tag = tag;
 	req->token_gen = gen;
+	req->batch = false;
+	req->answer.len = 0;
 	req->retry_after[0] = '\0';
 	req->error[0] = '\0';
-	if (build_headers(req, m, wh->static_hdrs, bearer, err, errlen) < 0) {
-		req->next = wh->idle;
-		wh->idle = req;
-		return -1;
-	}
-	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)m->value_len);
-	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, m->value_len ? m->value : "");
+	return req;
+}
+
+/* Back to the idle list, unsent. */
+static void request_untake(struct webhook *wh, struct request *req)
+{
+	req->next = wh->idle;
+	wh->idle = req;
+}
+
+/* POST len bytes of body (which must live until the answer); 0, or -1 with err. */
+static MUST_USE int request_start(struct webhook *wh, struct request *req, const void *body,
+    size_t len, char *err, size_t errlen)
+{
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, len ? body : "");
 	if (curl_multi_add_handle(wh->multi, req->easy) != CURLM_OK) {
 		request_destroy(req);
 		snprintf(err, errlen, "libcurl cannot start the request");
@@ -600,6 +647,80 @@ int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag, cha
 	wh->requests = req;
 	wh->in_flight++;
 	return 0;
+}
+
+int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag, char *err,
+    size_t errlen)
+{
+	const char *bearer;
+	struct request *req = request_take(wh, tag, &bearer, err, errlen);
+
+	if (!req)
+		return -1;
+	if (build_headers(req, m, wh->static_hdrs, bearer, err, errlen) < 0) {
+		request_untake(wh, req);
+		return -1;
+	}
+	return request_start(wh, req, m->value, m->value_len, err, errlen);
+}
+
+/* A batch request's headers: its body is req->body; -1 with err when signing failed. */
+static MUST_USE int build_batch_headers(struct request *req, const char *id, int attempt,
+    const char *static_hdrs, const char *bearer, char *err, size_t errlen)
+{
+	const struct conf_sub *cs = req->cs;
+	int64_t now_s = wall_ms() / 1000;
+	size_t rest;
+
+	req->len = 0;
+	PUT_LIT(req, "Content-Type: application/json");
+	put(req, "", 1);
+	rest = req->len;
+	PUT_LIT(req, "webhook-timestamp: ");
+	put_int(req, now_s);
+	PUT_LIT(req, "\r\nwebhook-id: ");
+	put_str(req, id);
+	if (cs->secrets.n > 0) {
+		size_t cap = 96 * cs->secrets.n + 1;
+		size_t n;
+		PUT_LIT(req, "\r\nwebhook-signature: ");
+		n = webhook_sign(&cs->secrets, id, now_s, req->body.len ? req->body.p : "",
+		    req->body.len, reserve(req, cap), cap);
+		if (n == 0) { /* fail closed, as for one message */
+			snprintf(err, errlen, "the webhook-signature cannot be computed");
+			return -1;
+		}
+		req->len += n;
+	}
+	PUT_LIT(req, "\r\nackd-attempt: ");
+	put_int(req, attempt);
+	put_str(req, static_hdrs);
+	if (bearer) {
+		PUT_LIT(req, "\r\nAuthorization: Bearer ");
+		put_str(req, bearer);
+	}
+	PUT_LIT(req, "\r\nUser-Agent: ackd/" PACKAGE_VERSION);
+	put(req, "", 1);
+	req->hdr[0].data = req->buf;
+	req->hdr[1].data = req->buf + rest;
+	return 0;
+}
+
+int webhook_send_batch(struct webhook *wh, const struct webhook_msg *ms, size_t n,
+    const char *id, int attempt, void *tag, char *err, size_t errlen)
+{
+	const char *bearer;
+	struct request *req = request_take(wh, tag, &bearer, err, errlen);
+
+	if (!req)
+		return -1;
+	req->batch = true;
+	webhook_batch_body(&req->body, ms, n);
+	if (build_batch_headers(req, id, attempt, wh->static_hdrs, bearer, err, errlen) < 0) {
+		request_untake(wh, req);
+		return -1;
+	}
+	return request_start(wh, req, req->body.p, req->body.len, err, errlen);
 }
 
 /* --- driving them --------------------------------------------------------------- */
@@ -657,7 +778,7 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 
 	while ((msg = curl_multi_info_read(wh->multi, &left))) {
 		struct webhook_answer a = { .status = 0, .retry_after_ms = -1, .error = NULL,
-			.timed_out = false };
+			.timed_out = false, .body = NULL, .body_len = 0 };
 		struct request *req;
 		CURL *e = msg->easy_handle;
 
@@ -669,6 +790,10 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 		else
 			a.error = req->error[0] ? req->error : curl_easy_strerror(msg->data.result);
 		a.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
+		if (req->batch) {
+			a.body = req->answer.p ? req->answer.p : "";
+			a.body_len = req->answer.len;
+		}
 		if (req->retry_after[0] &&
 		    retry_after_parse(req->retry_after, wall_ms(), req->cs->retry.max_retry_after_ms,
 		        &a.retry_after_ms) < 0)

@@ -48,7 +48,12 @@ struct webhook_answer {
 	int64_t retry_after_ms; /* from Retry-After, capped; -1 without one */
 	const char *error;      /* libcurl's reason when status is 0 */
 	bool timed_out;         /* no answer within timeout_ms */
+	const char *body;       /* a batch request's answer body (NUL-terminated, at
+	                         * most WEBHOOK_ANSWER_MAX bytes kept), else NULL */
+	size_t body_len;
 };
+
+#define WEBHOOK_ANSWER_MAX (1u << 20)
 
 /* The endpoint of cs (borrowed; must outlive the webhook). */
 struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen);
@@ -60,6 +65,15 @@ void webhook_free(struct webhook *wh); /* NULL ok; aborts requests in flight */
  */
 MUST_USE int webhook_send(struct webhook *wh, const struct webhook_msg *m, void *tag, char *err,
     size_t errlen);
+
+/*
+ * Start a POST of the n messages of ms as one batch (docs/webhooks.md,
+ * "Batches"): a JSON body built from them (so they need not outlive the
+ * call), webhook-id id, ackd-attempt attempt. tag comes back with its
+ * answer, whose body is kept for a 207. 0, or -1 with err as webhook_send().
+ */
+MUST_USE int webhook_send_batch(struct webhook *wh, const struct webhook_msg *ms, size_t n,
+    const char *id, int attempt, void *tag, char *err, size_t errlen);
 
 /*
  * Sleep until a request makes progress, extra_fd is readable, or timeout_ms

@@ -312,7 +312,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 68);
+	assert_int_equal(i, 72);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 

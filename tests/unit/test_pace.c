@@ -179,6 +179,34 @@ static void test_slow_rate(void **state)
 	assert_int_equal(pace_wait_ms(&p, 1000), 0);
 }
 
+static void test_batches_take_a_token_per_message(void **state)
+{
+	struct pace p;
+	int messages = 0, requests = 0;
+
+	(void)state;
+	pace_init(&p, 100, false, 64, 0);
+	/* batches of 25, bigger than the bucket (10): the rate still holds */
+	for (int64_t t = 0; t < 5000; t++) {
+		while (pace_wait_ms(&p, t) == 0) {
+			pace_sent_n(&p, t, 25);
+			messages += 25;
+			requests++;
+		}
+	}
+	assert_in_range(messages, 475, 525);
+	assert_int_equal(messages, 25 * requests);
+	/* after one batch of 25 from a full bucket: 15 in debt, 16 tokens to go */
+	pace_init(&p, 100, false, 64, 0);
+	assert_int_equal(pace_wait_ms(&p, 10000), 0);
+	pace_sent_n(&p, 10000, 25);
+	assert_int_equal(pace_wait_ms(&p, 10000), 160);
+	/* no rate_limit: never waits */
+	pace_init(&p, 0, false, 64, 0);
+	pace_sent_n(&p, 0, 1000);
+	assert_int_equal(pace_wait_ms(&p, 0), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -190,6 +218,7 @@ int main(void)
 		cmocka_unit_test(test_settles_near_endpoint_limit),
 		cmocka_unit_test(test_token_bucket_rate),
 		cmocka_unit_test(test_slow_rate),
+		cmocka_unit_test(test_batches_take_a_token_per_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
