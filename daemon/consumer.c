@@ -268,6 +268,7 @@ static void unref(struct consumer *c)
 		free(c->finished);
 		c->finished = next;
 	}
+	free(c->parts); /* emptied by the revoke of rd_kafka_destroy() */
 	wakeup_close(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -460,8 +461,12 @@ static void batch_forget(struct consumer *c, struct msg *m)
 		b->id_stale = true;
 }
 
-/* Free a partition; its requests still out become orphans (on_answer drops them). */
-static void part_free(struct consumer *c, struct part *p)
+/*
+ * Empty p's queue: its requests still out become orphans (on_answer drops
+ * their answers, so their completions cannot commit), the rest are freed,
+ * leaving any batch they wait in.
+ */
+static void part_drop_queue(struct consumer *c, struct part *p)
 {
 	for (size_t i = 0; i < p->len; i++) {
 		struct msg *m = q_at(p, i);
@@ -476,6 +481,12 @@ static void part_free(struct consumer *c, struct part *p)
 		set_state(c, m, M_DONE);
 		msg_free(m);
 	}
+}
+
+/* Free a partition (it left). */
+static void part_free(struct consumer *c, struct part *p)
+{
+	part_drop_queue(c, p);
 	offsets_free(p->off);
 	free(p->q);
 	free(p->topic);
@@ -2043,17 +2054,7 @@ static int seek_target(struct consumer *c, const struct control_cmd *cmd, const 
  */
 static void part_restart(struct consumer *c, struct part *p, int64_t offset)
 {
-	for (size_t i = 0; i < p->len; i++) {
-		struct msg *m = q_at(p, i);
-		if (m->state == M_IN_FLIGHT) {
-			m->part = NULL;
-			c->orphans = xrealloc(c->orphans, (c->norphans + 1) * sizeof(*c->orphans));
-			c->orphans[c->norphans++] = m;
-			continue;
-		}
-		set_state(c, m, M_DONE);
-		msg_free(m);
-	}
+	part_drop_queue(c, p);
 	p->head = p->len = 0;
 	p->bytes = 0;
 	p->busy = 0;

@@ -497,3 +497,31 @@ def test_redrive_without_dead_letter_topic_is_409(kafka, ackd, webhook_sink):
     assert r.status == 409, r.body
     assert r.json()["error"]["code"] == "conflict"
     assert "dead_letter_topic" in r.json()["error"]["message"]
+
+
+def test_seek_while_a_batch_waits_to_be_retried(kafka, ackd, webhook_sink):
+    """A batch refused with 500 waits for its retry when a seek drops its
+    messages: the retry must not send them (they were freed), and delivery
+    goes on from the new position."""
+    topic = new_topic(kafka)
+    sub = subscription(topic, webhook_sink,
+                       batch={"max_messages": 10, "max_bytes": 1048576, "max_wait_ms": 200},
+                       retry={"initial_ms": 1500, "max_ms": 1500})
+    daemon = start_ackd(ackd, sub)
+    seeked = threading.Event()
+    webhook_sink.respond("/hook", lambda req: Reply(200) if seeked.is_set() else Reply(500))
+    produce_all(kafka, topic, msgs(3))
+    first = webhook_sink.wait_for(1, timeout=DELIVERY_TIMEOUT)[0]
+    assert [m["offset"] for m in json.loads(first.body)["messages"]] == [0, 1, 2]
+    seeked.set()
+    r = post(daemon, "/v1/subscriptions/hook/seek", {"to": "latest"})
+    assert r.status == 200, r.body
+    assert r.json()["partitions"][0]["offset"] == 3
+    time.sleep(3)  # past the batch's retry time
+    produce_all(kafka, topic, msgs(1, start=3))
+    wait_committed(kafka, sub["group"], topic, {0: 4})
+    sent = [[m["offset"] for m in json.loads(q.body)["messages"]]
+            for q in webhook_sink.received()]
+    assert sent[0] == [0, 1, 2] and [3] in sent[1:], sent
+    assert all(offsets == [3] for offsets in sent[1:]), sent
+    assert daemon.running()
