@@ -709,8 +709,18 @@ class KafkaCluster:
         return all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
 
     def delete_topic(self, name, timeout=30):
+        """Delete topic name and wait until the cluster says it is gone.
+
+        The admin client that saw the topic is then replaced: librdkafka 2.8's
+        metadata cache keeps a freed entry when a topic comes back under the
+        same name with a new topic id (librdkafka#4964), and a long-lived
+        client crashes the test process some time after a topic is
+        recreated."""
         futures = self.admin().delete_topics([name], request_timeout=timeout)
         futures[name].result(timeout=timeout)
+        wait_until(lambda: name not in self.admin().list_topics(timeout=5).topics, timeout,
+                   f"topic {name} to be deleted")
+        self._admin = None
 
     def produce(self, topic, value, key=None, headers=None, partition=None, timeout=30):
         """Produce one message with acks=all and wait for its delivery."""
