@@ -662,21 +662,6 @@ static void dlq_finished(struct consumer *c, struct dlq_job *job)
 	unref(c);
 }
 
-static const char *spool_err_text(enum spool_err err)
-{
-	switch (err) {
-	case SPOOL_OK:
-		return "no error";
-	case SPOOL_EFULL:
-		return "the spool is full";
-	case SPOOL_EIO:
-		return "the spool cannot be written";
-	case SPOOL_ECLOSED:
-		return "the spool is closing";
-	}
-	return "unknown spool error";
-}
-
 /* Kafka loop: the dead letter has a verdict, or its wait ended. */
 static void dlq_acked(struct producer_waiter *w)
 {

@@ -1074,6 +1074,23 @@ static bool content_length_over(struct req *r)
 	return false;
 }
 
+/* A repeated or too large Content-Length: -1 with the answer set (400 or 413). */
+static int check_content_length(struct req *r)
+{
+	if (content_length_repeated(r)) {
+		set_error(&r->answer, ERR_BAD_REQUEST, "more than one Content-Length header");
+		r->answer.close = true;
+		return -1;
+	}
+	if (content_length_over(r)) {
+		set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
+		    "the body is larger than limits.max_body_bytes (%lld bytes)",
+		    (long long)r->h->deps.conf->limits.max_body_bytes);
+		return -1;
+	}
+	return 0;
+}
+
 /* --- the Control API --------------------------------------------------------- */
 
 /* With auth.tokens set, the Control API needs an admin token: -1 with the answer set. */
@@ -1147,17 +1164,8 @@ static int begin_control(struct req *r, const char *url, const char *method)
 		return -1;
 	memcpy(r->sub, name, (size_t)(slash - name));
 	r->sub[slash - name] = '\0';
-	if (content_length_repeated(r)) {
-		set_error(&r->answer, ERR_BAD_REQUEST, "more than one Content-Length header");
-		r->answer.close = true;
+	if (check_content_length(r) < 0)
 		return -1;
-	}
-	if (content_length_over(r)) {
-		set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
-		    "the body is larger than limits.max_body_bytes (%lld bytes)",
-		    (long long)r->h->deps.conf->limits.max_body_bytes);
-		return -1;
-	}
 	r->cmd = control_cmd_new(control_actions[i].op);
 	return 0;
 }
@@ -1369,17 +1377,8 @@ static int begin(struct req *r, const char *url, const char *method)
 		    "key and partition of a batch are set per record");
 		return -1;
 	}
-	if (content_length_repeated(r)) {
-		set_error(&r->answer, ERR_BAD_REQUEST, "more than one Content-Length header");
-		r->answer.close = true;
+	if (check_content_length(r) < 0)
 		return -1;
-	}
-	if (content_length_over(r)) {
-		set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
-		    "the body is larger than limits.max_body_bytes (%lld bytes)",
-		    (long long)conf->limits.max_body_bytes);
-		return -1;
-	}
 	return check_media_type(r);
 }
 

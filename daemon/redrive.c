@@ -135,21 +135,6 @@ static void on_spooled(void *arg, enum spool_err err, uint64_t first_seq)
 	pthread_mutex_unlock(&r->mu);
 }
 
-static const char *spool_err_text(enum spool_err err)
-{
-	switch (err) {
-	case SPOOL_OK:
-		return "no error";
-	case SPOOL_EFULL:
-		return "the spool is full";
-	case SPOOL_EIO:
-		return "the spool cannot be written";
-	case SPOOL_ECLOSED:
-		return "the spool is closing";
-	}
-	return "unknown spool error";
-}
-
 /* Write b (taken) and wait until it is durable: 0, or -1 with err. */
 static int spool_durable(struct redrive *r, struct spool_batch *b, char *err, size_t errlen)
 {

@@ -190,6 +190,21 @@ static int fsync_parent(const char *path)
 	return rc;
 }
 
+const char *spool_err_text(enum spool_err err)
+{
+	switch (err) {
+	case SPOOL_OK:
+		return "no error";
+	case SPOOL_EFULL:
+		return "the spool is full";
+	case SPOOL_EIO:
+		return "the spool cannot be written";
+	case SPOOL_ECLOSED:
+		return "the spool is closing";
+	}
+	return "unknown spool error";
+}
+
 int spool_open(const struct spool_opts *opts, struct spool **out, char *err, size_t errlen)
 {
 	struct spool *sp = calloc(1, sizeof(*sp));

@@ -61,6 +61,9 @@ enum spool_err {
 	SPOOL_ECLOSED, /* shutting down */
 };
 
+/* What err means, for a log line ("the spool is full"). */
+const char *spool_err_text(enum spool_err err);
+
 /*
  * Open dir (created if missing), take its lock (a second ackd on the same
  * spool fails here), recover, start the writer thread. Recovery truncates a

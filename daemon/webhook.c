@@ -509,6 +509,25 @@ static void put_trace(struct request *req, const struct webhook_msg *m)
 	}
 }
 
+/*
+ * The headers every request ends with (the subscription's static ones, the
+ * OAuth token, User-Agent); then the list points at the buffer, which may
+ * have moved while it grew (rest: where the second header line starts).
+ */
+static void put_common_tail(struct request *req, const char *static_hdrs, const char *bearer,
+    size_t rest)
+{
+	put_str(req, static_hdrs);
+	if (bearer) {
+		PUT_LIT(req, "\r\nAuthorization: Bearer ");
+		put_str(req, bearer);
+	}
+	PUT_LIT(req, "\r\nUser-Agent: ackd/" PACKAGE_VERSION);
+	put(req, "", 1);
+	req->hdr[0].data = req->buf;
+	req->hdr[1].data = req->buf + rest;
+}
+
 /* The request's headers; -1 with err when they cannot be built (signing failed). */
 static MUST_USE int build_headers(struct request *req, const struct webhook_msg *m,
     const char *static_hdrs, const char *bearer, char *err, size_t errlen)
@@ -580,16 +599,7 @@ static MUST_USE int build_headers(struct request *req, const struct webhook_msg 
 		    h->value ? h->value : "", h->value ? h->value_len : 0);
 	}
 	put_trace(req, m);
-	put_str(req, static_hdrs);
-	if (bearer) {
-		PUT_LIT(req, "\r\nAuthorization: Bearer ");
-		put_str(req, bearer);
-	}
-	PUT_LIT(req, "\r\nUser-Agent: ackd/" PACKAGE_VERSION);
-	put(req, "", 1);
-	/* The buffer may have moved: point the list at it now. */
-	req->hdr[0].data = req->buf;
-	req->hdr[1].data = req->buf + rest;
+	put_common_tail(req, static_hdrs, bearer, rest);
 	return 0;
 }
 
@@ -694,15 +704,7 @@ static MUST_USE int build_batch_headers(struct request *req, const char *id, int
 	}
 	PUT_LIT(req, "\r\nackd-attempt: ");
 	put_int(req, attempt);
-	put_str(req, static_hdrs);
-	if (bearer) {
-		PUT_LIT(req, "\r\nAuthorization: Bearer ");
-		put_str(req, bearer);
-	}
-	PUT_LIT(req, "\r\nUser-Agent: ackd/" PACKAGE_VERSION);
-	put(req, "", 1);
-	req->hdr[0].data = req->buf;
-	req->hdr[1].data = req->buf + rest;
+	put_common_tail(req, static_hdrs, bearer, rest);
 	return 0;
 }
 
