@@ -1067,10 +1067,22 @@ static void on_batch_answer(struct consumer *c, struct batch *b, const struct we
 	case VERDICT_RETRY:
 		break;
 	}
+	/*
+	 * A batch may hold messages retried before (after a 207) next to fresh
+	 * ones: only those that used up their own attempts give up; the others
+	 * wait for their retry alone and are gathered again.
+	 */
 	if (cs->retry.max_attempts > 0 && attempts >= cs->retry.max_attempts) {
 		batch_detach(c, b);
-		for (size_t i = 0; i < b->n; i++)
-			give_up(c, b->m[i], "retries exhausted", a->status);
+		for (size_t i = 0; i < b->n; i++) {
+			struct msg *m = b->m[i];
+			if (m->attempts >= cs->retry.max_attempts) {
+				give_up(c, m, "retries exhausted", a->status);
+				continue;
+			}
+			int64_t delay = backoff_delay_ms(&cs->retry, m->attempts, next_rand(c));
+			retry_later(c, m, delay);
+		}
 		goto done;
 	}
 	if (a->status == 0)
@@ -2096,28 +2108,39 @@ static void do_seek(struct consumer *c, struct control_cmd *cmd)
 		json_array_append_new(rows, json_pack("{s:s,s:i,s:b,s:I}", "topic", e->topic,
 		    "partition", (int)e->partition, "moved", 1, "offset", (json_int_t)to));
 	}
-	for (int i = 0; i < mv->cnt; i++) {
-		struct part *p = find_part(c, mv->elems[i].topic, mv->elems[i].partition);
-		part_restart(c, p, mv->elems[i].offset);
-		log_info("subscription %s: %s [%d] moved to offset %lld by the control API",
-		    cs->name, p->topic, (int)p->partition, (long long)mv->elems[i].offset);
-	}
 	if (mv->cnt > 0) {
-		/* librdkafka drops what it fetched from the old position. */
+		/*
+		 * librdkafka first (it drops what it fetched from the old position),
+		 * then ours: a partition it did not move keeps its queue and
+		 * offsets, so no message is skipped by a seek that failed.
+		 */
 		kerror = rd_kafka_seek_partitions(c->rk, mv, SEEK_TIMEOUT_MS);
 		if (kerror) {
-			control_fail(cmd, 503, "unavailable", "seek failed: %s",
+			control_fail(cmd, 503, "unavailable", "seek failed: %s; nothing moved",
 			    rd_kafka_error_string(kerror));
 			rd_kafka_error_destroy(kerror);
 			goto done;
 		}
+		int failed = -1;
 		for (int i = 0; i < mv->cnt; i++) {
+			struct part *p = find_part(c, mv->elems[i].topic, mv->elems[i].partition);
 			if (mv->elems[i].err) {
-				control_fail(cmd, 503, "unavailable", "seek of %s [%d] failed: %s",
-				    mv->elems[i].topic, (int)mv->elems[i].partition,
-				    rd_kafka_err2str(mv->elems[i].err));
-				goto done;
+				if (failed < 0)
+					failed = i;
+				continue;
 			}
+			part_restart(c, p, mv->elems[i].offset);
+			/* Until the commit below is done, commit() sends it explicitly. */
+			p->went_below = true;
+			log_info("subscription %s: %s [%d] moved to offset %lld by the control API",
+			    cs->name, p->topic, (int)p->partition, (long long)mv->elems[i].offset);
+		}
+		if (failed >= 0) {
+			control_fail(cmd, 503, "unavailable", "seek of %s [%d] failed: %s; it did "
+			    "not move, the others did: seek again",
+			    mv->elems[failed].topic, (int)mv->elems[failed].partition,
+			    rd_kafka_err2str(mv->elems[failed].err));
+			goto done;
 		}
 		kerr = rd_kafka_offsets_store(c->rk, mv);
 		if (!kerr)
@@ -2130,6 +2153,8 @@ static void do_seek(struct consumer *c, struct control_cmd *cmd)
 			    "failed (%s); seek again", rd_kafka_err2str(kerr));
 			goto done;
 		}
+		for (int i = 0; i < mv->cnt; i++)
+			find_part(c, mv->elems[i].topic, mv->elems[i].partition)->went_below = false;
 	}
 	for (size_t i = 0; i < c->nparts; i++)
 		trim(c, c->parts[i]); /* a partition that was full fetches again */

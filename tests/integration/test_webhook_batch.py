@@ -249,6 +249,39 @@ def test_exhausted_retries_dead_letter_the_whole_batch(kafka, ackd, webhook_sink
         (b"x0", b"3"), (b"x1", b"3"), (b"x2", b"3")]
 
 
+def test_exhausted_retries_give_up_only_the_messages_that_used_them(kafka, ackd, webhook_sink):
+    """x0 used two attempts (each a 207 saying 503) when it goes again with y1,
+    fresh, and the batch gets a 503: x0 has used its 3 attempts and is dead-
+    lettered; y1 has used one and is retried, then delivered."""
+    topic = new_topic(kafka)
+    dlq = new_topic(kafka, prefix="dlq")
+    answers = []
+
+    def respond(req):
+        got = batch_of(req)
+        answers.append([value_of(m) for m in got])
+        if len(answers) <= 2:  # x0 alone: retried by its own result
+            return Reply(207, {"Content-Type": "application/json"},
+                         json.dumps({"results": [{"id": got[0]["id"], "status": 503}]}).encode())
+        if len(answers) == 3:
+            return 503
+        return 200
+    webhook_sink.respond("/hook", respond)
+    sub = batched(topic, webhook_sink, max_messages=10, max_wait_ms=20,
+                  dead_letter_topic=dlq,
+                  retry={"initial_ms": 1500, "max_ms": 1500, "max_attempts": 3})
+    start_ackd(ackd, sub)
+    produce_all(kafka, topic, [{"value": b"x0"}])
+    wait_until(lambda: len(answers) >= 2, DELIVERY_TIMEOUT, "x0 to be sent twice")
+    produce_all(kafka, topic, [{"value": b"y1"}])  # waits behind x0 (ordering partition)
+    wait_committed(kafka, sub["group"], topic, {0: 2})
+
+    assert answers[:3] == [[b"x0"], [b"x0"], [b"x0", b"y1"]], answers
+    assert [b"y1"] in answers[3:], answers
+    dead = kafka.read_topic(dlq)
+    assert [(d.value, d.header("ackd-dlq-attempts")) for d in dead] == [(b"x0", b"3")]
+
+
 # --- ordering ------------------------------------------------------------------
 
 def slow_sink(sink, delay=0.02):
