@@ -40,10 +40,12 @@ SLOW_S = 4.0
 SLOW_EVERY = 97       # offsets that are a multiple of this answer after SLOW_S
 
 
-def produce_steadily(bootstrap, topic, done):
+def produce_steadily(bootstrap, topic, done, sent):
+    """Produce MESSAGES at RATE; sent[p] gets the wall time of each send to p."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
     t0 = time.monotonic()
     for i in range(MESSAGES):
+        sent.setdefault(i % PARTITIONS, []).append(time.time())
         producer.produce(topic, value=str(i).encode(), partition=i % PARTITIONS)
         producer.poll(0)
         ahead = t0 + i / RATE - time.monotonic()
@@ -105,8 +107,9 @@ def test_a_rebalance_moves_only_the_partitions_that_change_owner(ackd, kafka, we
     wait_until(shared, 60, "the three instances to share the partitions")
 
     produced = threading.Event()
+    sent = {}
     producer = threading.Thread(target=produce_steadily,
-                                args=(kafka.bootstrap, topic, produced), daemon=True)
+                                args=(kafka.bootstrap, topic, produced, sent), daemon=True)
     producer.start()
 
     # A fourth instance joins.
@@ -161,9 +164,13 @@ def test_a_rebalance_moves_only_the_partitions_that_change_owner(ackd, kafka, we
                       ", ".join(f"{p}:{g:.2f}s" for p, g in sorted(gaps.items())))
         assert stayed, f"{what}: no partition kept its owner: {report}"
         # Partitions that stayed kept being delivered while the rebalance ran.
+        # A gap in what the test itself produced (its thread starved on a
+        # loaded machine) is not ackd's: it is allowed on top.
         for p in stayed:
-            assert gaps[p] < MAX_GAP_S, f"{what}: partition {p} stopped for " \
-                f"{gaps[p]:.1f}s though it did not move; {report}"
+            idle = max_gap(sent.get(p, []), t_from, t_to)
+            assert gaps[p] < MAX_GAP_S + idle, f"{what}: partition {p} stopped for " \
+                f"{gaps[p]:.1f}s though it did not move (the test produced nothing to it " \
+                f"for {idle:.1f}s of that); {report}"
     print("\n".join(report))
 
     # Delivered twice only where a partition moved.
