@@ -134,7 +134,8 @@ static int keys_replace(struct spool *sp, const struct kbuf *b)
 	int fd;
 
 	spool_seg_hdr_encode(hdr, 0, wall_ms());
-	fd = spool_io.openat(sp->dir_fd, KEYS_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+	/* Read and write: it becomes keys_fd, which the next compaction reads. */
+	fd = spool_io.openat(sp->dir_fd, KEYS_TMP, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
 	    0640);
 	if (fd < 0)
 		return -1;

@@ -10,11 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_spool_util.h"
 
-#define MAXK 512
+#define MAXK 8192
 
 struct seen {
 	int64_t ttl_ms; /* keys older than this are not counted, as the key table does */
@@ -243,6 +244,73 @@ static void test_keys_torn_tail_and_tmp(void **state)
 	spool_close(sp);
 }
 
+static ino_t keys_inode(const char *dir)
+{
+	char path[128];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/keys", dir);
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_ino;
+}
+
+/*
+ * A compaction at open, then one when the file has grown past 1 MiB, in
+ * the same run: the second reads the file the first installed (it must be
+ * readable), and renames a new one over it.
+ */
+static void test_keys_compact_twice_in_one_run(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	struct spool *sp;
+	ino_t after_open;
+	off_t size;
+	int n = 0;
+
+	o.key_ttl_ms = 2000;
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 0; i < 250; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() - 1500);
+	for (int i = 250; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() + 3600000);
+	drain_ack(sp);
+	spool_close(sp);
+	usleep(600 * 1000);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o); /* mostly expired: the first compaction */
+	assert_int_equal(s.n, 50);
+	after_open = keys_inode(t->dir);
+	/* Live keys until the file passes 1 MiB and twice its compacted size. */
+	for (int i = 300; file_size(t->dir, "keys") <= (1 << 20) + (64 << 10); i += 20) {
+		for (int j = i; j < i + 20; j++)
+			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
+		drain_ack(sp);
+		n = i + 20;
+		if (keys_inode(t->dir) != after_open)
+			break; /* the second compaction */
+	}
+	assert_true(keys_inode(t->dir) != after_open);
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	spool_close(sp);
+	size = file_size(t->dir, "keys");
+	assert_true(size > SPOOL_SEG_HDR_SIZE);
+	/* Every live key once, nothing lost by either rewrite. */
+	memset(&s, 0, sizeof(s));
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 250; i < n; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -250,6 +318,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_outlive_their_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_expire_and_compact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
