@@ -214,10 +214,21 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 	sp->keys_bytes = (uint64_t)st.st_size;
 	if (spool_pread_all(fd, hdr, sizeof(hdr), 0, &got) < 0 || got != sizeof(hdr) ||
 	    spool_seg_hdr_parse(hdr, sizeof(hdr), &first) < 0) {
-		/* Its creation never completed (or the header is damaged): nothing to believe. */
-		log_warnx("spool: %s: %s has no valid header; its keys are forgotten", sp->dir,
-		    KEYS_NAME);
-		good_end = 0;
+		/*
+		 * Its creation never completed (even 0 bytes: a crash between
+		 * the create and the header's write) or the header is damaged:
+		 * nothing to believe, and a fresh header before anything is
+		 * appended, or the next open would discard the appends too.
+		 */
+		struct kbuf none = { 0 };
+		log_warnx("spool: %s: %s has no valid header; its %" PRIu64 " bytes are forgotten",
+		    sp->dir, KEYS_NAME, sp->keys_bytes);
+		if (keys_replace(sp, &none) < 0) {
+			snprintf(err, errlen, "spool %s: rewrite %s: %s", sp->dir, KEYS_NAME,
+			    strerror(errno));
+			return -1;
+		}
+		return 0;
 	} else if (!sp->on_key) {
 		return 0; /* keys are not wanted: the file stays as it is */
 	} else if (keys_walk(fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
@@ -228,15 +239,6 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 		/* A torn append (or a torn creation): cut, as a segment's torn tail. */
 		log_warnx("spool: %s: %s: torn tail of %" PRIu64 " bytes cut off", sp->dir, KEYS_NAME,
 		    sp->keys_bytes - good_end);
-		if (good_end == 0) {
-			struct kbuf none = { 0 };
-			if (keys_replace(sp, &none) < 0) {
-				snprintf(err, errlen, "spool %s: rewrite %s: %s", sp->dir, KEYS_NAME,
-				    strerror(errno));
-				return -1;
-			}
-			return 0;
-		}
 		if (spool_io.ftruncate(fd, (off_t)good_end) < 0 || spool_io.fdatasync(fd) < 0) {
 			snprintf(err, errlen, "spool %s: cut %s: %s", sp->dir, KEYS_NAME, strerror(errno));
 			return -1;

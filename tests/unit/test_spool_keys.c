@@ -311,6 +311,46 @@ static void test_keys_compact_twice_in_one_run(void **state)
 	spool_close(sp);
 }
 
+/*
+ * A keys file of 0 bytes (a crash between its creation and its header's
+ * write) gets its header at open: the keys appended in the run that
+ * follows are there at the next open.
+ */
+static void test_keys_empty_file_gets_header(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	struct spool *sp;
+	char path[128];
+	int fd;
+
+	o.key_ttl_ms = 3600000;
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	snprintf(path, sizeof(path), "%s/keys", t->dir);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0640);
+	assert_true(fd >= 0);
+	close(fd);
+	sp = open_ok(&o);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp);
+	spool_close(sp);
+	assert_true(file_size(t->dir, "keys") > SPOOL_SEG_HDR_SIZE);
+
+	memset(&s, 0, sizeof(s));
+	sp = open_ok(&o);
+	for (int i = 0; i < 300; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -319,6 +359,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_expire_and_compact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
