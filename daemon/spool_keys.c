@@ -147,18 +147,28 @@ static int keys_replace(struct spool *sp, const struct kbuf *b)
 		errno = saved;
 		return -1;
 	}
-	if (spool_io.renameat(sp->dir_fd, KEYS_TMP, sp->dir_fd, KEYS_NAME) < 0 ||
-	    spool_io.fsync(sp->dir_fd) < 0) {
+	if (spool_io.renameat(sp->dir_fd, KEYS_TMP, sp->dir_fd, KEYS_NAME) < 0) {
 		int saved = errno;
 		spool_io.close(fd);
+		spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0);
 		errno = saved;
 		return -1;
 	}
+	/*
+	 * `keys` is the new file now, whatever the directory's sync says: the
+	 * old fd names an unlinked inode, and appends to it would be lost.
+	 */
 	if (sp->keys_fd >= 0)
 		spool_io.close(sp->keys_fd);
 	sp->keys_fd = fd;
 	sp->keys_bytes = sizeof(hdr) + b->len;
 	sp->keys_compacted = sp->keys_bytes;
+	if (spool_io.fsync(sp->dir_fd) < 0) {
+		log_warn("spool: %s: cannot sync the directory after renaming %s; trying again",
+		    sp->dir, KEYS_TMP);
+		if (spool_io.fsync(sp->dir_fd) < 0)
+			return -1; /* reported by the caller; the new file is in use either way */
+	}
 	return 0;
 }
 

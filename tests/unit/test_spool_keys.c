@@ -6,7 +6,9 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -351,6 +353,74 @@ static void test_keys_empty_file_gets_header(void **state)
 	spool_close(sp);
 }
 
+/* The directory's fsync fails once right after keys.tmp is renamed over keys. */
+static atomic_int renamed_keys;
+
+static int rename_note(int fd1, const char *from, int fd2, const char *to)
+{
+	int rc = real_io.renameat(fd1, from, fd2, to);
+
+	if (rc == 0 && strcmp(to, "keys") == 0)
+		atomic_store(&renamed_keys, 1);
+	return rc;
+}
+
+static int fsync_fail_after_rename(int fd)
+{
+	if (atomic_exchange(&renamed_keys, 0)) {
+		errno = EIO;
+		return -1;
+	}
+	return real_io.fsync(fd);
+}
+
+/*
+ * A compaction whose rename went through and whose directory sync failed
+ * once: the keys appended after it go to the new file (not to the old,
+ * unlinked one), and the next open finds them.
+ */
+static void test_keys_dir_sync_fails_after_rename(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	int (*saved_rename)(int, const char *, int, const char *) = spool_io.renameat;
+	int (*saved_fsync)(int) = spool_io.fsync;
+	struct seen s = { 0 };
+	struct spool *sp;
+
+	o.key_ttl_ms = 2000;
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 0; i < 250; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() - 1500);
+	drain_ack(sp);
+	spool_close(sp);
+	usleep(600 * 1000);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	spool_io.renameat = rename_note;
+	spool_io.fsync = fsync_fail_after_rename;
+	sp = open_ok(&o); /* mostly expired: compacted, the directory sync fails once */
+	spool_io.renameat = saved_rename;
+	spool_io.fsync = saved_fsync;
+	assert_int_equal(atomic_load(&renamed_keys), 0); /* the failure happened */
+	for (int i = 300; i < 600; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() + 3600000);
+	drain_ack(sp);
+	spool_close(sp);
+
+	memset(&s, 0, sizeof(s));
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 300; i < 600; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -360,6 +430,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_dir_sync_fails_after_rename, setup,
+		    teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
