@@ -483,9 +483,11 @@ void idem_commit(struct idem *t, struct idem_entry *e, const char *ids, size_t n
 		memcpy(d->recs[i].id, ids + i * SPOOL_KEY_ID_LEN, SPOOL_KEY_ID_LEN);
 		d->recs[i].id[SPOOL_KEY_ID_LEN] = '\0';
 		d->recs[i].seq = first_seq + i;
-		if (pend_put(t, first_seq + i, d) < 0)
-			break; /* out of memory: this record's offset will not be known */
 	}
+	/* Every record has its id and sequence before any insert can fail. */
+	for (size_t i = 0; i < n; i++)
+		if (pend_put(t, first_seq + i, d) < 0)
+			break; /* out of memory: these records' offsets will not be known */
 	d->state = E_DURABLE;
 	pthread_mutex_unlock(&t->mu);
 }
@@ -535,9 +537,11 @@ void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t 
 		for (size_t i = 0; i < k->nrecs; i++) {
 			memcpy(e->recs[i].id, k->ids + i * SPOOL_KEY_ID_LEN, SPOOL_KEY_ID_LEN);
 			e->recs[i].seq = seq - k->nrecs + i;
-			if (pend_put(t, e->recs[i].seq, e) < 0)
-				break;
 		}
+		/* Every record has its id and sequence before any insert can fail. */
+		for (size_t i = 0; i < k->nrecs; i++)
+			if (pend_put(t, e->recs[i].seq, e) < 0)
+				break; /* out of memory: these records' offsets will not be known */
 	}
 	pthread_mutex_unlock(&t->mu);
 }

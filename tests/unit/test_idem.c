@@ -23,6 +23,18 @@
 #define ID_A "01HZZZZZZZZZZZZZZZZZZZZZZA"
 #define ID_B "01HZZZZZZZZZZZZZZZZZZZZZZB"
 
+/* calloc: the fail_calloc_in-th call from now fails (0: none), via -Wl,--wrap=calloc. */
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static int fail_calloc_in;
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+	if (fail_calloc_in > 0 && --fail_calloc_in == 0)
+		return NULL;
+	return __real_calloc(n, size);
+}
+
 static void hash_of(const char *value, unsigned char out[SPOOL_KEY_HASH_LEN])
 {
 	struct spool_hdr h = { "ackd-id", 7, ID_A, 26 };
@@ -323,6 +335,50 @@ static void test_failed_records(void **state)
 	idem_free(t);
 }
 
+/*
+ * Out of memory for the pending map while a key is committed or loaded:
+ * its records still have their ids and sequences (only their offsets will
+ * not be known), so a replay answers with the right ids.
+ */
+static void test_commit_and_load_out_of_memory(void **state)
+{
+	struct idem *t = idem_new(86400000, 100);
+	struct spool_key k = { .timestamp_ms = T0, .nrecs = 2, .scope = "unix", .scope_len = 4,
+		.topic = "t", .topic_len = 1, .key = "kl", .key_len = 2, .ids = ID_A ID_B };
+	struct idem_entry *e;
+	struct idem_replay rp;
+	unsigned char h[32];
+
+	(void)state;
+	hash_of("one", h);
+	assert_int_equal(idem_begin(t, "unix", "t", "kc", h, T0, &e, &rp), IDEM_NEW);
+	fail_calloc_in = 2; /* the entry's calloc succeeds, the pending map's fails */
+	idem_commit(t, e, ID_A ID_B, 2, 41);
+	fail_calloc_in = 0;
+	assert_int_equal(idem_begin(t, "unix", "t", "kc", h, T0 + 1, &e, &rp), IDEM_REPLAY);
+	assert_int_equal(rp.n, 2);
+	assert_string_equal(rp.recs[0].id, ID_A);
+	assert_string_equal(rp.recs[1].id, ID_B);
+	assert_int_equal(rp.recs[0].seq, 41);
+	assert_int_equal(rp.recs[1].seq, 42);
+	idem_replay_free(&rp);
+	idem_free(t);
+
+	t = idem_new(86400000, 100);
+	memset(k.hash, 7, sizeof(k.hash));
+	fail_calloc_in = 2;
+	idem_load(t, 12, &k, T0 + 10);
+	fail_calloc_in = 0;
+	assert_int_equal(idem_begin(t, "unix", "t", "kl", k.hash, T0 + 20, &e, &rp), IDEM_REPLAY);
+	assert_int_equal(rp.n, 2);
+	assert_memory_equal(rp.recs[0].id, ID_A, 26);
+	assert_memory_equal(rp.recs[1].id, ID_B, 26);
+	assert_int_equal(rp.recs[0].seq, 10);
+	assert_int_equal(rp.recs[1].seq, 11);
+	idem_replay_free(&rp);
+	idem_free(t);
+}
+
 static void test_key_record_codec(void **state)
 {
 	unsigned char buf[512];
@@ -375,6 +431,7 @@ int main(void)
 		cmocka_unit_test(test_many_keys_and_deliveries),
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_failed_records),
+		cmocka_unit_test(test_commit_and_load_out_of_memory),
 		cmocka_unit_test(test_key_record_codec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
