@@ -202,6 +202,7 @@ struct spool {
 	int keys_fd;
 	uint64_t keys_bytes;
 	uint64_t keys_compacted; /* its size after the last compaction or open */
+	bool keys_cut_pending; /* a failed append could not be cut back to keys_bytes */
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake;

@@ -163,6 +163,7 @@ static int keys_replace(struct spool *sp, const struct kbuf *b)
 	sp->keys_fd = fd;
 	sp->keys_bytes = sizeof(hdr) + b->len;
 	sp->keys_compacted = sp->keys_bytes;
+	sp->keys_cut_pending = false; /* a new file: the old one's torn bytes are gone */
 	if (spool_io.fsync(sp->dir_fd) < 0) {
 		log_warn("spool: %s: cannot sync the directory after renaming %s; trying again",
 		    sp->dir, KEYS_TMP);
@@ -295,10 +296,24 @@ int keys_save(struct spool *sp, struct seg *seg)
 		created = true;
 	}
 	before = sp->keys_bytes;
+	if (sp->keys_cut_pending) {
+		/* Bytes of a failed append lie after keys_bytes: nothing goes after them. */
+		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0 ||
+		    spool_io.fdatasync(sp->keys_fd) < 0)
+			goto fail;
+		sp->keys_cut_pending = false;
+	}
 	if (spool_write_all(sp->keys_fd, b.p, b.len) < 0 || spool_io.fdatasync(sp->keys_fd) < 0 ||
 	    (created && spool_io.fsync(sp->dir_fd) < 0)) {
-		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0)
-			log_warn("spool: %s: cannot cut back %s", sp->dir, KEYS_NAME);
+		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0) {
+			/*
+			 * A torn record whose header holds would swallow the records
+			 * appended after it: no append until the cut succeeds.
+			 */
+			log_warn("spool: %s: cannot cut back %s; no keys are appended until it is",
+			    sp->dir, KEYS_NAME);
+			sp->keys_cut_pending = true;
+		}
 		goto fail;
 	}
 	sp->keys_bytes += b.len;

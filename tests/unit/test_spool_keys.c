@@ -421,6 +421,80 @@ static void test_keys_dir_sync_fails_after_rename(void **state)
 	spool_close(sp);
 }
 
+/*
+ * The next write (a keys file append) writes one record's header and a byte
+ * of its payload, then fails: a torn record whose header holds. The KEY
+ * records of the whole append are counted in torn_keys.
+ */
+static atomic_int tear_next_write;
+static int torn_keys;
+static ino_t keys_ino; /* the keys file: other writes (.ack files) pass */
+
+static ssize_t tearing_write(int fd, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	struct spool_rec_hdr h;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || st.st_ino != keys_ino ||
+	    !atomic_exchange(&tear_next_write, 0))
+		return real_io.write(fd, buf, len);
+	for (size_t off = 0; off < len; off += SPOOL_REC_HDR_SIZE + h.payload_len) {
+		assert_int_equal(spool_rec_parse_hdr(p + off, len - off, &h), SPOOL_REC_OK);
+		torn_keys += h.type == SPOOL_REC_KEY;
+	}
+	assert_int_equal(real_io.write(fd, buf, SPOOL_REC_HDR_SIZE + 1), SPOOL_REC_HDR_SIZE + 1);
+	errno = EIO;
+	return -1;
+}
+
+/*
+ * An append to the keys file fails halfway and its cut back fails too: the
+ * next append cuts first, so the keys appended after it are not swallowed
+ * by the torn record. Only the failed append's keys are lost.
+ */
+static void test_keys_failed_cut_blocks_appends(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	ssize_t (*saved_write)(int, const void *, size_t) = spool_io.write;
+	struct seen s = { 0 };
+	struct spool *sp;
+	int total = 0;
+
+	o.key_ttl_ms = 3600000;
+	sp = open_ok(&o);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp); /* the keys file exists */
+	assert_true(file_size(t->dir, "keys") > SPOOL_SEG_HDR_SIZE);
+	for (int i = 300; i < 600; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	torn_keys = 0;
+	keys_ino = keys_inode(t->dir);
+	spool_io.write = tearing_write;
+	atomic_store(&tear_next_write, 1);
+	atomic_store(&fail_trunc_errno, EIO);
+	drain_ack(sp); /* several segments go: the first one's keys fail to append */
+	spool_io.write = saved_write;
+	assert_int_equal(atomic_load(&tear_next_write), 0);
+	assert_int_equal(atomic_load(&fail_trunc_errno), 0);
+	assert_true(torn_keys > 0);
+	spool_close(sp);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	for (int i = 0; i < 600; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_true(found(&s, key) <= 1);
+		total += found(&s, key);
+	}
+	assert_int_equal(total, 600 - torn_keys);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -432,6 +506,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_dir_sync_fails_after_rename, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_keys_failed_cut_blocks_appends, setup, teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
