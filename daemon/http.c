@@ -282,7 +282,6 @@ static int idem_header(struct req *r);
 static int idem_gate(struct req *r);
 static int idem_add_key(struct req *r, struct spool_batch *b);
 static void idem_spooled(struct req *r, enum spool_err err, uint64_t first_seq);
-static void idem_forget_failed(struct req *r);
 
 /* --- answers ------------------------------------------------------------- */
 
@@ -545,7 +544,6 @@ static void set_publish_answer(struct req *r)
 	}
 	if (r->route == ROUTE_PUBLISH) {
 		if (failed) {
-			idem_forget_failed(r);
 			set_error(&r->answer, kafka_rejection(r->results[0].kafka_err),
 			    "kafka rejected the message: %s; it was moved to the spool's failed/ area",
 			    r->results[0].error);
@@ -725,6 +723,11 @@ static int check_access(struct req *r)
  *   idem_spooled()  the spool writer's verdict: committed (from now on the
  *                   key is answered with replays) or failed (the key is
  *                   forgotten: a non-2xx does not use it up).
+ *
+ * A replay answers a record Kafka rejected as the first request would be
+ * answered now ("failed" in a batch's 207, a single publish's 4xx), never
+ * 2xx; a key whose records Kafka all rejected is forgotten by the producer
+ * (idem_failed()), and at start by idem_load_done() from failed/.
  */
 
 static const char HEX[] = "0123456789abcdef";
@@ -777,8 +780,8 @@ static void on_replay_kafka_done(struct producer_waiter *w)
 	for (size_t i = 0; i < r->pub->n; i++) {
 		uint64_t seq = r->replay_seqs[i];
 		if (seq && seq - w->first_seq < w->n &&
-		    r->replay_wait[seq - w->first_seq].outcome == PRODUCER_DELIVERED)
-			r->results[i] = r->replay_wait[seq - w->first_seq];
+		    r->replay_wait[seq - w->first_seq].outcome != PRODUCER_PENDING)
+			r->results[i] = r->replay_wait[seq - w->first_seq]; /* delivered or failed */
 	}
 	resume(r, ST_VERDICT);
 }
@@ -821,13 +824,19 @@ static int idem_gate(struct req *r)
 		if (x->delivered) {
 			r->results[i] = (struct producer_result){ .outcome = PRODUCER_DELIVERED,
 				.partition = x->partition, .offset = x->offset };
+		} else if (x->failed) {
+			/* In failed/: the answer the first request would get now. */
+			r->results[i] = (struct producer_result){ .outcome = PRODUCER_FAILED,
+				.partition = -1, .offset = -1, .kafka_err = x->kafka_err,
+				.error = x->kafka_err ? rd_kafka_err2str(x->kafka_err) :
+				    "rejected before ackd restarted" };
 		} else if (r->ack == CONF_ACK_KAFKA && spool_seq_live(r->h->deps.spool, x->seq)) {
 			/* Still in the spool: wait for Kafka, as the first request did. */
 			r->replay_seqs[i] = x->seq;
 			lo = x->seq < lo ? x->seq : lo;
 			hi = x->seq > hi ? x->seq : hi;
 		}
-		/* Else acknowledged before a restart, or gone to failed/: 202, nothing known. */
+		/* Else acknowledged before a restart: 202, nothing known. */
 	}
 	idem_replay_free(&rp);
 	if (lo > hi) {
@@ -883,13 +892,6 @@ static void idem_spooled(struct req *r, enum spool_err err, uint64_t first_seq)
 	else
 		idem_abort(r->h->deps.idem, r->idem_entry);
 	r->idem_entry = NULL;
-}
-
-/* A single publish Kafka rejected gets a non-2xx: its key is not used up. */
-static void idem_forget_failed(struct req *r)
-{
-	if (r->idem_key && !r->answer.replayed)
-		idem_forget(r->h->deps.idem, r->idem_scope, r->topic, r->idem_key, r->idem_hash);
 }
 
 static bool is_json(const char *ctype)

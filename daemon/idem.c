@@ -68,6 +68,9 @@ struct idem {
 	struct pend *pend; /* open addressing, linear probing, power-of-two size */
 	size_t pend_cap;
 	atomic_size_t npending;
+	/* At start only: ackd-ids of the records in failed/ (idem_load_failed()). */
+	char (*failed_ids)[SPOOL_KEY_ID_LEN];
+	size_t nfailed, failed_cap;
 };
 
 /* FNV-1a over the three strings with their NULs. */
@@ -121,6 +124,7 @@ void idem_free(struct idem *t)
 	}
 	free(t->buckets);
 	free(t->pend);
+	free(t->failed_ids);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
 }
@@ -479,9 +483,11 @@ void idem_commit(struct idem *t, struct idem_entry *e, const char *ids, size_t n
 		memcpy(d->recs[i].id, ids + i * SPOOL_KEY_ID_LEN, SPOOL_KEY_ID_LEN);
 		d->recs[i].id[SPOOL_KEY_ID_LEN] = '\0';
 		d->recs[i].seq = first_seq + i;
-		if (pend_put(t, first_seq + i, d) < 0)
-			break; /* out of memory: this record's offset will not be known */
 	}
+	/* Every record has its id and sequence before any insert can fail. */
+	for (size_t i = 0; i < n; i++)
+		if (pend_put(t, first_seq + i, d) < 0)
+			break; /* out of memory: these records' offsets will not be known */
 	d->state = E_DURABLE;
 	pthread_mutex_unlock(&t->mu);
 }
@@ -531,9 +537,11 @@ void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t 
 		for (size_t i = 0; i < k->nrecs; i++) {
 			memcpy(e->recs[i].id, k->ids + i * SPOOL_KEY_ID_LEN, SPOOL_KEY_ID_LEN);
 			e->recs[i].seq = seq - k->nrecs + i;
-			if (pend_put(t, e->recs[i].seq, e) < 0)
-				break;
 		}
+		/* Every record has its id and sequence before any insert can fail. */
+		for (size_t i = 0; i < k->nrecs; i++)
+			if (pend_put(t, e->recs[i].seq, e) < 0)
+				break; /* out of memory: these records' offsets will not be known */
 	}
 	pthread_mutex_unlock(&t->mu);
 }
@@ -571,14 +579,92 @@ void idem_stats(struct idem *t, struct idem_stats *out)
 	pthread_mutex_unlock(&t->mu);
 }
 
-void idem_forget(struct idem *t, const char *scope, const char *topic, const char *key,
-    const unsigned char hash[SPOOL_KEY_HASH_LEN])
+/* True when every record of e failed: nothing of its request reached Kafka. */
+static bool all_failed(const struct idem_entry *e)
 {
-	struct idem_entry *e;
+	for (size_t i = 0; i < e->nrecs; i++)
+		if (!e->recs[i].failed)
+			return false;
+	return e->nrecs > 0;
+}
+
+int idem_failed(struct idem *t, uint64_t seq, int kafka_err)
+{
+	struct pend *p;
+	int found = 0;
+
+	if (atomic_load_explicit(&t->npending, memory_order_relaxed) == 0)
+		return 0;
+	pthread_mutex_lock(&t->mu);
+	if ((p = pend_find(t, seq))) {
+		struct idem_entry *e = p->e;
+		for (size_t i = 0; i < e->nrecs; i++) {
+			if (e->recs[i].seq != seq)
+				continue;
+			e->recs[i].failed = 1;
+			e->recs[i].kafka_err = kafka_err;
+		}
+		pend_del(t, p);
+		if (all_failed(e))
+			unlink_entry(t, e);
+		found = 1;
+	}
+	pthread_mutex_unlock(&t->mu);
+	return found;
+}
+
+int idem_load_failed(struct idem *t, const char *id, size_t id_len)
+{
+	int rc = 0;
+
+	if (id_len != SPOOL_KEY_ID_LEN)
+		return 0; /* not an ackd-id any key names */
+	pthread_mutex_lock(&t->mu);
+	if (t->nfailed == t->failed_cap) {
+		size_t cap = t->failed_cap ? t->failed_cap * 2 : 256;
+		void *np = realloc(t->failed_ids, cap * sizeof(*t->failed_ids));
+		if (!np) {
+			rc = -1;
+			goto out;
+		}
+		t->failed_ids = np;
+		t->failed_cap = cap;
+	}
+	memcpy(t->failed_ids[t->nfailed++], id, SPOOL_KEY_ID_LEN);
+out:
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, SPOOL_KEY_ID_LEN);
+}
+
+void idem_load_done(struct idem *t)
+{
+	struct idem_entry *e, *next;
 
 	pthread_mutex_lock(&t->mu);
-	e = lookup(t, key_hash(scope, topic, key), scope, topic, key);
-	if (e && e->state == E_DURABLE && memcmp(e->req, hash, SPOOL_KEY_HASH_LEN) == 0)
-		unlink_entry(t, e);
+	if (t->nfailed)
+		qsort(t->failed_ids, t->nfailed, sizeof(*t->failed_ids), id_cmp);
+	for (e = t->oldest; t->nfailed && e; e = next) {
+		next = e->newer;
+		for (size_t i = 0; i < e->nrecs; i++) {
+			struct pend *p;
+			if (!bsearch(e->recs[i].id, t->failed_ids, t->nfailed,
+			        sizeof(*t->failed_ids), id_cmp))
+				continue;
+			e->recs[i].failed = 1;
+			e->recs[i].kafka_err = 0;
+			if ((p = pend_find(t, e->recs[i].seq)) && p->e == e)
+				pend_del(t, p);
+		}
+		if (all_failed(e))
+			unlink_entry(t, e);
+	}
+	free(t->failed_ids);
+	t->failed_ids = NULL;
+	t->nfailed = t->failed_cap = 0;
 	pthread_mutex_unlock(&t->mu);
 }

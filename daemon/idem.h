@@ -51,6 +51,8 @@ struct idem_rec {
 	char id[SPOOL_KEY_ID_LEN + 1];
 	uint64_t seq;
 	int delivered;      /* Kafka acknowledged it: partition and offset are known */
+	int failed;         /* Kafka rejected it for good: it is in failed/ */
+	int kafka_err;      /* rd_kafka_resp_err_t when failed; 0: unknown (before a restart) */
 	int32_t partition;
 	int64_t offset;
 };
@@ -88,12 +90,6 @@ void idem_commit(struct idem *t, struct idem_entry *e, const char *ids, size_t n
 /* The request failed (non-2xx): the key is forgotten, as if never used. */
 void idem_abort(struct idem *t, struct idem_entry *e);
 
-/*
- * The committed request of this key got a non-2xx after all (Kafka rejected
- * its single message): forget the key, when it is still that request's.
- */
-void idem_forget(struct idem *t, const char *scope, const char *topic, const char *key,
-    const unsigned char hash[SPOOL_KEY_HASH_LEN]);
 
 /*
  * A key read back from the spool at start; seq is its KEY record's sequence.
@@ -106,6 +102,28 @@ void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t 
  * 1 when it was a keyed record waiting for this, else 0.
  */
 int idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offset);
+
+/*
+ * Kafka rejected spool sequence seq for good (it went to failed/). A keyed
+ * record is marked failed, with Kafka's error; a key all of whose records
+ * failed is forgotten, since nothing of its request reached Kafka: a retry
+ * with it is a new request (its first answer was a non-2xx, or a 2xx that
+ * only said "spooled"). 1 when it was a keyed record waiting, else 0.
+ */
+int idem_failed(struct idem *t, uint64_t seq, int kafka_err);
+
+/*
+ * At start, in any order with idem_load(): the record with this ackd-id is
+ * in failed/. 0, or -1 when out of memory (that record is not marked).
+ */
+MUST_USE int idem_load_failed(struct idem *t, const char *id, size_t id_len);
+
+/*
+ * At start, after every idem_load() and idem_load_failed(): loaded records
+ * found in failed/ are marked failed, and keys all of whose records are
+ * there are forgotten, as idem_failed() does while running.
+ */
+void idem_load_done(struct idem *t);
 
 struct idem_stats {
 	size_t keys;

@@ -379,6 +379,14 @@ static void load_key(void *arg, uint64_t seq, const struct spool_key *k)
 	idem_load(arg, seq, k, wall_ms());
 }
 
+/* spool_open(): a record in failed/; its key must not answer 2xx for it. */
+static void load_failed(void *arg, const char *id, size_t id_len)
+{
+	if (idem_load_failed(arg, id, id_len) < 0)
+		log_warnx("out of memory noting failed record %.*s; a replay of its "
+		    "Idempotency-Key may answer 202 for it", (int)id_len, id);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -447,10 +455,12 @@ int main(int argc, char **argv)
 		.max_bytes = (uint64_t)conf->spool.max_bytes,
 		.on_key = load_key,
 		.on_key_arg = idem,
+		.on_failed = load_failed,
 		.key_ttl_ms = conf->publish.idempotency_ttl_s * 1000,
 	};
 	if (spool_open(&so, &sp, err, sizeof(err)) < 0)
 		fatalx("spool: %s", err);
+	idem_load_done(idem); /* before the producer and the API start */
 	if (topics_start(conf, &topics, err, sizeof(err)) < 0)
 		fatalx("kafka: %s", err);
 	if (producer_start(conf, sp, idem, &prod, err, sizeof(err)) < 0)

@@ -382,6 +382,8 @@ static bool file_rejected(struct producer *p, uint64_t seq, const char *topic,
 	log_warnx("producer: record %llu%s%s rejected permanently by kafka: %s; %s",
 	    (unsigned long long)seq, topic ? " to " : "", topic ? topic : "", reason,
 	    rc == 0 ? "moved to failed/" : "kept in the spool until failed/ can take it");
+	if (p->idem)
+		idem_failed(p->idem, seq, err); /* before the answer: a replay never gets a 2xx */
 	set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
 	return true;
 }

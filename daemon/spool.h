@@ -46,6 +46,12 @@ struct spool_opts {
 	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k);
 	void *on_key_arg;
 	/*
+	 * Called by spool_open() with the ackd-id of every intact record in
+	 * failed/, before the writer starts (the opening thread), in no
+	 * particular order with on_key (arg: on_key_arg). NULL: not read.
+	 */
+	void (*on_failed)(void *arg, const char *id, size_t id_len);
+	/*
 	 * How long a KEY record is kept once its segment is deleted: its
 	 * unexpired KEY records are appended to the keys file first (and
 	 * on_key gets them at the next open). 0: no keys file.

@@ -126,7 +126,36 @@ fail:
 	return -1;
 }
 
-/* Cut the torn tail of one failed/ log; see failed_repair(). */
+/* Hand the ackd-id of the failed record item to sp->on_failed. */
+static void failed_report(struct spool *sp, const struct it_item *item)
+{
+	struct spool_hdr few[8], *hdrs = few;
+	struct spool_msg m;
+
+	if (spool_rec_decode(item->rec, item->len, NULL, &m, few, 8) != SPOOL_REC_OK)
+		return;
+	if (m.nhdrs > 8) {
+		if (!(hdrs = calloc(m.nhdrs, sizeof(*hdrs))))
+			goto fail;
+		if (spool_rec_decode(item->rec, item->len, NULL, &m, hdrs, m.nhdrs) != SPOOL_REC_OK)
+			goto out;
+	}
+	for (size_t i = 0; i < m.nhdrs; i++) {
+		if (hdrs[i].name_len == 7 && memcmp(hdrs[i].name, "ackd-id", 7) == 0) {
+			sp->on_failed(sp->on_key_arg, hdrs[i].value, hdrs[i].value_len);
+			break;
+		}
+	}
+	goto out;
+fail:
+	log_warnx("spool: %s: out of memory reading failed record %" PRIu64 "; its "
+	    "Idempotency-Key may answer 202", sp->dir, item->h.seq);
+out:
+	if (hdrs != few)
+		free(hdrs);
+}
+
+/* Cut the torn tail of one failed/ log (see failed_repair()), report its records' ids. */
 static int failed_repair_one(struct spool *sp, const char *file, char *err, size_t errlen)
 {
 	char name[300];
@@ -155,6 +184,8 @@ static int failed_repair_one(struct spool *sp, const char *file, char *err, size
 				break;
 			if (r == IT_DAMAGE && !item.resynced)
 				keep = item.off; /* damage up to the end: the torn tail */
+			if (r == IT_REC && sp->on_failed && item.h.type == SPOOL_REC_FAILED)
+				failed_report(sp, &item);
 		}
 		if (it.io_errno) {
 			snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, name,

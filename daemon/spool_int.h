@@ -195,12 +195,14 @@ struct spool {
 	uint64_t max_bytes;
 	uint64_t segment_bytes;
 	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k); /* at open only */
+	void (*on_failed)(void *arg, const char *id, size_t id_len);        /* likewise */
 	void *on_key_arg;
 	int64_t key_ttl_ms; /* 0: no keys file */
 	/* The keys file (spool_keys.c): the opening thread, then the producer thread. */
 	int keys_fd;
 	uint64_t keys_bytes;
 	uint64_t keys_compacted; /* its size after the last compaction or open */
+	bool keys_cut_pending; /* a failed append could not be cut back to keys_bytes */
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake;

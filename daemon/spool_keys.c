@@ -134,7 +134,8 @@ static int keys_replace(struct spool *sp, const struct kbuf *b)
 	int fd;
 
 	spool_seg_hdr_encode(hdr, 0, wall_ms());
-	fd = spool_io.openat(sp->dir_fd, KEYS_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+	/* Read and write: it becomes keys_fd, which the next compaction reads. */
+	fd = spool_io.openat(sp->dir_fd, KEYS_TMP, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
 	    0640);
 	if (fd < 0)
 		return -1;
@@ -146,18 +147,29 @@ static int keys_replace(struct spool *sp, const struct kbuf *b)
 		errno = saved;
 		return -1;
 	}
-	if (spool_io.renameat(sp->dir_fd, KEYS_TMP, sp->dir_fd, KEYS_NAME) < 0 ||
-	    spool_io.fsync(sp->dir_fd) < 0) {
+	if (spool_io.renameat(sp->dir_fd, KEYS_TMP, sp->dir_fd, KEYS_NAME) < 0) {
 		int saved = errno;
 		spool_io.close(fd);
+		spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0);
 		errno = saved;
 		return -1;
 	}
+	/*
+	 * `keys` is the new file now, whatever the directory's sync says: the
+	 * old fd names an unlinked inode, and appends to it would be lost.
+	 */
 	if (sp->keys_fd >= 0)
 		spool_io.close(sp->keys_fd);
 	sp->keys_fd = fd;
 	sp->keys_bytes = sizeof(hdr) + b->len;
 	sp->keys_compacted = sp->keys_bytes;
+	sp->keys_cut_pending = false; /* a new file: the old one's torn bytes are gone */
+	if (spool_io.fsync(sp->dir_fd) < 0) {
+		log_warn("spool: %s: cannot sync the directory after renaming %s; trying again",
+		    sp->dir, KEYS_TMP);
+		if (spool_io.fsync(sp->dir_fd) < 0)
+			return -1; /* reported by the caller; the new file is in use either way */
+	}
 	return 0;
 }
 
@@ -213,10 +225,21 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 	sp->keys_bytes = (uint64_t)st.st_size;
 	if (spool_pread_all(fd, hdr, sizeof(hdr), 0, &got) < 0 || got != sizeof(hdr) ||
 	    spool_seg_hdr_parse(hdr, sizeof(hdr), &first) < 0) {
-		/* Its creation never completed (or the header is damaged): nothing to believe. */
-		log_warnx("spool: %s: %s has no valid header; its keys are forgotten", sp->dir,
-		    KEYS_NAME);
-		good_end = 0;
+		/*
+		 * Its creation never completed (even 0 bytes: a crash between
+		 * the create and the header's write) or the header is damaged:
+		 * nothing to believe, and a fresh header before anything is
+		 * appended, or the next open would discard the appends too.
+		 */
+		struct kbuf none = { 0 };
+		log_warnx("spool: %s: %s has no valid header; its %" PRIu64 " bytes are forgotten",
+		    sp->dir, KEYS_NAME, sp->keys_bytes);
+		if (keys_replace(sp, &none) < 0) {
+			snprintf(err, errlen, "spool %s: rewrite %s: %s", sp->dir, KEYS_NAME,
+			    strerror(errno));
+			return -1;
+		}
+		return 0;
 	} else if (!sp->on_key) {
 		return 0; /* keys are not wanted: the file stays as it is */
 	} else if (keys_walk(fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
@@ -227,15 +250,6 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 		/* A torn append (or a torn creation): cut, as a segment's torn tail. */
 		log_warnx("spool: %s: %s: torn tail of %" PRIu64 " bytes cut off", sp->dir, KEYS_NAME,
 		    sp->keys_bytes - good_end);
-		if (good_end == 0) {
-			struct kbuf none = { 0 };
-			if (keys_replace(sp, &none) < 0) {
-				snprintf(err, errlen, "spool %s: rewrite %s: %s", sp->dir, KEYS_NAME,
-				    strerror(errno));
-				return -1;
-			}
-			return 0;
-		}
 		if (spool_io.ftruncate(fd, (off_t)good_end) < 0 || spool_io.fdatasync(fd) < 0) {
 			snprintf(err, errlen, "spool %s: cut %s: %s", sp->dir, KEYS_NAME, strerror(errno));
 			return -1;
@@ -282,10 +296,24 @@ int keys_save(struct spool *sp, struct seg *seg)
 		created = true;
 	}
 	before = sp->keys_bytes;
+	if (sp->keys_cut_pending) {
+		/* Bytes of a failed append lie after keys_bytes: nothing goes after them. */
+		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0 ||
+		    spool_io.fdatasync(sp->keys_fd) < 0)
+			goto fail;
+		sp->keys_cut_pending = false;
+	}
 	if (spool_write_all(sp->keys_fd, b.p, b.len) < 0 || spool_io.fdatasync(sp->keys_fd) < 0 ||
 	    (created && spool_io.fsync(sp->dir_fd) < 0)) {
-		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0)
-			log_warn("spool: %s: cannot cut back %s", sp->dir, KEYS_NAME);
+		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0) {
+			/*
+			 * A torn record whose header holds would swallow the records
+			 * appended after it: no append until the cut succeeds.
+			 */
+			log_warn("spool: %s: cannot cut back %s; no keys are appended until it is",
+			    sp->dir, KEYS_NAME);
+			sp->keys_cut_pending = true;
+		}
 		goto fail;
 	}
 	sp->keys_bytes += b.len;

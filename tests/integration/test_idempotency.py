@@ -8,6 +8,8 @@
     in use        while the first request is being written: 409 with
                   Retry-After (fdatasync slowed down under strace)
     failed first  a first request that got a non-2xx did not use up its key
+    rejected      a record Kafka rejected is never replayed as a 2xx, also
+                  after a restart (failed/ is read back)
     batch         one key for a whole batch
     restart       keys survive SIGTERM and kill -9 restarts
     ttl           an expired key is free again
@@ -220,6 +222,67 @@ def test_failed_first_request_does_not_use_up_key(kafka, ackd):
     assert ok.header("Idempotent-Replayed") is None
     got = settle(kafka, topic, 1)
     assert list(got) == [b"small"]
+
+
+def test_rejected_record_is_never_replayed_as_2xx(kafka, ackd):
+    """Kafka rejects a record for good (too large: it goes to failed/). A
+    replay of its key answers what the first request would get now -- a
+    batch's 207 with the entry "failed" -- never a 2xx "spooled"; a key all
+    of whose records were rejected is forgotten (a retry is a new request),
+    and both hold after a restart, which reads failed/ back."""
+    daemon = ackd()
+    topic = f"idem-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(topic, partitions=1, configs={"max.message.bytes": "2000"})
+    big = "b" * 5000
+    recs = [{"value": "a"}, {"value": big}]
+    first = post(daemon.http, topic, recs, ikey="kb", batch=True)
+    assert first.status == 207, first.body
+    assert [e["status"] for e in first.json()["results"]] == ["delivered", "failed"]
+    ids = [e["id"] for e in first.json()["results"]]
+    # A single message with ack=spool: 202, then Kafka rejects it.
+    spooled = post(daemon.http, topic, big.encode(), ikey="ks", ack="spool")
+    assert spooled.status == 202, spooled.body
+    # A single message with ack=kafka: Kafka's 4xx.
+    single = post(daemon.http, topic, big.encode(), ikey="k1")
+    assert single.status >= 400, single.body
+
+    def rejected():
+        r = daemon.http.get("/v1/status")
+        assert r.status == 200, r.body
+        return r.json()["kafka"]["producer"]["failed"]
+
+    wait_until(lambda: rejected() >= 3, ARRIVAL_TIMEOUT, "three records rejected")
+
+    def check(when):
+        base = rejected()
+        again = post(daemon.http, topic, recs, ikey="kb", batch=True)
+        assert again.status == 207, (when, again.status, again.body)
+        assert again.header("Idempotent-Replayed") == "true", when
+        res = again.json()["results"]
+        assert [e["id"] for e in res] == ids, when
+        # (Offsets are not kept across restarts: "a" is "spooled" after one.)
+        assert res[0]["status"] in ("delivered", "spooled"), (when, res)
+        assert res[1]["status"] == "failed", (when, res)
+        # Every record of these keys was rejected: the keys are free again,
+        # and the retry is a new request that Kafka rejects in turn.
+        s = post(daemon.http, topic, big.encode(), ikey="ks", ack="spool")
+        assert s.status == 202 and s.header("Idempotent-Replayed") is None, \
+            (when, s.status, s.body)
+        assert s.json()["id"] != spooled.json()["id"], when
+        k = post(daemon.http, topic, big.encode(), ikey="k1")
+        assert k.status >= 400, (when, k.status, k.body)
+        assert k.header("Idempotent-Replayed") is None, when
+        # Both retries rejected before the next round: their keys are free again.
+        wait_until(lambda: rejected() >= base + 2, ARRIVAL_TIMEOUT, "the retries rejected")
+
+    check("running")
+    daemon.restart()
+    check("after a restart")
+    daemon.kill9()
+    daemon.start()
+    check("after kill -9")
+    got = settle(kafka, topic, 1)
+    assert {v: len(rs) for v, rs in got.items()} == {b"a": 1}
 
 
 def test_batch_takes_one_key(kafka, ackd):

@@ -1,6 +1,7 @@
 /*
  * test_idem: the Idempotency-Key table: new, replay, in use, reused, abort,
- * TTL, the key-count bound, load from the spool, delivery reports, the
+ * TTL, the key-count bound, load from the spool, delivery reports, records
+ * Kafka rejected (running and from failed/ at start), the
  * request hash, key validity; and the KEY record's codec.
  */
 #include "config.h"
@@ -21,6 +22,18 @@
 #define T0 1700000000000ll
 #define ID_A "01HZZZZZZZZZZZZZZZZZZZZZZA"
 #define ID_B "01HZZZZZZZZZZZZZZZZZZZZZZB"
+
+/* calloc: the fail_calloc_in-th call from now fails (0: none), via -Wl,--wrap=calloc. */
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static int fail_calloc_in;
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+	if (fail_calloc_in > 0 && --fail_calloc_in == 0)
+		return NULL;
+	return __real_calloc(n, size);
+}
 
 static void hash_of(const char *value, unsigned char out[SPOOL_KEY_HASH_LEN])
 {
@@ -260,6 +273,112 @@ static void test_load(void **state)
 	idem_free(t);
 }
 
+/*
+ * Kafka rejects records for good: a key keeps its delivered ones and
+ * answers the rejected one as failed; a key all of whose records were
+ * rejected is forgotten (a retry is a new request). The same from failed/
+ * at start (idem_load_failed(), idem_load_done()).
+ */
+static void test_failed_records(void **state)
+{
+	struct idem *t = idem_new(86400000, 100);
+	struct spool_key k = { .timestamp_ms = T0, .nrecs = 2, .scope = "unix", .scope_len = 4,
+		.topic = "t", .topic_len = 1, .key = "kb", .key_len = 2, .ids = ID_A ID_B };
+	struct idem_entry *e;
+	struct idem_replay rp;
+	unsigned char h[32], hb[32];
+
+	(void)state;
+	hash_of("one", h);
+	memset(hb, 9, sizeof(hb));
+	/* Running: a batch of two, one delivered, one rejected. */
+	assert_int_equal(idem_begin(t, "unix", "t", "kb", hb, T0, &e, &rp), IDEM_NEW);
+	idem_commit(t, e, ID_A ID_B, 2, 41);
+	assert_int_equal(idem_delivered(t, 41, 0, 7), 1);
+	assert_int_equal(idem_failed(t, 42, 10), 1);
+	assert_int_equal(idem_failed(t, 99, 10), 0); /* no key's */
+	assert_int_equal(idem_begin(t, "unix", "t", "kb", hb, T0 + 1, &e, &rp), IDEM_REPLAY);
+	assert_true(rp.recs[0].delivered && !rp.recs[0].failed);
+	assert_true(rp.recs[1].failed && !rp.recs[1].delivered);
+	assert_int_equal(rp.recs[1].kafka_err, 10);
+	idem_replay_free(&rp);
+	/* A single message rejected: its key is free again. */
+	assert_int_equal(idem_begin(t, "unix", "t", "k1", h, T0, &e, &rp), IDEM_NEW);
+	idem_commit(t, e, ID_A, 1, 50);
+	assert_int_equal(idem_failed(t, 50, 10), 1);
+	assert_int_equal(idem_begin(t, "unix", "t", "k1", h, T0 + 1, &e, &rp), IDEM_NEW);
+	idem_abort(t, e);
+	idem_free(t);
+
+	/* At start: the same keys read back, their records' ids found in failed/. */
+	t = idem_new(86400000, 100);
+	memcpy(k.hash, hb, sizeof(hb));
+	idem_load(t, 43, &k, T0 + 10);
+	k.key = "k1";
+	k.key_len = 2;
+	k.nrecs = 1;
+	k.ids = ID_B;
+	memcpy(k.hash, h, sizeof(h));
+	idem_load(t, 51, &k, T0 + 10);
+	assert_int_equal(idem_load_failed(t, ID_B, 26), 0);
+	assert_int_equal(idem_load_failed(t, "not-an-id", 9), 0);
+	idem_load_done(t);
+	assert_int_equal(idem_begin(t, "unix", "t", "kb", hb, T0 + 20, &e, &rp), IDEM_REPLAY);
+	assert_false(rp.recs[0].failed);
+	assert_true(rp.recs[1].failed);
+	assert_int_equal(rp.recs[1].kafka_err, 0);
+	idem_replay_free(&rp);
+	assert_int_equal(idem_begin(t, "unix", "t", "k1", h, T0 + 20, &e, &rp), IDEM_NEW);
+	idem_abort(t, e);
+	/* The failed record left the pending map: a late report finds nothing. */
+	assert_int_equal(idem_delivered(t, 42, 0, 1), 0);
+	idem_free(t);
+}
+
+/*
+ * Out of memory for the pending map while a key is committed or loaded:
+ * its records still have their ids and sequences (only their offsets will
+ * not be known), so a replay answers with the right ids.
+ */
+static void test_commit_and_load_out_of_memory(void **state)
+{
+	struct idem *t = idem_new(86400000, 100);
+	struct spool_key k = { .timestamp_ms = T0, .nrecs = 2, .scope = "unix", .scope_len = 4,
+		.topic = "t", .topic_len = 1, .key = "kl", .key_len = 2, .ids = ID_A ID_B };
+	struct idem_entry *e;
+	struct idem_replay rp;
+	unsigned char h[32];
+
+	(void)state;
+	hash_of("one", h);
+	assert_int_equal(idem_begin(t, "unix", "t", "kc", h, T0, &e, &rp), IDEM_NEW);
+	fail_calloc_in = 2; /* the entry's calloc succeeds, the pending map's fails */
+	idem_commit(t, e, ID_A ID_B, 2, 41);
+	fail_calloc_in = 0;
+	assert_int_equal(idem_begin(t, "unix", "t", "kc", h, T0 + 1, &e, &rp), IDEM_REPLAY);
+	assert_int_equal(rp.n, 2);
+	assert_string_equal(rp.recs[0].id, ID_A);
+	assert_string_equal(rp.recs[1].id, ID_B);
+	assert_int_equal(rp.recs[0].seq, 41);
+	assert_int_equal(rp.recs[1].seq, 42);
+	idem_replay_free(&rp);
+	idem_free(t);
+
+	t = idem_new(86400000, 100);
+	memset(k.hash, 7, sizeof(k.hash));
+	fail_calloc_in = 2;
+	idem_load(t, 12, &k, T0 + 10);
+	fail_calloc_in = 0;
+	assert_int_equal(idem_begin(t, "unix", "t", "kl", k.hash, T0 + 20, &e, &rp), IDEM_REPLAY);
+	assert_int_equal(rp.n, 2);
+	assert_memory_equal(rp.recs[0].id, ID_A, 26);
+	assert_memory_equal(rp.recs[1].id, ID_B, 26);
+	assert_int_equal(rp.recs[0].seq, 10);
+	assert_int_equal(rp.recs[1].seq, 11);
+	idem_replay_free(&rp);
+	idem_free(t);
+}
+
 static void test_key_record_codec(void **state)
 {
 	unsigned char buf[512];
@@ -311,6 +430,8 @@ int main(void)
 		cmocka_unit_test(test_max_keys_oldest_first),
 		cmocka_unit_test(test_many_keys_and_deliveries),
 		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_failed_records),
+		cmocka_unit_test(test_commit_and_load_out_of_memory),
 		cmocka_unit_test(test_key_record_codec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,15 +6,18 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_spool_util.h"
 
-#define MAXK 512
+#define MAXK 8192
 
 struct seen {
 	int64_t ttl_ms; /* keys older than this are not counted, as the key table does */
@@ -243,6 +246,255 @@ static void test_keys_torn_tail_and_tmp(void **state)
 	spool_close(sp);
 }
 
+static ino_t keys_inode(const char *dir)
+{
+	char path[128];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/keys", dir);
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_ino;
+}
+
+/*
+ * A compaction at open, then one when the file has grown past 1 MiB, in
+ * the same run: the second reads the file the first installed (it must be
+ * readable), and renames a new one over it.
+ */
+static void test_keys_compact_twice_in_one_run(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	struct spool *sp;
+	ino_t after_open;
+	off_t size;
+	int n = 0;
+
+	o.key_ttl_ms = 2000;
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 0; i < 250; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() - 1500);
+	for (int i = 250; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() + 3600000);
+	drain_ack(sp);
+	spool_close(sp);
+	usleep(600 * 1000);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o); /* mostly expired: the first compaction */
+	assert_int_equal(s.n, 50);
+	after_open = keys_inode(t->dir);
+	/* Live keys until the file passes 1 MiB and twice its compacted size. */
+	for (int i = 300; file_size(t->dir, "keys") <= (1 << 20) + (64 << 10); i += 20) {
+		for (int j = i; j < i + 20; j++)
+			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
+		drain_ack(sp);
+		n = i + 20;
+		if (keys_inode(t->dir) != after_open)
+			break; /* the second compaction */
+	}
+	assert_true(keys_inode(t->dir) != after_open);
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	spool_close(sp);
+	size = file_size(t->dir, "keys");
+	assert_true(size > SPOOL_SEG_HDR_SIZE);
+	/* Every live key once, nothing lost by either rewrite. */
+	memset(&s, 0, sizeof(s));
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 250; i < n; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
+/*
+ * A keys file of 0 bytes (a crash between its creation and its header's
+ * write) gets its header at open: the keys appended in the run that
+ * follows are there at the next open.
+ */
+static void test_keys_empty_file_gets_header(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	struct spool *sp;
+	char path[128];
+	int fd;
+
+	o.key_ttl_ms = 3600000;
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	snprintf(path, sizeof(path), "%s/keys", t->dir);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0640);
+	assert_true(fd >= 0);
+	close(fd);
+	sp = open_ok(&o);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp);
+	spool_close(sp);
+	assert_true(file_size(t->dir, "keys") > SPOOL_SEG_HDR_SIZE);
+
+	memset(&s, 0, sizeof(s));
+	sp = open_ok(&o);
+	for (int i = 0; i < 300; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
+/* The directory's fsync fails once right after keys.tmp is renamed over keys. */
+static atomic_int renamed_keys;
+
+static int rename_note(int fd1, const char *from, int fd2, const char *to)
+{
+	int rc = real_io.renameat(fd1, from, fd2, to);
+
+	if (rc == 0 && strcmp(to, "keys") == 0)
+		atomic_store(&renamed_keys, 1);
+	return rc;
+}
+
+static int fsync_fail_after_rename(int fd)
+{
+	if (atomic_exchange(&renamed_keys, 0)) {
+		errno = EIO;
+		return -1;
+	}
+	return real_io.fsync(fd);
+}
+
+/*
+ * A compaction whose rename went through and whose directory sync failed
+ * once: the keys appended after it go to the new file (not to the old,
+ * unlinked one), and the next open finds them.
+ */
+static void test_keys_dir_sync_fails_after_rename(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	int (*saved_rename)(int, const char *, int, const char *) = spool_io.renameat;
+	int (*saved_fsync)(int) = spool_io.fsync;
+	struct seen s = { 0 };
+	struct spool *sp;
+
+	o.key_ttl_ms = 2000;
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 0; i < 250; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() - 1500);
+	drain_ack(sp);
+	spool_close(sp);
+	usleep(600 * 1000);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	spool_io.renameat = rename_note;
+	spool_io.fsync = fsync_fail_after_rename;
+	sp = open_ok(&o); /* mostly expired: compacted, the directory sync fails once */
+	spool_io.renameat = saved_rename;
+	spool_io.fsync = saved_fsync;
+	assert_int_equal(atomic_load(&renamed_keys), 0); /* the failure happened */
+	for (int i = 300; i < 600; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() + 3600000);
+	drain_ack(sp);
+	spool_close(sp);
+
+	memset(&s, 0, sizeof(s));
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int i = 300; i < 600; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
+/*
+ * The next write (a keys file append) writes one record's header and a byte
+ * of its payload, then fails: a torn record whose header holds. The KEY
+ * records of the whole append are counted in torn_keys.
+ */
+static atomic_int tear_next_write;
+static int torn_keys;
+static ino_t keys_ino; /* the keys file: other writes (.ack files) pass */
+
+static ssize_t tearing_write(int fd, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	struct spool_rec_hdr h;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || st.st_ino != keys_ino ||
+	    !atomic_exchange(&tear_next_write, 0))
+		return real_io.write(fd, buf, len);
+	for (size_t off = 0; off < len; off += SPOOL_REC_HDR_SIZE + h.payload_len) {
+		assert_int_equal(spool_rec_parse_hdr(p + off, len - off, &h), SPOOL_REC_OK);
+		torn_keys += h.type == SPOOL_REC_KEY;
+	}
+	assert_int_equal(real_io.write(fd, buf, SPOOL_REC_HDR_SIZE + 1), SPOOL_REC_HDR_SIZE + 1);
+	errno = EIO;
+	return -1;
+}
+
+/*
+ * An append to the keys file fails halfway and its cut back fails too: the
+ * next append cuts first, so the keys appended after it are not swallowed
+ * by the torn record. Only the failed append's keys are lost.
+ */
+static void test_keys_failed_cut_blocks_appends(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	ssize_t (*saved_write)(int, const void *, size_t) = spool_io.write;
+	struct seen s = { 0 };
+	struct spool *sp;
+	int total = 0;
+
+	o.key_ttl_ms = 3600000;
+	sp = open_ok(&o);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp); /* the keys file exists */
+	assert_true(file_size(t->dir, "keys") > SPOOL_SEG_HDR_SIZE);
+	for (int i = 300; i < 600; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	torn_keys = 0;
+	keys_ino = keys_inode(t->dir);
+	spool_io.write = tearing_write;
+	atomic_store(&tear_next_write, 1);
+	atomic_store(&fail_trunc_errno, EIO);
+	drain_ack(sp); /* several segments go: the first one's keys fail to append */
+	spool_io.write = saved_write;
+	assert_int_equal(atomic_load(&tear_next_write), 0);
+	assert_int_equal(atomic_load(&fail_trunc_errno), 0);
+	assert_true(torn_keys > 0);
+	spool_close(sp);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	for (int i = 0; i < 600; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_true(found(&s, key) <= 1);
+		total += found(&s, key);
+	}
+	assert_int_equal(total, 600 - torn_keys);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -250,6 +502,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_outlive_their_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_expire_and_compact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_dir_sync_fails_after_rename, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_keys_failed_cut_blocks_appends, setup, teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
