@@ -1699,7 +1699,16 @@ static void release(struct consumer *c, const rd_kafka_topic_partition_list_t *l
 	}
 	c->revoking = all;
 	if (!lost) {
-		wait_in_flight(c, now_ms() + c->cs->timeout_ms);
+		/*
+		 * Only when every partition leaves (shutdown, an eager rebalance) are
+		 * the requests out waited for. A cooperative revoke of some does not
+		 * wait: nothing is fetched while this callback runs, so the
+		 * partitions that stay would stop with the slowest request of those
+		 * that leave. Their answers are dropped (orphans) and the partitions'
+		 * next owner delivers those messages again.
+		 */
+		if (all)
+			wait_in_flight(c, now_ms() + c->cs->timeout_ms);
 		commit(c, true);
 	}
 	for (size_t i = 0; i < c->nparts; i++)
