@@ -22,6 +22,7 @@ import json
 import uuid
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from kafka import wait_until
 from test_publish_api import (bearer, client_of, delivered, java_partition, new_topic,  # noqa: F401
@@ -199,11 +200,21 @@ def v2_offsets(r, status=200):
     return doc["offsets"]
 
 
+LEADER_NOT_KNOWN = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
 def wait_records(kafka, topic, count):
     found = []
 
     def enough():
-        found[:] = kafka.read_topic(topic)
+        try:
+            found[:] = kafka.read_topic(topic)
+        except KafkaException as e:  # a topic this new: its leader not known yet
+            err = e.args[0] if e.args else None
+            if not (isinstance(err, KafkaError) and err.code() in LEADER_NOT_KNOWN):
+                raise
+            return False
         return len(found) >= count
 
     wait_until(enough, ARRIVAL_TIMEOUT, f"{count} record(s) in {topic}", interval=0.1)
