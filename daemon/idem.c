@@ -570,6 +570,31 @@ int idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offs
 	return found;
 }
 
+int idem_pending(struct idem *t, uint64_t **seqs, size_t *n)
+{
+	uint64_t *v = NULL;
+	size_t k = 0;
+	int rc = 0;
+
+	*seqs = NULL;
+	*n = 0;
+	if (atomic_load_explicit(&t->npending, memory_order_relaxed) == 0)
+		return 0;
+	pthread_mutex_lock(&t->mu);
+	if (t->npending && !(v = malloc(t->npending * sizeof(*v)))) {
+		rc = -1;
+		goto out;
+	}
+	for (size_t i = 0; i < t->pend_cap; i++)
+		if (t->pend[i].seq)
+			v[k++] = t->pend[i].seq;
+	*seqs = v;
+	*n = k;
+out:
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
 void idem_stats(struct idem *t, struct idem_stats *out)
 {
 	pthread_mutex_lock(&t->mu);

@@ -125,6 +125,14 @@ MUST_USE int idem_load_failed(struct idem *t, const char *id, size_t id_len);
  */
 void idem_load_done(struct idem *t);
 
+/*
+ * The spool sequences of the keyed records Kafka has not acknowledged in
+ * this run (loaded at start or written since), for the start-up check
+ * (reconcile.c): *seqs malloc'ed, *n of them, in no order. 0, or -1 when out
+ * of memory.
+ */
+MUST_USE int idem_pending(struct idem *t, uint64_t **seqs, size_t *n);
+
 struct idem_stats {
 	size_t keys;
 	size_t bytes; /* memory the keys take */

@@ -46,6 +46,7 @@
 #include "metrics.h"
 #include "idem.h"
 #include "producer.h"
+#include "reconcile.h"
 #include "spool.h"
 #include "util.h"
 
@@ -723,12 +724,25 @@ static void fill_window(struct producer *p)
 	}
 }
 
+/* While the start-up check waits: the heartbeat, and waiters whose deadline passed. */
+static void check_tick(void *arg)
+{
+	struct producer *p = arg;
+
+	health_beat(&p->health);
+	expire_waiters(p, now_ms(), false);
+	if (p->rk)
+		rd_kafka_poll(p->rk, 0);
+}
+
 static void *kafka_loop(void *arg)
 {
 	struct producer *p = arg;
 	struct pollfd pfd = { .fd = p->wake.rd, .events = POLLIN };
 
 	thread_name("ackd-kafka");
+	/* Keyed records Kafka may hold already are looked for before anything is sent. */
+	reconcile_run(p->conf, p->sp, p->idem, check_tick, p, &p->stopping);
 	while (!atomic_load(&p->stopping)) {
 		int64_t now, deadline;
 		int timeout = IDLE_WAKE_MS;

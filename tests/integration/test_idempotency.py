@@ -490,5 +490,96 @@ def test_sigkill_during_requests_one_copy_per_key(kafka, ackd):
             ids = {r.header("ackd-id").decode() for r in recs}
             assert ids == {answers[key][0][j]}, (v, ids, answers[key])
             dups += len(recs) - 1
+    found = daemon.stderr_text().count("it is not sent again")
     print(f"[idem kill -9] {ROUNDS} rounds, {first_ok} answered before the kill, "
-          f"{want} values, each one message; {dups} crash duplicates of the same id")
+          f"{want} values; {dups} crash duplicates of the same id; the start-up check "
+          f"found {found} records already in Kafka")
+    # The start-up check looks for unacknowledged keyed records in Kafka before
+    # anything recovered is sent: a kill -9 between Kafka's write and the .ack
+    # line no longer makes a second copy.
+    assert dups == 0, f"{dups} second copies"
+
+
+def _drop_acks(spool_dir):
+    """Remove the .ack files: the state a kill -9 leaves between Kafka's
+    acknowledgement and ackd's note of it, for every record of the spool."""
+    acks = list(Path(spool_dir).glob("*.ack"))
+    assert acks, list(Path(spool_dir).iterdir())
+    for f in acks:
+        f.unlink()
+
+
+def _metric(daemon, name):
+    for line in daemon.http.get("/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_check_finds_records_whose_ack_was_lost(kafka, ackd):
+    """Constructed: keyed records Kafka holds, whose acknowledgements are gone
+    from the spool (.ack files removed after a SIGTERM). At start the check
+    finds them by ackd-id: none is produced again, and their keys replay 200
+    with the partition and offset Kafka gave."""
+    daemon = ackd()
+    topic = new_topic(kafka, partitions=3)
+    single = post(daemon.http, topic, b"one", ikey="k1", ack="kafka")
+    pinned = post(daemon.http, topic, [{"value": "p", "partition": 2}], ikey="k2",
+                  batch=True, ack="kafka")
+    batch = post(daemon.http, topic, [{"value": "a"}, {"value": "b"}], ikey="k3",
+                 batch=True, ack="kafka")
+    assert single.status == 200 and pinned.status == 200 and batch.status == 200
+    settle(kafka, topic, 4)
+    daemon.stop()
+    _drop_acks(daemon.spool_dir)
+    daemon.start()
+    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
+               "the check to finish")
+    log = daemon.stderr_text()
+    assert "idempotency check done: 4 of 4 keyed records found in Kafka" in log, log
+    assert _metric(daemon, "ackd_idempotency_check_found_total") == 4
+    r = post(daemon.http, topic, b"one", ikey="k1", ack="kafka")
+    assert r.status == 200 and r.header("Idempotent-Replayed") == "true", r.body
+    b = single.json()
+    assert (r.json()["partition"], r.json()["offset"]) == (b["partition"], b["offset"])
+    r = post(daemon.http, topic, [{"value": "a"}, {"value": "b"}], ikey="k3", batch=True)
+    assert r.status == 200, r.body
+    assert [(e["partition"], e["offset"]) for e in r.json()["results"]] == \
+        [(e["partition"], e["offset"]) for e in batch.json()["results"]]
+    # Something new after the check goes out as usual.
+    assert post(daemon.http, topic, b"after", ack="kafka").status == 200
+    got = settle(kafka, topic, 5)
+    assert {v: len(rs) for v, rs in got.items()} == \
+        {b"one": 1, b"p": 1, b"a": 1, b"b": 1, b"after": 1}, got
+
+
+def test_check_without_keys_reads_nothing(kafka, ackd):
+    """No keyed record pending: the check costs nothing (no Kafka read, no log)."""
+    daemon = ackd()
+    topic = new_topic(kafka)
+    assert post(daemon.http, topic, b"x", ack="kafka").status == 200
+    daemon.restart()
+    assert post(daemon.http, topic, b"y", ack="kafka").status == 200
+    assert "idempotency check" not in daemon.stderr_text()
+
+
+def test_check_deleted_topic_sends_unverified(kafka, ackd):
+    """A keyed record whose topic is gone: the check warns with the topic and
+    the count, counts it, and lets the producer go on (it is not held forever)."""
+    daemon = ackd()
+    topic = new_topic(kafka)
+    other = new_topic(kafka)
+    assert post(daemon.http, topic, b"gone", ikey="g", ack="kafka").status == 200
+    daemon.stop()
+    _drop_acks(daemon.spool_dir)
+    kafka.delete_topic(topic)
+    daemon.start()
+    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
+               "the check to finish")
+    log = daemon.stderr_text()
+    assert f"idempotency check: topic {topic}: cannot read it" in log, log
+    assert "its 1 unacknowledged keyed records are sent without it" in log, log
+    assert _metric(daemon, "ackd_idempotency_check_unverified_total") == 1
+    # The producer is not held by the check: new records go out.
+    assert post(daemon.http, other, b"new", ack="kafka").status == 200
+
