@@ -435,8 +435,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 			metrics_produce_ack((double)(wall_ms() - accepted) / 1000.0);
 		else if (produced_us >= 0)
 			metrics_produce_ack((double)produced_us / 1e6);
-		if (p->idem && idem_delivered(p->idem, seq, m->partition, m->offset))
-			spool_ack_now(p->sp, seq); /* keyed: a restart must not produce it again */
+		char id[SPOOL_KEY_ID_LEN];
+		if (p->idem && idem_delivered_id(p->idem, seq, m->partition, m->offset, id))
+			/* Keyed: a restart must not produce it again, and keeps its offset. */
+			spool_ack_keyed(p->sp, seq, id, m->partition, m->offset);
 		else
 			spool_ack(p->sp, seq);
 		atomic_fetch_add(&p->delivered, 1);

@@ -3,13 +3,14 @@
  *
  * Why. A keyed record (one an Idempotency-Key names) was promised one copy.
  * Its acknowledgement is written to the .ack file as soon as Kafka's
- * delivery report comes (spool_ack_now()), but a kill -9 between Kafka's
+ * delivery report comes (spool_ack_keyed()), but a kill -9 between Kafka's
  * write and that line leaves a record Kafka holds and the spool calls
  * unacknowledged: produced again, it would be a second copy. So before the
  * producer sends anything recovered, the keyed records still unacknowledged
  * are looked for in Kafka by their ackd-id header; one found there is
- * acknowledged as a delivery report would (spool_ack_now(), idem_delivered()
- * with the partition and offset found) and is not produced again.
+ * acknowledged as a delivery report would (spool_ack_keyed(),
+ * idem_delivered() with the partition and offset found) and is not
+ * produced again.
  *
  * How. Per topic: the partitions (the record's explicit partition, or all
  * of them), a start offset per partition from rd_kafka_offsets_for_times()
@@ -306,7 +307,7 @@ static size_t match(struct check *c, struct pending *pend, size_t n, const rd_ka
 			continue;
 		pend[i].found = true;
 		idem_delivered(c->idem, pend[i].seq, m->partition, m->offset);
-		spool_ack_now(c->sp, pend[i].seq);
+		spool_ack_keyed(c->sp, pend[i].seq, pend[i].id, m->partition, m->offset);
 		log_info("idempotency check: record %" PRIu64 " (%.*s) is in Kafka at %s [%d] "
 		    "offset %" PRId64 "; it is not sent again", pend[i].seq, SPOOL_KEY_ID_LEN,
 		    pend[i].id, pend[i].topic, (int)m->partition, (int64_t)m->offset);

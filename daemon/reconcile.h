@@ -13,7 +13,7 @@
 
 /*
  * Look for the keyed records the spool holds unacknowledged in Kafka, by
- * their ackd-id; each one found is acknowledged (spool_ack_now()) and its
+ * their ackd-id; each one found is acknowledged (spool_ack_keyed()) and its
  * key learns its partition and offset (idem_delivered()). Returns when
  * every topic was read, given up (logged, counted), or *stop is set. Calls
  * tick(arg) at least every 100 ms meanwhile. The kafka loop, before it

@@ -365,6 +365,38 @@ def test_restart_keeps_keys(kafka, ackd, how):
     assert {v: len(rs) for v, rs in got.items()} == {b"x": 1, b"p": 1, b"q": 1}
 
 
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_restart_keeps_offsets(kafka, ackd, how):
+    """A keyed record Kafka acknowledged keeps its partition and offset across
+    a restart (a KEY_ACK record of the keys file): a replay answers 200 with
+    them, for a single message and a batch, also after a second restart."""
+    daemon = ackd()
+    topic = new_topic(kafka, partitions=2)
+    single = post(daemon.http, topic, b"x", ikey="k", ack="kafka")
+    batch = post(daemon.http, topic, [{"value": "p"}, {"value": "q"}], ikey="kb", batch=True,
+                 ack="kafka")
+    assert single.status == 200 and batch.status == 200, (single.body, batch.body)
+    want_single = (single.json()["partition"], single.json()["offset"])
+    want_batch = [(e["partition"], e["offset"]) for e in batch.json()["results"]]
+    for _ in range(2):
+        if how == "sigterm":
+            daemon.restart()
+        else:
+            daemon.kill9()
+            daemon.start()
+        r = post(daemon.http, topic, b"x", ikey="k", ack="spool")
+        assert r.status == 200, r.body
+        assert r.header("Idempotent-Replayed") == "true"
+        assert r.json()["status"] == "delivered"
+        assert (r.json()["partition"], r.json()["offset"]) == want_single
+        r = post(daemon.http, topic, [{"value": "p"}, {"value": "q"}], ikey="kb", batch=True)
+        assert r.status == 200, r.body
+        assert [(e["partition"], e["offset"]) for e in r.json()["results"]] == want_batch
+    got = settle(kafka, topic, 3)
+    assert {v: len(rs) for v, rs in got.items()} == {b"x": 1, b"p": 1, b"q": 1}
+    assert (got[b"x"][0].partition, got[b"x"][0].offset) == want_single
+
+
 def test_spool_tool_dumps_keys(kafka, ackd):
     """ackd-spool dump --keys lists the KEY records; verify finds no damage."""
     daemon = ackd(config={"kafka": {"brokers": "127.0.0.1:1"}})  # nothing leaves the spool
@@ -501,12 +533,15 @@ def test_sigkill_during_requests_one_copy_per_key(kafka, ackd):
 
 
 def _drop_acks(spool_dir):
-    """Remove the .ack files: the state a kill -9 leaves between Kafka's
-    acknowledgement and ackd's note of it, for every record of the spool."""
+    """Remove the .ack files and the keys file: the state a kill -9 leaves
+    between Kafka's acknowledgement and ackd's note of it (the .ack entry,
+    then the offset record in `keys`), for every record of the spool. The
+    segments are all still there, so `keys` holds only offset records."""
     acks = list(Path(spool_dir).glob("*.ack"))
     assert acks, list(Path(spool_dir).iterdir())
     for f in acks:
         f.unlink()
+    Path(spool_dir, "keys").unlink()
 
 
 def _metric(daemon, name):
@@ -583,3 +618,45 @@ def test_check_deleted_topic_sends_unverified(kafka, ackd):
     # The producer is not held by the check: new records go out.
     assert post(daemon.http, other, b"new", ack="kafka").status == 200
 
+
+def test_copied_forward_keyed_record_keeps_its_key(ackd):
+    """A keyed record Kafka cannot take yet (its partition's only replica is
+    down) stays while the records after it are delivered, so its segment is
+    copied forward: the copy has a new sequence. After a restart its key
+    must still follow it: once delivered, the key replays 200 with the
+    partition and offset Kafka gave."""
+    with KafkaCluster(brokers=3) as cluster:
+        daemon = ackd(brokers=cluster.bootstrap,
+                      config={"spool": {"max_bytes": 1048576}})  # 128 KiB segments
+        stuck = f"idem-{uuid.uuid4().hex[:12]}"
+        filler = f"idem-{uuid.uuid4().hex[:12]}"
+        cluster.create_topic(stuck, partitions=1, rf=1)
+        cluster.create_topic(filler, partitions=1)
+        leader = cluster.admin().list_topics(topic=stuck, timeout=10) \
+            .topics[stuck].partitions[0].leader
+        cluster.stop_broker(leader)
+        first = post(daemon.http, stuck, b"held", ikey="held", ack="spool")
+        assert first.status == 202, first.body
+        value = "f" * 1000
+        for _ in range(20):
+            r = post(daemon.http, filler, [{"value": value}] * 50, batch=True, ack="kafka")
+            assert r.status == 200, r.body
+        wait_until(lambda: "live records of segment" in daemon.stderr_text(), 30,
+                   "the keyed record's segment copied forward")
+        daemon.restart(wait=False)
+        cluster.start_broker(leader)
+        daemon.wait_healthy()
+
+        def replay_200():
+            r = post(daemon.http, stuck, b"held", ikey="held", ack="spool")
+            assert r.status in (200, 202), r.body
+            assert r.json()["id"] == first.json()["id"]
+            return r.status == 200
+        wait_until(replay_200, 60, "a 200 replay of the copied record's key")
+        got = records_by_value(cluster, stuck, 1)
+        time.sleep(1.0)
+        got = records_by_value(cluster, stuck, 1)
+        assert len(got[b"held"]) == 1, got
+        r = post(daemon.http, stuck, b"held", ikey="held")
+        assert (r.json()["partition"], r.json()["offset"]) == \
+            (got[b"held"][0].partition, got[b"held"][0].offset)
