@@ -247,7 +247,7 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 			return -1;
 		}
 		return 0;
-	} else if (!sp->on_key) {
+	} else if (!sp->on_key && !sp->on_key_ack) {
 		return 0; /* keys are not wanted: the file stays as it is */
 	} else if (keys_walk(fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
 		snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, KEYS_NAME, strerror(errno));
