@@ -588,6 +588,38 @@ def test_check_finds_records_whose_ack_was_lost(kafka, ackd):
         {b"one": 1, b"p": 1, b"a": 1, b"b": 1, b"after": 1}, got
 
 
+def test_check_waits_for_kafka(ackd):
+    """Kafka is down when ackd starts with a keyed record whose acknowledgement
+    was lost: the check says so in the log and waits (the record is not sent
+    unchecked); once the broker is back it finds the record, and Kafka still
+    holds one copy."""
+    with KafkaCluster(brokers=1) as cluster:
+        daemon = ackd(brokers=cluster.bootstrap)
+        topic = f"idem-{uuid.uuid4().hex[:12]}"
+        cluster.create_topic(topic, partitions=1)
+        first = post(daemon.http, topic, b"w", ikey="w", ack="kafka")
+        assert first.status == 200, first.body
+        daemon.stop()
+        _drop_acks(daemon.spool_dir)
+        cluster.stop_broker(1)
+        daemon.start(wait=False)
+        wait_until(lambda: "wait for the check before they are sent; retrying"
+                   in daemon.stderr_text(), 30, "the check to say it waits")
+        assert "idempotency check done" not in daemon.stderr_text()
+        cluster.start_broker(1)
+        wait_until(lambda: "idempotency check done" in daemon.stderr_text(), 60,
+                   "the check to finish")
+        log = daemon.stderr_text()
+        assert "idempotency check done: 1 of 1 keyed records found in Kafka" in log, log
+        r = post(daemon.http, topic, b"w", ikey="w", ack="kafka")
+        assert r.status == 200, r.body
+        assert r.json()["offset"] == first.json()["offset"]
+        got = records_by_value(cluster, topic, 1)
+        time.sleep(1.0)
+        got = records_by_value(cluster, topic, 1)
+        assert len(got[b"w"]) == 1, got
+
+
 def test_check_without_keys_reads_nothing(kafka, ackd):
     """No keyed record pending: the check costs nothing (no Kafka read, no log)."""
     daemon = ackd()
