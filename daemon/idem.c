@@ -71,6 +71,12 @@ struct idem {
 	/* At start only: ackd-ids of the records in failed/ (idem_load_failed()). */
 	char (*failed_ids)[SPOOL_KEY_ID_LEN];
 	size_t nfailed, failed_cap;
+	/* At start only: the copies' ackd-ids and sequences (idem_load_copy()). */
+	struct copy { char id[SPOOL_KEY_ID_LEN]; uint64_t seq; } *copies;
+	size_t ncopies, copies_cap;
+	/* At start only: Kafka's acknowledgements from the keys file (idem_load_ack()). */
+	struct ack { char id[SPOOL_KEY_ID_LEN]; int32_t partition; int64_t offset; } *acks;
+	size_t nacks, acks_cap;
 };
 
 /* FNV-1a over the three strings with their NULs. */
@@ -125,6 +131,8 @@ void idem_free(struct idem *t)
 	free(t->buckets);
 	free(t->pend);
 	free(t->failed_ids);
+	free(t->copies);
+	free(t->acks);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
 }
@@ -548,6 +556,12 @@ void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t 
 
 int idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offset)
 {
+	return idem_delivered_id(t, seq, partition, offset, NULL);
+}
+
+int idem_delivered_id(struct idem *t, uint64_t seq, int32_t partition, int64_t offset,
+    char *id)
+{
 	struct pend *p;
 	int found = 0;
 
@@ -562,12 +576,39 @@ int idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offs
 			e->recs[i].delivered = 1;
 			e->recs[i].partition = partition;
 			e->recs[i].offset = offset;
+			if (id)
+				memcpy(id, e->recs[i].id, SPOOL_KEY_ID_LEN);
 		}
 		pend_del(t, p);
 		found = 1;
 	}
 	pthread_mutex_unlock(&t->mu);
 	return found;
+}
+
+int idem_pending(struct idem *t, uint64_t **seqs, size_t *n)
+{
+	uint64_t *v = NULL;
+	size_t k = 0;
+	int rc = 0;
+
+	*seqs = NULL;
+	*n = 0;
+	if (atomic_load_explicit(&t->npending, memory_order_relaxed) == 0)
+		return 0;
+	pthread_mutex_lock(&t->mu);
+	if (t->npending && !(v = malloc(t->npending * sizeof(*v)))) {
+		rc = -1;
+		goto out;
+	}
+	for (size_t i = 0; i < t->pend_cap; i++)
+		if (t->pend[i].seq)
+			v[k++] = t->pend[i].seq;
+	*seqs = v;
+	*n = k;
+out:
+	pthread_mutex_unlock(&t->mu);
+	return rc;
 }
 
 void idem_stats(struct idem *t, struct idem_stats *out)
@@ -636,9 +677,114 @@ out:
 	return rc;
 }
 
+int idem_load_copy(struct idem *t, uint64_t seq, const char *id, size_t id_len)
+{
+	int rc = 0;
+
+	if (id_len != SPOOL_KEY_ID_LEN)
+		return 0; /* not an ackd-id any key names */
+	pthread_mutex_lock(&t->mu);
+	if (t->ncopies == t->copies_cap) {
+		size_t cap = t->copies_cap ? t->copies_cap * 2 : 256;
+		void *np = realloc(t->copies, cap * sizeof(*t->copies));
+		if (!np) {
+			rc = -1;
+			goto out;
+		}
+		t->copies = np;
+		t->copies_cap = cap;
+	}
+	memcpy(t->copies[t->ncopies].id, id, SPOOL_KEY_ID_LEN);
+	t->copies[t->ncopies++].seq = seq;
+out:
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
+int idem_load_ack(struct idem *t, const char *id, int32_t partition, int64_t offset)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&t->mu);
+	if (t->nacks == t->acks_cap) {
+		size_t cap = t->acks_cap ? t->acks_cap * 2 : 256;
+		void *np = realloc(t->acks, cap * sizeof(*t->acks));
+		if (!np) {
+			rc = -1;
+			goto out;
+		}
+		t->acks = np;
+		t->acks_cap = cap;
+	}
+	memcpy(t->acks[t->nacks].id, id, SPOOL_KEY_ID_LEN);
+	t->acks[t->nacks].partition = partition;
+	t->acks[t->nacks++].offset = offset;
+out:
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
 static int id_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, SPOOL_KEY_ID_LEN);
+}
+
+/* Loaded records Kafka acknowledged before the restart: delivered, with their offsets. */
+static void apply_acks(struct idem *t)
+{
+	qsort(t->acks, t->nacks, sizeof(*t->acks), id_cmp);
+	for (struct idem_entry *e = t->oldest; e; e = e->newer) {
+		for (size_t i = 0; i < e->nrecs; i++) {
+			struct ack *a = bsearch(e->recs[i].id, t->acks, t->nacks, sizeof(*t->acks),
+			    id_cmp);
+			struct pend *p;
+			if (!a)
+				continue;
+			e->recs[i].delivered = 1;
+			e->recs[i].partition = a->partition;
+			e->recs[i].offset = a->offset;
+			if ((p = pend_find(t, e->recs[i].seq)) && p->e == e)
+				pend_del(t, p);
+		}
+	}
+	free(t->acks);
+	t->acks = NULL;
+	t->nacks = t->acks_cap = 0;
+}
+
+/* By id, then sequence: the last of equal ids is the newest copy. */
+static int copy_cmp(const void *a, const void *b)
+{
+	const struct copy *x = a, *y = b;
+	int c = memcmp(x->id, y->id, SPOOL_KEY_ID_LEN);
+	return c ? c : x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Loaded records that were copied forward: their key follows the copy. */
+static void follow_copies(struct idem *t)
+{
+	qsort(t->copies, t->ncopies, sizeof(*t->copies), copy_cmp);
+	for (struct idem_entry *e = t->oldest; e; e = e->newer) {
+		for (size_t i = 0; i < e->nrecs; i++) {
+			struct copy *c = bsearch(e->recs[i].id, t->copies, t->ncopies,
+			    sizeof(*t->copies), id_cmp);
+			struct pend *p;
+			if (!c || e->recs[i].failed || e->recs[i].delivered)
+				continue;
+			while (c + 1 < t->copies + t->ncopies && !id_cmp(c + 1, e->recs[i].id))
+				c++;
+			if (c->seq == e->recs[i].seq)
+				continue;
+			if ((p = pend_find(t, e->recs[i].seq)) && p->e == e)
+				pend_del(t, p);
+			e->recs[i].seq = c->seq;
+			if (pend_put(t, c->seq, e) < 0)
+				break; /* out of memory: these records' offsets will not be known */
+		}
+	}
+	free(t->copies);
+	t->copies = NULL;
+	t->ncopies = t->copies_cap = 0;
 }
 
 void idem_load_done(struct idem *t)
@@ -646,6 +792,10 @@ void idem_load_done(struct idem *t)
 	struct idem_entry *e, *next;
 
 	pthread_mutex_lock(&t->mu);
+	if (t->nacks)
+		apply_acks(t);
+	if (t->ncopies)
+		follow_copies(t);
 	if (t->nfailed)
 		qsort(t->failed_ids, t->nfailed, sizeof(*t->failed_ids), id_cmp);
 	for (e = t->oldest; t->nfailed && e; e = next) {

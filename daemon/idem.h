@@ -102,6 +102,9 @@ void idem_load(struct idem *t, uint64_t seq, const struct spool_key *k, int64_t 
  * 1 when it was a keyed record waiting for this, else 0.
  */
 int idem_delivered(struct idem *t, uint64_t seq, int32_t partition, int64_t offset);
+/* The same; when it returns 1, id (SPOOL_KEY_ID_LEN bytes) is the record's ackd-id. */
+int idem_delivered_id(struct idem *t, uint64_t seq, int32_t partition, int64_t offset,
+    char *id);
 
 /*
  * Kafka rejected spool sequence seq for good (it went to failed/). A keyed
@@ -119,11 +122,36 @@ int idem_failed(struct idem *t, uint64_t seq, int kafka_err);
 MUST_USE int idem_load_failed(struct idem *t, const char *id, size_t id_len);
 
 /*
- * At start, after every idem_load() and idem_load_failed(): loaded records
- * found in failed/ are marked failed, and keys all of whose records are
- * there are forgotten, as idem_failed() does while running.
+ * At start, in any order with idem_load(): Kafka acknowledged the record
+ * with this ackd-id at partition, offset before the restart (a KEY_ACK
+ * record of the keys file). 0, or -1 when out of memory (its key answers
+ * 202 for it).
+ */
+MUST_USE int idem_load_ack(struct idem *t, const char *id, int32_t partition, int64_t offset);
+
+/*
+ * At start, in any order with idem_load(): the record with this ackd-id is
+ * a copy (copy-forward gave it a new sequence, seq). 0, or -1 when out of
+ * memory (its key keeps the old sequence and answers 202 for it).
+ */
+MUST_USE int idem_load_copy(struct idem *t, uint64_t seq, const char *id, size_t id_len);
+
+/*
+ * At start, after every idem_load(), idem_load_failed() and
+ * idem_load_copy() and idem_load_ack(): loaded records found in failed/ are marked failed, and
+ * keys all of whose records are there are forgotten, as idem_failed() does
+ * while running; records that were copied follow their copy's sequence;
+ * records Kafka acknowledged get their partition and offset back.
  */
 void idem_load_done(struct idem *t);
+
+/*
+ * The spool sequences of the keyed records Kafka has not acknowledged in
+ * this run (loaded at start or written since), for the start-up check
+ * (reconcile.c): *seqs malloc'ed, *n of them, in no order. 0, or -1 when out
+ * of memory.
+ */
+MUST_USE int idem_pending(struct idem *t, uint64_t **seqs, size_t *n);
 
 struct idem_stats {
 	size_t keys;

@@ -387,6 +387,22 @@ static void load_failed(void *arg, const char *id, size_t id_len)
 		    "Idempotency-Key may answer 202 for it", (int)id_len, id);
 }
 
+/* spool_open(): a record copy-forward moved; its key must follow the copy. */
+static void load_copy(void *arg, uint64_t seq, const char *id, size_t id_len)
+{
+	if (idem_load_copy(arg, seq, id, id_len) < 0)
+		log_warnx("out of memory noting copied record %.*s; a replay of its "
+		    "Idempotency-Key may answer 202 for it", (int)id_len, id);
+}
+
+/* spool_open(): Kafka's partition and offset of a keyed record, from before the restart. */
+static void load_key_ack(void *arg, const struct spool_key_ack *a)
+{
+	if (idem_load_ack(arg, a->id, a->partition, a->offset) < 0)
+		log_warnx("out of memory noting the offset of record %.*s; a replay of its "
+		    "Idempotency-Key may answer 202 for it", SPOOL_KEY_ID_LEN, a->id);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -456,6 +472,8 @@ int main(int argc, char **argv)
 		.on_key = load_key,
 		.on_key_arg = idem,
 		.on_failed = load_failed,
+		.on_copy = load_copy,
+		.on_key_ack = load_key_ack,
 		.key_ttl_ms = conf->publish.idempotency_ttl_s * 1000,
 	};
 	if (spool_open(&so, &sp, err, sizeof(err)) < 0)

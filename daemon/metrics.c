@@ -111,6 +111,7 @@ static struct {
 	atomic_uint_fast64_t publish_requests[NPUBLISH_CODES + 1]; /* last: "other" */
 	atomic_uint_fast64_t publish_records;
 	atomic_uint_fast64_t produce_errors[METRICS_PRODUCE_NERRORS];
+	atomic_uint_fast64_t idem_check_found, idem_check_unverified;
 	struct hist produce_latency;
 	struct hist fsync;
 } ev;
@@ -150,6 +151,16 @@ void metrics_produce_error(enum metrics_produce_error reason)
 		inc(&ev.produce_errors[reason], 1);
 }
 
+void metrics_idem_check_found(uint64_t n)
+{
+	inc(&ev.idem_check_found, n);
+}
+
+void metrics_idem_check_unverified(uint64_t n)
+{
+	inc(&ev.idem_check_unverified, n);
+}
+
 void metrics_fsync(double seconds)
 {
 	hist_observe(&ev.fsync, &fsync_buckets, seconds);
@@ -162,6 +173,8 @@ void metrics_reset(void)
 	atomic_store_explicit(&ev.publish_records, 0, memory_order_relaxed);
 	for (size_t i = 0; i < METRICS_PRODUCE_NERRORS; i++)
 		atomic_store_explicit(&ev.produce_errors[i], 0, memory_order_relaxed);
+	atomic_store_explicit(&ev.idem_check_found, 0, memory_order_relaxed);
+	atomic_store_explicit(&ev.idem_check_unverified, 0, memory_order_relaxed);
 	hist_reset(&ev.produce_latency);
 	hist_reset(&ev.fsync);
 }
@@ -401,6 +414,12 @@ static void render_events(struct buf *b)
 		l[0] = (struct label){ "reason", produce_error_names[i] };
 		sample_u64(b, "ackd_produce_errors_total", l, 1, get(&ev.produce_errors[i]));
 	}
+	scalar(b, "ackd_idempotency_check_found_total", "counter",
+	    "Keyed records the start-up check found in Kafka (acknowledged, not sent again).",
+	    get(&ev.idem_check_found));
+	scalar(b, "ackd_idempotency_check_unverified_total", "counter",
+	    "Keyed records sent without the start-up check (topic unreadable or gone, "
+	    "check over its bound).", get(&ev.idem_check_unverified));
 
 	family(b, "ackd_spool_fsync_seconds", "histogram",
 	    "Duration of the spool's group-commit fdatasync calls.");

@@ -73,6 +73,14 @@ enum metrics_produce_error {
 /* ackd_produce_errors_total{reason=...}. An out-of-range reason is ignored. */
 void metrics_produce_error(enum metrics_produce_error reason);
 
+/*
+ * The start-up check of keyed records (reconcile.c) found n of them in Kafka
+ * (ackd_idempotency_check_found_total), or sent n unverified
+ * (ackd_idempotency_check_unverified_total).
+ */
+void metrics_idem_check_found(uint64_t n);
+void metrics_idem_check_unverified(uint64_t n);
+
 /* One group commit's fdatasync took seconds (ackd_spool_fsync_seconds). */
 void metrics_fsync(double seconds);
 

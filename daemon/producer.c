@@ -46,6 +46,7 @@
 #include "metrics.h"
 #include "idem.h"
 #include "producer.h"
+#include "reconcile.h"
 #include "spool.h"
 #include "util.h"
 
@@ -434,8 +435,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 			metrics_produce_ack((double)(wall_ms() - accepted) / 1000.0);
 		else if (produced_us >= 0)
 			metrics_produce_ack((double)produced_us / 1e6);
-		if (p->idem && idem_delivered(p->idem, seq, m->partition, m->offset))
-			spool_ack_now(p->sp, seq); /* keyed: a restart must not produce it again */
+		char id[SPOOL_KEY_ID_LEN];
+		if (p->idem && idem_delivered_id(p->idem, seq, m->partition, m->offset, id))
+			/* Keyed: a restart must not produce it again, and keeps its offset. */
+			spool_ack_keyed(p->sp, seq, id, m->partition, m->offset);
 		else
 			spool_ack(p->sp, seq);
 		atomic_fetch_add(&p->delivered, 1);
@@ -723,12 +726,25 @@ static void fill_window(struct producer *p)
 	}
 }
 
+/* While the start-up check waits: the heartbeat, and waiters whose deadline passed. */
+static void check_tick(void *arg)
+{
+	struct producer *p = arg;
+
+	health_beat(&p->health);
+	expire_waiters(p, now_ms(), false);
+	if (p->rk)
+		rd_kafka_poll(p->rk, 0);
+}
+
 static void *kafka_loop(void *arg)
 {
 	struct producer *p = arg;
 	struct pollfd pfd = { .fd = p->wake.rd, .events = POLLIN };
 
 	thread_name("ackd-kafka");
+	/* Keyed records Kafka may hold already are looked for before anything is sent. */
+	reconcile_run(p->conf, p->sp, p->idem, check_tick, p, &p->stopping);
 	while (!atomic_load(&p->stopping)) {
 		int64_t now, deadline;
 		int timeout = IDLE_WAKE_MS;

@@ -273,6 +273,8 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	sp->on_key = opts->on_key;
 	sp->on_key_arg = opts->on_key_arg;
 	sp->on_failed = opts->on_failed;
+	sp->on_copy = opts->on_copy;
+	sp->on_key_ack = opts->on_key_ack;
 	sp->key_ttl_ms = opts->key_ttl_ms;
 	if (failed_repair(sp, err, errlen) < 0 || spool_recover(sp, err, errlen) < 0)
 		goto fail;

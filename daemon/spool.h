@@ -52,6 +52,19 @@ struct spool_opts {
 	 */
 	void (*on_failed)(void *arg, const char *id, size_t id_len);
 	/*
+	 * Called by spool_open() with the sequence and ackd-id of every intact,
+	 * unacknowledged copy (a record copy-forward moved, spool_copy.c) of a
+	 * segment whose KEY records are read (on_key set), before the writer
+	 * starts (arg: on_key_arg): a key names its records by their original
+	 * sequences. NULL: not reported.
+	 */
+	void (*on_copy)(void *arg, uint64_t seq, const char *id, size_t id_len);
+	/*
+	 * Called by spool_open() for every unexpired KEY_ACK record of the keys
+	 * file (spool_ack_keyed()), before the writer starts (arg: on_key_arg).
+	 */
+	void (*on_key_ack)(void *arg, const struct spool_key_ack *a);
+	/*
 	 * How long a KEY record is kept once its segment is deleted: its
 	 * unexpired KEY records are appended to the keys file first (and
 	 * on_key gets them at the next open). 0: no keys file.
@@ -177,6 +190,15 @@ void spool_ack(struct spool *sp, uint64_t seq);
  * whose client was promised one copy.
  */
 void spool_ack_now(struct spool *sp, uint64_t seq);
+
+/*
+ * spool_ack_now() for a keyed record (ackd-id id, SPOOL_KEY_ID_LEN bytes)
+ * that Kafka stored at partition, offset: that is also appended to the keys
+ * file (a KEY_ACK record, without fsync), so that its key answers with them
+ * after a restart. Without a keys file (key_ttl_ms 0) it is spool_ack_now().
+ */
+void spool_ack_keyed(struct spool *sp, uint64_t seq, const char *id, int32_t partition,
+    int64_t offset);
 
 /*
  * Producer thread, housekeeping: write buffered acknowledgements to the .ack

@@ -196,6 +196,8 @@ struct spool {
 	uint64_t segment_bytes;
 	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k); /* at open only */
 	void (*on_failed)(void *arg, const char *id, size_t id_len);        /* likewise */
+	void (*on_copy)(void *arg, uint64_t seq, const char *id, size_t id_len); /* likewise */
+	void (*on_key_ack)(void *arg, const struct spool_key_ack *a);           /* likewise */
 	void *on_key_arg;
 	int64_t key_ttl_ms; /* 0: no keys file */
 	/* The keys file (spool_keys.c): the opening thread, then the producer thread. */
@@ -387,6 +389,9 @@ void *spool_writer_main(void *arg);
 MUST_USE int keys_load(struct spool *sp, char *err, size_t errlen);
 /* Append seg's unexpired KEY records to the keys file and sync it; 0, or -1 with errno. */
 MUST_USE int keys_save(struct spool *sp, struct seg *seg);
+/* Append a KEY_ACK record (without fsync). 0, or -1 with errno; nothing when no keys are kept. */
+MUST_USE int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t partition,
+    int64_t offset);
 void keys_fini(struct spool *sp);
 
 /* spool_copy.c */

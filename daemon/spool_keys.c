@@ -14,7 +14,10 @@
  * has grown to twice what the last compaction left (and 1 MiB at least).
  *
  * The file: a segment header (first sequence 0), then KEY records in the
- * order their segments were deleted, each with its sequence in the spool.
+ * order their segments were deleted, each with its sequence in the spool,
+ * and KEY_ACK records: Kafka's partition and offset of a keyed record,
+ * appended without fsync when Kafka acknowledges it (keys_append_ack()), so
+ * that a replay after a restart answers 200 with them. Both expire alike.
  * docs/spool-format.md.
  *
  * Threads: the opening thread (keys_load()), then the producer thread,
@@ -90,7 +93,7 @@ static int keys_walk(int fd, uint64_t size, uint64_t first_seq, uint64_t end_seq
 		if (!it_payload_ok(&item))
 			continue;
 		*good_end = item.off + item.len;
-		if (item.h.type == SPOOL_REC_KEY)
+		if (item.h.type == SPOOL_REC_KEY || item.h.type == SPOOL_REC_KEY_ACK)
 			each(arg, &item);
 	}
 	it_fini(&it);
@@ -114,15 +117,19 @@ static void collect_one(void *arg, const struct it_item *item)
 {
 	struct collect *c = arg;
 	struct spool_key k;
+	struct spool_key_ack a;
 
 	if (expired(c->sp, item->rec, c->now)) {
 		c->dead += item->len;
 		return;
 	}
 	c->live += item->len;
-	if (c->load && c->sp->on_key &&
+	if (c->load && c->sp->on_key && item->h.type == SPOOL_REC_KEY &&
 	    spool_key_decode(item->rec, item->len, NULL, &k) == SPOOL_REC_OK)
 		c->sp->on_key(c->sp->on_key_arg, item->h.seq, &k);
+	if (c->load && c->sp->on_key_ack && item->h.type == SPOOL_REC_KEY_ACK &&
+	    spool_key_ack_decode(item->rec, item->len, NULL, &a) == SPOOL_REC_OK)
+		c->sp->on_key_ack(c->sp->on_key_arg, &a);
 	if (c->b && kbuf_add(c->b, item->rec, item->len) < 0)
 		c->err = ENOMEM;
 }
@@ -240,7 +247,7 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 			return -1;
 		}
 		return 0;
-	} else if (!sp->on_key) {
+	} else if (!sp->on_key && !sp->on_key_ack) {
 		return 0; /* keys are not wanted: the file stays as it is */
 	} else if (keys_walk(fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
 		snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, KEYS_NAME, strerror(errno));
@@ -263,34 +270,30 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 	return 0;
 }
 
-int keys_save(struct spool *sp, struct seg *seg)
+/*
+ * Append b to the file (created with its header when missing), then
+ * fdatasync when sync. 0, or -1 with errno: nothing of b stays.
+ */
+static int keys_append(struct spool *sp, const void *p, size_t len, bool sync)
 {
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
-	struct kbuf b = { 0 };
-	struct collect c = { .sp = sp, .b = &b, .now = wall_ms() };
-	uint64_t good_end, before;
+	uint64_t before;
 	bool created = false;
 
-	if (!seg->has_keys || sp->key_ttl_ms <= 0)
-		return 0;
-	if (keys_walk(seg->fd, seg->data_end, seg->first_seq, seg->end_seq, collect_one, &c,
-	        &good_end) < 0 || c.err) {
-		if (c.err)
-			errno = c.err;
-		goto fail;
-	}
-	if (b.len == 0) {
-		free(b.p);
-		return 0;
-	}
 	if (sp->keys_fd < 0) {
 		sp->keys_fd = spool_io.openat(sp->dir_fd, KEYS_NAME,
 		    O_RDWR | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 		if (sp->keys_fd < 0)
-			goto fail;
+			return -1;
 		spool_seg_hdr_encode(hdr, 0, wall_ms());
-		if (spool_write_all(sp->keys_fd, hdr, sizeof(hdr)) < 0)
-			goto fail_cut;
+		if (spool_write_all(sp->keys_fd, hdr, sizeof(hdr)) < 0) {
+			int saved = errno;
+			spool_io.close(sp->keys_fd);
+			sp->keys_fd = -1;
+			spool_io.unlinkat(sp->dir_fd, KEYS_NAME, 0);
+			errno = saved;
+			return -1;
+		}
 		sp->keys_bytes = sizeof(hdr);
 		sp->keys_compacted = sp->keys_bytes;
 		created = true;
@@ -300,11 +303,13 @@ int keys_save(struct spool *sp, struct seg *seg)
 		/* Bytes of a failed append lie after keys_bytes: nothing goes after them. */
 		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0 ||
 		    spool_io.fdatasync(sp->keys_fd) < 0)
-			goto fail;
+			return -1;
 		sp->keys_cut_pending = false;
 	}
-	if (spool_write_all(sp->keys_fd, b.p, b.len) < 0 || spool_io.fdatasync(sp->keys_fd) < 0 ||
+	if (spool_write_all(sp->keys_fd, p, len) < 0 ||
+	    (sync && spool_io.fdatasync(sp->keys_fd) < 0) ||
 	    (created && spool_io.fsync(sp->dir_fd) < 0)) {
+		int saved = errno;
 		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0) {
 			/*
 			 * A torn record whose header holds would swallow the records
@@ -314,21 +319,61 @@ int keys_save(struct spool *sp, struct seg *seg)
 			    sp->dir, KEYS_NAME);
 			sp->keys_cut_pending = true;
 		}
-		goto fail;
+		errno = saved;
+		return -1;
 	}
-	sp->keys_bytes += b.len;
+	sp->keys_bytes += len;
+	return 0;
+}
+
+int keys_save(struct spool *sp, struct seg *seg)
+{
+	struct kbuf b = { 0 };
+	struct collect c = { .sp = sp, .b = &b, .now = wall_ms() };
+	uint64_t good_end;
+
+	if (!seg->has_keys || sp->key_ttl_ms <= 0)
+		return 0;
+	if (keys_walk(seg->fd, seg->data_end, seg->first_seq, seg->end_seq, collect_one, &c,
+	        &good_end) < 0 || c.err) {
+		if (c.err)
+			errno = c.err;
+		free(b.p);
+		return -1;
+	}
+	if (b.len == 0) {
+		free(b.p);
+		return 0;
+	}
+	if (keys_append(sp, b.p, b.len, true) < 0) {
+		free(b.p);
+		return -1;
+	}
 	free(b.p);
 	if (sp->keys_bytes > KEYS_COMPACT_MIN && sp->keys_bytes > 2 * sp->keys_compacted &&
 	    keys_compact(sp, c.now) < 0)
 		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
 	return 0;
-fail_cut:
-	spool_io.close(sp->keys_fd);
-	sp->keys_fd = -1;
-	spool_io.unlinkat(sp->dir_fd, KEYS_NAME, 0);
-fail:
-	free(b.p);
-	return -1;
+}
+
+int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t partition,
+    int64_t offset)
+{
+	unsigned char rec[SPOOL_KEY_ACK_SIZE];
+	struct spool_key_ack a = { .timestamp_ms = wall_ms(), .partition = partition,
+		.offset = offset };
+
+	if (sp->key_ttl_ms <= 0)
+		return 0;
+	memcpy(a.id, id, SPOOL_KEY_ID_LEN);
+	spool_key_ack_encode(&a, seq, rec);
+	/* Without fsync, as an .ack entry: a lost one only makes a replay answer 202. */
+	if (keys_append(sp, rec, sizeof(rec), false) < 0)
+		return -1;
+	if (sp->keys_bytes > KEYS_COMPACT_MIN && sp->keys_bytes > 2 * sp->keys_compacted &&
+	    keys_compact(sp, a.timestamp_ms) < 0)
+		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
+	return 0;
 }
 
 void keys_fini(struct spool *sp)

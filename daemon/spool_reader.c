@@ -286,3 +286,12 @@ static void ack_one(struct spool *sp, uint64_t seq, bool now)
 void spool_ack(struct spool *sp, uint64_t seq) { ack_one(sp, seq, false); }
 
 void spool_ack_now(struct spool *sp, uint64_t seq) { ack_one(sp, seq, true); }
+
+void spool_ack_keyed(struct spool *sp, uint64_t seq, const char *id, int32_t partition,
+    int64_t offset)
+{
+	ack_one(sp, seq, true);
+	if (keys_append_ack(sp, seq, id, partition, offset) < 0)
+		log_warn("spool: %s: cannot note Kafka's offset of keyed record %" PRIu64
+		    " in the keys file; after a restart its key answers 202 for it", sp->dir, seq);
+}

@@ -451,6 +451,48 @@ enum spool_rec_status spool_key_decode(const void *buf, size_t len, struct spool
 	return SPOOL_REC_OK;
 }
 
+size_t spool_key_ack_encode(const struct spool_key_ack *a, uint64_t seq, void *buf)
+{
+	unsigned char *rec = buf;
+	unsigned char *p = rec + SPOOL_REC_HDR_SIZE;
+
+	put64(p, (uint64_t)a->timestamp_ms);
+	p = put_bytes(p + 8, a->id, SPOOL_KEY_ID_LEN);
+	put32(p, (uint32_t)a->partition);
+	put64(p + 4, (uint64_t)a->offset);
+	put32(rec + OFF_MAGIC, SPOOL_REC_MAGIC);
+	rec[OFF_VERSION] = SPOOL_REC_VERSION;
+	rec[OFF_TYPE] = SPOOL_REC_KEY_ACK;
+	put16(rec + OFF_FLAGS, 0);
+	put32(rec + OFF_LEN, SPOOL_KEY_ACK_PAYLOAD);
+	put32(rec + OFF_PCRC, crc32c(0, rec + SPOOL_REC_HDR_SIZE, SPOOL_KEY_ACK_PAYLOAD));
+	spool_rec_set_seq(rec, seq);
+	return SPOOL_KEY_ACK_SIZE;
+}
+
+enum spool_rec_status spool_key_ack_decode(const void *buf, size_t len, struct spool_rec_hdr *h,
+    struct spool_key_ack *a)
+{
+	struct spool_rec_hdr local;
+	enum spool_rec_status st;
+	const unsigned char *p = (const unsigned char *)buf + SPOOL_REC_HDR_SIZE;
+
+	if (!h)
+		h = &local;
+	st = spool_rec_parse_hdr(buf, len, h);
+	if (st != SPOOL_REC_OK)
+		return st;
+	if (crc32c(0, p, h->payload_len) != h->payload_crc)
+		return SPOOL_REC_BAD_PAYLOAD_CRC;
+	if (h->type != SPOOL_REC_KEY_ACK || h->payload_len != SPOOL_KEY_ACK_PAYLOAD)
+		return SPOOL_REC_BAD_PAYLOAD;
+	a->timestamp_ms = (int64_t)get64(p);
+	memcpy(a->id, p + 8, SPOOL_KEY_ID_LEN);
+	a->partition = (int32_t)get32(p + 8 + SPOOL_KEY_ID_LEN);
+	a->offset = (int64_t)get64(p + 12 + SPOOL_KEY_ID_LEN);
+	return SPOOL_REC_OK;
+}
+
 const char *spool_rec_status_str(enum spool_rec_status st)
 {
 	switch (st) {

@@ -58,6 +58,7 @@ enum spool_rec_type {
 	SPOOL_REC_SEAL = 2,   /* the footer of a sealed segment */
 	SPOOL_REC_FAILED = 3, /* a message Kafka rejected, in failed/ */
 	SPOOL_REC_KEY = 4,    /* an Idempotency-Key, after the records it names */
+	SPOOL_REC_KEY_ACK = 5, /* the keys file: Kafka's partition and offset of a keyed record */
 };
 
 /* Header name under which a failed record stores its reason. */
@@ -172,6 +173,25 @@ size_t spool_key_encode(const struct spool_key *k, void *buf);
  */
 MUST_USE enum spool_rec_status spool_key_decode(const void *buf, size_t len,
     struct spool_rec_hdr *h, struct spool_key *k);
+
+/*
+ * A KEY_ACK record of the keys file: Kafka acknowledged the keyed record with
+ * this ackd-id at partition, offset. Its sequence is the record's own (for
+ * reading; records are matched by id, which a copy-forward keeps).
+ */
+struct spool_key_ack {
+	int64_t timestamp_ms; /* when Kafka acknowledged it: the key's TTL applies */
+	char id[SPOOL_KEY_ID_LEN];
+	int32_t partition;
+	int64_t offset;
+};
+#define SPOOL_KEY_ACK_PAYLOAD (8 + SPOOL_KEY_ID_LEN + 4 + 8)
+#define SPOOL_KEY_ACK_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_KEY_ACK_PAYLOAD)
+/* Encode a as a KEY_ACK record with sequence seq; returns SPOOL_KEY_ACK_SIZE. */
+size_t spool_key_ack_encode(const struct spool_key_ack *a, uint64_t seq, void *buf);
+/* Parse and check the KEY_ACK record at buf into a. h may be NULL. */
+MUST_USE enum spool_rec_status spool_key_ack_decode(const void *buf, size_t len,
+    struct spool_rec_hdr *h, struct spool_key_ack *a);
 
 /*
  * The segment file header: every segment (and failed/ log) starts with it.

@@ -320,10 +320,39 @@ static void drop_short_segments(struct spool *sp, uint64_t *firsts, size_t *n)
 	*n = kept;
 }
 
+/* Hand the sequence and ackd-id of copy item to sp->on_copy. */
+static void copy_report(struct spool *sp, const struct it_item *item)
+{
+	struct spool_hdr few[8], *hdrs = few;
+	struct spool_msg m;
+
+	if (spool_rec_decode(item->rec, item->len, NULL, &m, few, 8) != SPOOL_REC_OK)
+		return; /* damaged: left to the reader */
+	if (m.nhdrs > 8) {
+		if (!(hdrs = calloc(m.nhdrs, sizeof(*hdrs)))) {
+			log_warnx("spool: %s: out of memory reading copied record %" PRIu64 "; its "
+			    "Idempotency-Key may answer 202", sp->dir, item->h.seq);
+			return;
+		}
+		if (spool_rec_decode(item->rec, item->len, NULL, &m, hdrs, m.nhdrs) != SPOOL_REC_OK)
+			goto out;
+	}
+	for (size_t i = 0; i < m.nhdrs; i++) {
+		if (hdrs[i].name_len == 7 && memcmp(hdrs[i].name, "ackd-id", 7) == 0) {
+			sp->on_copy(sp->on_key_arg, item->h.seq, hdrs[i].value, hdrs[i].value_len);
+			break;
+		}
+	}
+out:
+	if (hdrs != few)
+		free(hdrs);
+}
+
 /*
- * Hand every intact KEY record of seg to sp->on_key. Reads the whole
- * segment (headers, and the payloads of KEY records): the cost of keys
- * that survive a restart. Damage is left to the reader, as for any record.
+ * Hand every intact KEY record of seg to sp->on_key, and its unacknowledged
+ * copies to sp->on_copy. Reads the whole segment (headers, and the payloads
+ * of KEY records and copies): the cost of keys that survive a restart.
+ * Damage is left to the reader, as for any record.
  */
 static int load_keys(struct spool *sp, struct seg *seg)
 {
@@ -334,6 +363,11 @@ static int load_keys(struct spool *sp, struct seg *seg)
 	it_init(&it, seg->fd, SPOOL_SEG_HDR_SIZE, seg->data_end, seg->first_seq, seg->end_seq);
 	while ((r = it_next(&it, &item)) != IT_END) {
 		struct spool_key k;
+		if (r == IT_REC && item.h.type == SPOOL_REC_MSG && sp->on_copy &&
+		    (item.h.flags & SPOOL_REC_F_COPY) && !seg_is_acked(seg, item.h.seq)) {
+			copy_report(sp, &item);
+			continue;
+		}
 		if (r != IT_REC || item.h.type != SPOOL_REC_KEY)
 			continue;
 		seg->has_keys = true;

@@ -365,6 +365,38 @@ def test_restart_keeps_keys(kafka, ackd, how):
     assert {v: len(rs) for v, rs in got.items()} == {b"x": 1, b"p": 1, b"q": 1}
 
 
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_restart_keeps_offsets(kafka, ackd, how):
+    """A keyed record Kafka acknowledged keeps its partition and offset across
+    a restart (a KEY_ACK record of the keys file): a replay answers 200 with
+    them, for a single message and a batch, also after a second restart."""
+    daemon = ackd()
+    topic = new_topic(kafka, partitions=2)
+    single = post(daemon.http, topic, b"x", ikey="k", ack="kafka")
+    batch = post(daemon.http, topic, [{"value": "p"}, {"value": "q"}], ikey="kb", batch=True,
+                 ack="kafka")
+    assert single.status == 200 and batch.status == 200, (single.body, batch.body)
+    want_single = (single.json()["partition"], single.json()["offset"])
+    want_batch = [(e["partition"], e["offset"]) for e in batch.json()["results"]]
+    for _ in range(2):
+        if how == "sigterm":
+            daemon.restart()
+        else:
+            daemon.kill9()
+            daemon.start()
+        r = post(daemon.http, topic, b"x", ikey="k", ack="spool")
+        assert r.status == 200, r.body
+        assert r.header("Idempotent-Replayed") == "true"
+        assert r.json()["status"] == "delivered"
+        assert (r.json()["partition"], r.json()["offset"]) == want_single
+        r = post(daemon.http, topic, [{"value": "p"}, {"value": "q"}], ikey="kb", batch=True)
+        assert r.status == 200, r.body
+        assert [(e["partition"], e["offset"]) for e in r.json()["results"]] == want_batch
+    got = settle(kafka, topic, 3)
+    assert {v: len(rs) for v, rs in got.items()} == {b"x": 1, b"p": 1, b"q": 1}
+    assert (got[b"x"][0].partition, got[b"x"][0].offset) == want_single
+
+
 def test_spool_tool_dumps_keys(kafka, ackd):
     """ackd-spool dump --keys lists the KEY records; verify finds no damage."""
     daemon = ackd(config={"kafka": {"brokers": "127.0.0.1:1"}})  # nothing leaves the spool
@@ -490,5 +522,173 @@ def test_sigkill_during_requests_one_copy_per_key(kafka, ackd):
             ids = {r.header("ackd-id").decode() for r in recs}
             assert ids == {answers[key][0][j]}, (v, ids, answers[key])
             dups += len(recs) - 1
+    found = daemon.stderr_text().count("it is not sent again")
     print(f"[idem kill -9] {ROUNDS} rounds, {first_ok} answered before the kill, "
-          f"{want} values, each one message; {dups} crash duplicates of the same id")
+          f"{want} values; {dups} crash duplicates of the same id; the start-up check "
+          f"found {found} records already in Kafka")
+    # The start-up check looks for unacknowledged keyed records in Kafka before
+    # anything recovered is sent: a kill -9 between Kafka's write and the .ack
+    # line no longer makes a second copy.
+    assert dups == 0, f"{dups} second copies"
+
+
+def _drop_acks(spool_dir):
+    """Remove the .ack files and the keys file: the state a kill -9 leaves
+    between Kafka's acknowledgement and ackd's note of it (the .ack entry,
+    then the offset record in `keys`), for every record of the spool. The
+    segments are all still there, so `keys` holds only offset records."""
+    acks = list(Path(spool_dir).glob("*.ack"))
+    assert acks, list(Path(spool_dir).iterdir())
+    for f in acks:
+        f.unlink()
+    Path(spool_dir, "keys").unlink()
+
+
+def _metric(daemon, name):
+    for line in daemon.http.get("/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_check_finds_records_whose_ack_was_lost(kafka, ackd):
+    """Constructed: keyed records Kafka holds, whose acknowledgements are gone
+    from the spool (.ack files removed after a SIGTERM). At start the check
+    finds them by ackd-id: none is produced again, and their keys replay 200
+    with the partition and offset Kafka gave."""
+    daemon = ackd()
+    topic = new_topic(kafka, partitions=3)
+    single = post(daemon.http, topic, b"one", ikey="k1", ack="kafka")
+    pinned = post(daemon.http, topic, [{"value": "p", "partition": 2}], ikey="k2",
+                  batch=True, ack="kafka")
+    batch = post(daemon.http, topic, [{"value": "a"}, {"value": "b"}], ikey="k3",
+                 batch=True, ack="kafka")
+    assert single.status == 200 and pinned.status == 200 and batch.status == 200
+    settle(kafka, topic, 4)
+    daemon.stop()
+    _drop_acks(daemon.spool_dir)
+    daemon.start()
+    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
+               "the check to finish")
+    log = daemon.stderr_text()
+    assert "idempotency check done: 4 of 4 keyed records found in Kafka" in log, log
+    assert _metric(daemon, "ackd_idempotency_check_found_total") == 4
+    r = post(daemon.http, topic, b"one", ikey="k1", ack="kafka")
+    assert r.status == 200 and r.header("Idempotent-Replayed") == "true", r.body
+    b = single.json()
+    assert (r.json()["partition"], r.json()["offset"]) == (b["partition"], b["offset"])
+    r = post(daemon.http, topic, [{"value": "a"}, {"value": "b"}], ikey="k3", batch=True)
+    assert r.status == 200, r.body
+    assert [(e["partition"], e["offset"]) for e in r.json()["results"]] == \
+        [(e["partition"], e["offset"]) for e in batch.json()["results"]]
+    # Something new after the check goes out as usual.
+    assert post(daemon.http, topic, b"after", ack="kafka").status == 200
+    got = settle(kafka, topic, 5)
+    assert {v: len(rs) for v, rs in got.items()} == \
+        {b"one": 1, b"p": 1, b"a": 1, b"b": 1, b"after": 1}, got
+
+
+def test_check_waits_for_kafka(ackd):
+    """Kafka is down when ackd starts with a keyed record whose acknowledgement
+    was lost: the check says so in the log and waits (the record is not sent
+    unchecked); once the broker is back it finds the record, and Kafka still
+    holds one copy."""
+    with KafkaCluster(brokers=1) as cluster:
+        daemon = ackd(brokers=cluster.bootstrap)
+        topic = f"idem-{uuid.uuid4().hex[:12]}"
+        cluster.create_topic(topic, partitions=1)
+        first = post(daemon.http, topic, b"w", ikey="w", ack="kafka")
+        assert first.status == 200, first.body
+        daemon.stop()
+        _drop_acks(daemon.spool_dir)
+        cluster.stop_broker(1)
+        daemon.start(wait=False)
+        wait_until(lambda: "wait for the check before they are sent; retrying"
+                   in daemon.stderr_text(), 30, "the check to say it waits")
+        assert "idempotency check done" not in daemon.stderr_text()
+        cluster.start_broker(1)
+        wait_until(lambda: "idempotency check done" in daemon.stderr_text(), 60,
+                   "the check to finish")
+        log = daemon.stderr_text()
+        assert "idempotency check done: 1 of 1 keyed records found in Kafka" in log, log
+        r = post(daemon.http, topic, b"w", ikey="w", ack="kafka")
+        assert r.status == 200, r.body
+        assert r.json()["offset"] == first.json()["offset"]
+        got = records_by_value(cluster, topic, 1)
+        time.sleep(1.0)
+        got = records_by_value(cluster, topic, 1)
+        assert len(got[b"w"]) == 1, got
+
+
+def test_check_without_keys_reads_nothing(kafka, ackd):
+    """No keyed record pending: the check costs nothing (no Kafka read, no log)."""
+    daemon = ackd()
+    topic = new_topic(kafka)
+    assert post(daemon.http, topic, b"x", ack="kafka").status == 200
+    daemon.restart()
+    assert post(daemon.http, topic, b"y", ack="kafka").status == 200
+    assert "idempotency check" not in daemon.stderr_text()
+
+
+def test_check_deleted_topic_sends_unverified(kafka, ackd):
+    """A keyed record whose topic is gone: the check warns with the topic and
+    the count, counts it, and lets the producer go on (it is not held forever)."""
+    daemon = ackd()
+    topic = new_topic(kafka)
+    other = new_topic(kafka)
+    assert post(daemon.http, topic, b"gone", ikey="g", ack="kafka").status == 200
+    daemon.stop()
+    _drop_acks(daemon.spool_dir)
+    kafka.delete_topic(topic)
+    daemon.start()
+    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
+               "the check to finish")
+    log = daemon.stderr_text()
+    assert f"idempotency check: topic {topic}: cannot read it" in log, log
+    assert "its 1 unacknowledged keyed records are sent without it" in log, log
+    assert _metric(daemon, "ackd_idempotency_check_unverified_total") == 1
+    # The producer is not held by the check: new records go out.
+    assert post(daemon.http, other, b"new", ack="kafka").status == 200
+
+
+def test_copied_forward_keyed_record_keeps_its_key(ackd):
+    """A keyed record Kafka cannot take yet (its partition's only replica is
+    down) stays while the records after it are delivered, so its segment is
+    copied forward: the copy has a new sequence. After a restart its key
+    must still follow it: once delivered, the key replays 200 with the
+    partition and offset Kafka gave."""
+    with KafkaCluster(brokers=3) as cluster:
+        daemon = ackd(brokers=cluster.bootstrap,
+                      config={"spool": {"max_bytes": 1048576}})  # 128 KiB segments
+        stuck = f"idem-{uuid.uuid4().hex[:12]}"
+        filler = f"idem-{uuid.uuid4().hex[:12]}"
+        cluster.create_topic(stuck, partitions=1, rf=1)
+        cluster.create_topic(filler, partitions=1)
+        leader = cluster.admin().list_topics(topic=stuck, timeout=10) \
+            .topics[stuck].partitions[0].leader
+        cluster.stop_broker(leader)
+        first = post(daemon.http, stuck, b"held", ikey="held", ack="spool")
+        assert first.status == 202, first.body
+        value = "f" * 1000
+        for _ in range(20):
+            r = post(daemon.http, filler, [{"value": value}] * 50, batch=True, ack="kafka")
+            assert r.status == 200, r.body
+        wait_until(lambda: "live records of segment" in daemon.stderr_text(), 30,
+                   "the keyed record's segment copied forward")
+        daemon.restart(wait=False)
+        cluster.start_broker(leader)
+        daemon.wait_healthy()
+
+        def replay_200():
+            r = post(daemon.http, stuck, b"held", ikey="held", ack="spool")
+            assert r.status in (200, 202), r.body
+            assert r.json()["id"] == first.json()["id"]
+            return r.status == 200
+        wait_until(replay_200, 60, "a 200 replay of the copied record's key")
+        got = records_by_value(cluster, stuck, 1)
+        time.sleep(1.0)
+        got = records_by_value(cluster, stuck, 1)
+        assert len(got[b"held"]) == 1, got
+        r = post(daemon.http, stuck, b"held", ikey="held")
+        assert (r.json()["partition"], r.json()["offset"]) == \
+            (got[b"held"][0].partition, got[b"held"][0].offset)

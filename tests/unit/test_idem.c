@@ -274,6 +274,51 @@ static void test_load(void **state)
 }
 
 /*
+ * At start: Kafka's offsets from the keys file (idem_load_ack()) mark a
+ * key's records delivered; a record copied forward (idem_load_copy())
+ * follows its copy's sequence; idem_pending() lists what still waits.
+ */
+static void test_load_acks_and_copies(void **state)
+{
+	struct idem *t = idem_new(86400000, 100);
+	struct spool_key k = { .timestamp_ms = T0, .nrecs = 2, .scope = "unix", .scope_len = 4,
+		.topic = "t", .topic_len = 1, .key = "kb", .key_len = 2, .ids = ID_A ID_B };
+	struct idem_entry *e;
+	struct idem_replay rp;
+	uint64_t *seqs;
+	size_t n;
+
+	(void)state;
+	memset(k.hash, 3, sizeof(k.hash));
+	idem_load(t, 12, &k, T0 + 10); /* records 10 and 11 */
+	assert_int_equal(idem_load_ack(t, ID_A, 2, 41), 0);
+	assert_int_equal(idem_load_copy(t, 30, ID_B, 26), 0);
+	assert_int_equal(idem_load_copy(t, 50, ID_B, 26), 0); /* the newest copy wins */
+	assert_int_equal(idem_load_copy(t, 60, "not-an-id", 9), 0);
+	idem_load_done(t);
+	assert_int_equal(idem_pending(t, &seqs, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(seqs[0], 50);
+	free(seqs);
+	assert_int_equal(idem_begin(t, "unix", "t", "kb", k.hash, T0 + 20, &e, &rp), IDEM_REPLAY);
+	assert_true(rp.recs[0].delivered);
+	assert_int_equal(rp.recs[0].partition, 2);
+	assert_int_equal(rp.recs[0].offset, 41);
+	assert_false(rp.recs[1].delivered);
+	assert_int_equal(rp.recs[1].seq, 50);
+	idem_replay_free(&rp);
+	/* The original sequence is no one's now; the copy's is. */
+	assert_int_equal(idem_delivered(t, 11, 0, 1), 0);
+	char id[26];
+	assert_int_equal(idem_delivered_id(t, 50, 1, 9, id), 1);
+	assert_memory_equal(id, ID_B, 26);
+	assert_int_equal(idem_pending(t, &seqs, &n), 0);
+	assert_int_equal(n, 0);
+	assert_null(seqs);
+	idem_free(t);
+}
+
+/*
  * Kafka rejects records for good: a key keeps its delivered ones and
  * answers the rejected one as failed; a key all of whose records were
  * rejected is forgotten (a retry is a new request). The same from failed/
@@ -430,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_max_keys_oldest_first),
 		cmocka_unit_test(test_many_keys_and_deliveries),
 		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_load_acks_and_copies),
 		cmocka_unit_test(test_failed_records),
 		cmocka_unit_test(test_commit_and_load_out_of_memory),
 		cmocka_unit_test(test_key_record_codec),

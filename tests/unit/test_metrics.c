@@ -330,6 +330,9 @@ static void test_events_exact(void **state)
 	metrics_produce_error(METRICS_PRODUCE_REJECTED);
 	metrics_produce_error(METRICS_PRODUCE_REJECTED);
 	metrics_produce_error(METRICS_PRODUCE_NERRORS); /* ignored */
+	metrics_idem_check_found(3);
+	metrics_idem_check_unverified(1);
+	metrics_idem_check_unverified(1);
 
 	text = render(&empty_src);
 	parse_exposition(text, &p);
@@ -341,6 +344,8 @@ static void test_events_exact(void **state)
 	assert_line(text, "ackd_publish_requests_total{status=\"507\"} 1");
 	assert_line(text, "ackd_publish_requests_total{status=\"other\"} 2");
 	assert_line(text, "ackd_publish_records_total 43");
+	assert_line(text, "ackd_idempotency_check_found_total 3");
+	assert_line(text, "ackd_idempotency_check_unverified_total 2");
 	assert_line(text, "ackd_produce_errors_total{reason=\"timeout\"} 0");
 	assert_line(text, "ackd_produce_errors_total{reason=\"rejected\"} 2");
 	assert_line(text, "ackd_produce_errors_total{reason=\"fatal\"} 0");
@@ -517,6 +522,7 @@ static void test_sources(void **state)
 		static const char *const families[] = { "ackd_build_info",
 			"ackd_publish_requests_total", "ackd_publish_records_total",
 			"ackd_produce_latency_seconds", "ackd_produce_errors_total",
+			"ackd_idempotency_check_found_total", "ackd_idempotency_check_unverified_total",
 			"ackd_spool_fsync_seconds", "ackd_spool_records", "ackd_spool_bytes", "ackd_spool_max_bytes",
 			"ackd_spool_oldest_age_seconds", "ackd_spool_segments",
 			"ackd_spool_damaged_records_total", "ackd_spool_failed_records_total",

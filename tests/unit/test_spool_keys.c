@@ -191,6 +191,66 @@ static void test_keys_expire_and_compact(void **state)
 	spool_close(sp);
 }
 
+struct acks_seen {
+	int n;
+	struct spool_key_ack a[8];
+};
+
+static void on_key_ack(void *arg, const struct spool_key_ack *a)
+{
+	struct acks_seen *s = arg;
+
+	assert_true(s->n < 8);
+	s->a[s->n++] = *a;
+}
+
+/*
+ * spool_ack_keyed(): the offsets Kafka gave keyed records are in the keys
+ * file, read back at open, also after a compaction, and the records are
+ * acknowledged.
+ */
+static void test_key_acks_read_back(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct acks_seen s = { 0 };
+	struct spool *sp;
+	uint64_t first, cursor = 0, seqs[8];
+	int nums[8];
+	const char *id1 = "01AAAAAAAAAAAAAAAAAAAAAAA1", *id2 = "01AAAAAAAAAAAAAAAAAAAAAAA2";
+
+	o.key_ttl_ms = 3600000;
+	sp = open_ok(&o);
+	first = write_keyed(sp, 0, 2, wall_ms());
+	spool_ack_keyed(sp, first, id1, 1, 41);
+	spool_ack_keyed(sp, first + 1, id2, 0, 7);
+	spool_close(sp);
+	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE + 2 * SPOOL_KEY_ACK_SIZE);
+
+	o.on_key_ack = on_key_ack;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	assert_int_equal(s.n, 2);
+	assert_memory_equal(s.a[0].id, id1, SPOOL_KEY_ID_LEN);
+	assert_int_equal(s.a[0].partition, 1);
+	assert_int_equal(s.a[0].offset, 41);
+	assert_memory_equal(s.a[1].id, id2, SPOOL_KEY_ID_LEN);
+	assert_int_equal(s.a[1].partition, 0);
+	assert_int_equal(s.a[1].offset, 7);
+	/* Acknowledged: nothing is handed out again. */
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 8), 0);
+	spool_close(sp);
+
+	/* A keys file without a keys TTL: no offsets are written. */
+	o.key_ttl_ms = 0;
+	o.on_key_ack = NULL;
+	sp = open_ok(&o);
+	first = write_keyed(sp, 10, 11, wall_ms());
+	spool_ack_keyed(sp, first, id1, 3, 3);
+	spool_close(sp);
+	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE + 2 * SPOOL_KEY_ACK_SIZE);
+}
+
 static void test_keys_torn_tail_and_tmp(void **state)
 {
 	struct tmp *t = *state;
@@ -501,6 +561,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_not_produced_and_loaded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_outlive_their_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_expire_and_compact, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_acks_read_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),

@@ -1,0 +1,499 @@
+/*
+ * reconcile: the start-up check of keyed records against Kafka.
+ *
+ * Why. A keyed record (one an Idempotency-Key names) was promised one copy.
+ * Its acknowledgement is written to the .ack file as soon as Kafka's
+ * delivery report comes (spool_ack_keyed()), but a kill -9 between Kafka's
+ * write and that line leaves a record Kafka holds and the spool calls
+ * unacknowledged: produced again, it would be a second copy. So before the
+ * producer sends anything recovered, the keyed records still unacknowledged
+ * are looked for in Kafka by their ackd-id header; one found there is
+ * acknowledged as a delivery report would (spool_ack_keyed(),
+ * idem_delivered() with the partition and offset found) and is not
+ * produced again.
+ *
+ * How. Per topic: the partitions (the record's explicit partition, or all
+ * of them), a start offset per partition from rd_kafka_offsets_for_times()
+ * at the oldest such record's accept time less SKEW_MS (ackd produces with
+ * the accept time as CreateTime; a LogAppendTime topic stamps later still,
+ * unless the broker's clock is behind ours: SKEW_MS allows for that), and
+ * the high watermark when the check starts. [start, high watermark) is
+ * read with a legacy (group-less) consumer: no group, no commits. A record
+ * Kafka acknowledged is below the high watermark (acks=all: it is the
+ * committed end), so reading to it is enough.
+ *
+ * Bounds. No keyed record pending: nothing happens (no Kafka connection).
+ * Kafka unreachable: the check waits and tries again every RETRY_MS, for as
+ * long as it takes, logging every LOG_EVERY_MS: sending before looking is
+ * exactly the duplicate. A topic that no longer exists or that the
+ * credentials may not read, or a check still reading after BOUND_MS since
+ * it first reached Kafka: a warning names the topic and the count, the
+ * records count in ackd_idempotency_check_unverified_total, and they are
+ * sent (a second copy with the same ackd-id is then possible: promise 3).
+ *
+ * Threads: the kafka loop, before it sends anything; tick() keeps its
+ * heartbeat and its waiters' deadlines while the check waits.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "idem.h"
+#include "log.h"
+#include "metrics.h"
+#include "reconcile.h"
+#include "spool.h"
+#include "util.h"
+
+#define SKEW_MS 60000      /* the broker's clock may be this far behind ours */
+#define BOUND_MS 120000    /* reading, from the first answer of Kafka on */
+#define RETRY_MS 1000
+#define LOG_EVERY_MS 10000
+#define CALL_MS 5000       /* one metadata or offsets call */
+#define ID_HDR "ackd-id"
+
+struct pending {
+	uint64_t seq;
+	char topic[256];
+	int32_t partition;  /* -1: any */
+	int64_t timestamp_ms;
+	char id[SPOOL_KEY_ID_LEN];
+	bool found;
+};
+
+struct part {
+	int32_t id;
+	int64_t next, end;  /* offsets still to read: [next, end) */
+	bool started;
+};
+
+struct check {
+	const struct conf *conf;
+	struct spool *sp;
+	struct idem *idem;
+	void (*tick)(void *arg);
+	void *arg;
+	const atomic_bool *stop;
+	rd_kafka_t *rk;
+	int64_t bound_at;   /* 0 until Kafka first answered */
+	int64_t next_log;
+	size_t found, unverified;
+};
+
+static int by_topic(const void *a, const void *b)
+{
+	const struct pending *x = a, *y = b;
+	return strcmp(x->topic, y->topic);
+}
+
+/* Wait ms, ticking; false when stopping. */
+static bool pause_ms(struct check *c, int ms)
+{
+	int64_t until = now_ms() + ms;
+
+	while (!atomic_load(c->stop)) {
+		int64_t left = until - now_ms();
+		c->tick(c->arg);
+		if (left <= 0)
+			return true;
+		usleep((useconds_t)(left < 100 ? left : 100) * 1000);
+	}
+	return false;
+}
+
+static bool over_bound(struct check *c)
+{
+	return c->bound_at && now_ms() >= c->bound_at;
+}
+
+/* The records of pend[0..n) (one topic) are sent unverified. */
+static void give_up(struct check *c, struct pending *pend, size_t n, const char *why)
+{
+	size_t left = 0;
+
+	for (size_t i = 0; i < n; i++)
+		left += !pend[i].found;
+	if (!left)
+		return;
+	log_warnx("idempotency check: topic %s: %s; its %zu unacknowledged keyed records are "
+	    "sent without it (a second copy with the same ackd-id is possible)", pend[0].topic,
+	    why, left);
+	metrics_idem_check_unverified(left);
+	c->unverified += left;
+}
+
+static rd_kafka_t *new_reader(const struct conf *conf, char *err, size_t errlen)
+{
+	rd_kafka_conf_t *kc = rd_kafka_conf_new();
+	rd_kafka_t *rk;
+	const char *settings[][2] = {
+		{ "bootstrap.servers", conf->kafka.brokers },
+		{ "client.id", "ackd-idempotency-check" },
+		{ "enable.partition.eof", "true" },
+		{ "log.queue", "false" },
+		{ "enable.metrics.push", "false" },
+		{ "allow.auto.create.topics", "false" },
+	};
+
+	/* No group.id: the legacy consumer API, no group joined, nothing committed. */
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
+		if (rd_kafka_conf_set(kc, settings[i][0], settings[i][1], err, errlen) !=
+		    RD_KAFKA_CONF_OK)
+			goto fail;
+	/* kafka.consumer carries the TLS and SASL settings, as for subscriptions. */
+	if (conf_apply_rdkafka(kc, &conf->kafka.consumer, err, errlen) < 0)
+		goto fail;
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen);
+	if (!rk)
+		goto fail;
+	return rk;
+fail:
+	rd_kafka_conf_destroy(kc);
+	return NULL;
+}
+
+static bool transient(rd_kafka_resp_err_t e)
+{
+	return e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+	    e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+	    e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+	    e == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT || e == RD_KAFKA_RESP_ERR__WAIT_COORD ||
+	    e == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH || e == RD_KAFKA_RESP_ERR__RESOLVE ||
+	    e == RD_KAFKA_RESP_ERR__IN_PROGRESS || e == RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE;
+}
+
+/* A Kafka call failed for now: log now and then, wait, tell whether to try again. */
+static bool retry(struct check *c, const char *topic, size_t n, rd_kafka_resp_err_t e)
+{
+	if (now_ms() >= c->next_log) {
+		log_warnx("idempotency check: topic %s: %s; %zu recovered keyed records wait for "
+		    "the check before they are sent; retrying", topic, rd_kafka_err2str(e), n);
+		c->next_log = now_ms() + LOG_EVERY_MS;
+	}
+	return !over_bound(c) && pause_ms(c, RETRY_MS);
+}
+
+/*
+ * The partitions of pend's topic to read; 0 and *parts (malloc'ed), or -1
+ * when the topic is given up (logged) or stopping.
+ */
+static int plan(struct check *c, struct pending *pend, size_t n, struct part **parts,
+    size_t *nparts)
+{
+	const char *topic = pend[0].topic;
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_partition_list_t *l = NULL;
+	rd_kafka_resp_err_t e;
+	int64_t oldest = INT64_MAX;
+	bool any = false;
+	struct part *v = NULL;
+	size_t k = 0;
+	char why[300];
+
+	for (size_t i = 0; i < n; i++) {
+		any |= pend[i].partition < 0;
+		if (pend[i].timestamp_ms < oldest)
+			oldest = pend[i].timestamp_ms;
+	}
+	for (;;) {
+		rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, topic, NULL);
+		if (!rkt) {
+			snprintf(why, sizeof(why), "%s", rd_kafka_err2str(rd_kafka_last_error()));
+			goto give_up;
+		}
+		e = rd_kafka_metadata(c->rk, 0, rkt, &md, CALL_MS);
+		rd_kafka_topic_destroy(rkt);
+		if (!e && md->topic_cnt == 1 && transient(md->topics[0].err))
+			e = md->topics[0].err;
+		if (!e)
+			break;
+		if (md)
+			rd_kafka_metadata_destroy(md);
+		md = NULL;
+		if (!retry(c, topic, n, e))
+			goto stop;
+	}
+	if (!c->bound_at)
+		c->bound_at = now_ms() + BOUND_MS;
+	if (md->topic_cnt != 1 || md->topics[0].err) {
+		e = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+		snprintf(why, sizeof(why), "cannot read it (%s)", rd_kafka_err2str(e));
+		goto give_up;
+	}
+	v = xcalloc((size_t)md->topics[0].partition_cnt + 1, sizeof(*v));
+	l = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+	for (int i = 0; i < md->topics[0].partition_cnt; i++) {
+		int32_t id = md->topics[0].partitions[i].id;
+		bool want = any;
+		for (size_t j = 0; j < n && !want; j++)
+			want = pend[j].partition == id;
+		if (!want)
+			continue;
+		v[k++].id = id;
+		rd_kafka_topic_partition_list_add(l, topic, id)->offset = oldest - SKEW_MS;
+	}
+	rd_kafka_metadata_destroy(md);
+	md = NULL;
+	/* The high watermark first: what is read is what Kafka held when the check began. */
+	for (size_t i = 0; i < k; i++) {
+		int64_t low;
+		while ((e = rd_kafka_query_watermark_offsets(c->rk, topic, v[i].id, &low, &v[i].end,
+		    CALL_MS)))
+			if (!transient(e) || !retry(c, topic, n, e)) {
+				snprintf(why, sizeof(why), "cannot read the offsets of partition %d (%s)",
+				    (int)v[i].id, rd_kafka_err2str(e));
+				goto give_up;
+			}
+	}
+	for (;;) {
+		e = rd_kafka_offsets_for_times(c->rk, l, CALL_MS);
+		for (int i = 0; !e && i < l->cnt; i++)
+			e = l->elems[i].err;
+		if (!e)
+			break;
+		if (!transient(e) || !retry(c, topic, n, e)) {
+			snprintf(why, sizeof(why), "cannot look up offsets by time (%s)",
+			    rd_kafka_err2str(e));
+			goto give_up;
+		}
+		for (int i = 0; i < l->cnt; i++) {
+			l->elems[i].offset = oldest - SKEW_MS;
+			l->elems[i].err = 0;
+		}
+	}
+	for (int i = 0; i < l->cnt; i++) {
+		for (size_t j = 0; j < k; j++) {
+			if (v[j].id != l->elems[i].partition)
+				continue;
+			/* -1: nothing at or after that time: nothing to read. */
+			v[j].next = l->elems[i].offset >= 0 ? l->elems[i].offset : v[j].end;
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+	*parts = v;
+	*nparts = k;
+	return 0;
+give_up:
+	give_up(c, pend, n, why);
+stop:
+	if (md)
+		rd_kafka_metadata_destroy(md);
+	if (l)
+		rd_kafka_topic_partition_list_destroy(l);
+	free(v);
+	return -1;
+}
+
+/* m's ackd-id against pend's ids: a match is that record's acknowledgement. */
+static size_t match(struct check *c, struct pending *pend, size_t n, const rd_kafka_message_t *m)
+{
+	rd_kafka_headers_t *h;
+	const void *val;
+	size_t size;
+
+	if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, ID_HDR, &val, &size) ||
+	    size != SPOOL_KEY_ID_LEN)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (pend[i].found || memcmp(pend[i].id, val, SPOOL_KEY_ID_LEN) != 0)
+			continue;
+		pend[i].found = true;
+		idem_delivered(c->idem, pend[i].seq, m->partition, m->offset);
+		spool_ack_keyed(c->sp, pend[i].seq, pend[i].id, m->partition, m->offset);
+		log_info("idempotency check: record %" PRIu64 " (%.*s) is in Kafka at %s [%d] "
+		    "offset %" PRId64 "; it is not sent again", pend[i].seq, SPOOL_KEY_ID_LEN,
+		    pend[i].id, pend[i].topic, (int)m->partition, (int64_t)m->offset);
+		c->found++;
+		metrics_idem_check_found(1);
+		return 1;
+	}
+	return 0;
+}
+
+/* Read pend's topic; the records found there are acknowledged. */
+static void check_topic(struct check *c, struct pending *pend, size_t n)
+{
+	const char *topic = pend[0].topic;
+	struct part *parts = NULL;
+	size_t nparts = 0, open = 0, found = 0, reading = 0;
+	rd_kafka_topic_t *rkt = NULL;
+	rd_kafka_queue_t *q = NULL;
+	int64_t total = 0;
+
+	if (plan(c, pend, n, &parts, &nparts) < 0)
+		return;
+	for (size_t i = 0; i < nparts; i++)
+		if (parts[i].next < parts[i].end) {
+			reading++;
+			total += parts[i].end - parts[i].next;
+		}
+	log_info("idempotency check: topic %s: %zu unacknowledged keyed records; reading %" PRId64
+	    " messages of %zu partitions", topic, n, total, reading);
+	if (!reading)
+		goto out;
+	rkt = rd_kafka_topic_new(c->rk, topic, NULL);
+	q = rd_kafka_queue_new(c->rk);
+	if (!rkt || !q) {
+		give_up(c, pend, n, "cannot set up the reader");
+		goto out;
+	}
+	for (size_t i = 0; i < nparts; i++) {
+		if (parts[i].next >= parts[i].end)
+			continue;
+		if (rd_kafka_consume_start_queue(rkt, parts[i].id, parts[i].next, q) < 0) {
+			give_up(c, pend, n, rd_kafka_err2str(rd_kafka_last_error()));
+			goto out;
+		}
+		parts[i].started = true;
+		open++;
+	}
+	while (open && found < n) {
+		rd_kafka_message_t *m;
+		if (atomic_load(c->stop))
+			goto out;
+		if (over_bound(c)) {
+			give_up(c, pend, n, "the check took longer than its bound (120 s)");
+			goto out;
+		}
+		c->tick(c->arg);
+		if (!(m = rd_kafka_consume_queue(q, 100)))
+			continue;
+		for (size_t i = 0; i < nparts; i++) {
+			struct part *p = &parts[i];
+			if (p->id != m->partition || !p->started || p->next >= p->end)
+				continue;
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+				/* Below the high watermark yet at the end: records went away. */
+				p->next = p->end;
+			} else if (m->err) {
+				if (!transient(m->err) && now_ms() >= c->next_log) {
+					log_warnx("idempotency check: %s [%d]: %s", topic, (int)p->id,
+					    rd_kafka_err2str(m->err));
+					c->next_log = now_ms() + LOG_EVERY_MS;
+				}
+				break;
+			} else {
+				found += match(c, pend, n, m);
+				p->next = m->offset + 1;
+			}
+			if (p->next >= p->end)
+				open--;
+			break;
+		}
+		rd_kafka_message_destroy(m);
+	}
+	if (!open || found == n)
+		log_info("idempotency check: topic %s: %zu of %zu found in Kafka", topic, found, n);
+out:
+	for (size_t i = 0; i < nparts; i++)
+		if (parts[i].started)
+			rd_kafka_consume_stop(rkt, parts[i].id);
+	if (q)
+		rd_kafka_queue_destroy(q);
+	if (rkt)
+		rd_kafka_topic_destroy(rkt);
+	free(parts);
+}
+
+/* The unacknowledged keyed records, read back from the spool. */
+static int collect(struct check *c, struct pending **out, size_t *nout)
+{
+	uint64_t *seqs;
+	size_t n, k = 0;
+	struct pending *v;
+
+	*out = NULL;
+	*nout = 0;
+	if (idem_pending(c->idem, &seqs, &n) < 0)
+		return -1;
+	if (!n)
+		return 0;
+	v = xcalloc(n, sizeof(*v));
+	for (size_t i = 0; i < n; i++) {
+		struct spool_rec *r = NULL;
+		const struct spool_msg *m;
+		int rc;
+		if (!spool_seq_live(c->sp, seqs[i]))
+			continue; /* acknowledged before the restart */
+		while ((rc = spool_get(c->sp, seqs[i], &r)) < 0)
+			if (!pause_ms(c, RETRY_MS))
+				break;
+		if (rc != 1)
+			continue;
+		m = &r->msg;
+		for (size_t j = 0; j < m->nhdrs; j++) {
+			if (m->hdrs[j].name_len != strlen(ID_HDR) ||
+			    memcmp(m->hdrs[j].name, ID_HDR, strlen(ID_HDR)) != 0 ||
+			    m->hdrs[j].value_len != SPOOL_KEY_ID_LEN)
+				continue;
+			struct pending *p = &v[k++];
+			p->seq = r->seq;
+			snprintf(p->topic, sizeof(p->topic), "%.*s", (int)m->topic_len, m->topic);
+			p->partition = m->partition;
+			p->timestamp_ms = m->timestamp_ms;
+			memcpy(p->id, m->hdrs[j].value, SPOOL_KEY_ID_LEN);
+			break;
+		}
+		spool_rec_free(r);
+	}
+	free(seqs);
+	if (!k) {
+		free(v);
+		return 0;
+	}
+	qsort(v, k, sizeof(*v), by_topic);
+	*out = v;
+	*nout = k;
+	return 0;
+}
+
+void reconcile_run(const struct conf *conf, struct spool *sp, struct idem *idem,
+    void (*tick)(void *arg), void *arg, const atomic_bool *stop)
+{
+	struct check c = { .conf = conf, .sp = sp, .idem = idem, .tick = tick, .arg = arg,
+		.stop = stop };
+	struct pending *pend;
+	size_t n, ntopics = 0;
+	char err[512];
+
+	if (!idem)
+		return;
+	if (collect(&c, &pend, &n) < 0) {
+		log_warnx("idempotency check: out of memory listing the keyed records; they are "
+		    "sent without it (a second copy with the same ackd-id is possible)");
+		return;
+	}
+	if (!n)
+		return;
+	for (size_t i = 0; i < n; i++)
+		ntopics += i == 0 || strcmp(pend[i].topic, pend[i - 1].topic) != 0;
+	log_info("idempotency check: %zu recovered keyed records of %zu topics are not "
+	    "acknowledged; looking for them in Kafka before sending anything recovered", n,
+	    ntopics);
+	while (!(c.rk = new_reader(conf, err, sizeof(err)))) {
+		log_errx("idempotency check: cannot create a Kafka reader: %s; retrying in 1s", err);
+		if (!pause_ms(&c, RETRY_MS))
+			goto out;
+	}
+	for (size_t i = 0; i < n && !atomic_load(stop);) {
+		size_t j = i + 1;
+		while (j < n && strcmp(pend[j].topic, pend[i].topic) == 0)
+			j++;
+		check_topic(&c, pend + i, j - i);
+		i = j;
+	}
+	log_info("idempotency check done: %zu of %zu keyed records found in Kafka "
+	    "(acknowledged now), %zu unverified, %zu to send", c.found, n, c.unverified,
+	    n - c.found);
+	rd_kafka_destroy(c.rk);
+out:
+	free(pend);
+}
