@@ -859,7 +859,8 @@ static int idem_gate(struct req *r)
 static int idem_add_key(struct req *r, struct spool_batch *b)
 {
 	struct spool_key k = {
-		.timestamp_ms = r->pub->n ? r->pub->msgs[0].timestamp_ms : wall_ms(),
+		/* Now, not the records' timestamp: a REST Proxy v3 record carries its client's. */
+		.timestamp_ms = wall_ms(),
 		.nrecs = (uint32_t)r->pub->n,
 		.scope = r->idem_scope,
 		.scope_len = strlen(r->idem_scope),

@@ -328,6 +328,21 @@ void publish_id_new_at(int64_t now_ms, char out[PUBLISH_ID_LEN + 1])
 	out[PUBLISH_ID_LEN] = '\0';
 }
 
+int64_t publish_id_time_ms(const char *id, size_t len)
+{
+	uint64_t ms = 0;
+
+	if (len < 10)
+		return -1;
+	for (int i = 0; i < 10; i++) {
+		const char *c = memchr(crockford, id[i], 32);
+		if (c == NULL || (i == 0 && c - crockford > 7))
+			return -1;
+		ms = ms << 5 | (uint64_t)(c - crockford);
+	}
+	return (int64_t)ms;
+}
+
 void publish_id_new(char out[PUBLISH_ID_LEN + 1])
 {
 	struct timespec ts;

@@ -51,6 +51,13 @@ void publish_id_new(char out[PUBLISH_ID_LEN + 1]);
 void publish_id_new_at(int64_t now_ms, char out[PUBLISH_ID_LEN + 1]);
 
 /*
+ * The milliseconds an ackd-id of len characters carries in its first ten
+ * (when ackd accepted the record, by the clock of the ackd that made it);
+ * -1 when they are not Crockford base32.
+ */
+int64_t publish_id_time_ms(const char *id, size_t len);
+
+/*
  * The messages of one request, with all the storage they point to. The ids
  * are in ids[i], and each message's hdrs include "ackd-id".
  */

@@ -14,9 +14,15 @@
  *
  * How. Per topic: the partitions (the record's explicit partition, or all
  * of them), a start offset per partition from rd_kafka_offsets_for_times()
- * at the oldest such record's accept time less SKEW_MS (ackd produces with
- * the accept time as CreateTime; a LogAppendTime topic stamps later still,
- * unless the broker's clock is behind ours: SKEW_MS allows for that), and
+ * at the oldest such record's time less SKEW_MS, and
+ * the high watermark when the check starts. A record's time is the earlier
+ * of its timestamp and its accept time (the first ten characters of its
+ * ackd-id): ackd produces with the timestamp as CreateTime, which is the
+ * accept time unless a REST Proxy v3 request gave one, maybe in the past; a
+ * LogAppendTime topic stamps the broker's time, later than the accept time
+ * unless the broker's clock is behind ours: SKEW_MS allows for that. The
+ * lookup returns the first offset whose timestamp is at or after the time
+ * asked for, so it is never past the record. And
  * the high watermark when the check starts. [start, high watermark) is
  * read with a legacy (group-less) consumer: no group, no commits. A record
  * Kafka acknowledged is below the high watermark (acks=all: it is the
@@ -49,6 +55,7 @@
 #include "idem.h"
 #include "log.h"
 #include "metrics.h"
+#include "publish.h"
 #include "reconcile.h"
 #include "spool.h"
 #include "util.h"
@@ -64,7 +71,7 @@ struct pending {
 	uint64_t seq;
 	char topic[256];
 	int32_t partition;  /* -1: any */
-	int64_t timestamp_ms;
+	int64_t timestamp_ms; /* the earlier of its timestamp and its accept time */
 	char id[SPOOL_KEY_ID_LEN];
 	bool found;
 };
@@ -192,7 +199,7 @@ static int plan(struct check *c, struct pending *pend, size_t n, struct part **p
 	const struct rd_kafka_metadata *md = NULL;
 	rd_kafka_topic_partition_list_t *l = NULL;
 	rd_kafka_resp_err_t e;
-	int64_t oldest = INT64_MAX;
+	int64_t oldest = INT64_MAX, from;
 	bool any = false;
 	struct part *v = NULL;
 	size_t k = 0;
@@ -203,6 +210,8 @@ static int plan(struct check *c, struct pending *pend, size_t n, struct part **p
 		if (pend[i].timestamp_ms < oldest)
 			oldest = pend[i].timestamp_ms;
 	}
+	/* Kafka reads a negative time as "latest" or "earliest": the epoch instead. */
+	from = oldest > SKEW_MS ? oldest - SKEW_MS : 0;
 	for (;;) {
 		rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, topic, NULL);
 		if (!rkt) {
@@ -238,7 +247,7 @@ static int plan(struct check *c, struct pending *pend, size_t n, struct part **p
 		if (!want)
 			continue;
 		v[k++].id = id;
-		rd_kafka_topic_partition_list_add(l, topic, id)->offset = oldest - SKEW_MS;
+		rd_kafka_topic_partition_list_add(l, topic, id)->offset = from;
 	}
 	rd_kafka_metadata_destroy(md);
 	md = NULL;
@@ -265,7 +274,7 @@ static int plan(struct check *c, struct pending *pend, size_t n, struct part **p
 			goto give_up;
 		}
 		for (int i = 0; i < l->cnt; i++) {
-			l->elems[i].offset = oldest - SKEW_MS;
+			l->elems[i].offset = from;
 			l->elems[i].err = 0;
 		}
 	}
@@ -439,6 +448,9 @@ static int collect(struct check *c, struct pending **out, size_t *nout)
 			snprintf(p->topic, sizeof(p->topic), "%.*s", (int)m->topic_len, m->topic);
 			p->partition = m->partition;
 			p->timestamp_ms = m->timestamp_ms;
+			int64_t accepted = publish_id_time_ms(m->hdrs[j].value, SPOOL_KEY_ID_LEN);
+			if (accepted >= 0 && accepted < p->timestamp_ms)
+				p->timestamp_ms = accepted;
 			memcpy(p->id, m->hdrs[j].value, SPOOL_KEY_ID_LEN);
 			break;
 		}

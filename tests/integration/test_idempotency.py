@@ -588,6 +588,62 @@ def test_check_finds_records_whose_ack_was_lost(kafka, ackd):
         {b"one": 1, b"p": 1, b"a": 1, b"b": 1, b"after": 1}, got
 
 
+@pytest.mark.parametrize("timestamp,configs", [
+    ("1970-01-01T00:00:30Z", {}),
+    ("2100-01-01T00:00:00Z", {"message.timestamp.type": "LogAppendTime"}),
+], ids=["v3-timestamp-near-the-epoch", "v3-future-timestamp-on-log-append-time"])
+def test_check_finds_records_with_a_timestamp_of_their_own(kafka, ackd, timestamp, configs):
+    """A REST Proxy v3 record carries the client's timestamp. The check looks
+    from the earlier of that and the record's accept time: a timestamp 30 s
+    after the epoch (the look-up time would be before it), and a timestamp in
+    2100 on a topic that stamps the broker's time (Kafka holds the accept
+    time, long before 2100). Both are found and not produced again."""
+    daemon = ackd()
+    topic = f"idem-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(topic, partitions=1, configs=configs)
+    body = json.dumps({"value": {"type": "STRING", "data": "v3"},
+                       "timestamp": timestamp}).encode()
+    path = f"/v3/clusters/any/topics/{topic}/records"
+    hdrs = {"Content-Type": "application/json", "Idempotency-Key": "v3-key"}
+    first = daemon.http.post(path, body=body, headers=hdrs)
+    assert first.status == 200, first.body
+    settle(kafka, topic, 1)
+    daemon.stop()
+    _drop_acks(daemon.spool_dir)
+    daemon.start()
+    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
+               "the check to finish")
+    log = daemon.stderr_text()
+    assert "idempotency check done: 1 of 1 keyed records found in Kafka" in log, log
+    again = daemon.http.post(path, body=body, headers=hdrs)
+    assert again.status == 200 and again.header("Idempotent-Replayed") == "true", again.body
+    assert again.json()["offset"] == first.json()["offset"]
+    assert post(daemon.http, topic, b"after", ack="kafka").status == 200
+    got = settle(kafka, topic, 2)
+    assert {v: len(rs) for v, rs in got.items()} == {b"v3": 1, b"after": 1}, got
+
+
+def test_v3_timestamp_does_not_age_the_key(kafka, ackd):
+    """A key lives publish.idempotency_ttl_s from its request, whatever
+    timestamp a REST Proxy v3 record gives: a record stamped 1970 keeps its
+    key across a restart."""
+    daemon = ackd()
+    topic = new_topic(kafka)
+    body = json.dumps({"value": {"type": "STRING", "data": "old"},
+                       "timestamp": "1970-01-02T00:00:00Z"}).encode()
+    path = f"/v3/clusters/any/topics/{topic}/records"
+    hdrs = {"Content-Type": "application/json", "Idempotency-Key": "old-stamp"}
+    first = daemon.http.post(path, body=body, headers=hdrs)
+    assert first.status == 200, first.body
+    daemon.stop()
+    daemon.start()
+    again = daemon.http.post(path, body=body, headers=hdrs)
+    assert again.status == 200 and again.header("Idempotent-Replayed") == "true", again.body
+    assert again.json()["offset"] == first.json()["offset"]
+    got = settle(kafka, topic, 1)
+    assert {v: len(rs) for v, rs in got.items()} == {b"old": 1}, got
+
+
 def test_check_waits_for_kafka(ackd):
     """Kafka is down when ackd starts with a keyed record whose acknowledgement
     was lost: the check says so in the log and waits (the record is not sent

@@ -218,12 +218,21 @@ static int64_t wall_now_ms(void)
 /* The milliseconds in an id's first 10 characters. */
 static int64_t id_ms(const char *id)
 {
-	static const char alpha[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-	int64_t ms = 0;
+	int64_t ms = publish_id_time_ms(id, strlen(id));
 
-	for (int i = 0; i < 10; i++)
-		ms = ms << 5 | (strchr(alpha, id[i]) - alpha);
+	assert_true(ms >= 0);
 	return ms;
+}
+
+static void test_id_time_refuses_what_no_id_is(void **state)
+{
+	(void)state;
+	assert_true(publish_id_time_ms("0000000000", 10) == 0);
+	assert_true(publish_id_time_ms("0000000010", 10) == 32);
+	assert_true(publish_id_time_ms("000000000", 9) == -1);     /* too short */
+	assert_true(publish_id_time_ms("000000000U", 10) == -1);   /* U is no Crockford digit */
+	assert_true(publish_id_time_ms("000000000a", 10) == -1);   /* nor lower case */
+	assert_true(publish_id_time_ms("8000000000", 10) == -1);   /* over 48 bits */
 }
 
 static void test_id_increasing(void **state)
@@ -1352,6 +1361,7 @@ int main(void)
 	    cmocka_unit_test(test_topic_allowed),
 	    cmocka_unit_test(test_parse_partition),
 	    cmocka_unit_test(test_parse_ack),
+	    cmocka_unit_test(test_id_time_refuses_what_no_id_is),
 	    cmocka_unit_test(test_id_increasing),
 	    cmocka_unit_test(test_id_clock_steps_back),
 	    cmocka_unit_test(test_id_threads_unique),
