@@ -2319,9 +2319,13 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		{ "enable.partition.eof", "false" },
 		{ "auto.offset.reset", cs->start == CONF_START_LATEST ? "latest" : "earliest" },
 		{ "partition.assignment.strategy", "cooperative-sticky" },
-		/* Prefetch per partition is bounded in bytes; a count limit would be
-		 * compared with the whole consumer queue and stall every partition. */
-		{ "queued.max.messages.kbytes", "4096" },
+		/* Prefetch is bounded in bytes, not messages: both limits are
+		 * compared with the whole consumer queue (every partition's fetch
+		 * queue is forwarded to it), and a count limit stalled every
+		 * partition. With 16 busy partitions, 4096 took ackd's VmHWM in
+		 * bench/webhook's drains to 118-142 MiB, 1024 to 39-126 MiB at the
+		 * same rates or better (docs/performance.md, "Webhook memory"). */
+		{ "queued.max.messages.kbytes", "1024" },
 		/* Over that bound, librdkafka waits fetch.queue.backoff.ms (1000 by
 		 * default) before it fetches again; batches empty the queue in a few
 		 * ms, and a second's wait then idles the endpoint (docs/performance.md,
