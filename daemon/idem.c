@@ -760,7 +760,13 @@ static int copy_cmp(const void *a, const void *b)
 	return c ? c : x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Loaded records that were copied forward: their key follows the copy. */
+/*
+ * Loaded records that were copied forward: their key follows the copy. Also
+ * a record whose offset is known: a kill -9 can leave its copy
+ * unacknowledged (the copy's acknowledgement not yet flushed when the old
+ * segment went), and as the key's pending record the copy is looked for in
+ * Kafka at start rather than produced again.
+ */
 static void follow_copies(struct idem *t)
 {
 	qsort(t->copies, t->ncopies, sizeof(*t->copies), copy_cmp);
@@ -769,7 +775,7 @@ static void follow_copies(struct idem *t)
 			struct copy *c = bsearch(e->recs[i].id, t->copies, t->ncopies,
 			    sizeof(*t->copies), id_cmp);
 			struct pend *p;
-			if (!c || e->recs[i].failed || e->recs[i].delivered)
+			if (!c || e->recs[i].failed)
 				continue;
 			while (c + 1 < t->copies + t->ncopies && !id_cmp(c + 1, e->recs[i].id))
 				c++;

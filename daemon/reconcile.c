@@ -24,16 +24,22 @@
  * lookup returns the first offset whose timestamp is at or after the time
  * asked for, so it is never past the record. And
  * the high watermark when the check starts. [start, high watermark) is
- * read with a legacy (group-less) consumer: no group, no commits. A record
+ * read with a legacy (group-less) consumer: no group, no commits, reading
+ * uncommitted (another producer's open transaction must not hide ackd's
+ * records), with kafka.producer's settings and kafka.consumer's on top (a
+ * publish-only ackd has its credentials in the first only). A record
  * Kafka acknowledged is below the high watermark (acks=all: it is the
- * committed end), so reading to it is enough.
+ * committed end), so reading to it is enough. Pending records are sorted by
+ * topic and ackd-id; each message read is one binary search.
  *
  * Bounds. No keyed record pending: nothing happens (no Kafka connection).
  * Kafka unreachable: the check waits and tries again every RETRY_MS, for as
  * long as it takes, logging every LOG_EVERY_MS: sending before looking is
  * exactly the duplicate. A topic that no longer exists or that the
- * credentials may not read, or a check still reading after BOUND_MS since
- * it first reached Kafka: a warning names the topic and the count, the
+ * credentials may not read, or a topic still being read BOUND_MS after
+ * Kafka first answered about it (each topic has its own bound), a spool
+ * record that cannot be read, or a reader that cannot be created: a
+ * warning names the topic and the count, the
  * records count in ackd_idempotency_check_unverified_total, and they are
  * sent (a second copy with the same ackd-id is then possible: promise 3).
  *
@@ -65,6 +71,8 @@
 #define RETRY_MS 1000
 #define LOG_EVERY_MS 10000
 #define CALL_MS 5000       /* one metadata or offsets call */
+#define TICK_MS 100        /* the kafka loop's heartbeat while reading */
+#define TRIES 10           /* of one spool read, or of creating the reader */
 #define ID_HDR "ackd-id"
 
 struct pending {
@@ -90,15 +98,22 @@ struct check {
 	void *arg;
 	const atomic_bool *stop;
 	rd_kafka_t *rk;
-	int64_t bound_at;   /* 0 until Kafka first answered */
+	int64_t bound_at;   /* per topic: 0 until Kafka first answered about it */
 	int64_t next_log;
 	size_t found, unverified;
 };
 
-static int by_topic(const void *a, const void *b)
+/* By topic, then ackd-id: a topic's records are a run, looked up by id. */
+static int by_topic_id(const void *a, const void *b)
 {
 	const struct pending *x = a, *y = b;
-	return strcmp(x->topic, y->topic);
+	int c = strcmp(x->topic, y->topic);
+	return c ? c : memcmp(x->id, y->id, SPOOL_KEY_ID_LEN);
+}
+
+static int id_vs_pending(const void *id, const void *p)
+{
+	return memcmp(id, ((const struct pending *)p)->id, SPOOL_KEY_ID_LEN);
 }
 
 /* Wait ms, ticking; false when stopping. */
@@ -137,6 +152,13 @@ static void give_up(struct check *c, struct pending *pend, size_t n, const char 
 	c->unverified += left;
 }
 
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	log_msg(level <= 3 ? LOG_LVL_WARN : LOG_LVL_DEBUG, "idempotency check: kafka: %s: %s",
+	    fac, buf);
+}
+
 static rd_kafka_t *new_reader(const struct conf *conf, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *kc = rd_kafka_conf_new();
@@ -149,15 +171,34 @@ static rd_kafka_t *new_reader(const struct conf *conf, char *err, size_t errlen)
 		{ "enable.metrics.push", "false" },
 		{ "allow.auto.create.topics", "false" },
 	};
+	const char *forced[][2] = {
+		{ "isolation.level", "read_uncommitted" },
+		{ "enable.auto.commit", "false" },
+		{ "enable.auto.offset.store", "false" },
+		{ "enable.partition.eof", "true" },
+		{ "allow.auto.create.topics", "false" },
+	};
 
 	/* No group.id: the legacy consumer API, no group joined, nothing committed. */
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
 		if (rd_kafka_conf_set(kc, settings[i][0], settings[i][1], err, errlen) !=
 		    RD_KAFKA_CONF_OK)
 			goto fail;
-	/* kafka.consumer carries the TLS and SASL settings, as for subscriptions. */
-	if (conf_apply_rdkafka(kc, &conf->kafka.consumer, err, errlen) < 0)
+	/*
+	 * The producer's TLS and SASL settings reach the topics the records
+	 * were published to (a publish-only ackd has no others); kafka.consumer
+	 * on top, as for subscriptions. Then what this reader must be whatever
+	 * the lists say: ackd's records are never in a transaction, and a
+	 * read_committed reader stops at another producer's open one.
+	 */
+	if (conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0 ||
+	    conf_apply_rdkafka(kc, &conf->kafka.consumer, err, errlen) < 0)
 		goto fail;
+	for (size_t i = 0; i < sizeof(forced) / sizeof(forced[0]); i++)
+		if (rd_kafka_conf_set(kc, forced[i][0], forced[i][1], err, errlen) !=
+		    RD_KAFKA_CONF_OK)
+			goto fail;
+	rd_kafka_conf_set_log_cb(kc, on_log);
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errlen);
 	if (!rk)
 		goto fail;
@@ -227,8 +268,13 @@ static int plan(struct check *c, struct pending *pend, size_t n, struct part **p
 		if (md)
 			rd_kafka_metadata_destroy(md);
 		md = NULL;
-		if (!retry(c, topic, n, e))
-			goto stop;
+		if (!retry(c, topic, n, e)) {
+			if (atomic_load(c->stop))
+				goto stop;
+			snprintf(why, sizeof(why), "no metadata within the bound (%s)",
+			    rd_kafka_err2str(e));
+			goto give_up;
+		}
 	}
 	if (!c->bound_at)
 		c->bound_at = now_ms() + BOUND_MS;
@@ -301,30 +347,29 @@ stop:
 	return -1;
 }
 
-/* m's ackd-id against pend's ids: a match is that record's acknowledgement. */
+/* m's ackd-id against pend's ids (sorted): a match is that record's acknowledgement. */
 static size_t match(struct check *c, struct pending *pend, size_t n, const rd_kafka_message_t *m)
 {
 	rd_kafka_headers_t *h;
 	const void *val;
 	size_t size;
+	struct pending *p;
 
 	if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, ID_HDR, &val, &size) ||
 	    size != SPOOL_KEY_ID_LEN)
 		return 0;
-	for (size_t i = 0; i < n; i++) {
-		if (pend[i].found || memcmp(pend[i].id, val, SPOOL_KEY_ID_LEN) != 0)
-			continue;
-		pend[i].found = true;
-		idem_delivered(c->idem, pend[i].seq, m->partition, m->offset);
-		spool_ack_keyed(c->sp, pend[i].seq, pend[i].id, m->partition, m->offset);
-		log_info("idempotency check: record %" PRIu64 " (%.*s) is in Kafka at %s [%d] "
-		    "offset %" PRId64 "; it is not sent again", pend[i].seq, SPOOL_KEY_ID_LEN,
-		    pend[i].id, pend[i].topic, (int)m->partition, (int64_t)m->offset);
-		c->found++;
-		metrics_idem_check_found(1);
-		return 1;
-	}
-	return 0;
+	p = bsearch(val, pend, n, sizeof(*pend), id_vs_pending);
+	if (!p || p->found)
+		return 0;
+	p->found = true;
+	idem_delivered(c->idem, p->seq, m->partition, m->offset);
+	spool_ack_keyed(c->sp, p->seq, p->id, m->partition, m->offset);
+	log_info("idempotency check: record %" PRIu64 " (%.*s) is in Kafka at %s [%d] "
+	    "offset %" PRId64 "; it is not sent again", p->seq, SPOOL_KEY_ID_LEN, p->id,
+	    p->topic, (int)m->partition, (int64_t)m->offset);
+	c->found++;
+	metrics_idem_check_found(1);
+	return 1;
 }
 
 /* Read pend's topic; the records found there are acknowledged. */
@@ -335,8 +380,9 @@ static void check_topic(struct check *c, struct pending *pend, size_t n)
 	size_t nparts = 0, open = 0, found = 0, reading = 0;
 	rd_kafka_topic_t *rkt = NULL;
 	rd_kafka_queue_t *q = NULL;
-	int64_t total = 0;
+	int64_t total = 0, next_tick = 0;
 
+	c->bound_at = 0; /* every topic has its own bound */
 	if (plan(c, pend, n, &parts, &nparts) < 0)
 		return;
 	for (size_t i = 0; i < nparts; i++)
@@ -372,8 +418,11 @@ static void check_topic(struct check *c, struct pending *pend, size_t n)
 			give_up(c, pend, n, "the check took longer than its bound (120 s)");
 			goto out;
 		}
-		c->tick(c->arg);
-		if (!(m = rd_kafka_consume_queue(q, 100)))
+		if (now_ms() >= next_tick) {
+			c->tick(c->arg);
+			next_tick = now_ms() + TICK_MS;
+		}
+		if (!(m = rd_kafka_consume_queue(q, TICK_MS)))
 			continue;
 		for (size_t i = 0; i < nparts; i++) {
 			struct part *p = &parts[i];
@@ -425,16 +474,26 @@ static int collect(struct check *c, struct pending **out, size_t *nout)
 		return -1;
 	if (!n)
 		return 0;
-	v = xcalloc(n, sizeof(*v));
+	if (!(v = calloc(n, sizeof(*v)))) {
+		free(seqs);
+		return -1;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct spool_rec *r = NULL;
 		const struct spool_msg *m;
-		int rc;
+		int rc, tries = 0;
 		if (!spool_seq_live(c->sp, seqs[i]))
 			continue; /* acknowledged before the restart */
-		while ((rc = spool_get(c->sp, seqs[i], &r)) < 0)
+		while ((rc = spool_get(c->sp, seqs[i], &r)) < 0 && ++tries < TRIES)
 			if (!pause_ms(c, RETRY_MS))
 				break;
+		if (rc < 0) {
+			log_warnx("idempotency check: cannot read keyed record %" PRIu64 " from the "
+			    "spool; it is sent without the check (a second copy with the same "
+			    "ackd-id is possible)", seqs[i]);
+			metrics_idem_check_unverified(1);
+			c->unverified++;
+		}
 		if (rc != 1)
 			continue;
 		m = &r->msg;
@@ -461,7 +520,7 @@ static int collect(struct check *c, struct pending **out, size_t *nout)
 		free(v);
 		return 0;
 	}
-	qsort(v, k, sizeof(*v), by_topic);
+	qsort(v, k, sizeof(*v), by_topic_id);
 	*out = v;
 	*nout = k;
 	return 0;
@@ -490,7 +549,14 @@ void reconcile_run(const struct conf *conf, struct spool *sp, struct idem *idem,
 	log_info("idempotency check: %zu recovered keyed records of %zu topics are not "
 	    "acknowledged; looking for them in Kafka before sending anything recovered", n,
 	    ntopics);
-	while (!(c.rk = new_reader(conf, err, sizeof(err)))) {
+	for (int tries = 1; !(c.rk = new_reader(conf, err, sizeof(err))); tries++) {
+		if (tries == TRIES) {
+			log_warnx("idempotency check: cannot create a Kafka reader: %s; the %zu "
+			    "records are sent without the check (a second copy with the same "
+			    "ackd-id is possible)", err, n);
+			metrics_idem_check_unverified(n);
+			goto out;
+		}
 		log_errx("idempotency check: cannot create a Kafka reader: %s; retrying in 1s", err);
 		if (!pause_ms(&c, RETRY_MS))
 			goto out;

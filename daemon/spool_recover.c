@@ -337,12 +337,20 @@ static void copy_report(struct spool *sp, const struct it_item *item)
 		if (spool_rec_decode(item->rec, item->len, NULL, &m, hdrs, m.nhdrs) != SPOOL_REC_OK)
 			goto out;
 	}
+	/*
+	 * A redriven dead letter carries its original's ackd-id, but no key
+	 * names it: it must not take over the key of the original (which Kafka
+	 * holds), or the start-up check would take the original for it.
+	 */
+	const struct spool_hdr *id = NULL;
 	for (size_t i = 0; i < m.nhdrs; i++) {
-		if (hdrs[i].name_len == 7 && memcmp(hdrs[i].name, "ackd-id", 7) == 0) {
-			sp->on_copy(sp->on_key_arg, item->h.seq, hdrs[i].value, hdrs[i].value_len);
-			break;
-		}
+		if (hdrs[i].name_len == 18 && memcmp(hdrs[i].name, "ackd-redrive-count", 18) == 0)
+			goto out;
+		if (hdrs[i].name_len == 7 && memcmp(hdrs[i].name, "ackd-id", 7) == 0 && !id)
+			id = &hdrs[i];
 	}
+	if (id)
+		sp->on_copy(sp->on_key_arg, item->h.seq, id->value, id->value_len);
 out:
 	if (hdrs != few)
 		free(hdrs);

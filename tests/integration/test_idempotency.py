@@ -644,6 +644,64 @@ def test_v3_timestamp_does_not_age_the_key(kafka, ackd):
     assert {v: len(rs) for v, rs in got.items()} == {b"old": 1}, got
 
 
+def test_check_sees_past_another_producers_open_transaction(kafka, ackd):
+    """Another producer's transaction left open on the topic pins its last
+    stable offset below ackd's record: a read_committed reader would see
+    nothing after it. The check reads uncommitted (ackd's records are never
+    in a transaction), whatever kafka.consumer says, and finds the record."""
+    from confluent_kafka import Producer
+
+    topic = new_topic(kafka)
+    tx = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": "tx-" + topic,
+                   "transaction.timeout.ms": 600000})
+    tx.init_transactions(30)
+    tx.begin_transaction()
+    tx.produce(topic, b"in-open-txn", partition=0)
+    tx.flush(30)
+    try:
+        daemon = ackd(config={"kafka": {"consumer": ["isolation.level=read_committed"]}})
+        first = post(daemon.http, topic, b"keyed", ikey="k1", ack="kafka")
+        assert first.status == 200, first.body
+        daemon.stop()
+        _drop_acks(daemon.spool_dir)
+        daemon.start()
+        wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
+                   "the check to finish")
+        log = daemon.stderr_text()
+        assert "idempotency check done: 1 of 1 keyed records found in Kafka" in log, log
+    finally:
+        tx.commit_transaction(30)
+    got = settle(kafka, topic, 2)
+    assert {v: len(rs) for v, rs in got.items()} == {b"in-open-txn": 1, b"keyed": 1}, got
+
+
+def test_check_reads_with_the_producers_credentials(ackd):
+    """A publish-only ackd has its SASL settings in kafka.producer alone
+    (kafka.consumer empty): the check reads with them, finds the record, and
+    what was published after the restart goes out."""
+    users = {"admin": "admin-secret", "ackd": "ackd-secret"}
+    with KafkaCluster(brokers=1, sasl={"mechanism": "PLAIN", "users": users}) as cluster:
+        topic = f"idem-{uuid.uuid4().hex[:12]}"
+        cluster.create_topic(topic, partitions=1)
+        daemon = ackd(config={"kafka": {"producer": cluster.sasl_properties("ackd", None)}},
+                      brokers=cluster.bootstrap)
+        assert post(daemon.http, topic, b"keyed", ikey="k1", ack="kafka").status == 200
+        daemon.stop()
+        _drop_acks(daemon.spool_dir)
+        daemon.start()
+        assert post(daemon.http, topic, b"after", ack="kafka").status == 200
+        log = daemon.stderr_text()
+        assert "idempotency check done: 1 of 1 keyed records found in Kafka" in log, log
+        got = {}
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT
+        while sorted(got.values()) != [1, 1] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            got = {}
+            for r in cluster.read_topic(topic):
+                got[r.value] = got.get(r.value, 0) + 1
+        assert got == {b"keyed": 1, b"after": 1}, got
+
+
 def test_check_waits_for_kafka(ackd):
     """Kafka is down when ackd starts with a keyed record whose acknowledgement
     was lost: the check says so in the log and waits (the record is not sent

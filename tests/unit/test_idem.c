@@ -319,6 +319,33 @@ static void test_load_acks_and_copies(void **state)
 }
 
 /*
+ * A record Kafka acknowledged (its offset in the keys file) whose copy is
+ * still unacknowledged (a kill -9 before the copy's acknowledgement was
+ * flushed): the copy is the key's pending record, so that the start-up
+ * check looks for it in Kafka instead of letting it be produced again.
+ */
+static void test_load_delivered_record_with_a_live_copy(void **state)
+{
+	struct idem *t = idem_new(86400000, 100);
+	struct spool_key k = { .timestamp_ms = T0, .nrecs = 1, .scope = "unix", .scope_len = 4,
+		.topic = "t", .topic_len = 1, .key = "kc", .key_len = 2, .ids = ID_A };
+	uint64_t *seqs;
+	size_t n;
+
+	(void)state;
+	memset(k.hash, 4, sizeof(k.hash));
+	idem_load(t, 11, &k, T0 + 10); /* record 10 */
+	assert_int_equal(idem_load_ack(t, ID_A, 2, 41), 0);
+	assert_int_equal(idem_load_copy(t, 30, ID_A, 26), 0);
+	idem_load_done(t);
+	assert_int_equal(idem_pending(t, &seqs, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(seqs[0], 30);
+	free(seqs);
+	idem_free(t);
+}
+
+/*
  * Kafka rejects records for good: a key keeps its delivered ones and
  * answers the rejected one as failed; a key all of whose records were
  * rejected is forgotten (a retry is a new request). The same from failed/
@@ -476,6 +503,7 @@ int main(void)
 		cmocka_unit_test(test_many_keys_and_deliveries),
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_load_acks_and_copies),
+		cmocka_unit_test(test_load_delivered_record_with_a_live_copy),
 		cmocka_unit_test(test_failed_records),
 		cmocka_unit_test(test_commit_and_load_out_of_memory),
 		cmocka_unit_test(test_key_record_codec),
