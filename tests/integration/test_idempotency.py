@@ -544,6 +544,19 @@ def _drop_acks(spool_dir):
     Path(spool_dir, "keys").unlink()
 
 
+def _restart_losing_acks(daemon, found, keyed):
+    """Stop, drop the acknowledgements (_drop_acks), start again and wait for
+    the start-up check: it must have found `found` of `keyed` records."""
+    daemon.stop()
+    _drop_acks(daemon.spool_dir)
+    daemon.start()
+    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
+               "the check to finish")
+    log = daemon.stderr_text()
+    assert (f"idempotency check done: {found} of {keyed} keyed records found in Kafka"
+            in log), log
+
+
 def _metric(daemon, name):
     for line in daemon.http.get("/metrics").body.decode().splitlines():
         if line.startswith(name + " "):
@@ -565,13 +578,7 @@ def test_check_finds_records_whose_ack_was_lost(kafka, ackd):
                  batch=True, ack="kafka")
     assert single.status == 200 and pinned.status == 200 and batch.status == 200
     settle(kafka, topic, 4)
-    daemon.stop()
-    _drop_acks(daemon.spool_dir)
-    daemon.start()
-    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
-               "the check to finish")
-    log = daemon.stderr_text()
-    assert "idempotency check done: 4 of 4 keyed records found in Kafka" in log, log
+    _restart_losing_acks(daemon, 4, 4)
     assert _metric(daemon, "ackd_idempotency_check_found_total") == 4
     r = post(daemon.http, topic, b"one", ikey="k1", ack="kafka")
     assert r.status == 200 and r.header("Idempotent-Replayed") == "true", r.body
@@ -608,13 +615,7 @@ def test_check_finds_records_with_a_timestamp_of_their_own(kafka, ackd, timestam
     first = daemon.http.post(path, body=body, headers=hdrs)
     assert first.status == 200, first.body
     settle(kafka, topic, 1)
-    daemon.stop()
-    _drop_acks(daemon.spool_dir)
-    daemon.start()
-    wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
-               "the check to finish")
-    log = daemon.stderr_text()
-    assert "idempotency check done: 1 of 1 keyed records found in Kafka" in log, log
+    _restart_losing_acks(daemon, 1, 1)
     again = daemon.http.post(path, body=body, headers=hdrs)
     assert again.status == 200 and again.header("Idempotent-Replayed") == "true", again.body
     assert again.json()["offset"] == first.json()["offset"]
@@ -662,13 +663,7 @@ def test_check_sees_past_another_producers_open_transaction(kafka, ackd):
         daemon = ackd(config={"kafka": {"consumer": ["isolation.level=read_committed"]}})
         first = post(daemon.http, topic, b"keyed", ikey="k1", ack="kafka")
         assert first.status == 200, first.body
-        daemon.stop()
-        _drop_acks(daemon.spool_dir)
-        daemon.start()
-        wait_until(lambda: "idempotency check done" in daemon.stderr_text(), ARRIVAL_TIMEOUT,
-                   "the check to finish")
-        log = daemon.stderr_text()
-        assert "idempotency check done: 1 of 1 keyed records found in Kafka" in log, log
+        _restart_losing_acks(daemon, 1, 1)
     finally:
         tx.commit_transaction(30)
     got = settle(kafka, topic, 2)
