@@ -5,7 +5,8 @@
  * assignor, so a rebalance moves only the partitions that change owner) and
  * a libcurl multi handle, and loops:
  *
- *   1. take fetched messages into per-partition queues, in offset order; a
+ *   1. take fetched messages into per-partition queues, in offset order,
+ *      each copied out of librdkafka's fetch buffer (struct msg); a
  *      partition whose queue holds PART_WINDOW messages or PART_WINDOW_BYTES
  *      is paused, and resumed at a quarter, so memory stays bounded whatever
  *      the endpoint does. Pausing makes librdkafka drop what it prefetched
@@ -87,7 +88,7 @@
 #include "webhook_sign.h"
 
 #define PART_WINDOW 5000       /* fetched, unfinished messages per partition */
-#define PART_WINDOW_BYTES (4u << 20)
+#define PART_WINDOW_BYTES (4u << 20) /* of struct msg, copies included */
 #define COMMIT_INTERVAL_MS 1000
 #define COMMIT_INTERVAL "1000" /* COMMIT_INTERVAL_MS, for librdkafka */
 #define IDLE_WAKE_MS 100
@@ -110,8 +111,14 @@ enum msg_state {
 
 struct part;
 
+/*
+ * A fetched message. Its record is copied out of librdkafka's fetch buffer
+ * and the librdkafka message destroyed when it is taken: a fetch response
+ * is freed only with the last message that points into it, so one message
+ * held for a retry would otherwise keep a whole response (up to 1 MiB) and
+ * librdkafka's per-message state alive.
+ */
 struct msg {
-	rd_kafka_message_t *rkm;
 	struct part *part;    /* NULL: orphaned, its partition left with the request out */
 	enum msg_state state;
 	int attempts;
@@ -121,13 +128,21 @@ struct msg {
 	struct timespec sent; /* when the request went out, for its latency */
 	int64_t sent_ms;      /* the same, for pace */
 	bool window_full;     /* the request filled the concurrency window */
-	struct webhook_hdr *hdrs;
-	size_t nhdrs;
 	char id[WEBHOOK_ID_MAX];
 	struct batch *batch;  /* the batch it is out in, or waits in to be retried whole */
 	bool solo;            /* its batch got a poison answer: sent in a batch of its own */
 	int64_t taken_ms;     /* when it was fetched: batch.max_wait_ms counts from here */
 	size_t bytes;         /* key, value and headers: what batch.max_bytes counts */
+	size_t size;          /* the whole allocation: what PART_WINDOW_BYTES counts */
+	int32_t partition;
+	int64_t offset;
+	int64_t timestamp_ms; /* -1: the record has none */
+	const void *key;      /* NULL: no key */
+	size_t key_len;
+	const void *value;    /* NULL: a tombstone */
+	size_t value_len;
+	size_t nhdrs;
+	struct webhook_hdr hdrs[]; /* then the bytes of key, value and headers */
 };
 
 /*
@@ -164,7 +179,7 @@ struct part {
 	                       * a repeated offset are told apart */
 	struct msg **q;       /* ring of fetched messages, offset order */
 	size_t head, len, cap;
-	size_t bytes;         /* of the values queued */
+	size_t bytes;         /* of the messages queued (struct msg size) */
 	struct offsets *off;  /* NULL until the first message */
 	int64_t committed;    /* the group's committed offset (at assignment, then ours), -1 none */
 	int64_t low, high;    /* watermarks last known, -1 unknown */
@@ -224,13 +239,15 @@ struct consumer {
 	uint32_t rnd;
 	size_t rr;          /* round-robin start among partitions */
 	struct keyset {
-		const rd_kafka_message_t **v;
+		const struct msg **v;
 		size_t cap;
 	} keys;             /* ordering = key: keys seen in one pass */
 	struct batch *batches;    /* out, or waiting to be retried whole */
 	struct gather gather;     /* dispatch's next batch */
 	struct webhook_msg *wms;  /* a batch's messages as webhook.c takes them */
 	size_t wms_cap;
+	struct webhook_hdr *hdrs; /* msg_new()'s scratch: a fetched message's headers */
+	size_t hdrs_cap;
 
 	/* Shared with the dead-letter callbacks, and the lag snapshot with scrapes. */
 	pthread_mutex_t lock;
@@ -304,12 +321,7 @@ static void set_state(struct consumer *c, struct msg *m, enum msg_state st)
 	m->state = st;
 }
 
-static void msg_free(struct msg *m)
-{
-	rd_kafka_message_destroy(m->rkm);
-	free(m->hdrs);
-	free(m);
-}
+static void msg_free(struct msg *m) { free(m); }
 
 static struct part *find_part(struct consumer *c, const char *topic, int32_t partition)
 {
@@ -356,7 +368,7 @@ static bool held(struct consumer *c) { return c->gone || atomic_load(&c->op_paus
 static void trim(struct consumer *c, struct part *p)
 {
 	while (p->len > 0 && q_at(p, 0)->state == M_DONE) {
-		p->bytes -= q_at(p, 0)->rkm->len;
+		p->bytes -= q_at(p, 0)->size;
 		msg_free(q_at(p, 0));
 		p->head = (p->head + 1) % p->cap;
 		p->len--;
@@ -370,21 +382,17 @@ static void trim(struct consumer *c, struct part *p)
 /* m as webhook.c takes it; borrowed from m. */
 static void msg_wm(const struct msg *m, struct webhook_msg *wm)
 {
-	const rd_kafka_message_t *rkm = m->rkm;
-	rd_kafka_timestamp_type_t tstype;
-	int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
-
 	*wm = (struct webhook_msg){
-		.topic = rd_kafka_topic_name(rkm->rkt),
-		.partition = rkm->partition,
-		.offset = rkm->offset,
-		.key = rkm->key,
-		.key_len = rkm->key_len,
-		.value = rkm->payload,
-		.value_len = rkm->len,
+		.topic = m->part->topic,
+		.partition = m->partition,
+		.offset = m->offset,
+		.key = m->key,
+		.key_len = m->key_len,
+		.value = m->value,
+		.value_len = m->value_len,
 		.hdrs = m->hdrs,
 		.nhdrs = m->nhdrs,
-		.timestamp_ms = tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
+		.timestamp_ms = m->timestamp_ms,
 		.id = m->id,
 		.attempt = m->attempts + 1,
 	};
@@ -638,10 +646,10 @@ static void complete(struct consumer *c, struct msg *m)
 
 	set_state(c, m, M_DONE);
 	/* A message the log lost since (went back, was cut) no longer counts. */
-	if (m->counted && offsets_done(p->off, m->rkm->offset) < 0)
+	if (m->counted && offsets_done(p->off, m->offset) < 0)
 		log_warnx("subscription %s: %s [%d] offset %lld completed but was not pending; "
 		    "not counted", c->cs->name, p->topic, (int)p->partition,
-		    (long long)m->rkm->offset);
+		    (long long)m->offset);
 	trim(c, p);
 }
 
@@ -698,7 +706,6 @@ static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *r
     long status, char *err, size_t errlen)
 {
 	const struct conf_sub *cs = c->cs;
-	const rd_kafka_message_t *rkm = m->rkm;
 	struct spool_hdr *hdrs = xcalloc(m->nhdrs + 6, sizeof(*hdrs));
 	char st[16], att[16], part[16], off[24];
 	const char *names[6] = { "ackd-dlq-reason", "ackd-dlq-status", "ackd-dlq-attempts",
@@ -715,8 +722,8 @@ static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *r
 	}
 	snprintf(st, sizeof(st), "%ld", status);
 	snprintf(att, sizeof(att), "%d", m->attempts);
-	snprintf(part, sizeof(part), "%d", (int)rkm->partition);
-	snprintf(off, sizeof(off), "%lld", (long long)rkm->offset);
+	snprintf(part, sizeof(part), "%d", (int)m->partition);
+	snprintf(off, sizeof(off), "%lld", (long long)m->offset);
 	values[0] = reason;
 	values[1] = st;
 	values[2] = att;
@@ -739,10 +746,10 @@ static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *r
 		.topic = cs->dead_letter_topic,
 		.topic_len = strlen(cs->dead_letter_topic),
 		.partition = -1,
-		.key = rkm->key,
-		.key_len = rkm->key_len,
-		.value = rkm->payload ? rkm->payload : "",
-		.value_len = rkm->len,
+		.key = m->key,
+		.key_len = m->key_len,
+		.value = m->value ? m->value : "",
+		.value_len = m->value_len,
 		.hdrs = hdrs,
 		.nhdrs = n,
 		.timestamp_ms = wall_ms(),
@@ -764,8 +771,8 @@ static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *r
 	job = xcalloc(1, sizeof(*job));
 	job->c = c;
 	snprintf(job->topic, sizeof(job->topic), "%s", m->part->topic);
-	job->partition = rkm->partition;
-	job->offset = rkm->offset;
+	job->partition = m->partition;
+	job->offset = m->offset;
 	job->gen = m->part->gen;
 	job->epoch = m->epoch;
 	pthread_mutex_lock(&c->lock);
@@ -774,8 +781,8 @@ static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *r
 	set_state(c, m, M_DLQ);
 	m->part->busy++;
 	log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld, %d attempts); "
-	    "writing it to %s", cs->name, m->part->topic, (int)rkm->partition,
-	    (long long)rkm->offset, reason, status, m->attempts, cs->dead_letter_topic);
+	    "writing it to %s", cs->name, m->part->topic, (int)m->partition,
+	    (long long)m->offset, reason, status, m->attempts, cs->dead_letter_topic);
 	serr = spool_submit(c->sp, b, dlq_spooled, job);
 	if (serr != SPOOL_OK) {
 		/* Refused at once (b freed): comes back as not written. */
@@ -803,22 +810,22 @@ static void give_up(struct consumer *c, struct msg *m, const char *reason, long 
 		atomic_fetch_add(&c->dlq_errors, 1);
 		log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld), but it cannot "
 		    "be written to %s: %s; not committed, tried again in %lld ms", cs->name,
-		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, reason,
+		    m->part->topic, (int)m->partition, (long long)m->offset, reason,
 		    status, cs->dead_letter_topic, err, (long long)cs->retry.max_ms);
 		retry_later(c, m, cs->retry.max_ms);
 		return;
 	}
 	if (cs->on_exhausted == CONF_EXHAUSTED_DROP) {
 		log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld); dropped as "
-		    "on_exhausted = drop says", cs->name, m->part->topic, (int)m->rkm->partition,
-		    (long long)m->rkm->offset, reason, status);
+		    "on_exhausted = drop says", cs->name, m->part->topic, (int)m->partition,
+		    (long long)m->offset, reason, status);
 		atomic_fetch_add(&c->dropped, 1);
 		complete(c, m);
 		return;
 	}
 	log_warnx("subscription %s: %s [%d] offset %lld: %s (status %ld) and no "
 	    "dead_letter_topic; it blocks the partition and is retried every %lld ms",
-	    cs->name, m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, reason,
+	    cs->name, m->part->topic, (int)m->partition, (long long)m->offset, reason,
 	    status, (long long)cs->retry.max_ms);
 	retry_later(c, m, cs->retry.max_ms);
 }
@@ -840,7 +847,7 @@ static void take_finished(struct consumer *c)
 		for (size_t i = 0; p && p->gen == job->gen && i < p->len; i++) {
 			struct msg *q = q_at(p, i);
 
-			if (q->rkm->offset == job->offset && q->epoch == job->epoch) {
+			if (q->offset == job->offset && q->epoch == job->epoch) {
 				m = q;
 				break;
 			}
@@ -935,11 +942,11 @@ static void settle(struct consumer *c, struct msg *m, long status, const char *e
 	}
 	if (status == 0)
 		log_debug("subscription %s: %s [%d] offset %lld attempt %d: %s", cs->name,
-		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, m->attempts,
+		    m->part->topic, (int)m->partition, (long long)m->offset, m->attempts,
 		    error ? error : "no answer");
 	else
 		log_debug("subscription %s: %s [%d] offset %lld attempt %d: status %ld", cs->name,
-		    m->part->topic, (int)m->rkm->partition, (long long)m->rkm->offset, m->attempts,
+		    m->part->topic, (int)m->partition, (long long)m->offset, m->attempts,
 		    status);
 	retry_later(c, m, backoff_delay_ms(&cs->retry, m->attempts, next_rand(c)));
 }
@@ -1133,16 +1140,14 @@ static bool ready(struct consumer *c, const struct msg *m, int64_t now)
 
 static void send_msg(struct consumer *c, struct msg *m)
 {
-	const rd_kafka_message_t *rkm = m->rkm;
 	struct webhook_msg wm;
 	char err[128];
 
 	msg_wm(m, &wm);
-	wm.topic = m->part->topic;
 	if (webhook_send(c->wh, &wm, m, err, sizeof(err)) < 0) {
 		atomic_fetch_add(&c->send_errors, 1);
 		log_warnx("subscription %s: %s [%d] offset %lld: %s; not sent, trying again in "
-		    "%d ms", c->cs->name, m->part->topic, (int)rkm->partition, (long long)rkm->offset,
+		    "%d ms", c->cs->name, m->part->topic, (int)m->partition, (long long)m->offset,
 		    err, SEND_RETRY_MS);
 		set_state(c, m, M_BACKOFF);
 		m->not_before = now_ms() + SEND_RETRY_MS;
@@ -1219,18 +1224,18 @@ static void keyset_reset(struct keyset *ks, size_t n)
 	}
 }
 
-/* Adds the key of rkm; returns false when it was already there. */
-static bool keyset_add(struct keyset *ks, const rd_kafka_message_t *rkm)
+/* Adds the key of m; returns false when it was already there. */
+static bool keyset_add(struct keyset *ks, const struct msg *m)
 {
-	size_t i = key_hash(rkm->key, rkm->key_len) & (ks->cap - 1);
+	size_t i = key_hash(m->key, m->key_len) & (ks->cap - 1);
 
 	for (;; i = (i + 1) & (ks->cap - 1)) {
-		const rd_kafka_message_t *o = ks->v[i];
+		const struct msg *o = ks->v[i];
 		if (!o) {
-			ks->v[i] = rkm;
+			ks->v[i] = m;
 			return true;
 		}
-		if (o->key_len == rkm->key_len && memcmp(o->key, rkm->key, rkm->key_len) == 0)
+		if (o->key_len == m->key_len && memcmp(o->key, m->key, m->key_len) == 0)
 			return false;
 	}
 }
@@ -1270,7 +1275,7 @@ static void dispatch_partition(struct consumer *c, struct part *p, int64_t now,
 		if (m->state == M_DONE)
 			continue;
 		/* In key order, an earlier unfinished message of the same key goes first. */
-		if (ordering == CONF_ORDER_KEY && m->rkm->key && !keyset_add(ks, m->rkm))
+		if (ordering == CONF_ORDER_KEY && m->key && !keyset_add(ks, m))
 			continue;
 		if (ready(c, m, now))
 			send_msg(c, m);
@@ -1386,7 +1391,7 @@ static void batch_keyed(struct consumer *c, struct part *p, int64_t now)
 
 		if (m->state == M_DONE)
 			continue;
-		first = !m->rkm->key || keyset_add(&c->keys, m->rkm);
+		first = !m->key || keyset_add(&c->keys, m);
 		r = first && ready(c, m, now);
 		if (!r || m->batch || m->solo) {
 			gather_flush(c, g, now, false);
@@ -1491,27 +1496,77 @@ static bool id_usable(const void *value, size_t size)
 	return true;
 }
 
-static void msg_headers(struct msg *m)
+/* rkm's timestamp in ms, or -1 when the record has none. */
+static int64_t msg_timestamp(const rd_kafka_message_t *rkm)
 {
-	rd_kafka_headers_t *hdrs;
-	const char *name;
-	const void *value;
-	size_t size, n;
+	rd_kafka_timestamp_type_t tstype;
+	int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
 
-	if (rd_kafka_message_headers(m->rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return;
-	n = rd_kafka_header_cnt(hdrs);
-	m->hdrs = xcalloc(n ? n : 1, sizeof(*m->hdrs));
-	for (size_t i = 0; i < n; i++) {
-		if (rd_kafka_header_get_all(hdrs, i, &name, &value, &size))
-			break;
-		m->hdrs[i].name = name;
-		m->hdrs[i].value = value;
-		m->hdrs[i].value_len = size;
-		m->nhdrs++;
-		if (strcmp(name, "ackd-id") == 0 && id_usable(value, size))
-			snprintf(m->id, sizeof(m->id), "%.*s", (int)size, (const char *)value);
+	return tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts;
+}
+
+/*
+ * A message holding its own copy of rkm's record, laid out after it: the
+ * header table, then the key, the value, and each header's name (with its
+ * NUL) and value. Headers librdkafka cannot parse are left out, as before
+ * the copy.
+ */
+static struct msg *msg_new(struct consumer *c, const rd_kafka_message_t *rkm)
+{
+	rd_kafka_headers_t *kh;
+	size_t n = 0, size = rkm->key_len + rkm->len;
+	struct msg *m;
+	char *at;
+
+	if (rd_kafka_message_headers(rkm, &kh) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		size_t cnt = rd_kafka_header_cnt(kh);
+		if (cnt > c->hdrs_cap) {
+			c->hdrs_cap = cnt;
+			c->hdrs = xrealloc(c->hdrs, cnt * sizeof(*c->hdrs));
+		}
+		for (; n < cnt; n++) {
+			struct webhook_hdr *h = &c->hdrs[n];
+			if (rd_kafka_header_get_all(kh, n, &h->name, &h->value, &h->value_len))
+				break;
+			size += strlen(h->name) + 1 + h->value_len;
+		}
 	}
+	size += sizeof(*m) + n * sizeof(m->hdrs[0]);
+	m = xcalloc(1, size);
+	m->size = size;
+	m->partition = rkm->partition;
+	m->offset = rkm->offset;
+	m->timestamp_ms = msg_timestamp(rkm);
+	at = (char *)&m->hdrs[n];
+	if (rkm->key) {
+		m->key = memcpy(at, rkm->key, rkm->key_len);
+		m->key_len = rkm->key_len;
+		at += rkm->key_len;
+	}
+	if (rkm->payload) {
+		m->value = memcpy(at, rkm->payload, rkm->len);
+		m->value_len = rkm->len;
+		at += rkm->len;
+	}
+	m->bytes = m->key_len + m->value_len;
+	for (size_t i = 0; i < n; i++) {
+		const struct webhook_hdr *from = &c->hdrs[i];
+		struct webhook_hdr *h = &m->hdrs[i];
+		size_t nlen = strlen(from->name) + 1;
+
+		h->name = memcpy(at, from->name, nlen);
+		at += nlen;
+		if (from->value) {
+			h->value = memcpy(at, from->value, from->value_len);
+			h->value_len = from->value_len;
+			at += from->value_len;
+		}
+		m->bytes += nlen - 1 + h->value_len;
+		if (strcmp(h->name, "ackd-id") == 0 && id_usable(h->value, h->value_len))
+			snprintf(m->id, sizeof(m->id), "%.*s", (int)h->value_len, (const char *)h->value);
+	}
+	m->nhdrs = n;
+	return m;
 }
 
 /* Whether a and b hold the same n bytes (either NULL only when n is 0). */
@@ -1532,17 +1587,16 @@ static bool same_bytes(const void *a, const void *b, size_t n)
 static bool fetched_again(const struct part *p, const rd_kafka_message_t *rkm)
 {
 	for (size_t i = p->len; i-- > 0;) {
-		const rd_kafka_message_t *t = q_at(p, i)->rkm;
-		rd_kafka_timestamp_type_t ta, tb;
+		const struct msg *t = q_at(p, i);
 
-		if (!q_at(p, i)->counted || t->offset != rkm->offset)
+		if (!t->counted || t->offset != rkm->offset)
 			continue;
-		return t->len == rkm->len && t->key_len == rkm->key_len &&
+		return t->value_len == rkm->len && t->key_len == rkm->key_len &&
 		    (t->key == NULL) == (rkm->key == NULL) &&
 		    same_bytes(t->key, rkm->key, rkm->key_len) &&
-		    (t->payload == NULL) == (rkm->payload == NULL) &&
-		    same_bytes(t->payload, rkm->payload, rkm->len) &&
-		    rd_kafka_message_timestamp(t, &ta) == rd_kafka_message_timestamp(rkm, &tb);
+		    (t->value == NULL) == (rkm->payload == NULL) &&
+		    same_bytes(t->value, rkm->payload, rkm->len) &&
+		    t->timestamp_ms == msg_timestamp(rkm);
 	}
 	return false;
 }
@@ -1551,7 +1605,7 @@ static bool fetched_again(const struct part *p, const rd_kafka_message_t *rkm)
 static void uncount_from(struct part *p, int64_t offset)
 {
 	for (size_t i = 0; i < p->len; i++)
-		if (q_at(p, i)->rkm->offset >= offset)
+		if (q_at(p, i)->offset >= offset)
 			q_at(p, i)->counted = false;
 }
 
@@ -1623,21 +1677,17 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 		rd_kafka_message_destroy(rkm);
 		return;
 	}
-	m = xcalloc(1, sizeof(*m));
-	m->rkm = rkm;
+	m = msg_new(c, rkm);
+	rd_kafka_message_destroy(rkm);
 	m->part = p;
 	m->epoch = p->epoch;
 	m->counted = true;
 	m->state = M_WAITING;
-	msg_headers(m);
 	m->taken_ms = now_ms();
-	m->bytes = rkm->key_len + rkm->len;
-	for (size_t i = 0; i < m->nhdrs; i++)
-		m->bytes += strlen(m->hdrs[i].name) + m->hdrs[i].value_len;
 	if (!m->id[0])
-		webhook_id_from_coords(topic, rkm->partition, rkm->offset, m->id);
+		webhook_id_from_coords(p->topic, m->partition, m->offset, m->id);
 	q_push(p, m);
-	p->bytes += rkm->len;
+	p->bytes += m->size;
 	if (p->len >= PART_WINDOW || p->bytes >= PART_WINDOW_BYTES)
 		set_paused(c, p, true);
 }
@@ -2446,6 +2496,7 @@ void consumer_stop(struct consumer *c)
 	free(c->keys.v);
 	free(c->gather.m);
 	free(c->wms);
+	free(c->hdrs);
 	metrics_sub_free(c->metrics);
 	free(c->lag);
 	c->lag = NULL;
