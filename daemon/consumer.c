@@ -1532,7 +1532,8 @@ static struct msg *msg_new(struct consumer *c, const rd_kafka_message_t *rkm)
 		}
 	}
 	size += sizeof(*m) + n * sizeof(m->hdrs[0]);
-	m = xcalloc(1, size);
+	m = xmalloc(size);
+	memset(m, 0, sizeof(*m) + n * sizeof(m->hdrs[0])); /* the bytes after are all written */
 	m->size = size;
 	m->partition = rkm->partition;
 	m->offset = rkm->offset;
