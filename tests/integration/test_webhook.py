@@ -39,9 +39,9 @@ DLQ_HEADERS = ("ackd-dlq-reason", "ackd-dlq-status", "ackd-dlq-attempts",
 
 # --- helpers -----------------------------------------------------------------
 
-def new_topic(kafka, partitions=1, prefix="wh"):
+def new_topic(kafka, partitions=1, prefix="wh", configs=None):
     name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    kafka.create_topic(name, partitions=partitions)
+    kafka.create_topic(name, partitions=partitions, configs=configs)
     return name
 
 

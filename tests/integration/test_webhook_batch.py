@@ -92,7 +92,9 @@ def batched(topic, sink, max_messages=10, max_bytes=1048576, max_wait_ms=50, **k
 # --- the body ----------------------------------------------------------------
 
 def test_batch_body_field_by_field(kafka, ackd, webhook_sink):
-    topic = new_topic(kafka)
+    # retention.ms -1: Kafka would delete the 2024-stamped record at its
+    # next retention check, which counts from the record's timestamp.
+    topic = new_topic(kafka, configs={"retention.ms": -1})
     msgs = [
         {"value": "text, ünïcode \"quoted\"\n\\".encode(), "key": "k1 ✓".encode(),
          "headers": [("content-type", b"text/plain"), ("ackd-id", b"idfromheader0001")],
