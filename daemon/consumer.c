@@ -157,7 +157,8 @@ struct batch {
 	struct msg **m;
 	size_t n;
 	char id[WEBHOOK_ID_MAX];
-	bool id_stale;        /* members left (batch_forget()): id is computed again */
+	bool id_stale;        /* members left (batch_forget(), on_batch_answer()): the
+	                       * id is computed again when it is next sent */
 	struct timespec sent;
 	int64_t sent_ms;
 	bool window_full;
@@ -1041,6 +1042,9 @@ static void on_batch_answer(struct consumer *c, struct batch *b, const struct we
 			attempts = m->attempts;
 		b->m[kept++] = m;
 	}
+	/* A retry of what is left goes under the id of what it then holds. */
+	if (kept < b->n)
+		b->id_stale = true;
 	b->n = kept;
 	if (kept == 0) {
 		batch_free(c, b);

@@ -1,6 +1,7 @@
 """Batched webhook delivery (docs/webhooks.md, "Batches") against a real Kafka
 broker and the in-process webhook sink: the JSON body field by field, the
-batch webhook-id, retries of the whole batch, 207 with per-message results,
+batch webhook-id, retries of the whole batch (and of what is left of it when
+a rebalance takes a partition away), 207 with per-message results,
 the one-by-one fallback after a poison answer, ordering per mode,
 max_wait_ms and max_bytes, and a kill -9 in the middle of it.
 """
@@ -556,3 +557,59 @@ def test_mixed_batches_survive_a_rebalance_and_a_kill(kafka, ackd, webhook_sink)
     assert len(b_before) < partitions, "the group never split the partitions"
     print(f"rebalance with batches: {mixed} mixed batches at a, b had {sorted(b_before)} "
           f"before the kill; killed at {killed_at} delivered")
+
+
+def test_a_batch_that_loses_a_partition_is_retried_under_a_new_webhook_id(kafka, ackd,
+                                                                          webhook_sink):
+    """ordering = none: a batch of two partitions is out when a second
+    instance joins the group and one of the partitions moves to it; the sink
+    holds that request open until the move is done, then answers 503. The
+    moved partition's messages are the new owner's; the rest is retried as a
+    smaller batch under the id of what it now holds, not under the first
+    attempt's id, which named messages it no longer carries."""
+    topic = new_topic(kafka, partitions=2)
+    group = f"grp-{topic}"
+    produce_all(kafka, topic, [{"value": b"m%d" % i, "partition": i % 2} for i in range(6)])
+    moved = threading.Event()
+    held = []
+
+    def respond_a(req):
+        if held:
+            return 200
+        held.append(req)
+        moved.wait(DELIVERY_TIMEOUT)  # until one of its partitions has left a
+        return 503
+    webhook_sink.respond("/a", respond_a)
+
+    def sub(path):
+        return batched(topic, webhook_sink, path=path, group=group, ordering="none",
+                       max_messages=10, max_wait_ms=1000, timeout_ms=30000,
+                       retry={"initial_ms": 50, "max_ms": 200})
+
+    def assigned(daemon):
+        r = daemon.http.get("/v1/status")
+        return r.json()["subscriptions"][0]["assigned_partitions"] if r.status == 200 else -1
+
+    a = start_ackd(ackd, sub("/a"))
+    wait_until(lambda: held, DELIVERY_TIMEOUT, "a's first batch")
+    first = [coords_of(m) for m in batch_of(held[0])]
+    assert sorted(first) == [(p, o) for p in range(2) for o in range(3)], first
+    try:
+        b = start_ackd(ackd, sub("/b"))
+        wait_until(lambda: assigned(a) == 1 and assigned(b) == 1, DELIVERY_TIMEOUT,
+                   "one partition to move from a to b")
+    finally:
+        moved.set()
+    wait_committed(kafka, group, topic, {0: 3, 1: 3})
+
+    reqs = webhook_sink.received("/a")
+    assert [r.status for r in reqs] == [503, 200], [r.status for r in reqs]
+    [gone] = {p for p, _ in delivered(webhook_sink, "/b")}
+    retried = [coords_of(m) for m in batch_of(reqs[1])]
+    assert retried == [(p, o) for p, o in first if p != gone], (first, gone, retried)
+    assert reqs[0].header("webhook-id") == batch_id([(topic, p, o) for p, o in first])
+    assert reqs[1].header("webhook-id") == batch_id([(topic, p, o) for p, o in retried]), \
+        "the retry carries the id of the batch it was, not of what it holds"
+    assert reqs[1].header("webhook-id") != reqs[0].header("webhook-id")
+    assert reqs[1].header("ackd-attempt") == "2"
+    assert sorted(delivered(webhook_sink, "/b")) == [(gone, o) for o in range(3)]
