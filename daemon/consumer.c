@@ -709,8 +709,9 @@ static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *r
 	const struct conf_sub *cs = c->cs;
 	struct spool_hdr *hdrs = xcalloc(m->nhdrs + 6, sizeof(*hdrs));
 	char st[16], att[16], part[16], off[24];
-	const char *names[6] = { "ackd-dlq-reason", "ackd-dlq-status", "ackd-dlq-attempts",
-		"ackd-dlq-source-topic", "ackd-dlq-source-partition", "ackd-dlq-source-offset" };
+	const char *names[6] = { SPOOL_HDR_DLQ_REASON, SPOOL_HDR_DLQ_STATUS,
+		SPOOL_HDR_DLQ_ATTEMPTS, SPOOL_HDR_DLQ_SOURCE_TOPIC, SPOOL_HDR_DLQ_SOURCE_PARTITION,
+		SPOOL_HDR_DLQ_SOURCE_OFFSET };
 	const char *values[6];
 	struct dlq_job *job = NULL;
 	struct spool_batch *b = spool_batch_new(1);
@@ -1567,7 +1568,7 @@ static struct msg *msg_new(struct consumer *c, const rd_kafka_message_t *rkm)
 			at += from->value_len;
 		}
 		m->bytes += nlen - 1 + h->value_len;
-		if (strcmp(h->name, "ackd-id") == 0 && id_usable(h->value, h->value_len))
+		if (strcmp(h->name, SPOOL_HDR_ID) == 0 && id_usable(h->value, h->value_len))
 			snprintf(m->id, sizeof(m->id), "%.*s", (int)h->value_len, (const char *)h->value);
 	}
 	m->nhdrs = n;

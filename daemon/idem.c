@@ -33,7 +33,6 @@
 #include "idem.h"
 #include "webhook_sign.h"
 
-#define ID_HDR "ackd-id"
 #define MIN_BUCKETS 1024
 
 enum entry_state { E_WRITING, E_DURABLE };
@@ -175,14 +174,13 @@ void idem_request_hash(const struct spool_msg *msgs, size_t n,
 		const struct spool_msg *m = &msgs[i];
 		uint32_t nh = 0;
 		for (size_t j = 0; j < m->nhdrs; j++)
-			nh += !(m->hdrs[j].name_len == strlen(ID_HDR) &&
-			    memcmp(m->hdrs[j].name, ID_HDR, m->hdrs[j].name_len) == 0);
+			nh += !spool_hdr_is(&m->hdrs[j], SPOOL_HDR_ID);
 		hash_u32(&c, (uint32_t)m->partition);
 		hash_bytes(&c, m->key, m->key_len);
 		hash_u32(&c, nh);
 		for (size_t j = 0; j < m->nhdrs; j++) {
 			const struct spool_hdr *h = &m->hdrs[j];
-			if (h->name_len == strlen(ID_HDR) && memcmp(h->name, ID_HDR, h->name_len) == 0)
+			if (spool_hdr_is(h, SPOOL_HDR_ID))
 				continue;
 			hash_bytes(&c, h->name, h->name_len);
 			hash_bytes(&c, h->value, h->value_len);

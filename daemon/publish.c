@@ -44,7 +44,6 @@
 #include "util.h"
 
 #define TOPIC_MAX_LEN 249
-#define ID_HDR "ackd-id"
 #define KAFKA_HDR_PREFIX "kafka-header-"
 
 /* --- arena ---------------------------------------------------------------- */
@@ -403,8 +402,8 @@ static void msg_finish(struct req *q, size_t i, const char *topic, size_t topic_
 	struct spool_msg *m = &q->pub.msgs[i];
 
 	publish_id_new(q->pub.ids[i]);
-	hdrs[nhdrs].name = ID_HDR;
-	hdrs[nhdrs].name_len = strlen(ID_HDR);
+	hdrs[nhdrs].name = SPOOL_HDR_ID;
+	hdrs[nhdrs].name_len = strlen(SPOOL_HDR_ID);
 	hdrs[nhdrs].value = q->pub.ids[i];
 	hdrs[nhdrs].value_len = PUBLISH_ID_LEN;
 	m->topic = topic;
@@ -416,7 +415,7 @@ static void msg_finish(struct req *q, size_t i, const char *topic, size_t topic_
 
 static int is_id_hdr(const char *name, size_t len)
 {
-	return len == strlen(ID_HDR) && strncasecmp(name, ID_HDR, len) == 0;
+	return len == strlen(SPOOL_HDR_ID) && strncasecmp(name, SPOOL_HDR_ID, len) == 0;
 }
 
 int publish_single(const char *topic, const char *key, size_t key_len, int32_t partition,

@@ -73,7 +73,6 @@
 #define CALL_MS 5000       /* one metadata or offsets call */
 #define TICK_MS 100        /* the kafka loop's heartbeat while reading */
 #define TRIES 10           /* of one spool read, or of creating the reader */
-#define ID_HDR "ackd-id"
 
 struct pending {
 	uint64_t seq;
@@ -355,8 +354,8 @@ static size_t match(struct check *c, struct pending *pend, size_t n, const rd_ka
 	size_t size;
 	struct pending *p;
 
-	if (rd_kafka_message_headers(m, &h) || rd_kafka_header_get_last(h, ID_HDR, &val, &size) ||
-	    size != SPOOL_KEY_ID_LEN)
+	if (rd_kafka_message_headers(m, &h) ||
+	    rd_kafka_header_get_last(h, SPOOL_HDR_ID, &val, &size) || size != SPOOL_KEY_ID_LEN)
 		return 0;
 	p = bsearch(val, pend, n, sizeof(*pend), id_vs_pending);
 	if (!p || p->found)
@@ -498,8 +497,7 @@ static int collect(struct check *c, struct pending **out, size_t *nout)
 			continue;
 		m = &r->msg;
 		for (size_t j = 0; j < m->nhdrs; j++) {
-			if (m->hdrs[j].name_len != strlen(ID_HDR) ||
-			    memcmp(m->hdrs[j].name, ID_HDR, strlen(ID_HDR)) != 0 ||
+			if (!spool_hdr_is(&m->hdrs[j], SPOOL_HDR_ID) ||
 			    m->hdrs[j].value_len != SPOOL_KEY_ID_LEN)
 				continue;
 			struct pending *p = &v[k++];

@@ -46,9 +46,6 @@
 #define REDRIVE_IDLE_MS 30000   /* no dead letter arrived although some are left */
 #define REDRIVE_POLL_MS 100
 #define COORD_RETRY_MS 200
-#define DLQ_PREFIX "ackd-dlq-"
-#define COUNT_HDR "ackd-redrive-count"
-#define SOURCE_HDR "ackd-dlq-source-topic"
 
 struct redrive {
 	const struct conf *conf;
@@ -74,11 +71,6 @@ struct dpart {
 	int64_t end;       /* the topic's end when the redrive began */
 };
 
-static bool hdr_is(const struct spool_hdr *h, const char *name)
-{
-	return h->name_len == strlen(name) && memcmp(h->name, name, h->name_len) == 0;
-}
-
 int redrive_headers(const struct spool_hdr *hdrs, size_t nhdrs, struct spool_hdr *out_hdrs,
     size_t *out_n, char *topic_buf, size_t topic_buflen, char *count_buf, size_t count_buflen,
     bool *has_id)
@@ -90,13 +82,13 @@ int redrive_headers(const struct spool_hdr *hdrs, size_t nhdrs, struct spool_hdr
 	*has_id = false;
 	for (size_t i = 0; i < nhdrs; i++) {
 		const struct spool_hdr *h = &hdrs[i];
-		if (hdr_is(h, SOURCE_HDR) && h->value && h->value_len > 0 &&
+		if (spool_hdr_is(h, SPOOL_HDR_DLQ_SOURCE_TOPIC) && h->value && h->value_len > 0 &&
 		    h->value_len < topic_buflen && publish_topic_valid(h->value, h->value_len)) {
 			memcpy(topic_buf, h->value, h->value_len);
 			topic_buf[h->value_len] = '\0';
 			topic = true;
 		}
-		if (hdr_is(h, COUNT_HDR)) {
+		if (spool_hdr_is(h, SPOOL_HDR_REDRIVE_COUNT)) {
 			count = 0;
 			for (size_t j = 0; h->value && j < h->value_len && j < 18; j++) {
 				if (h->value[j] < '0' || h->value[j] > '9')
@@ -105,18 +97,19 @@ int redrive_headers(const struct spool_hdr *hdrs, size_t nhdrs, struct spool_hdr
 			}
 			continue;
 		}
-		if (h->name_len >= strlen(DLQ_PREFIX) &&
-		    memcmp(h->name, DLQ_PREFIX, strlen(DLQ_PREFIX)) == 0)
+		if (h->name_len >= strlen(SPOOL_HDR_DLQ_PREFIX) &&
+		    memcmp(h->name, SPOOL_HDR_DLQ_PREFIX, strlen(SPOOL_HDR_DLQ_PREFIX)) == 0)
 			continue;
-		if (hdr_is(h, "ackd-id"))
+		if (spool_hdr_is(h, SPOOL_HDR_ID))
 			*has_id = true;
 		out_hdrs[n++] = *h;
 	}
 	if (!topic)
 		return -1;
 	snprintf(count_buf, count_buflen, "%llu", count + 1);
-	out_hdrs[n++] = (struct spool_hdr){ .name = COUNT_HDR, .name_len = strlen(COUNT_HDR),
-		.value = count_buf, .value_len = strlen(count_buf) };
+	out_hdrs[n++] = (struct spool_hdr){ .name = SPOOL_HDR_REDRIVE_COUNT,
+		.name_len = strlen(SPOOL_HDR_REDRIVE_COUNT), .value = count_buf,
+		.value_len = strlen(count_buf) };
 	*out_n = n;
 	return 0;
 }
@@ -346,13 +339,13 @@ static int republish(struct redrive *r, const rd_kafka_message_t *m, struct spoo
 	        &has_id) < 0) {
 		log_warnx("redrive %s: %s [%d] offset %lld has no usable %s header; skipped",
 		    r->cs->name, r->cs->dead_letter_topic, (int)m->partition, (long long)m->offset,
-		    SOURCE_HDR);
+		    SPOOL_HDR_DLQ_SOURCE_TOPIC);
 		goto done;
 	}
 	if (!has_id) {
 		publish_id_new(id);
-		out[nout++] = (struct spool_hdr){ .name = "ackd-id", .name_len = 7, .value = id,
-			.value_len = strlen(id) };
+		out[nout++] = (struct spool_hdr){ .name = SPOOL_HDR_ID,
+			.name_len = strlen(SPOOL_HDR_ID), .value = id, .value_len = strlen(id) };
 	}
 	struct spool_msg sm = {
 		.topic = topic,

@@ -141,7 +141,7 @@ static void failed_report(struct spool *sp, const struct it_item *item)
 			goto out;
 	}
 	for (size_t i = 0; i < m.nhdrs; i++) {
-		if (hdrs[i].name_len == 7 && memcmp(hdrs[i].name, "ackd-id", 7) == 0) {
+		if (spool_hdr_is(&hdrs[i], SPOOL_HDR_ID)) {
 			sp->on_failed(sp->on_key_arg, hdrs[i].value, hdrs[i].value_len);
 			break;
 		}
@@ -257,10 +257,10 @@ int failed_repair(struct spool *sp, char *err, size_t errlen)
 static bool reason_fit(const struct spool_msg *m, const char *reason, struct spool_hdr *h)
 {
 	size_t base = spool_rec_size(m), len = strlen(reason);
-	size_t room, overhead = 2 + strlen(SPOOL_REC_REASON_HDR) + 4;
+	size_t room, overhead = 2 + strlen(SPOOL_HDR_FAILED_REASON) + 4;
 
-	h->name = SPOOL_REC_REASON_HDR;
-	h->name_len = strlen(SPOOL_REC_REASON_HDR);
+	h->name = SPOOL_HDR_FAILED_REASON;
+	h->name_len = strlen(SPOOL_HDR_FAILED_REASON);
 	h->value = reason;
 	if (base == 0 || base - SPOOL_REC_HDR_SIZE + overhead > SPOOL_REC_MAX_PAYLOAD)
 		return false;

@@ -8,8 +8,10 @@
 #ifndef ACKD_SPOOL_REC_H
 #define ACKD_SPOOL_REC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* As in util.h: a status result that must not be ignored. */
 #ifndef MUST_USE
@@ -31,6 +33,30 @@ struct spool_hdr {
 	const char *value; /* NULL: a header without value (Kafka allows it) */
 	size_t value_len;
 };
+
+/*
+ * The Kafka headers ackd itself sets on records. Kafka header names are
+ * bytes: ackd matches its own exactly, case and length, with spool_hdr_is().
+ */
+#define SPOOL_HDR_ID "ackd-id"                       /* every record ackd publishes */
+#define SPOOL_HDR_FAILED_REASON "ackd-failed-reason" /* a failed record's reason */
+#define SPOOL_HDR_REDRIVE_COUNT "ackd-redrive-count" /* times a dead letter was redriven */
+/* A dead letter's: a redrive drops every header under the prefix. */
+#define SPOOL_HDR_DLQ_PREFIX "ackd-dlq-"
+#define SPOOL_HDR_DLQ_REASON "ackd-dlq-reason"
+#define SPOOL_HDR_DLQ_STATUS "ackd-dlq-status"
+#define SPOOL_HDR_DLQ_ATTEMPTS "ackd-dlq-attempts"
+#define SPOOL_HDR_DLQ_SOURCE_TOPIC "ackd-dlq-source-topic"
+#define SPOOL_HDR_DLQ_SOURCE_PARTITION "ackd-dlq-source-partition"
+#define SPOOL_HDR_DLQ_SOURCE_OFFSET "ackd-dlq-source-offset"
+
+/* Whether h is named name (NUL-terminated): the same bytes, case included. */
+static inline bool spool_hdr_is(const struct spool_hdr *h, const char *name)
+{
+	size_t len = strlen(name);
+
+	return h->name_len == len && memcmp(h->name, name, len) == 0;
+}
 
 /* One message as the publish path sees it. All pointers are borrowed. */
 struct spool_msg {
@@ -60,9 +86,6 @@ enum spool_rec_type {
 	SPOOL_REC_KEY = 4,    /* an Idempotency-Key, after the records it names */
 	SPOOL_REC_KEY_ACK = 5, /* the keys file: Kafka's partition and offset of a keyed record */
 };
-
-/* Header name under which a failed record stores its reason. */
-#define SPOOL_REC_REASON_HDR "ackd-failed-reason"
 
 /*
  * Bytes spool_rec_encode() needs for m, header included; 0 when m cannot be

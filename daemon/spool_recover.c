@@ -344,9 +344,9 @@ static void copy_report(struct spool *sp, const struct it_item *item)
 	 */
 	const struct spool_hdr *id = NULL;
 	for (size_t i = 0; i < m.nhdrs; i++) {
-		if (hdrs[i].name_len == 18 && memcmp(hdrs[i].name, "ackd-redrive-count", 18) == 0)
+		if (spool_hdr_is(&hdrs[i], SPOOL_HDR_REDRIVE_COUNT))
 			goto out;
-		if (hdrs[i].name_len == 7 && memcmp(hdrs[i].name, "ackd-id", 7) == 0 && !id)
+		if (spool_hdr_is(&hdrs[i], SPOOL_HDR_ID) && !id)
 			id = &hdrs[i];
 	}
 	if (id)

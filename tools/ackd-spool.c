@@ -94,8 +94,7 @@ static const struct spool_hdr *reason_hdr(const struct spool_msg *m)
 	if (m->nhdrs == 0)
 		return NULL;
 	h = &m->hdrs[m->nhdrs - 1];
-	if (h->name_len != strlen(SPOOL_REC_REASON_HDR) ||
-	    memcmp(h->name, SPOOL_REC_REASON_HDR, h->name_len) != 0)
+	if (!spool_hdr_is(h, SPOOL_HDR_FAILED_REASON))
 		return NULL;
 	return h;
 }
@@ -370,7 +369,7 @@ static void verify_file(struct verify *v, struct spool_ro *ro, const struct spoo
 					    item.seq);
 				if (!reason_hdr(m) && !(item.flags & SPOOL_REC_F_NO_REASON))
 					problem(v, f->name, (int64_t)item.off, "missing-reason",
-					    "record %" PRIu64 " has no " SPOOL_REC_REASON_HDR " header",
+					    "record %" PRIu64 " has no " SPOOL_HDR_FAILED_REASON " header",
 					    item.seq);
 				break;
 			}

@@ -47,8 +47,7 @@ static size_t hdr_count(const struct spool_msg *m, const char *name)
 	size_t n = 0;
 
 	for (size_t h = 0; h < m->nhdrs; h++)
-		n += m->hdrs[h].name_len == strlen(name) &&
-		    memcmp(m->hdrs[h].name, name, strlen(name)) == 0;
+		n += spool_hdr_is(&m->hdrs[h], name);
 	return n;
 }
 
@@ -85,7 +84,7 @@ static void check_req(int rc, struct publish_req *r, int too_large, const char *
 		    "trace context headers");
 		for (size_t h = 0; h < m->nhdrs; h++) {
 			const struct spool_hdr *id = &m->hdrs[h];
-			if (id->name_len == 7 && memcmp(id->name, "ackd-id", 7) == 0)
+			if (spool_hdr_is(id, "ackd-id"))
 				check(id->value_len == PUBLISH_ID_LEN &&
 					  memcmp(id->value, r->ids[i], PUBLISH_ID_LEN) == 0,
 				    "ackd-id value");

@@ -157,12 +157,11 @@ int oracle_check_as(const struct spool_msg *m, bool failed, uint32_t *n, char *w
 		snprintf(why, len, "message %u: key differs", *n);
 	else if (!same(m->value, m->value_len, t.m.value, t.m.value_len))
 		snprintf(why, len, "message %u: value differs", *n);
-	else if (m->nhdrs != 1u + failed || !same(m->hdrs[0].name, m->hdrs[0].name_len, "ackd-id", 7) ||
+	else if (m->nhdrs != 1u + failed || !spool_hdr_is(&m->hdrs[0], "ackd-id") ||
 	    !same(m->hdrs[0].value, m->hdrs[0].value_len, t.id, strlen(t.id)))
 		snprintf(why, len, "message %u: headers differ", *n);
-	else if (failed && !same(m->hdrs[1].name, m->hdrs[1].name_len, SPOOL_REC_REASON_HDR,
-			       strlen(SPOOL_REC_REASON_HDR)))
-		snprintf(why, len, "message %u: no %s header", *n, SPOOL_REC_REASON_HDR);
+	else if (failed && !spool_hdr_is(&m->hdrs[1], SPOOL_HDR_FAILED_REASON))
+		snprintf(why, len, "message %u: no %s header", *n, SPOOL_HDR_FAILED_REASON);
 	else if (m->timestamp_ms != t.m.timestamp_ms)
 		snprintf(why, len, "message %u: timestamp differs", *n);
 	else

@@ -35,8 +35,7 @@ static int too_large;
 static const char *hdr_get(const struct spool_msg *m, const char *name, size_t *len)
 {
 	for (size_t i = 0; i < m->nhdrs; i++) {
-		if (m->hdrs[i].name_len == strlen(name) &&
-		    memcmp(m->hdrs[i].name, name, m->hdrs[i].name_len) == 0) {
+		if (spool_hdr_is(&m->hdrs[i], name)) {
 			if (len != NULL)
 				*len = m->hdrs[i].value_len;
 			return m->hdrs[i].value;

@@ -265,8 +265,7 @@ static void fail_big(const char *dir, size_t room, const char *reason, char *got
 	got_reason[0] = 0;
 	for (size_t i = 0; i < item.rec->msg.nhdrs; i++) {
 		const struct spool_hdr *x = &item.rec->msg.hdrs[i];
-		if (x->name_len == strlen(SPOOL_REC_REASON_HDR) &&
-		    !memcmp(x->name, SPOOL_REC_REASON_HDR, x->name_len))
+		if (spool_hdr_is(x, SPOOL_HDR_FAILED_REASON))
 			snprintf(got_reason, got_len, "%.*s", (int)x->value_len, x->value);
 	}
 	assert_int_equal(spool_ro_iter_next(it, &item), 0);

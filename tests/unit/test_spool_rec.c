@@ -282,6 +282,41 @@ static void test_segment_header_seal_ack(void **state)
 	assert_int_equal(spool_ack_entry_parse(ack, &seq), -1);
 }
 
+static void test_hdr_is(void **state)
+{
+	/* Borrowed names end where name_len says, not at a NUL. */
+	static const char buf[] = "ackd-idackd-redrive-count!";
+	struct spool_hdr id = { buf, 7, "x", 1 }, count = { buf + 7, 18, NULL, 0 };
+
+	(void)state;
+	assert_true(spool_hdr_is(&id, SPOOL_HDR_ID));
+	assert_true(spool_hdr_is(&count, SPOOL_HDR_REDRIVE_COUNT));
+	assert_false(spool_hdr_is(&id, SPOOL_HDR_REDRIVE_COUNT));
+	assert_false(spool_hdr_is(&count, SPOOL_HDR_ID));
+	/* Exact length: neither a prefix nor a longer name matches. */
+	id.name_len = 6;
+	assert_false(spool_hdr_is(&id, SPOOL_HDR_ID));
+	id.name_len = 8;
+	assert_false(spool_hdr_is(&id, SPOOL_HDR_ID));
+	/* Exact case: Kafka header names are bytes. */
+	id = (struct spool_hdr){ "ACKD-ID", 7, "x", 1 };
+	assert_false(spool_hdr_is(&id, SPOOL_HDR_ID));
+	id = (struct spool_hdr){ "ackd-iD", 7, "x", 1 };
+	assert_false(spool_hdr_is(&id, SPOOL_HDR_ID));
+
+	/* The names are on the wire: consumers and older spools rely on them. */
+	assert_string_equal(SPOOL_HDR_ID, "ackd-id");
+	assert_string_equal(SPOOL_HDR_FAILED_REASON, "ackd-failed-reason");
+	assert_string_equal(SPOOL_HDR_REDRIVE_COUNT, "ackd-redrive-count");
+	assert_string_equal(SPOOL_HDR_DLQ_PREFIX, "ackd-dlq-");
+	assert_string_equal(SPOOL_HDR_DLQ_REASON, "ackd-dlq-reason");
+	assert_string_equal(SPOOL_HDR_DLQ_STATUS, "ackd-dlq-status");
+	assert_string_equal(SPOOL_HDR_DLQ_ATTEMPTS, "ackd-dlq-attempts");
+	assert_string_equal(SPOOL_HDR_DLQ_SOURCE_TOPIC, "ackd-dlq-source-topic");
+	assert_string_equal(SPOOL_HDR_DLQ_SOURCE_PARTITION, "ackd-dlq-source-partition");
+	assert_string_equal(SPOOL_HDR_DLQ_SOURCE_OFFSET, "ackd-dlq-source-offset");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -292,6 +327,7 @@ int main(void)
 		cmocka_unit_test(test_damage_detected),
 		cmocka_unit_test(test_malformed_payload),
 		cmocka_unit_test(test_segment_header_seal_ack),
+		cmocka_unit_test(test_hdr_is),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -547,7 +547,7 @@ static void test_failed_record_in_segment(void **state)
 {
 	struct tmp *t = *state;
 	struct spool_opts o = opts_for(t->dir, 0);
-	static const struct spool_hdr reason = { SPOOL_REC_REASON_HDR, 18, "rejected", 8 };
+	static const struct spool_hdr reason = { SPOOL_HDR_FAILED_REASON, 18, "rejected", 8 };
 	static const struct spool_msg m = {
 		.topic = "evil", .topic_len = 4, .partition = -1, .value = "failed", .value_len = 6,
 		.hdrs = &reason, .nhdrs = 1, .timestamp_ms = 1700000000000,
