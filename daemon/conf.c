@@ -231,6 +231,11 @@ static const struct key keys[] = {
 	{ .doc = { "publish.ack_timeout_ms", CONF_T_INT, "10000", 1, 3600000, NULL,
 		  "With ack=kafka, how long to wait for Kafka before answering 202." },
 	    MAIN(publish.ack_timeout_ms) },
+	{ .doc = { "publish.spool_linger_ms", CONF_T_INT, "10", 0, 10000, NULL,
+		  "How long records that no request waits for (ack=spool) may stay in the "
+		  "spool before they are produced, so that they go to Kafka in fewer, "
+		  "larger requests. 0: produced at once." },
+	    MAIN(publish.spool_linger_ms) },
 	{ .doc = { "publish.idempotency_ttl_s", CONF_T_INT, "86400", 1, 31536000, NULL,
 		  "How long an Idempotency-Key is remembered after its first request." },
 	    MAIN(publish.idempotency_ttl_s) },

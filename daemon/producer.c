@@ -56,6 +56,7 @@
 #define IDLE_WAKE_MS 100
 #define ORPHANS 4096 /* verdicts kept for waiters that register late */
 #define MAX_QUIET_MS 30000 /* a rebuild, or a flush at stop, may take a while */
+#define LINGER_MAX_RECORDS 10000 /* so many unsent records go at once */
 
 struct waiter_slot {
 	uint64_t first_seq;
@@ -102,6 +103,7 @@ struct producer {
 	bool solo;                /* one suspect is in flight, alone */
 	uint64_t solo_seq;
 	bool fatal;               /* set by the error callback */
+	int64_t linger_since;     /* when unsent records nobody waits for were first seen; 0: none */
 	bool rebuilding;          /* ignore delivery reports of the old handle */
 
 	/* Waiters, sorted by first_seq; answered ones are tombstones. */
@@ -115,6 +117,7 @@ struct producer {
 	atomic_uint_fast64_t delivered, failed, requeued, possible_dups, rebuilds;
 	atomic_uint_fast64_t in_flight_pub;
 	atomic_int brokers_up;
+	atomic_bool lingering; /* the loop keeps records back: a new waiter wakes it */
 };
 
 /* --- waiters ------------------------------------------------------------ */
@@ -181,6 +184,19 @@ void producer_wait(struct producer *p, struct producer_waiter *w)
 		return;
 	}
 	pthread_mutex_unlock(&p->lock);
+	if (atomic_load(&p->lingering))
+		wakeup_signal(&p->wake); /* its records go now */
+}
+
+/* Whether a request (or a dead letter) waits for Kafka. */
+static bool anyone_waits(struct producer *p)
+{
+	bool waits;
+
+	pthread_mutex_lock(&p->lock);
+	waits = p->head < p->tail; /* trim_head() leaves head on a live slot */
+	pthread_mutex_unlock(&p->lock);
+	return waits;
 }
 
 /* The slot holding seq, or NULL. Caller holds p->lock. */
@@ -726,6 +742,41 @@ static void fill_window(struct producer *p)
 	}
 }
 
+/*
+ * Milliseconds to keep the spool's newest records back before producing them,
+ * so that records published with ack=spool go to Kafka in fewer, larger
+ * requests (publish.spool_linger_ms); 0: produce now. Nothing is kept back
+ * while anyone waits for Kafka's answer, while records are due again, or
+ * once LINGER_MAX_RECORDS are unsent. Kafka loop.
+ */
+static int linger_left(struct producer *p, int64_t now)
+{
+	int64_t linger = p->conf->publish.spool_linger_ms, left;
+	uint64_t end;
+
+	atomic_store(&p->lingering, false);
+	if (linger == 0 || p->held || p->again.n > 0 || p->fatal)
+		goto now;
+	end = spool_end_seq(p->sp);
+	if (end <= p->cursor || end - p->cursor >= LINGER_MAX_RECORDS || anyone_waits(p))
+		goto now;
+	if (p->linger_since == 0)
+		p->linger_since = now;
+	left = p->linger_since + linger - now;
+	if (left <= 0)
+		goto now;
+	atomic_store(&p->lingering, true);
+	/* A waiter that registered meanwhile is seen on the wake-up it sends. */
+	if (anyone_waits(p)) {
+		atomic_store(&p->lingering, false);
+		goto now;
+	}
+	return (int)left;
+now:
+	p->linger_since = 0;
+	return 0;
+}
+
 /* While the start-up check waits: the heartbeat, and waiters whose deadline passed. */
 static void check_tick(void *arg)
 {
@@ -747,10 +798,12 @@ static void *kafka_loop(void *arg)
 	reconcile_run(p->conf, p->sp, p->idem, check_tick, p, &p->stopping);
 	while (!atomic_load(&p->stopping)) {
 		int64_t now, deadline;
-		int timeout = IDLE_WAKE_MS;
+		int timeout = IDLE_WAKE_MS, linger;
 
 		health_beat(&p->health);
-		fill_window(p);
+		linger = linger_left(p, now_ms());
+		if (linger == 0)
+			fill_window(p);
 		rd_kafka_poll(p->rk, 0);
 		if (p->fatal)
 			rebuild(p);
@@ -758,6 +811,8 @@ static void *kafka_loop(void *arg)
 		deadline = expire_waiters(p, now, false);
 		if (deadline >= 0 && deadline - now < timeout)
 			timeout = deadline - now < 0 ? 0 : (int)(deadline - now);
+		if (linger > 0 && linger < timeout)
+			timeout = linger;
 		if (p->held && timeout > 5)
 			timeout = 5; /* librdkafka's queue was full: look again soon */
 		atomic_store(&p->in_flight_pub, p->in_flight);
@@ -770,6 +825,8 @@ static void *kafka_loop(void *arg)
 	p->closed = true;
 	pthread_mutex_unlock(&p->lock);
 	expire_waiters(p, 0, true);
+	if (!p->fatal)
+		fill_window(p); /* what was kept back for publish.spool_linger_ms */
 	if (p->in_flight > 0) {
 		log_info("producer: waiting up to %d ms for %zu records in flight", p->flush_ms,
 		    p->in_flight);

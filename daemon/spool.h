@@ -143,6 +143,9 @@ MUST_USE int spool_writable(struct spool *sp, char *why, size_t len);
 /* Called from the writer thread after each commit; wakes the producer. */
 void spool_set_commit_hook(struct spool *sp, void (*fn)(void *arg), void *arg);
 
+/* The sequence the next committed record gets: every record below it is durable. Any thread. */
+uint64_t spool_end_seq(struct spool *sp);
+
 /* A record read back from the spool. Free with spool_rec_free(). */
 struct spool_rec {
 	uint64_t seq;

@@ -213,6 +213,16 @@ void spool_set_commit_hook(struct spool *sp, void (*fn)(void *arg), void *arg)
 	pthread_mutex_unlock(&sp->mu);
 }
 
+uint64_t spool_end_seq(struct spool *sp)
+{
+	uint64_t end;
+
+	pthread_mutex_lock(&sp->mu);
+	end = sp->next_seq;
+	pthread_mutex_unlock(&sp->mu);
+	return end;
+}
+
 static void maybe_roll(struct spool *sp)
 {
 	struct seg *old = sp->active, *seg;
