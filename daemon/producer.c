@@ -117,7 +117,12 @@ struct producer {
 	atomic_uint_fast64_t delivered, failed, requeued, possible_dups, rebuilds;
 	atomic_uint_fast64_t in_flight_pub;
 	atomic_int brokers_up;
-	atomic_bool lingering; /* the loop keeps records back: a new waiter wakes it */
+	/*
+	 * While the loop keeps records back (linger_left()): the spool end at
+	 * which a commit wakes it again; a new waiter wakes it at once. 0: not
+	 * lingering, every commit wakes it.
+	 */
+	atomic_uint_fast64_t linger_wake_seq;
 };
 
 /* --- waiters ------------------------------------------------------------ */
@@ -184,7 +189,7 @@ void producer_wait(struct producer *p, struct producer_waiter *w)
 		return;
 	}
 	pthread_mutex_unlock(&p->lock);
-	if (atomic_load(&p->lingering))
+	if (atomic_load(&p->linger_wake_seq))
 		wakeup_signal(&p->wake); /* its records go now */
 }
 
@@ -754,7 +759,7 @@ static int linger_left(struct producer *p, int64_t now)
 	int64_t linger = p->conf->publish.spool_linger_ms, left;
 	uint64_t end;
 
-	atomic_store(&p->lingering, false);
+	atomic_store(&p->linger_wake_seq, 0);
 	if (linger == 0 || p->held || p->again.n > 0 || p->fatal)
 		goto now;
 	end = spool_end_seq(p->sp);
@@ -765,10 +770,10 @@ static int linger_left(struct producer *p, int64_t now)
 	left = p->linger_since + linger - now;
 	if (left <= 0)
 		goto now;
-	atomic_store(&p->lingering, true);
-	/* A waiter that registered meanwhile is seen on the wake-up it sends. */
+	atomic_store(&p->linger_wake_seq, p->cursor + LINGER_MAX_RECORDS);
+	/* A waiter that registers from here on wakes the loop; one before, this sees. */
 	if (anyone_waits(p)) {
-		atomic_store(&p->lingering, false);
+		atomic_store(&p->linger_wake_seq, 0);
 		goto now;
 	}
 	return (int)left;
@@ -842,8 +847,11 @@ static void *kafka_loop(void *arg)
 static void commit_hook(void *arg)
 {
 	struct producer *p = arg;
+	uint64_t wake_at = atomic_load(&p->linger_wake_seq);
 
-	wakeup_signal(&p->wake);
+	/* Lingering, the loop wakes by itself when the time is up. */
+	if (wake_at == 0 || spool_end_seq(p->sp) >= wake_at)
+		wakeup_signal(&p->wake);
 }
 
 int producer_start(const struct conf *conf, struct spool *sp, struct idem *idem,
