@@ -757,29 +757,28 @@ static void fill_window(struct producer *p)
 static int linger_left(struct producer *p, int64_t now)
 {
 	int64_t linger = p->conf->publish.spool_linger_ms, left;
-	uint64_t end;
+	uint64_t end = spool_end_seq(p->sp);
 
 	atomic_store(&p->linger_wake_seq, 0);
-	if (linger == 0 || p->held || p->again.n > 0 || p->fatal)
-		goto now;
-	end = spool_end_seq(p->sp);
-	if (end <= p->cursor || end - p->cursor >= LINGER_MAX_RECORDS || anyone_waits(p))
-		goto now;
+	if (end <= p->cursor) {
+		p->linger_since = 0; /* all produced: the next record starts a linger */
+		return 0;
+	}
+	/* Kept from the first unsent record until all are produced: what a full
+	 * window leaves unsent is due at once, not after another linger. */
 	if (p->linger_since == 0)
 		p->linger_since = now;
 	left = p->linger_since + linger - now;
-	if (left <= 0)
-		goto now;
+	if (left <= 0 || p->held || p->again.n > 0 || p->fatal ||
+	    end - p->cursor >= LINGER_MAX_RECORDS || anyone_waits(p))
+		return 0;
 	atomic_store(&p->linger_wake_seq, p->cursor + LINGER_MAX_RECORDS);
 	/* A waiter that registers from here on wakes the loop; one before, this sees. */
 	if (anyone_waits(p)) {
 		atomic_store(&p->linger_wake_seq, 0);
-		goto now;
+		return 0;
 	}
 	return (int)left;
-now:
-	p->linger_since = 0;
-	return 0;
 }
 
 /* While the start-up check waits: the heartbeat, and waiters whose deadline passed. */

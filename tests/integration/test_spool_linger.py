@@ -179,12 +179,6 @@ def test_ten_thousand_unsent_records_go_at_once(kafka, ackd, watermark):
     assert [rec.value for rec in got] == [rec["value"].encode() for rec in records]
 
 
-# linger_left() starts a new linger whenever unsent records are left after a
-# fill_window() that the window stopped: the records it could not take wait
-# another publish.spool_linger_ms, though they have been due since the first
-# linger ended (6.1 s here instead of 3.2 s).
-@pytest.mark.xfail(strict=True, reason="records left over by a full window wait a second "
-                   "linger: linger_since restarts after each fill_window()")
 def test_records_left_over_by_a_full_window_go_within_the_linger(kafka, ackd, watermark):
     """More bytes than librdkafka's window in a few dozen records, all
     published well within the linger: all of them are in Kafka about one
