@@ -2,7 +2,7 @@
  * kafka_baseline: the Kafka ceiling for bench/publish.
  *
  * A direct librdkafka producer with the settings ackd's producer uses
- * (daemon/producer.c: acks=all, enable.idempotence=true, linger.ms=2,
+ * (daemon/producer.c: acks=all, enable.idempotence=true, linger.ms=0.5,
  * batch.num.messages=10000, queue.buffering.max.messages=200000, the
  * murmur2_random partitioner), producing messages of the size the benchmark
  * publishes through ackd, each with a 26-character "ackd-id" header as ackd
@@ -219,7 +219,7 @@ int main(int argc, char **argv)
 	set(kc, "bootstrap.servers", brokers);
 	set(kc, "acks", "all");
 	set(kc, "enable.idempotence", "true");
-	set(kc, "linger.ms", "2");
+	set(kc, "linger.ms", "0.5");
 	set(kc, "batch.num.messages", "10000");
 	set(kc, "queue.buffering.max.messages", "200000");
 	set(kc, "partitioner", "murmur2_random");

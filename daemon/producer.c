@@ -535,7 +535,7 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	if (set(kc, "bootstrap.servers", p->conf->kafka.brokers, err, errlen) < 0 ||
 	    set(kc, "enable.idempotence", "true", err, errlen) < 0 ||
 	    set(kc, "acks", "all", err, errlen) < 0 ||
-	    set(kc, "linger.ms", "2", err, errlen) < 0 ||
+	    set(kc, "linger.ms", "0.5", err, errlen) < 0 ||
 	    set(kc, "batch.num.messages", "10000", err, errlen) < 0 ||
 	    set(kc, "queue.buffering.max.messages", "200000", err, errlen) < 0 ||
 	    set(kc, "partitioner", "murmur2_random", err, errlen) < 0 ||
