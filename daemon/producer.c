@@ -769,7 +769,7 @@ static int linger_left(struct producer *p, int64_t now)
 	if (p->linger_since == 0)
 		p->linger_since = now;
 	left = p->linger_since + linger - now;
-	if (left <= 0 || p->held || p->again.n > 0 || p->fatal ||
+	if (left <= 0 || p->held || p->again.n > 0 || p->suspects.n > 0 || p->fatal ||
 	    end - p->cursor >= LINGER_MAX_RECORDS || anyone_waits(p))
 		return 0;
 	atomic_store(&p->linger_wake_seq, p->cursor + LINGER_MAX_RECORDS);
