@@ -723,17 +723,18 @@ static void produce_suspect(struct producer *p)
 	}
 }
 
-static void fill_window(struct producer *p)
+/* Returns true when it produced everything there was to read. */
+static bool fill_window(struct producer *p)
 {
 	refile_due(p);
 	if (p->solo || p->suspects.n > 0) {
 		produce_suspect(p);
-		return;
+		return false;
 	}
 	while (!p->fatal && p->in_flight < WINDOW_RECORDS && p->in_flight_bytes < WINDOW_BYTES) {
 		struct spool_rec *r = next_record(p);
 		if (!r)
-			return;
+			return true;
 		switch (produce(p, r)) {
 		case PRODUCED:
 		case REJECTED:
@@ -742,9 +743,10 @@ static void fill_window(struct producer *p)
 		case QUEUE_FULL:
 		case FATAL:
 			p->held = r;
-			return;
+			return false;
 		}
 	}
+	return false;
 }
 
 /*
@@ -764,8 +766,8 @@ static int linger_left(struct producer *p, int64_t now)
 		p->linger_since = 0; /* all produced: the next record starts a linger */
 		return 0;
 	}
-	/* Kept from the first unsent record until all are produced: what a full
-	 * window leaves unsent is due at once, not after another linger. */
+	/* Kept from the first unsent record until a fill produces all there is
+	 * (kafka_loop()): what a full window leaves is due at once. */
 	if (p->linger_since == 0)
 		p->linger_since = now;
 	left = p->linger_since + linger - now;
@@ -796,18 +798,21 @@ static void *kafka_loop(void *arg)
 {
 	struct producer *p = arg;
 	struct pollfd pfd = { .fd = p->wake.rd, .events = POLLIN };
+	bool checked;
 
 	thread_name("ackd-kafka");
 	/* Keyed records Kafka may hold already are looked for before anything is sent. */
 	reconcile_run(p->conf, p->sp, p->idem, check_tick, p, &p->stopping);
+	/* A stop may have cut the check short: then nothing recovered may go. */
+	checked = !atomic_load(&p->stopping);
 	while (!atomic_load(&p->stopping)) {
 		int64_t now, deadline;
 		int timeout = IDLE_WAKE_MS, linger;
 
 		health_beat(&p->health);
 		linger = linger_left(p, now_ms());
-		if (linger == 0)
-			fill_window(p);
+		if (linger == 0 && fill_window(p))
+			p->linger_since = 0; /* all produced: the next record starts a linger */
 		rd_kafka_poll(p->rk, 0);
 		if (p->fatal)
 			rebuild(p);
@@ -817,6 +822,8 @@ static void *kafka_loop(void *arg)
 			timeout = deadline - now < 0 ? 0 : (int)(deadline - now);
 		if (linger > 0 && linger < timeout)
 			timeout = linger;
+		if (linger > 0 && (p->again.n > 0 || p->suspects.n > 0))
+			timeout = 0; /* due again (delivery reports just now): no linger */
 		if (p->held && timeout > 5)
 			timeout = 5; /* librdkafka's queue was full: look again soon */
 		atomic_store(&p->in_flight_pub, p->in_flight);
@@ -829,8 +836,8 @@ static void *kafka_loop(void *arg)
 	p->closed = true;
 	pthread_mutex_unlock(&p->lock);
 	expire_waiters(p, 0, true);
-	if (!p->fatal)
-		fill_window(p); /* what was kept back for publish.spool_linger_ms */
+	if (checked && !p->fatal)
+		(void)fill_window(p); /* what was kept back for publish.spool_linger_ms */
 	if (p->in_flight > 0) {
 		log_info("producer: waiting up to %d ms for %zu records in flight", p->flush_ms,
 		    p->in_flight);

@@ -566,9 +566,13 @@ void reconcile_run(const struct conf *conf, struct spool *sp, struct idem *idem,
 		check_topic(&c, pend + i, j - i);
 		i = j;
 	}
-	log_info("idempotency check done: %zu of %zu keyed records found in Kafka "
-	    "(acknowledged now), %zu unverified, %zu to send", c.found, n, c.unverified,
-	    n - c.found);
+	if (atomic_load(stop))
+		log_info("idempotency check interrupted by the stop: %zu of %zu keyed records "
+		    "found in Kafka (acknowledged now); the rest stay in the spool", c.found, n);
+	else
+		log_info("idempotency check done: %zu of %zu keyed records found in Kafka "
+		    "(acknowledged now), %zu unverified, %zu to send", c.found, n, c.unverified,
+		    n - c.found);
 	rd_kafka_destroy(c.rk);
 out:
 	free(pend);

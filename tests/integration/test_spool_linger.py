@@ -12,7 +12,10 @@ go to Kafka in fewer, larger requests:
     many          10000 unsent records are produced at once
     window        records left over once librdkafka's window (32 MiB) was
                   filled still go within the linger, not one linger later
-    stop          SIGTERM produces what was kept back before ackd exits
+    steady        under a steady trickle of ack=spool records they go in
+                  batches, one per linger, not one per record after the first
+    stop          SIGTERM produces what was kept back before ackd exits, but
+                  not while the start-up idempotency check is unfinished
 
 Arrival is watched through the partition's high watermark, which a consumer
 asks the broker for afresh each time; what arrived is then read back and
@@ -20,15 +23,18 @@ matched with the answers by ackd-id.
 """
 
 import json
+import struct
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from ackd_proc import find_spool_tool
 from kafka import wait_until
+from test_idempotency import _drop_acks, records_by_value
 
 # The bytes of records librdkafka holds at most (WINDOW_BYTES, daemon/producer.c).
 WINDOW_BYTES = 32 << 20
@@ -193,13 +199,62 @@ def test_records_left_over_by_a_full_window_go_within_the_linger(kafka, ackd, wa
     for i in range(count):
         publish_spool(daemon, topic, f"{i:06d}".encode().ljust(size, b"."))
     published = time.monotonic() - t0
-    assert published < 2.5, f"publishing took {published:.2f}s, too long for the test"
+    if published >= 2.5:
+        pytest.skip(f"publishing took {published:.2f}s: too slow here to tell one linger "
+                    "from two")
     wait_until(lambda: watermark(topic) >= count + 1, 10, f"{count} records in {topic}",
                interval=0.05)
     took = time.monotonic() - t0
     print(f"\n[window] {count} records of {size} bytes published in {published:.2f}s, "
           f"in Kafka after {took:.2f}s of a 3 s linger", flush=True)
     assert took < 5.0, took
+
+
+def record_batches(kafka, topic):
+    """The record count of each record batch in partition 0's log files, in
+    order, read from the broker's data directory (Kafka's on-disk format:
+    batchLength at byte 8, recordsCount at byte 57 of each batch)."""
+    counts = []
+    for node in kafka.nodes:
+        for log in sorted(Path(node.data_dir, f"{topic}-0").glob("*.log")):
+            data = log.read_bytes()
+            pos = 0
+            while pos + 61 <= len(data):
+                length = struct.unpack(">i", data[pos + 8:pos + 12])[0]
+                if length <= 0:
+                    break
+                counts.append(struct.unpack(">i", data[pos + 57:pos + 61])[0])
+                pos += 12 + length
+    return counts
+
+
+def test_a_steady_trickle_goes_in_one_batch_per_linger(kafka, ackd, watermark):
+    """One client publishing ack=spool every few milliseconds for 2 s with a
+    100 ms linger: the records reach Kafka in about one batch per linger. A
+    linger that, once over, did not start again with the next record sent
+    that record alone (before the fix: 29 batches for 533 records, ten of
+    them of one or two records)."""
+    daemon = ackd(config=linger_config(100))
+    topic = new_topic(kafka)
+    warm_up(daemon, topic)
+
+    published = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.0:
+        publish_spool(daemon, topic, b"x" * 100)
+        published += 1
+        time.sleep(0.003)
+    wait_until(lambda: watermark(topic) >= published + 1, 10,
+               f"{published} records in {topic}", interval=0.05)
+    wait_until(lambda: sum(record_batches(kafka, topic)) >= published + 1, 10,
+               "the broker's log to hold them")
+    batches = record_batches(kafka, topic)[1:]  # the warm-up record's own first
+    print(f"\n[steady] {published} records in {len(batches)} batches: {batches}", flush=True)
+    assert sum(batches) == published
+    assert len(batches) <= published / 4, batches
+    # Only the last linger's may be small; a few more for a fill split by
+    # preemption on a busy machine.
+    assert len([n for n in batches if n < 5]) <= 3, batches
 
 
 # --- stop --------------------------------------------------------------------------
@@ -230,3 +285,29 @@ def test_sigterm_produces_what_was_kept_back_before_exiting(kafka, ackd, waterma
     stat = spool_stat(daemon.spool_dir)
     assert stat["lock"].startswith("free"), stat
     assert int(stat["unacked records"]) == 0, stat
+
+
+def test_a_stop_during_the_start_up_check_sends_nothing_unchecked(kafka, ackd):
+    """A keyed record Kafka has although the spool lost its acknowledgement
+    (a kill -9 between the two) is looked for at the next start before it is
+    sent. Stopped while that check still waits for Kafka, ackd must not
+    produce it on its way out: that is the second copy the check exists to
+    prevent."""
+    daemon = ackd()
+    topic = new_topic(kafka)
+    r = daemon.http.post(f"/v1/topics/{topic}?ack=kafka", body=b"once",
+                         headers={"Idempotency-Key": "once"})
+    assert r.status == 200, (r.status, r.body)
+    daemon.stop()
+    _drop_acks(daemon.spool_dir)
+    # The check's reader cannot reach Kafka; the producer can.
+    daemon.settings["kafka"]["consumer"] = ["bootstrap.servers=127.0.0.1:1"]
+    daemon.write_config()
+    daemon.start(wait=False)
+    wait_until(lambda: "wait for the check before they are sent" in daemon.stderr_text(),
+               30, "the start-up check to wait for Kafka")
+    daemon.stop()
+    assert "idempotency check interrupted by the stop" in daemon.stderr_text()
+    time.sleep(1.0)
+    got = records_by_value(kafka, topic, 1)
+    assert len(got[b"once"]) == 1, got
