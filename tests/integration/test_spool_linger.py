@@ -74,6 +74,15 @@ def warm_up(daemon, topic):
     return r.json()["offset"]
 
 
+def linger_ackd(ackd, kafka, linger_ms):
+    """An ackd with publish.spool_linger_ms = linger_ms and a new topic it has
+    produced to once (warm_up): (daemon, topic)."""
+    daemon = ackd(config=linger_config(linger_ms))
+    topic = new_topic(kafka)
+    warm_up(daemon, topic)
+    return daemon, topic
+
+
 def publish_spool(daemon, topic, value):
     r = daemon.http.post(f"/v1/topics/{topic}?ack=spool", body=value)
     assert r.status == 202, (r.status, r.body)
@@ -110,9 +119,7 @@ def spool_stat(spool_dir):
 # --- the linger ------------------------------------------------------------------
 
 def test_an_ack_spool_record_stays_in_the_spool_for_the_linger(kafka, ackd, watermark):
-    daemon = ackd(config=linger_config(3000))
-    topic = new_topic(kafka)
-    warm_up(daemon, topic)
+    daemon, topic = linger_ackd(ackd, kafka, 3000)
     assert watermark(topic) == 1
 
     t0 = time.monotonic()
@@ -130,9 +137,7 @@ def test_an_ack_spool_record_stays_in_the_spool_for_the_linger(kafka, ackd, wate
 
 
 def test_a_waited_record_goes_at_once_with_everything_before_it(kafka, ackd, watermark):
-    daemon = ackd(config=linger_config(3000))
-    topic = new_topic(kafka)
-    warm_up(daemon, topic)
+    daemon, topic = linger_ackd(ackd, kafka, 3000)
 
     t0 = time.monotonic()
     rid = publish_spool(daemon, topic, b"spooled first")
@@ -152,9 +157,7 @@ def test_a_waited_record_goes_at_once_with_everything_before_it(kafka, ackd, wat
 
 
 def test_zero_produces_an_ack_spool_record_at_once(kafka, ackd, watermark):
-    daemon = ackd(config=linger_config(0))
-    topic = new_topic(kafka)
-    warm_up(daemon, topic)
+    daemon, topic = linger_ackd(ackd, kafka, 0)
 
     rid = publish_spool(daemon, topic, b"at once")
     took = wait_arrival(watermark, topic, 2, 1.0)
@@ -164,9 +167,7 @@ def test_zero_produces_an_ack_spool_record_at_once(kafka, ackd, watermark):
 
 
 def test_ten_thousand_unsent_records_go_at_once(kafka, ackd, watermark):
-    daemon = ackd(config=linger_config(10000))
-    topic = new_topic(kafka)
-    warm_up(daemon, topic)
+    daemon, topic = linger_ackd(ackd, kafka, 10000)
 
     records = [{"value": f"m{i:05d}"} for i in range(10000)]
     t0 = time.monotonic()
@@ -189,9 +190,7 @@ def test_records_left_over_by_a_full_window_go_within_the_linger(kafka, ackd, wa
     """More bytes than librdkafka's window in a few dozen records, all
     published well within the linger: all of them are in Kafka about one
     linger after they were published, not two."""
-    daemon = ackd(config=linger_config(3000))
-    topic = new_topic(kafka)
-    warm_up(daemon, topic)
+    daemon, topic = linger_ackd(ackd, kafka, 3000)
 
     size = 900_000
     count = WINDOW_BYTES // size + 8
@@ -234,9 +233,7 @@ def test_a_steady_trickle_goes_in_one_batch_per_linger(kafka, ackd, watermark):
     linger that, once over, did not start again with the next record sent
     that record alone (before the fix: 29 batches for 533 records, ten of
     them of one or two records)."""
-    daemon = ackd(config=linger_config(100))
-    topic = new_topic(kafka)
-    warm_up(daemon, topic)
+    daemon, topic = linger_ackd(ackd, kafka, 100)
 
     published = 0
     t0 = time.monotonic()
@@ -260,9 +257,7 @@ def test_a_steady_trickle_goes_in_one_batch_per_linger(kafka, ackd, watermark):
 # --- stop --------------------------------------------------------------------------
 
 def test_sigterm_produces_what_was_kept_back_before_exiting(kafka, ackd, watermark):
-    daemon = ackd(config=linger_config(10000))
-    topic = new_topic(kafka)
-    warm_up(daemon, topic)
+    daemon, topic = linger_ackd(ackd, kafka, 10000)
 
     ids = [publish_spool(daemon, topic, f"kept {i}".encode()) for i in range(5)]
     assert watermark(topic) == 1, "the records were produced before the linger ended"
