@@ -763,6 +763,14 @@ def test_check_deleted_topic_sends_unverified(kafka, ackd):
     assert post(daemon.http, other, b"new", ack="kafka").status == 200
 
 
+def spool_state(daemon):
+    """What fills a spool, for an assertion's message: its files and sizes
+    and the spool part of /v1/status."""
+    files = sorted((f.name, f.stat().st_size) for f in daemon.spool_dir.iterdir()
+                   if f.is_file())
+    return files, daemon.http.get("/v1/status").json().get("spool")
+
+
 def test_copied_forward_keyed_record_keeps_its_key(ackd):
     """A keyed record Kafka cannot take yet (its partition's only replica is
     down) stays while the records after it are delivered, so its segment is
@@ -784,7 +792,7 @@ def test_copied_forward_keyed_record_keeps_its_key(ackd):
         value = "f" * 1000
         for _ in range(20):
             r = post(daemon.http, filler, [{"value": value}] * 50, batch=True, ack="kafka")
-            assert r.status == 200, r.body
+            assert r.status == 200, f"{r.body[:120]!r}; spool: {spool_state(daemon)}"
         wait_until(lambda: "live records of segment" in daemon.stderr_text(), 30,
                    "the keyed record's segment copied forward")
         daemon.restart(wait=False)
