@@ -12,9 +12,10 @@
  * holds the messages, their headers and their ids. The payload bytes are not
  * copied there (the spool batch copies them once, when it encodes): a
  * single message's value points into the request body, which the caller
- * keeps until publish_req_free(); a batch keeps its parsed JSON document,
- * whose strings the messages point into, and publish_req_free() releases it
- * with the arena.
+ * keeps until publish_req_free(), and so do the unescaped strings of a
+ * batch of the plain shape (plain_batch()); any other batch keeps its parsed
+ * JSON document, whose strings the messages point into, and
+ * publish_req_free() releases it with the arena.
  *
  * Ids are ULIDs (Crockford base32 of 48 bits of milliseconds and 80 bits of
  * "randomness"). The 80 bits are random once per process and then counted up
@@ -766,6 +767,411 @@ static int batch_record(struct req *q, size_t idx, const json_t *rec, const char
 	return 0;
 }
 
+/* --- batches of the plain shape, parsed without jansson ---------------------- */
+
+/*
+ * Most batches are plain: {"records":[...]} whose records hold a "value" or
+ * "value_b64" string, perhaps a "key" or "key_b64" string, a "partition"
+ * integer and a "headers" object of strings, each field once. plain_batch()
+ * reads exactly that shape in one pass without building a document:
+ * jansson's objects cost about 2 us a record, more than the rest of a batch's
+ * way to the spool. Strings without escapes are borrowed from the body,
+ * which the caller keeps until publish_req_free(); escaped ones are decoded
+ * into the arena.
+ *
+ * Anything else gives up: another field or type, a duplicate field or
+ * header, a limit, a malformed or non-UTF-8 byte. The general parser then
+ * reads the body again and decides, so its messages and errors are the only
+ * ones a client sees. Where the plain parser answers, its messages equal the
+ * general parser's (tests/fuzz/fuzz_publish_batch.c checks both on every
+ * input).
+ */
+struct plain {
+	const char *p, *end;
+	struct req *q;
+};
+
+/* One record as read; its headers are in the arena with room for "ackd-id". */
+struct plain_rec {
+	const char *value, *key;
+	size_t value_len, key_len;
+	int32_t partition;
+	struct spool_hdr *hdrs;
+	size_t nhdrs;
+};
+
+static void plain_ws(struct plain *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+		s->p++;
+}
+
+/* Steps over c, the next byte after blanks; false when it is another. */
+static bool plain_char(struct plain *s, char c)
+{
+	plain_ws(s);
+	if (s->p == s->end || *s->p != c)
+		return false;
+	s->p++;
+	return true;
+}
+
+/*
+ * The length of the UTF-8 character at p (n bytes there), 0 when it is not
+ * one jansson takes: no overlong form, surrogate or code point past U+10FFFF.
+ */
+static size_t utf8_char_len(const unsigned char *p, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xBF;
+	size_t len;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xC2 && p[0] <= 0xDF)
+		len = 2;
+	else if (p[0] >= 0xE0 && p[0] <= 0xEF)
+		len = 3;
+	else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+		len = 4;
+	else
+		return 0;
+	if (p[0] == 0xE0)
+		lo = 0xA0; /* overlong */
+	else if (p[0] == 0xED)
+		hi = 0x9F; /* surrogates */
+	else if (p[0] == 0xF0)
+		lo = 0x90; /* overlong */
+	else if (p[0] == 0xF4)
+		hi = 0x8F; /* past U+10FFFF */
+	if (n < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+	return len;
+}
+
+/* The four hex digits at p (end bounds them) as a number, -1 when they are not. */
+static int32_t hex4(const char *p, const char *end)
+{
+	int32_t v = 0;
+
+	if (end - p < 4)
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		char c = p[i];
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+		    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+static char *put_utf8(char *o, uint32_t cp)
+{
+	if (cp < 0x80) {
+		*o++ = (char)cp;
+	} else if (cp < 0x800) {
+		*o++ = (char)(0xC0 | cp >> 6);
+		*o++ = (char)(0x80 | (cp & 0x3F));
+	} else if (cp < 0x10000) {
+		*o++ = (char)(0xE0 | cp >> 12);
+		*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+		*o++ = (char)(0x80 | (cp & 0x3F));
+	} else {
+		*o++ = (char)(0xF0 | cp >> 18);
+		*o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+		*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+		*o++ = (char)(0x80 | (cp & 0x3F));
+	}
+	return o;
+}
+
+/*
+ * The string between p and end (quotes excluded) with its escapes decoded
+ * into the arena; never longer than its text. False for a bad escape or a
+ * lone surrogate.
+ */
+static bool plain_unescape(struct req *q, const char *p, const char *end, const char **out,
+    size_t *len)
+{
+	char *buf = arena_alloc(q, (size_t)(end - p) + 1, 1), *o = buf;
+
+	if (buf == NULL)
+		return false;
+	while (p < end) {
+		int32_t cp, low;
+
+		if (*p != '\\') {
+			*o++ = *p++;
+			continue;
+		}
+		p++;
+		switch (*p++) {
+		case '"':  *o++ = '"'; break;
+		case '\\': *o++ = '\\'; break;
+		case '/':  *o++ = '/'; break;
+		case 'b':  *o++ = '\b'; break;
+		case 'f':  *o++ = '\f'; break;
+		case 'n':  *o++ = '\n'; break;
+		case 'r':  *o++ = '\r'; break;
+		case 't':  *o++ = '\t'; break;
+		case 'u':
+			if ((cp = hex4(p, end)) < 0)
+				return false;
+			p += 4;
+			if (cp >= 0xDC00 && cp <= 0xDFFF)
+				return false;
+			if (cp >= 0xD800 && cp <= 0xDBFF) {
+				if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+					return false;
+				low = hex4(p + 2, end);
+				if (low < 0xDC00 || low > 0xDFFF)
+					return false;
+				cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+				p += 6;
+			}
+			o = put_utf8(o, (uint32_t)cp);
+			break;
+		default:
+			return false;
+		}
+	}
+	*out = buf;
+	*len = (size_t)(o - buf);
+	return true;
+}
+
+/* A string: its bytes in *out and *len. */
+static bool plain_string(struct plain *s, const char **out, size_t *len)
+{
+	const char *start, *p;
+	bool escaped = false;
+
+	if (!plain_char(s, '"'))
+		return false;
+	start = p = s->p;
+	while (p < s->end && *p != '"') {
+		unsigned char c = (unsigned char)*p;
+		size_t n;
+
+		if (c == '\\') {
+			escaped = true;
+			p += s->end - p >= 2 ? 2 : 1; /* the escape is checked when decoded */
+		} else if (c < 0x20) {
+			return false;
+		} else if ((n = utf8_char_len((const unsigned char *)p, (size_t)(s->end - p))) > 0) {
+			p += n;
+		} else {
+			return false;
+		}
+	}
+	if (p >= s->end)
+		return false;
+	s->p = p + 1;
+	if (escaped)
+		return plain_unescape(s->q, start, p, out, len);
+	*out = start;
+	*len = (size_t)(p - start);
+	return true;
+}
+
+/* A base64 string, decoded into the arena. */
+static bool plain_base64(struct plain *s, const char **out, size_t *len)
+{
+	const char *text;
+	size_t text_len;
+	unsigned char *buf;
+
+	if (!plain_string(s, &text, &text_len))
+		return false;
+	buf = arena_alloc(s->q, text_len / 4 * 3 + 1, 1);
+	if (buf == NULL ||
+	    base64_decode(text, text_len, BASE64_STRICT, buf, text_len / 4 * 3, len) < 0)
+		return false;
+	*out = (const char *)buf;
+	return true;
+}
+
+/* A partition: an integer in 0..INT32_MAX written as JSON writes it. */
+static bool plain_partition(struct plain *s, int32_t *out)
+{
+	const char *start;
+	int64_t v = 0;
+
+	plain_ws(s);
+	start = s->p;
+	while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - start < 11)
+		v = v * 10 + (*s->p++ - '0');
+	if (s->p == start || (*start == '0' && s->p - start > 1) || v > INT32_MAX)
+		return false;
+	if (s->p < s->end && (*s->p == '.' || *s->p == 'e' || *s->p == 'E' ||
+	    (*s->p >= '0' && *s->p <= '9')))
+		return false; /* a real, or more digits than fit */
+	*out = (int32_t)v;
+	return true;
+}
+
+/* A headers object, in its order, into the arena with room for "ackd-id" after. */
+static bool plain_headers(struct plain *s, struct plain_rec *r)
+{
+	struct spool_hdr h[PUBLISH_MAX_HEADERS];
+	size_t n = 0;
+
+	if (!plain_char(s, '{'))
+		return false;
+	if (!plain_char(s, '}')) {
+		do {
+			struct spool_hdr *e = &h[n];
+			if (n == PUBLISH_MAX_HEADERS || !plain_string(s, &e->name, &e->name_len) ||
+			    !plain_char(s, ':') || !plain_string(s, &e->value, &e->value_len))
+				return false;
+			if (hdr_name_problem(e->name, e->name_len) != NULL ||
+			    is_id_hdr(e->name, e->name_len))
+				return false;
+			for (size_t i = 0; i < n; i++)
+				if (h[i].name_len == e->name_len &&
+				    memcmp(h[i].name, e->name, e->name_len) == 0)
+					return false; /* jansson keeps the last one */
+			n++;
+		} while (plain_char(s, ','));
+		if (!plain_char(s, '}'))
+			return false;
+	}
+	r->hdrs = arena_array(s->q, n + 1, sizeof(*r->hdrs));
+	if (r->hdrs == NULL)
+		return false;
+	memcpy(r->hdrs, h, n * sizeof(*h));
+	r->nhdrs = n;
+	return true;
+}
+
+enum { F_VALUE = 1, F_VALUE_B64 = 2, F_KEY = 4, F_KEY_B64 = 8, F_PARTITION = 16, F_HEADERS = 32 };
+
+static unsigned plain_field(const char *name, size_t len)
+{
+	static const struct { const char *name; unsigned bit; } fields[] = {
+		{ "value", F_VALUE }, { "value_b64", F_VALUE_B64 }, { "key", F_KEY },
+		{ "key_b64", F_KEY_B64 }, { "partition", F_PARTITION }, { "headers", F_HEADERS },
+	};
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (key_is(name, len, fields[i].name))
+			return fields[i].bit;
+	return 0;
+}
+
+static bool plain_record(struct plain *s, struct plain_rec *r)
+{
+	unsigned seen = 0;
+
+	*r = (struct plain_rec){ .partition = -1 };
+	if (!plain_char(s, '{'))
+		return false;
+	do {
+		const char *name;
+		size_t len;
+		unsigned f;
+		bool ok = false;
+
+		if (!plain_string(s, &name, &len) || !plain_char(s, ':'))
+			return false;
+		f = plain_field(name, len);
+		if (f == 0 || (seen & f))
+			return false;
+		seen |= f;
+		switch (f) {
+		case F_VALUE:     ok = plain_string(s, &r->value, &r->value_len); break;
+		case F_VALUE_B64: ok = plain_base64(s, &r->value, &r->value_len); break;
+		case F_KEY:       ok = plain_string(s, &r->key, &r->key_len); break;
+		case F_KEY_B64:   ok = plain_base64(s, &r->key, &r->key_len); break;
+		case F_PARTITION: ok = plain_partition(s, &r->partition); break;
+		case F_HEADERS:   ok = plain_headers(s, r); break;
+		}
+		if (!ok)
+			return false;
+	} while (plain_char(s, ','));
+	if (!plain_char(s, '}'))
+		return false;
+	if (!(seen & (F_VALUE | F_VALUE_B64)) || (seen & F_VALUE && seen & F_VALUE_B64) ||
+	    (seen & F_KEY && seen & F_KEY_B64))
+		return false;
+	if (!(seen & F_HEADERS))
+		r->hdrs = arena_array(s->q, 1, sizeof(*r->hdrs));
+	return r->hdrs != NULL;
+}
+
+/* The records of a plain batch, malloc'd; NULL to give up. */
+static struct plain_rec *plain_records(struct plain *s, int64_t max_records, size_t *n)
+{
+	struct plain_rec *recs = NULL;
+	size_t cap = 0;
+	const char *name;
+	size_t len;
+
+	*n = 0;
+	if (!plain_char(s, '{') || !plain_string(s, &name, &len) || !key_is(name, len, "records") ||
+	    !plain_char(s, ':') || !plain_char(s, '['))
+		return NULL;
+	do {
+		if ((int64_t)*n == max_records)
+			goto give_up;
+		if (*n == cap) {
+			struct plain_rec *more = reallocarray(recs, cap ? cap * 2 : 64, sizeof(*recs));
+			if (more == NULL)
+				goto give_up;
+			recs = more;
+			cap = cap ? cap * 2 : 64;
+		}
+		if (!plain_record(s, &recs[*n]))
+			goto give_up;
+		(*n)++;
+	} while (plain_char(s, ','));
+	if (!plain_char(s, ']') || !plain_char(s, '}'))
+		goto give_up;
+	plain_ws(s);
+	if (s->p == s->end)
+		return recs;
+give_up:
+	free(recs);
+	return NULL;
+}
+
+/* A plain batch as messages in *out: true, or false for the general parser. */
+static bool plain_batch(const char *topic, const char *body, size_t body_len,
+    int64_t max_records, int64_t now_ms, struct publish_req **out)
+{
+	struct req *q = req_new();
+	struct plain s = { .p = body, .end = body + body_len, .q = q };
+	struct plain_rec *recs = NULL;
+	const char *topic_copy;
+	size_t n;
+
+	if (q == NULL || body == NULL || (recs = plain_records(&s, max_records, &n)) == NULL ||
+	    req_alloc_msgs(q, n, topic, strlen(topic), &topic_copy) < 0)
+		goto give_up;
+	for (size_t i = 0; i < n; i++) {
+		struct spool_msg *m = &q->pub.msgs[i];
+		m->value = recs[i].value;
+		m->value_len = recs[i].value_len;
+		m->key = recs[i].key;
+		m->key_len = recs[i].key_len;
+		m->partition = recs[i].partition;
+		msg_finish(q, i, topic_copy, strlen(topic), recs[i].hdrs, recs[i].nhdrs, now_ms);
+		if (!msg_fits(m))
+			goto give_up;
+	}
+	free(recs);
+	*out = &q->pub;
+	return true;
+give_up:
+	free(recs);
+	req_free(q);
+	return false;
+}
+
 /* The body's JSON document, or NULL with err saying where it is malformed. */
 static json_t *body_json(const char *body, size_t body_len, char *err, size_t errlen)
 {
@@ -844,8 +1250,9 @@ fail:
 	return -1;
 }
 
-int publish_batch(const char *topic, const char *body, size_t body_len, int64_t max_records,
-    int64_t now_ms, struct publish_req **out, int *too_large, char *err, size_t errlen)
+static int batch_parse(const char *topic, const char *body, size_t body_len,
+    int64_t max_records, int64_t now_ms, bool try_plain, struct publish_req **out,
+    int *too_large, char *err, size_t errlen)
 {
 	json_t *root = NULL;
 	json_t *records = NULL;
@@ -859,6 +1266,8 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 		snprintf(err, errlen, "invalid topic name");
 		goto fail;
 	}
+	if (try_plain && plain_batch(topic, body, body_len, max_records, now_ms, out))
+		return 0;
 	root = body_json(body, body_len, err, errlen);
 	if (root == NULL)
 		goto fail;
@@ -884,6 +1293,21 @@ int publish_batch(const char *topic, const char *body, size_t body_len, int64_t 
 fail:
 	json_decref(root);
 	return -1;
+}
+
+int publish_batch(const char *topic, const char *body, size_t body_len, int64_t max_records,
+    int64_t now_ms, struct publish_req **out, int *too_large, char *err, size_t errlen)
+{
+	return batch_parse(topic, body, body_len, max_records, now_ms, true, out, too_large, err,
+	    errlen);
+}
+
+int publish_batch_general(const char *topic, const char *body, size_t body_len,
+    int64_t max_records, int64_t now_ms, struct publish_req **out, int *too_large, char *err,
+    size_t errlen)
+{
+	return batch_parse(topic, body, body_len, max_records, now_ms, false, out, too_large, err,
+	    errlen);
 }
 
 /* --- Kafka REST Proxy v2 and v3 ---------------------------------------------- */

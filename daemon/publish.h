@@ -103,6 +103,14 @@ MUST_USE int publish_batch(const char *topic, const char *body, size_t body_len,
     int64_t max_records, int64_t now_ms, struct publish_req **out, int *too_large, char *err,
     size_t errlen);
 
+/*
+ * publish_batch() with every body read by the general (jansson) parser,
+ * never by the one for the plain shape: for tests that compare the two.
+ */
+MUST_USE int publish_batch_general(const char *topic, const char *body, size_t body_len,
+    int64_t max_records, int64_t now_ms, struct publish_req **out, int *too_large, char *err,
+    size_t errlen);
+
 /* --- Kafka REST Proxy compatibility (docs/http-api.md) ---------------------- */
 
 /* The embedded format of a v2 produce request. */

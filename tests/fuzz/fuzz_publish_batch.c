@@ -9,6 +9,11 @@
  * trace context headers once) or -1 with a non-empty error; anything else
  * aborts. Sanitizers catch the rest.
  *
+ * publish_batch() reads plain batches with a parser of its own and gives
+ * anything else to the general (jansson) one; publish_batch_general() always
+ * uses the general one. Both must give the same outcome: the same error, or
+ * messages equal in every byte but their ids.
+ *
  * With libFuzzer:
  *   clang -g -fsanitize=fuzzer,address,undefined \
  *     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Idaemon -I<build dir> \
@@ -108,6 +113,51 @@ static void check_req(int rc, struct publish_req *r, int too_large, const char *
 	publish_req_free(r);
 }
 
+static int same_bytes(const char *a, size_t alen, const char *b, size_t blen)
+{
+	return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+/* The plain parser against the general one on the same body. */
+static void check_same_as_general(const char *body, size_t size)
+{
+	struct publish_req *a = NULL, *b = NULL;
+	int a_big = -1, b_big = -1, a_rc, b_rc;
+	char a_err[256] = "", b_err[256] = "";
+
+	a_rc = publish_batch("fuzz", body, size, FUZZ_MAX_RECORDS, 1, &a, &a_big, a_err,
+	    sizeof(a_err));
+	b_rc = publish_batch_general("fuzz", body, size, FUZZ_MAX_RECORDS, 1, &b, &b_big, b_err,
+	    sizeof(b_err));
+	check(a_rc == b_rc, "plain and general parsers disagree on the outcome");
+	if (a_rc != 0) {
+		check(a_big == b_big && strcmp(a_err, b_err) == 0, "different errors");
+		return;
+	}
+	check(a->n == b->n, "different record counts");
+	for (size_t i = 0; i < a->n; i++) {
+		const struct spool_msg *x = &a->msgs[i], *y = &b->msgs[i];
+
+		check(same_bytes(x->value, x->value_len, y->value, y->value_len), "value");
+		check((x->key == NULL) == (y->key == NULL) &&
+			  (x->key == NULL || same_bytes(x->key, x->key_len, y->key, y->key_len)),
+		    "key");
+		check(x->partition == y->partition, "partition");
+		check(x->timestamp_ms == y->timestamp_ms, "timestamp");
+		check(x->nhdrs == y->nhdrs, "header count");
+		for (size_t h = 0; h < x->nhdrs; h++) {
+			const struct spool_hdr *hx = &x->hdrs[h], *hy = &y->hdrs[h];
+			check(same_bytes(hx->name, hx->name_len, hy->name, hy->name_len),
+			    "header name");
+			check(spool_hdr_is(hx, "ackd-id") ||
+				  same_bytes(hx->value, hx->value_len, hy->value, hy->value_len),
+			    "header value");
+		}
+	}
+	publish_req_free(a);
+	publish_req_free(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const enum publish_rp_format formats[] = { PUBLISH_RP_JSON, PUBLISH_RP_BINARY,
@@ -122,6 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rc = publish_batch("fuzz", body, size, FUZZ_MAX_RECORDS, 1, &r, &too_large, err,
 	    sizeof(err));
 	check_req(rc, r, too_large, err, 1);
+	check_same_as_general(body, size);
 	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
 		r = NULL;
 		too_large = -1;
