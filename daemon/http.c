@@ -216,7 +216,7 @@ struct req {
 	bool bad_path;  /* the raw path holds or escapes a control character */
 	const char *raw_uri; /* the request target in libmicrohttpd's buffer */
 	size_t raw_uri_len;  /* its length up to the first NUL, as first seen */
-	char *body;     /* grows as bytes arrive; freed once parsed */
+	char *body;     /* grows as bytes arrive; pub points into it: freed with pub */
 	size_t len, cap;
 	uint64_t declared; /* Content-Length, when sent and within limits; else 0 */
 	size_t reserved;   /* bytes of the body budget held until the answer */

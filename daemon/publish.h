@@ -94,10 +94,12 @@ MUST_USE int publish_single(const char *topic, const char *key, size_t key_len, 
  * A JSON batch ({"records":[...]}, docs/http-api.md). The whole batch is
  * validated before anything is returned, so every message returned fits in a
  * spool record; an error names the record index. Header names are checked as
- * for publish_single(), at most PUBLISH_MAX_HEADERS per record. Returns 0 and
- * *out (free with publish_req_free()), or -1 with err filled and *too_large
- * set when the batch has more than max_records records or a record is larger
- * than a spool record can hold (413 rather than 400).
+ * for publish_single(), at most PUBLISH_MAX_HEADERS per record. Values, keys
+ * and headers may point into body, which the caller keeps until
+ * publish_req_free(). Returns 0 and *out (free with publish_req_free()), or
+ * -1 with err filled and *too_large set when the batch has more than
+ * max_records records or a record is larger than a spool record can hold
+ * (413 rather than 400).
  */
 MUST_USE int publish_batch(const char *topic, const char *body, size_t body_len,
     int64_t max_records, int64_t now_ms, struct publish_req **out, int *too_large, char *err,
