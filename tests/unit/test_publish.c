@@ -662,6 +662,116 @@ static void test_batch_plain_parser(void **state)
 	}
 }
 
+/*
+ * publish_batch() and publish_batch_general() on body[0..len), copied to a
+ * buffer of exactly len bytes (no NUL after it, so reading past the end is
+ * the sanitizers' to see): the same outcome, error and messages. Returns
+ * whether the first value points into the body (the plain parser read it).
+ */
+static int plain_as_general(const char *body, size_t len, int64_t max_records)
+{
+	char *copy = malloc(len ? len : 1);
+	struct publish_req *a = NULL, *b = NULL;
+	int a_big = -1, b_big = -1, a_rc, b_rc, borrowed = 0;
+	char a_err[256] = "", b_err[256] = "";
+
+	assert_non_null(copy);
+	memcpy(copy, body, len);
+	a_rc = publish_batch("t", copy, len, max_records, 5, &a, &a_big, a_err, sizeof(a_err));
+	b_rc = publish_batch_general("t", copy, len, max_records, 5, &b, &b_big, b_err,
+	    sizeof(b_err));
+	assert_int_equal(a_rc, b_rc);
+	assert_int_equal(a_big, b_big);
+	assert_string_equal(a_err, b_err);
+	if (a_rc == 0) {
+		borrowed = a->msgs[0].value >= copy && a->msgs[0].value < copy + len;
+		assert_int_equal(a->n, b->n);
+		for (size_t i = 0; i < a->n; i++) {
+			const struct spool_msg *x = &a->msgs[i], *y = &b->msgs[i];
+			assert_bytes(x->value, x->value_len, y->value, y->value_len);
+			assert_int_equal(x->key == NULL, y->key == NULL);
+			if (x->key)
+				assert_bytes(x->key, x->key_len, y->key, y->key_len);
+			assert_int_equal(x->partition, y->partition);
+			assert_int_equal(x->timestamp_ms, y->timestamp_ms);
+			assert_int_equal(x->nhdrs, y->nhdrs);
+			for (size_t h = 0; h + 1 < x->nhdrs; h++) {
+				assert_bytes(x->hdrs[h].name, x->hdrs[h].name_len, y->hdrs[h].name,
+				    y->hdrs[h].name_len);
+				assert_bytes(x->hdrs[h].value, x->hdrs[h].value_len,
+				    y->hdrs[h].value, y->hdrs[h].value_len);
+			}
+		}
+	}
+	publish_req_free(a);
+	publish_req_free(b);
+	free(copy);
+	return borrowed;
+}
+
+#define RECS(x) "{\"records\":[" x "]}"
+
+/*
+ * Bodies at the edges of what the plain parser takes: numbers, escapes,
+ * surrogates, UTF-8 at jansson's limits, NUL in keys and values, base64
+ * behind escapes, whitespace JSON does not have. Each one, and every prefix
+ * of each (the next byte in memory would complete it), gives what the
+ * general parser gives; max_records is taken exactly.
+ */
+static void test_batch_plain_edges(void **state)
+{
+	static const struct {
+		const char *body;
+		int borrowed; /* 1: read by the plain parser; 0: the general parser's or escaped */
+	} cases[] = {
+		{ RECS("{\"value\":\"a\",\"partition\":2147483647}"), 1 },
+		{ RECS("{\"value\":\"a\",\"partition\": 0 }"), 1 },
+		{ RECS("{\"value\":\"a\",\"partition\":-0}"), 0 },
+		{ RECS("{\"value\":\"a\",\"partition\":1E2}"), 0 },
+		{ RECS("{\"value\":\"a\",\"partition\":21474836470}"), 0 },
+		{ RECS("{\"value\":\"a\",\"partition\":99999999999999999999}"), 0 },
+		{ RECS("{\"value\":\"a\",\"partition\":\"1\"}"), 0 },
+		{ RECS("{\"value\":\"a\",\"partition\":1,\"partition\":2}"), 0 },
+		{ RECS("{\"value\":\"\\uDBFF\\uDFFF\\uFFFF\\u07FF\\u0800\"}"), 0 },
+		{ RECS("{\"value\":\"\\uD800\\u0041\"}"), 0 },
+		{ RECS("{\"value\":\"\\uD800\\\\\"}"), 0 },
+		{ RECS("{\"value\":\"\\u12\"}"), 0 },
+		{ RECS("{\"value\":\"\\\"}"), 0 },
+		{ RECS("{\"value\":\"\\\xc3\xa9\"}"), 0 },
+		{ RECS("{\"value\":\"\xf4\x8f\xbf\xbf\xef\xbf\xbf\x7f\"}"), 1 },
+		{ RECS("{\"value\":\"\xf4\x90\x80\x80\"}"), 0 },
+		{ RECS("{\"value\":\"\xf0\x8f\xbf\xbf\"}"), 0 },
+		{ RECS("{\"value\":\"\xe0\x9f\xbf\"}"), 0 },
+		{ RECS("{\"value\":\"\xc2\"}"), 0 },
+		{ RECS("{\"value\":\"a\",\"key\":\"\\u0000\"}"), 1 },
+		{ RECS("{\"value\":\"a\",\"headers\":{\"h\":\"\\u0000\"}}"), 1 },
+		{ RECS("{\"value\":\"a\",\"headers\":{\"h\\u0000\":\"x\"}}"), 0 },
+		{ RECS("{\"val\\u0000ue\":\"a\"}"), 0 },
+		{ RECS("{\"value\":\"a\",\"headers\":{\"ackd-i\\u0064\":\"x\"}}"), 0 },
+		{ RECS("{\"value\":\"a\",\"headers\":{\"h\x7f\":\"x\"}}"), 0 },
+		{ RECS("{\"value_b64\":\"QQ\\u003d\\u003d\",\"key_b64\":\"\\/w==\"}"), 0 },
+		{ RECS("{\"value_b64\":\"QR==\"}"), 0 },
+		{ RECS("{\"value\":\"\",\"key\":\"\"}"), 1 },
+		{ RECS("{\"value\":\"a\"}") "\f", 0 },
+		{ "\xef\xbb\xbf" RECS("{\"value\":\"a\"}"), 0 },
+		{ RECS("{\"value\":\"a\"}") ",\"records\":[]}", 0 },
+	};
+	static const char three[] = RECS("{\"value\":\"a\"},{\"value\":\"b\"},{\"value\":\"c\"}");
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		const char *body = cases[c].body;
+		size_t len = strlen(body);
+
+		assert_int_equal(plain_as_general(body, len, 100), cases[c].borrowed);
+		for (size_t n = 0; n < len; n++)
+			(void)plain_as_general(body, n, 100);
+	}
+	assert_int_equal(plain_as_general(three, strlen(three), 3), 1);
+	assert_int_equal(plain_as_general(three, strlen(three), 2), 0); /* 413 */
+	assert_int_equal(plain_as_general("", 0, 3), 0);
+}
+
 static void test_batch_large(void **state)
 {
 	size_t n = 5000, cap = n * 64 + 32, len = 0;
@@ -1454,6 +1564,7 @@ int main(void)
 	    cmocka_unit_test(test_batch_value_kinds),
 	    cmocka_unit_test(test_batch_keys_headers_partition),
 	    cmocka_unit_test(test_batch_plain_parser),
+	    cmocka_unit_test(test_batch_plain_edges),
 	    cmocka_unit_test(test_batch_large),
 	    cmocka_unit_test(test_batch_bad_base64),
 	    cmocka_unit_test(test_batch_record_errors),
