@@ -9,10 +9,15 @@
  *                       headers, as http.c calls it for every request
  *   single + trace      the same, then publish_trace() with a traceparent
  *                       and a tracestate header
- *   batch native 1000   publish_batch() of 1,000 JSON-object values
+ *   batch native 1000   publish_batch() of 1,000 JSON-object values (read by
+ *                       the general parser, jansson)
+ *   batch native str    publish_batch() of 1,000 string values of 256 bytes,
+ *                       bench/publish's batch (read by the plain parser)
+ *   same, general       the same body through publish_batch_general()
  *   batch v2 json 1000  publish_rp_v2() (json) of the same 1,000 records
  *   batch v2 bin 1000   publish_rp_v2() (binary) of 1,000 base64 values
- *   batch native b64    publish_batch() of the same 1,000 as value_b64
+ *   batch native b64    publish_batch() of the same 1,000 as value_b64 (the
+ *                       plain parser)
  *   v3 single           publish_rp_v3() of one JSON record with a header
  *
  * Prints ns per request and per record. Build and run from the repository
@@ -35,7 +40,7 @@
 
 static char *batch_body(const char *fmt)
 {
-	size_t cap = 64 + (size_t)RECORDS * 256, len = 0;
+	size_t cap = 64 + (size_t)RECORDS * 512, len = 0;
 	char *b = malloc(cap);
 
 	if (b == NULL)
@@ -62,7 +67,8 @@ static int cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-enum kind { SINGLE, SINGLE_NO_TRACE, SINGLE_TRACE, NATIVE, V2_JSON, V2_BIN, NATIVE_B64, V3 };
+enum kind { SINGLE, SINGLE_NO_TRACE, SINGLE_TRACE, NATIVE, NATIVE_GENERAL, V2_JSON, V2_BIN,
+	NATIVE_B64, V3 };
 
 static int one(enum kind k, const char *body)
 {
@@ -93,6 +99,10 @@ static int one(enum kind k, const char *body)
 	case NATIVE:
 	case NATIVE_B64:
 		rc = publish_batch("bench", body, strlen(body), RECORDS, 1, &r, &big, err, sizeof(err));
+		break;
+	case NATIVE_GENERAL:
+		rc = publish_batch_general("bench", body, strlen(body), RECORDS, 1, &r, &big, err,
+		    sizeof(err));
 		break;
 	case V2_JSON:
 	case V2_BIN:
@@ -136,6 +146,7 @@ int main(void)
 				 "\"partition\":%d}%s");
 	char *b64 = batch_body("{\"key_b64\":\"azE=\",\"value_b64\":"
 			       "\"eyJuIjoxLCJzIjoiYWJjZGVmZ2hpaiJ9\",\"partition\":%d}%s");
+	char *str = batch_body("{\"value\":\"%0256d\"}%s");
 	const char *v3 = "{\"headers\":[{\"name\":\"h\",\"value\":\"AAE=\"}],\"key\":{\"type\":"
 			 "\"STRING\",\"data\":\"k1\"},\"value\":{\"type\":\"JSON\",\"data\":{\"n\":1,"
 			 "\"s\":\"abcdefghij\"}}}";
@@ -146,6 +157,8 @@ int main(void)
 	row("single, no trace", SINGLE_NO_TRACE, value, 200000, 1);
 	row("single + trace", SINGLE_TRACE, value, 200000, 1);
 	row("batch native 1000", NATIVE, native, 200, RECORDS);
+	row("batch native str", NATIVE, str, 200, RECORDS);
+	row("same, general", NATIVE_GENERAL, str, 200, RECORDS);
 	row("batch v2 json 1000", V2_JSON, v2json, 200, RECORDS);
 	row("batch native b64", NATIVE_B64, b64, 200, RECORDS);
 	row("batch v2 bin 1000", V2_BIN, v2bin, 200, RECORDS);
@@ -154,5 +167,6 @@ int main(void)
 	free(v2json);
 	free(v2bin);
 	free(b64);
+	free(str);
 	return 0;
 }

@@ -772,6 +772,42 @@ static void test_batch_plain_edges(void **state)
 	assert_int_equal(plain_as_general("", 0, 3), 0);
 }
 
+/*
+ * Every kind of byte at every place of the first 16 of a string, which the
+ * plain parser reads eight at a time: it reads the string as the general
+ * parser does, or leaves it to it.
+ */
+static void test_batch_plain_string_bytes(void **state)
+{
+	static const unsigned char bytes[] = { 0x00, 0x01, 0x1f, 0x20, '"', '\\', '/', 0x7e,
+		0x7f, 0x80, 0xbf, 0xc3, 0xe2, 0xf0, 0xff };
+
+	(void)state;
+	for (size_t b = 0; b < sizeof(bytes); b++) {
+		for (size_t at = 0; at < 16; at++) {
+			char body[64];
+			int len = snprintf(body, sizeof(body), "{\"records\":[{\"value\":\"%s\"}]}",
+			    "abcdefghijklmnopqrstuvwx");
+			struct publish_req *x = NULL, *y = NULL;
+			int bx = -1, by = -1, rx, ry;
+			char ex[256] = "", ey[256] = "";
+
+			body[22 + at] = (char)bytes[b]; /* the value's text starts at 22 */
+			rx = publish_batch("t", body, (size_t)len, 100, 0, &x, &bx, ex, sizeof(ex));
+			ry = publish_batch_general("t", body, (size_t)len, 100, 0, &y, &by, ey,
+			    sizeof(ey));
+			assert_int_equal(rx, ry);
+			assert_string_equal(ex, ey);
+			if (rx != 0)
+				continue;
+			assert_bytes(x->msgs[0].value, x->msgs[0].value_len, y->msgs[0].value,
+			    y->msgs[0].value_len);
+			publish_req_free(x);
+			publish_req_free(y);
+		}
+	}
+}
+
 static void test_batch_large(void **state)
 {
 	size_t n = 5000, cap = n * 64 + 32, len = 0;
@@ -1565,6 +1601,7 @@ int main(void)
 	    cmocka_unit_test(test_batch_keys_headers_partition),
 	    cmocka_unit_test(test_batch_plain_parser),
 	    cmocka_unit_test(test_batch_plain_edges),
+	    cmocka_unit_test(test_batch_plain_string_bytes),
 	    cmocka_unit_test(test_batch_large),
 	    cmocka_unit_test(test_batch_bad_base64),
 	    cmocka_unit_test(test_batch_record_errors),
