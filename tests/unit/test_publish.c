@@ -579,89 +579,6 @@ static void test_batch_keys_headers_partition(void **state)
 	publish_req_free(r);
 }
 
-static int in_body(const char *p, const char *body)
-{
-	return p >= body && p < body + strlen(body);
-}
-
-/*
- * publish_batch() reads plain batches with a parser of its own: its strings
- * without escapes stay in the body (nothing copied, no document), and what
- * it gives equals what the general parser gives. Anything else is the
- * general parser's, with the same outcome as publish_batch_general().
- */
-static void test_batch_plain_parser(void **state)
-{
-	static const struct {
-		const char *body;
-		int borrowed; /* the first value points into the body: the plain parser read it */
-	} cases[] = {
-		{ "{\"records\":[{\"value\":\"a\"}]}", 1 },
-		{ " {\n \"records\" : [ {\"key\":\"k\", \"value\":\"v\",\t\"partition\":0},\r\n"
-		  "{\"partition\":7,\"headers\":{\"h\":\"1\",\"g\":\"\"},\"value\":\"w\"} ] } ", 1 },
-		{ "{\"records\":[{\"value\":\"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80\"}]}", 1 },
-		{ "{\"records\":[{\"value\":\"x\",\"key_b64\":\"AAE=\"},{\"value_b64\":\"\"}]}", 1 },
-		{ "{\"records\":[{\"value\":\"a\\\"b\\\\c\\/\\u00e9\\ud83d\\ude00\\n\\u0000\"}]}", 0 },
-		{ "{\"re\\u0063ords\":[{\"h\\u0065aders\":{\"a\\u0062\":\"\\t\"},\"value\":\"v\"}]}",
-		  1 },
-		/* The general parser's: */
-		{ "{\"records\":[{\"value\":{\"a\":[1,2.5,null]}}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"value\":\"b\"}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"headers\":{\"h\":\"1\",\"h\":\"2\"}}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"partition\":1.0}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"partition\":2147483648}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"partition\":-1}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"partition\":01}]}", 0 },
-		{ "{\"records\":[{\"value\":\"\\ud800\"}]}", 0 },
-		{ "{\"records\":[{\"value\":\"\xed\xa0\x80\"}]}", 0 },
-		{ "{\"records\":[{\"value\":\"\xc0\xaf\"}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\"}],\"more\":1}", 0 },
-		{ "{\"records\":[{\"value\":\"a\"}]} x", 0 },
-		{ "{\"records\":[{\"value\":\"a\",}]}", 0 },
-		{ "{\"records\":[]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"key\":null}]}", 0 },
-		{ "{\"records\":[{\"value\":\"a\",\"headers\":{\"ackd-id\":\"x\"}}]}", 0 },
-	};
-
-	(void)state;
-	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-		const char *body = cases[c].body;
-		struct publish_req *a = NULL, *b = NULL;
-		int a_big = -1, b_big = -1;
-		char a_err[256] = "", b_err[256] = "";
-		int a_rc = publish_batch("t", body, strlen(body), 100, 5, &a, &a_big, a_err,
-		    sizeof(a_err));
-		int b_rc = publish_batch_general("t", body, strlen(body), 100, 5, &b, &b_big, b_err,
-		    sizeof(b_err));
-
-		assert_int_equal(a_rc, b_rc);
-		assert_int_equal(a_big, b_big);
-		assert_string_equal(a_err, b_err);
-		if (a_rc != 0)
-			continue;
-		assert_int_equal(in_body(a->msgs[0].value, body), cases[c].borrowed);
-		assert_false(in_body(b->msgs[0].value, body));
-		assert_int_equal(a->n, b->n);
-		for (size_t i = 0; i < a->n; i++) {
-			const struct spool_msg *x = &a->msgs[i], *y = &b->msgs[i];
-			assert_bytes(x->value, x->value_len, y->value, y->value_len);
-			assert_int_equal(x->key == NULL, y->key == NULL);
-			if (x->key)
-				assert_bytes(x->key, x->key_len, y->key, y->key_len);
-			assert_int_equal(x->partition, y->partition);
-			assert_int_equal(x->nhdrs, y->nhdrs);
-			for (size_t h = 0; h + 1 < x->nhdrs; h++) {
-				assert_bytes(x->hdrs[h].name, x->hdrs[h].name_len, y->hdrs[h].name,
-				    y->hdrs[h].name_len);
-				assert_bytes(x->hdrs[h].value, x->hdrs[h].value_len,
-				    y->hdrs[h].value, y->hdrs[h].value_len);
-			}
-		}
-		publish_req_free(a);
-		publish_req_free(b);
-	}
-}
-
 /*
  * publish_batch() and publish_batch_general() on body[0..len), copied to a
  * buffer of exactly len bytes (no NUL after it, so reading past the end is
@@ -707,6 +624,51 @@ static int plain_as_general(const char *body, size_t len, int64_t max_records)
 	publish_req_free(b);
 	free(copy);
 	return borrowed;
+}
+
+/*
+ * publish_batch() reads plain batches with a parser of its own: its strings
+ * without escapes stay in the body (nothing copied, no document), and what
+ * it gives equals what the general parser gives. Anything else is the
+ * general parser's, with the same outcome as publish_batch_general().
+ */
+static void test_batch_plain_parser(void **state)
+{
+	static const struct {
+		const char *body;
+		int borrowed; /* the first value points into the body: the plain parser read it */
+	} cases[] = {
+		{ "{\"records\":[{\"value\":\"a\"}]}", 1 },
+		{ " {\n \"records\" : [ {\"key\":\"k\", \"value\":\"v\",\t\"partition\":0},\r\n"
+		  "{\"partition\":7,\"headers\":{\"h\":\"1\",\"g\":\"\"},\"value\":\"w\"} ] } ", 1 },
+		{ "{\"records\":[{\"value\":\"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80\"}]}", 1 },
+		{ "{\"records\":[{\"value\":\"x\",\"key_b64\":\"AAE=\"},{\"value_b64\":\"\"}]}", 1 },
+		{ "{\"records\":[{\"value\":\"a\\\"b\\\\c\\/\\u00e9\\ud83d\\ude00\\n\\u0000\"}]}", 0 },
+		{ "{\"re\\u0063ords\":[{\"h\\u0065aders\":{\"a\\u0062\":\"\\t\"},\"value\":\"v\"}]}",
+		  1 },
+		/* The general parser's: */
+		{ "{\"records\":[{\"value\":{\"a\":[1,2.5,null]}}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"value\":\"b\"}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"headers\":{\"h\":\"1\",\"h\":\"2\"}}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"partition\":1.0}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"partition\":2147483648}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"partition\":-1}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"partition\":01}]}", 0 },
+		{ "{\"records\":[{\"value\":\"\\ud800\"}]}", 0 },
+		{ "{\"records\":[{\"value\":\"\xed\xa0\x80\"}]}", 0 },
+		{ "{\"records\":[{\"value\":\"\xc0\xaf\"}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\"}],\"more\":1}", 0 },
+		{ "{\"records\":[{\"value\":\"a\"}]} x", 0 },
+		{ "{\"records\":[{\"value\":\"a\",}]}", 0 },
+		{ "{\"records\":[]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"key\":null}]}", 0 },
+		{ "{\"records\":[{\"value\":\"a\",\"headers\":{\"ackd-id\":\"x\"}}]}", 0 },
+	};
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+		assert_int_equal(plain_as_general(cases[c].body, strlen(cases[c].body), 100),
+		    cases[c].borrowed);
 }
 
 #define RECS(x) "{\"records\":[" x "]}"
@@ -788,22 +750,9 @@ static void test_batch_plain_string_bytes(void **state)
 			char body[64];
 			int len = snprintf(body, sizeof(body), "{\"records\":[{\"value\":\"%s\"}]}",
 			    "abcdefghijklmnopqrstuvwx");
-			struct publish_req *x = NULL, *y = NULL;
-			int bx = -1, by = -1, rx, ry;
-			char ex[256] = "", ey[256] = "";
 
 			body[22 + at] = (char)bytes[b]; /* the value's text starts at 22 */
-			rx = publish_batch("t", body, (size_t)len, 100, 0, &x, &bx, ex, sizeof(ex));
-			ry = publish_batch_general("t", body, (size_t)len, 100, 0, &y, &by, ey,
-			    sizeof(ey));
-			assert_int_equal(rx, ry);
-			assert_string_equal(ex, ey);
-			if (rx != 0)
-				continue;
-			assert_bytes(x->msgs[0].value, x->msgs[0].value_len, y->msgs[0].value,
-			    y->msgs[0].value_len);
-			publish_req_free(x);
-			publish_req_free(y);
+			(void)plain_as_general(body, (size_t)len, 100);
 		}
 	}
 }
