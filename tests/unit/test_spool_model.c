@@ -63,7 +63,7 @@ enum mstate {
 	M_LIVE,   /* committed, not acknowledged: must come out once per run */
 	M_MAYBE,  /* may be in the spool or not: at most once per run */
 	M_ACKED,  /* acknowledged (or failed) in this run: never again in it */
-	M_GONE,   /* was maybe, a drain did not find it: never again */
+	M_GONE,   /* was maybe, a drain did not find it: never again, short of a power loss */
 };
 
 struct mmsg {
@@ -538,8 +538,11 @@ static void after_crash(struct model *md, bool power)
 {
 	for (uint32_t i = 0; i < md->next_n; i++) {
 		struct mmsg *m = &md->m[i];
-		if (m->st == M_ACKED && (power || !m->ack_flushed))
+		if (m->st == M_ACKED && (power || !m->ack_flushed)) {
 			m->st = M_MAYBE;
+			m->nacked = 0; /* those acknowledgements may be lost: each record may come back */
+		} else if (m->st == M_GONE && power)
+			m->st = M_MAYBE; /* the unsynced ack entry that hid it may be lost */
 		else if (m->st == M_LIVE && power && md->o.fsync != CONF_FSYNC_ALWAYS)
 			m->st = M_MAYBE;
 	}
