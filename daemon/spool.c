@@ -59,6 +59,7 @@ static uint64_t default_segment_bytes(const struct spool_opts *opts)
 
 void spool_maint(struct spool *sp, bool force)
 {
+	uint_fast64_t rolls = atomic_load(&sp->rolls);
 	int64_t now;
 	bool done = false;
 
@@ -70,9 +71,10 @@ void spool_maint(struct spool *sp, bool force)
 			cf_apply(sp);
 	}
 	now = now_ms();
-	if (!force && now - sp->maint_ms < MAINT_EVERY_MS)
+	if (!force && rolls == sp->rolls_swept && now - sp->maint_ms < MAINT_EVERY_MS)
 		return;
 	sp->maint_ms = now;
+	sp->rolls_swept = rolls;
 	trim_step(sp, false);
 	failed_retry_due(sp);
 

@@ -25,6 +25,7 @@
 #define ACKD_SPOOL_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -227,6 +228,13 @@ struct spool {
 	 * (and the segment is not sealed) until a cut to data_end succeeds.
 	 */
 	bool cut_pending;
+	/*
+	 * Segments the writer rolled past. A segment whose records were all
+	 * acknowledged while it was active is deleted by the first maintenance
+	 * after the roll, not up to MAINT_EVERY_MS later: a burst of acknowledged
+	 * batches would otherwise fill spool.max_bytes with dead segments.
+	 */
+	atomic_uint_fast64_t rolls;
 	uint64_t nsegs;
 	uint64_t live;
 	uint64_t bytes;
@@ -260,6 +268,7 @@ struct spool {
 	bool fretry_busy;
 	size_t ntrims;
 	int64_t maint_ms;
+	uint_fast64_t rolls_swept; /* rolls as of the last maintenance */
 	int64_t ackerr_log_ms;
 };
 

@@ -241,6 +241,7 @@ static void maybe_roll(struct spool *sp)
 	sp->nsegs++;
 	sp->bytes += seg->file_bytes;
 	pthread_mutex_unlock(&sp->mu);
+	atomic_fetch_add(&sp->rolls, 1);
 }
 
 /* Tell each batch how it ended, then wake the producer. */

@@ -166,6 +166,48 @@ static void test_acks_delete_segments(void **state)
 	spool_close(sp);
 }
 
+/*
+ * A segment whose records were all acknowledged while it was still the
+ * active one goes at the first maintenance after the writer rolls past it,
+ * not one maintenance interval later: acknowledged batches published
+ * faster than that filled a small spool.max_bytes with dead segments.
+ */
+static void test_roll_deletes_acked_segment(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 4096);
+	struct spool *sp;
+	struct spool_stats st;
+	int nums[100];
+	uint64_t seqs[100], cursor = 0;
+	int64_t swept;
+	size_t n;
+
+	o.fsync = CONF_FSYNC_NEVER; /* quick writes: all of it within one maintenance interval */
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, 0, 80, NULL), SPOOL_OK); /* more than a segment */
+	n = drain(sp, &cursor, nums, seqs, 100);
+	assert_int_equal(n, 80);
+	for (size_t i = 0; i < n; i++)
+		spool_ack(sp, seqs[i]);
+	spool_maintain(sp);
+	swept = now_ms();
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 0);
+	assert_int_equal(st.segments, 1); /* the active one stays, though dead */
+
+	assert_int_equal(write_range(sp, 80, 81, NULL), SPOOL_OK); /* rolls */
+	spool_stats(sp, &st);
+	assert_int_equal(st.segments, 2);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 100), 1); /* spool_next() maintains */
+	spool_stats(sp, &st);
+	assert_int_equal(st.segments, 1);
+	assert_int_equal(count_files(t->dir, ".spool"), 1);
+	/* Otherwise the interval, not the roll, may have brought the sweep. */
+	assert_true(now_ms() - swept < 100);
+	spool_close(sp);
+}
+
 static void test_reopen_returns_unacked(void **state)
 {
 	struct tmp *t = *state;
@@ -494,6 +536,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_delete_in_steps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_acks_delete_segments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roll_deletes_acked_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_returns_unacked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_forward_survives_restart, setup, teardown),
