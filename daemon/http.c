@@ -409,23 +409,6 @@ static char *put(char *p, const char *s, size_t n)
 
 #define PUT(p, lit) put((p), (lit), sizeof(lit) - 1)
 
-static char *put_int(char *p, int64_t v)
-{
-	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-	char digits[20];
-	size_t n = 0;
-
-	if (v < 0)
-		*p++ = '-';
-	do {
-		digits[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	while (n)
-		*p++ = digits[--n];
-	return p;
-}
-
 /* s as the inside of a JSON string: at most 6 bytes for each of s's. */
 static char *put_ascii(char *p, const char *s)
 {
@@ -479,9 +462,9 @@ static char *put_result(char *p, const struct req *r, size_t i)
 	p = put(p, r->topic, strlen(r->topic));
 	if (res && res->outcome == PRODUCER_DELIVERED) {
 		p = PUT(p, "\",\"partition\":");
-		p = put_int(p, res->partition);
+		p = put_int64(p, res->partition);
 		p = PUT(p, ",\"offset\":");
-		p = put_int(p, res->offset);
+		p = put_int64(p, res->offset);
 		return PUT(p, "}");
 	}
 	if (res && res->outcome == PRODUCER_FAILED) {

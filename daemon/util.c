@@ -47,6 +47,23 @@ static size_t utf8_char_len(const unsigned char *s, size_t n)
 	return need;
 }
 
+char *put_int64(char *p, int64_t v)
+{
+	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+	char digits[INT64_DEC_MAX];
+	size_t n = 0;
+
+	if (v < 0)
+		*p++ = '-';
+	do {
+		digits[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	while (n)
+		*p++ = digits[--n];
+	return p;
+}
+
 size_t utf8_clean(char *dst, size_t dstlen, const void *src, size_t len)
 {
 	static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */

@@ -33,6 +33,12 @@ char *xstrndup(const char *s, size_t n);
  */
 size_t utf8_clean(char *dst, size_t dstlen, const void *src, size_t len);
 
+/* The longest decimal int64: "-9223372036854775808". */
+#define INT64_DEC_MAX 20
+
+/* v in decimal at p, no NUL: at most INT64_DEC_MAX bytes. Returns the end. */
+char *put_int64(char *p, int64_t v);
+
 /* CLOCK_MONOTONIC and CLOCK_REALTIME in milliseconds. */
 int64_t now_ms(void);
 int64_t wall_ms(void);

@@ -418,17 +418,9 @@ static void put_str(struct request *req, const char *s) { put(req, s, strlen(s))
 
 static void put_int(struct request *req, int64_t v)
 {
-	char tmp[24];
-	char *p = tmp + sizeof(tmp);
-	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+	char tmp[INT64_DEC_MAX];
 
-	do {
-		*--p = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	if (v < 0)
-		*--p = '-';
-	put(req, p, (size_t)(tmp + sizeof(tmp) - p));
+	put(req, tmp, (size_t)(put_int64(tmp, v) - tmp));
 }
 
 /* Kafka header names are bytes; an HTTP field name is a token. */

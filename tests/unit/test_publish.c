@@ -1096,6 +1096,24 @@ static void test_error_names_are_clean_utf8(void **state)
 	/* jansson's own message quotes the bad byte: made clean by http.c, checked there. */
 }
 
+/* Partitions, offsets and timestamps in answers and webhook headers. */
+static void test_put_int64(void **state)
+{
+	static const struct { int64_t v; const char *text; } cases[] = {
+		{ 0, "0" }, { 7, "7" }, { -1, "-1" }, { 10, "10" }, { 1234567890, "1234567890" },
+		{ INT64_MAX, "9223372036854775807" }, { INT64_MIN, "-9223372036854775808" },
+	};
+	char buf[INT64_DEC_MAX + 1];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *end = put_int64(buf, cases[i].v);
+		assert_true(end - buf <= INT64_DEC_MAX);
+		*end = '\0';
+		assert_string_equal(buf, cases[i].text);
+	}
+}
+
 static void test_utf8_clean(void **state)
 {
 	char out[32];
@@ -1560,6 +1578,7 @@ int main(void)
 	    cmocka_unit_test(test_record_over_spool_limit),
 	    cmocka_unit_test(test_single_header_names),
 	    cmocka_unit_test(test_error_names_are_clean_utf8),
+	    cmocka_unit_test(test_put_int64),
 	    cmocka_unit_test(test_utf8_clean),
 	    cmocka_unit_test(test_rp_v2_format),
 	    cmocka_unit_test(test_rp_v2_examples),
