@@ -408,6 +408,20 @@ size_t spool_key_encode(const struct spool_key *k, void *buf)
 	return (size_t)(p - rec);
 }
 
+/*
+ * Ids are ackd-ids, Crockford base32 (publish.c): the answers that replay a
+ * key print them without escaping, so anything else is damage.
+ */
+static bool ids_ok(const char *ids, size_t len)
+{
+	static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+	for (size_t i = 0; i < len; i++)
+		if (ids[i] == '\0' || !strchr(alphabet, ids[i]))
+			return false;
+	return true;
+}
+
 enum spool_rec_status spool_key_decode(const void *buf, size_t len, struct spool_rec_hdr *h,
     struct spool_key *k)
 {
@@ -445,6 +459,8 @@ enum spool_rec_status spool_key_decode(const void *buf, size_t len, struct spool
 	    c.left % SPOOL_KEY_ID_LEN != 0 || !k->scope || !k->topic || !k->key)
 		return SPOOL_REC_BAD_PAYLOAD;
 	k->ids = (const char *)take(&c, c.left);
+	if (!ids_ok(k->ids, (size_t)k->nrecs * SPOOL_KEY_ID_LEN))
+		return SPOOL_REC_BAD_PAYLOAD;
 	/* A record takes at least a header: more records than that is damage. */
 	if ((uint64_t)k->nrecs > h->seq)
 		return SPOOL_REC_BAD_PAYLOAD;

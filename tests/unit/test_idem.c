@@ -483,6 +483,25 @@ static void test_key_record_codec(void **state)
 	}
 	spool_rec_set_seq(buf, 1);
 	assert_int_equal(spool_key_decode(buf, n, NULL, &d), SPOOL_REC_BAD_PAYLOAD);
+	/*
+	 * Ids that are no ackd-ids (replayed answers print them as they are) are
+	 * damage, even under a good CRC: a quote, a NUL, a lowercase letter.
+	 */
+	{
+		static const char bad[] = { '"', '\0', 'a', 'I', '\\' };
+		for (size_t i = 0; i < sizeof(bad); i++) {
+			char ids[53];
+			struct spool_key kb = k;
+			unsigned char b2[512];
+			size_t n2;
+			memcpy(ids, ID_A ID_B, sizeof(ids));
+			ids[26 + 7] = bad[i];
+			kb.ids = ids;
+			n2 = spool_key_encode(&kb, b2);
+			spool_rec_set_seq(b2, 99);
+			assert_int_equal(spool_key_decode(b2, n2, NULL, &d), SPOOL_REC_BAD_PAYLOAD);
+		}
+	}
 	/* A flipped payload byte fails the CRC. */
 	spool_rec_set_seq(buf, 99);
 	buf[n - 1] ^= 1;
