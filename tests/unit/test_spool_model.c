@@ -359,7 +359,7 @@ static void do_submit(struct model *md)
 			struct spool_key k = { .timestamp_ms = wall_now_ms(), .nrecs = (uint32_t)count,
 				.scope = "tcp", .scope_len = 3, .topic = "t", .topic_len = 1, .ids = ids };
 			snprintf(key, sizeof(key), "k%u-%zu", b->first_n, count);
-			memset(ids, 'I', sizeof(ids));
+			memset(ids, '7', sizeof(ids)); /* Crockford base32, as ackd-ids are */
 			k.key = key;
 			k.key_len = strlen(key);
 			assert_int_equal(spool_batch_add_key(sb, &k), 0);
