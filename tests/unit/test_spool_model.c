@@ -75,7 +75,10 @@ struct mmsg {
 	bool copied_before_open; /* before the spool was last opened: both may be there */
 	int runs_out;      /* handed out in this run */
 	uint64_t acked[4]; /* sequences acknowledged (several records after a copy and a restart) */
+	bool acked_flushed[4]; /* that entry was flushed by spool_maintain() or close: a kill keeps it */
+	bool acked_synced[4];  /* that entry was synced by a close: a power loss keeps it */
 	int nacked;
+	bool gone_synced;  /* M_GONE, and a close synced the ack files since: stays gone */
 	/* Idempotency-Keys: the batch first..first+kcount-1 ended with a KEY record. */
 	uint32_t kfirst;
 	uint8_t kcount;      /* 0: no key */
@@ -279,8 +282,11 @@ static void note_ack(struct mmsg *m, uint64_t seq)
 {
 	m->st = M_ACKED;
 	m->ack_flushed = false;
-	if (m->nacked < 4)
+	if (m->nacked < 4) {
+		m->acked_flushed[m->nacked] = false;
+		m->acked_synced[m->nacked] = false;
 		m->acked[m->nacked++] = seq;
+	}
 }
 
 /* One record from spool_next(): check it against the model and hold it. */
@@ -481,9 +487,12 @@ static void do_get(struct model *md)
 
 static void acks_flushed(struct model *md)
 {
-	for (uint32_t i = 0; i < md->next_n; i++)
+	for (uint32_t i = 0; i < md->next_n; i++) {
 		if (md->m[i].st == M_ACKED)
 			md->m[i].ack_flushed = true;
+		for (int j = 0; j < md->m[i].nacked; j++)
+			md->m[i].acked_flushed[j] = true;
+	}
 }
 
 static void do_maintain(struct model *md)
@@ -530,6 +539,12 @@ static void do_reopen(struct model *md)
 {
 	spool_close(md->sp);
 	acks_flushed(md); /* close writes and syncs them */
+	for (uint32_t i = 0; i < md->next_n; i++) {
+		for (int j = 0; j < md->m[i].nacked; j++)
+			md->m[i].acked_synced[j] = true;
+		if (md->m[i].st == M_GONE)
+			md->m[i].gone_synced = true;
+	}
 	open_spool(md);
 }
 
@@ -538,10 +553,20 @@ static void after_crash(struct model *md, bool power)
 {
 	for (uint32_t i = 0; i < md->next_n; i++) {
 		struct mmsg *m = &md->m[i];
-		if (m->st == M_ACKED && (power || !m->ack_flushed)) {
+		int k = 0;
+
+		/* Forget only the acknowledgements this crash may have lost. */
+		for (int j = 0; j < m->nacked; j++) {
+			if (power ? !m->acked_synced[j] : !m->acked_flushed[j])
+				continue;
+			m->acked[k] = m->acked[j];
+			m->acked_flushed[k] = m->acked_flushed[j];
+			m->acked_synced[k++] = m->acked_synced[j];
+		}
+		m->nacked = k;
+		if (m->st == M_ACKED && (power || !m->ack_flushed))
 			m->st = M_MAYBE;
-			m->nacked = 0; /* those acknowledgements may be lost: each record may come back */
-		} else if (m->st == M_GONE && power)
+		else if (m->st == M_GONE && power && !m->gone_synced)
 			m->st = M_MAYBE; /* the unsynced ack entry that hid it may be lost */
 		else if (m->st == M_LIVE && power && md->o.fsync != CONF_FSYNC_ALWAYS)
 			m->st = M_MAYBE;
@@ -608,8 +633,10 @@ static void do_drain(struct model *md)
 		if (m->st == M_LIVE && m->runs_out == 0)
 			bad(md, "message %u (sequence %" PRIu64 ") committed and not acknowledged, "
 			    "not handed out by a full read", i, m->seq);
-		else if (m->st == M_MAYBE && m->runs_out == 0)
+		else if (m->st == M_MAYBE && m->runs_out == 0) {
 			m->st = M_GONE;
+			m->gone_synced = false;
+		}
 	}
 }
 
