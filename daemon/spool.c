@@ -61,7 +61,7 @@ void spool_maint(struct spool *sp, bool force)
 {
 	uint_fast64_t rolls = atomic_load(&sp->rolls);
 	int64_t now;
-	bool done = false;
+	bool done = false, due;
 
 	if (sp->cf.seg) {
 		pthread_mutex_lock(&sp->mu);
@@ -71,12 +71,16 @@ void spool_maint(struct spool *sp, bool force)
 			cf_apply(sp);
 	}
 	now = now_ms();
-	if (!force && rolls == sp->rolls_swept && now - sp->maint_ms < MAINT_EVERY_MS)
+	due = force || now - sp->maint_ms >= sp->maint_every_ms;
+	if (!due && rolls == sp->rolls_swept)
 		return;
-	sp->maint_ms = now;
 	sp->rolls_swept = rolls;
-	trim_step(sp, false);
-	failed_retry_due(sp);
+	if (due) {
+		/* Not after every roll: trimming faster than a step per interval stalls fdatasync. */
+		sp->maint_ms = now;
+		trim_step(sp, false);
+		failed_retry_due(sp);
+	}
 
 	/*
 	 * Not under sp->mu: a write can wait for the file system, and spool_submit()
@@ -226,6 +230,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	sp->fsync_interval_ms = opts->fsync_interval_ms > 0 ? opts->fsync_interval_ms : 1000;
 	sp->max_bytes = opts->max_bytes;
 	sp->segment_bytes = opts->segment_bytes ? opts->segment_bytes : default_segment_bytes(opts);
+	sp->maint_every_ms = opts->maint_every_ms > 0 ? opts->maint_every_ms : MAINT_EVERY_MS;
 	sp->q_tail = &sp->q_head;
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_condattr_init(&ca);

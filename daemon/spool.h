@@ -37,6 +37,7 @@ struct spool_opts {
 	int64_t fsync_interval_ms;
 	uint64_t max_bytes;     /* refuse (SPOOL_EFULL) beyond this */
 	uint64_t segment_bytes; /* 0: 64 MiB, or max_bytes / 8 when less (64 KiB at least) */
+	int64_t maint_every_ms; /* spool_next()/spool_ack() maintain this often; 0: 100 ms */
 	/*
 	 * Called by spool_open() for every intact KEY record of every segment,
 	 * in sequence order, before the writer starts (the opening thread);
@@ -207,7 +208,9 @@ void spool_ack_keyed(struct spool *sp, uint64_t seq, const char *id, int32_t par
  * Producer thread, housekeeping: write buffered acknowledgements to the .ack
  * files, delete segments whose records are all acknowledged, copy the live
  * records of old, almost empty segments forward. spool_next() and
- * spool_ack() run it themselves at most every 100 ms; call it when idle.
+ * spool_ack() run it themselves every 100 ms (spool_opts.maint_every_ms),
+ * and delete finished segments at once after the writer moved to a new
+ * segment; call it when idle.
  */
 void spool_maintain(struct spool *sp);
 

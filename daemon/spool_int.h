@@ -41,7 +41,7 @@
 #define READ_BLOCK (256u << 10)
 #define DISK_MARGIN (16ull << 20)   /* free space kept beyond a batch */
 #define STATVFS_EVERY_MS 100
-#define MAINT_EVERY_MS 100
+#define MAINT_EVERY_MS 100       /* spool_opts.maint_every_ms when 0 */
 #define ACK_BUF_ENTRIES 256
 #define CP_EVERY 64                 /* reader checkpoint spacing, in records */
 #define CF_KEEP_NEWEST 4            /* segments never copied forward */
@@ -231,8 +231,9 @@ struct spool {
 	/*
 	 * Segments the writer rolled past. A segment whose records were all
 	 * acknowledged while it was active is deleted by the first maintenance
-	 * after the roll, not up to MAINT_EVERY_MS later: a burst of acknowledged
-	 * batches would otherwise fill spool.max_bytes with dead segments.
+	 * call after the roll, not up to an interval later: a burst of
+	 * acknowledged batches would otherwise fill spool.max_bytes with
+	 * finished segments.
 	 */
 	atomic_uint_fast64_t rolls;
 	uint64_t nsegs;
@@ -268,7 +269,8 @@ struct spool {
 	bool fretry_busy;
 	size_t ntrims;
 	int64_t maint_ms;
-	uint_fast64_t rolls_swept; /* rolls as of the last maintenance */
+	int64_t maint_every_ms;
+	uint_fast64_t rolls_swept; /* rolls as of the last sweep */
 	int64_t ackerr_log_ms;
 };
 

@@ -52,10 +52,9 @@ static void put(struct wbuf *b, const void *s, size_t n)
 
 static void put_int(struct wbuf *b, int64_t v)
 {
-	char tmp[24];
-	int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+	char tmp[INT64_DEC_MAX];
 
-	put(b, tmp, (size_t)n);
+	put(b, tmp, (size_t)(put_int64(tmp, v) - tmp));
 }
 
 bool utf8_valid(const void *s, size_t n)
