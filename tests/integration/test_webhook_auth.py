@@ -126,7 +126,10 @@ def test_tls_refused_is_retried_never_committed(kafka, ackd, pki, case):
                    "refused handshakes")
         wait_until(lambda: " attempt 2: " in daemon.stderr_text(), 10, "a logged retry")
         assert sink.received() == []
-        assert kafka.committed(sub["group"], topic).get(0) in (None, -1001)
+        # Nothing, or 0: the group resumes at the message. A revoke (a slow
+        # machine lets the group rebalance) commits where the partition
+        # stands, which is before the message, never past it.
+        assert kafka.committed(sub["group"], topic).get(0) in (None, -1001, 0)
 
 
 # --- OAuth 2.0 client credentials ---------------------------------------------
