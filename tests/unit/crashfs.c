@@ -626,7 +626,21 @@ size_t crashfs_nops(void)
 	return n;
 }
 
-const struct crashfs_op *crashfs_op(size_t i) { return i < cf.nops ? &cf.ops[i] : NULL; }
+/*
+ * A copy, taken under the lock: the spool's writer thread may be appending
+ * to the trace meanwhile, and an append can move the whole array.
+ */
+bool crashfs_op(size_t i, struct crashfs_op *out)
+{
+	bool ok;
+
+	pthread_mutex_lock(&cf.mu);
+	ok = i < cf.nops;
+	if (ok)
+		*out = cf.ops[i];
+	pthread_mutex_unlock(&cf.mu);
+	return ok;
+}
 
 /* --- replay ------------------------------------------------------------------------ */
 

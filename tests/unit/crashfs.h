@@ -28,6 +28,7 @@
 #ifndef ACKD_TEST_CRASHFS_H
 #define ACKD_TEST_CRASHFS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -83,9 +84,13 @@ void crashfs_hold(int on);
  */
 void crashfs_drop_syncs(int on);
 
-/* Operations recorded so far, and the i-th of them. */
+/*
+ * Operations recorded so far, and a copy of the i-th of them (false when
+ * there is none); both safe while another thread records. The copy's data
+ * stays valid until crashfs_reset().
+ */
 size_t crashfs_nops(void);
-const struct crashfs_op *crashfs_op(size_t i);
+bool crashfs_op(size_t i, struct crashfs_op *out);
 
 /* One crash state, written to dir; desc says which choices made it. */
 typedef void crashfs_visit_fn(void *arg, size_t k, const char *dir, const char *desc);

@@ -183,10 +183,10 @@ void oracle_index(size_t from, size_t to, struct oracle_wrec **v, size_t *nv, si
 	struct spool_hdr hdrs[8];
 
 	for (size_t i = from; i < to; i++) {
-		const struct crashfs_op *op = crashfs_op(i);
+		struct crashfs_op opc, *op = &opc;
 		size_t off = 0;
 
-		if (!op || op->type != CFS_WRITE || !is_segment(op->path))
+		if (!crashfs_op(i, op) || op->type != CFS_WRITE || !is_segment(op->path))
 			continue;
 		while (op->len - off >= SPOOL_REC_HDR_SIZE) {
 			struct spool_rec_hdr h;

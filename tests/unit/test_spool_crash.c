@@ -814,8 +814,9 @@ static void wl_recover_torn(void **state)
 	/* Points just after the last group writes, before their fdatasync. */
 	nops = crashfs_nops();
 	for (size_t i = nops; i-- > 0 && nmarks < 4;) {
-		const struct crashfs_op *op = crashfs_op(i);
-		if (op->type == CFS_WRITE && op->len > 512 && strncmp(op->path, "seg-", 4) == 0)
+		struct crashfs_op op;
+		assert_true(crashfs_op(i, &op));
+		if (op.type == CFS_WRITE && op.len > 512 && strncmp(op.path, "seg-", 4) == 0)
 			marks[nmarks++] = i + 1;
 	}
 	for (size_t i = 0; i < nmarks; i++)
