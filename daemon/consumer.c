@@ -965,8 +965,12 @@ static void count_answer(struct consumer *c, const struct webhook_answer *a,
 	c->in_flight--;
 	pace_answer(&c->pace, sent_ms, now, pace_signal_of(a->status, a->timed_out), window_full);
 	atomic_store(&c->stat_window, pace_window(&c->pace));
-	if (a->retry_after_ms >= 0 && now + a->retry_after_ms > c->hold_until)
-		c->hold_until = now + a->retry_after_ms;
+	/*
+	 * now is whole milliseconds, rounded down: one more keeps the next
+	 * request from leaving up to a millisecond before Retry-After ends.
+	 */
+	if (a->retry_after_ms >= 0 && now + a->retry_after_ms + 1 > c->hold_until)
+		c->hold_until = now + a->retry_after_ms + 1;
 }
 
 /* libcurl: the endpoint answered (or did not) a one-message request. */
