@@ -19,6 +19,8 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -421,6 +423,7 @@ static void rig_open(struct rig *g, bool tcp, int64_t timeout_ms)
 	}
 	assert_non_null(g->ep);
 	assert_int_equal(listen(g->lfd, 16), 0);
+	assert_int_equal(fcntl(g->lfd, F_SETFL, O_NONBLOCK), 0);
 	g->epfd = epoll_create1(EPOLL_CLOEXEC);
 	assert_true(g->epfd >= 0);
 	g->c = h1_client_new(g->ep, g->epfd, 4, timeout_ms);
@@ -437,37 +440,62 @@ static void rig_close(struct rig *g)
 		unlink(g->path);
 }
 
+/* One turn of the client's loop, waiting at most ms. */
+static void step(struct rig *g, int ms)
+{
+	struct epoll_event evs[8];
+	int64_t now = now_ms(), at = h1_next_wake(g->c, now);
+	int n;
+
+	if (at >= 0 && at - now < ms)
+		ms = at > now ? (int)(at - now) : 0;
+	n = epoll_wait(g->epfd, evs, 8, ms);
+	for (int i = 0; i < n; i++)
+		h1_event(g->c, evs[i].data.ptr, evs[i].events);
+	h1_tick(g->c, now_ms());
+	h1_reap(g->c);
+}
+
 /* Run the client until a request is done (or ms pass); it, or NULL. */
 static struct h1_req *pump(struct rig *g, int ms)
 {
 	int64_t end = now_ms() + ms;
 	struct h1_req *r;
 
-	while (!(r = h1_take_done(g->c))) {
-		struct epoll_event evs[8];
-		int64_t now = now_ms(), at = h1_next_wake(g->c, now);
-		int wait = (int)(end - now), n;
-		if (wait <= 0)
-			break;
-		if (at >= 0 && at - now < wait)
-			wait = at > now ? (int)(at - now) : 0;
-		n = epoll_wait(g->epfd, evs, 8, wait);
-		for (int i = 0; i < n; i++)
-			h1_event(g->c, evs[i].data.ptr, evs[i].events);
-		h1_tick(g->c, now_ms());
-		h1_reap(g->c);
-	}
+	while (!(r = h1_take_done(g->c)) && now_ms() < end)
+		step(g, (int)(end - now_ms()));
 	return r;
 }
 
-/* The peer reads one whole request (headers and Content-Length body) into buf. */
-static size_t peer_read(int fd, char *buf, size_t cap)
+/* The peer accepts the client's next connection, running the client meanwhile. */
+static int peer_accept(struct rig *g)
+{
+	for (int i = 0; i < 200; i++) {
+		int fd = accept4(g->lfd, NULL, NULL, SOCK_NONBLOCK);
+		if (fd >= 0)
+			return fd;
+		assert_true(errno == EAGAIN);
+		step(g, 10);
+	}
+	fail_msg("the client did not connect");
+	return -1;
+}
+
+/*
+ * The peer reads one whole request (headers and Content-Length body) into
+ * buf, running the client meanwhile.
+ */
+static size_t peer_read(struct rig *g, int fd, char *buf, size_t cap)
 {
 	size_t len = 0;
 
-	for (;;) {
+	for (int i = 0; i < 1000; i++) {
 		const char *end, *cl;
 		ssize_t n = read(fd, buf + len, cap - 1 - len);
+		if (n < 0 && errno == EAGAIN) {
+			step(g, 10);
+			continue;
+		}
 		assert_true(n > 0);
 		len += (size_t)n;
 		buf[len] = '\0';
@@ -479,6 +507,8 @@ static size_t peer_read(int fd, char *buf, size_t cap)
 		if (len >= (size_t)(end + 4 - buf) + strtoul(cl + 16, NULL, 10))
 			return len;
 	}
+	fail_msg("no whole request arrived");
+	return 0;
 }
 
 static void peer_write(int fd, const char *s)
@@ -514,9 +544,9 @@ static void test_client_keeps_alive(void **state)
 	req_set(&g, &r, HDRS, CLEN, "hello");
 	h1_start(g.c, &r);
 	(void)pump(&g, 0);
-	fd = accept(g.lfd, NULL, NULL);
+	fd = peer_accept(&g);
 	assert_true(fd >= 0);
-	peer_read(fd, buf, sizeof(buf));
+	peer_read(&g, fd, buf, sizeof(buf));
 	assert_string_equal(buf, "POST /hook HTTP/1.1\r\nHost: app\r\n" HDRS CLEN "hello");
 	peer_write(fd, answer);
 	done = pump(&g, 2000);
@@ -527,7 +557,7 @@ static void test_client_keeps_alive(void **state)
 	/* The second request reuses the connection. */
 	req_set(&g, &r, HDRS, CLEN, "again");
 	h1_start(g.c, &r);
-	peer_read(fd, buf, sizeof(buf));
+	peer_read(&g, fd, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "again"));
 	peer_write(fd, "HTTP/1.1 503 Busy\r\nRetry-After: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
 	    "4\r\nbusy\r\n0\r\n\r\n");
@@ -561,10 +591,9 @@ static void test_client_retries_on_a_new_connection(void **state)
 	rig_open(&g, true, 5000);
 	req_set(&g, &r, HDRS, CLEN, "first");
 	h1_start(g.c, &r);
-	(void)pump(&g, 50); /* connects, sends */
-	fd = accept(g.lfd, NULL, NULL);
+	fd = peer_accept(&g);
 	assert_true(fd >= 0);
-	peer_read(fd, buf, sizeof(buf));
+	peer_read(&g, fd, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "POST /hook?q=1 HTTP/1.1\r\nHost: 127.0.0.1:"));
 	peer_write(fd, answer);
 	assert_ptr_equal(pump(&g, 2000), &r);
@@ -574,10 +603,9 @@ static void test_client_retries_on_a_new_connection(void **state)
 	close(fd);
 	req_set(&g, &r, HDRS, CLEN, "secnd");
 	h1_start(g.c, &r);
-	(void)pump(&g, 50);
-	fd2 = accept(g.lfd, NULL, NULL);
+	fd2 = peer_accept(&g);
 	assert_true(fd2 >= 0);
-	peer_read(fd2, buf, sizeof(buf));
+	peer_read(&g, fd2, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "secnd"));
 	peer_write(fd2, answer);
 	done = pump(&g, 2000);
@@ -590,10 +618,9 @@ static void test_client_retries_on_a_new_connection(void **state)
 	(void)pump(&g, 50); /* the idle one goes */
 	req_set(&g, &r, HDRS, CLEN, "third");
 	h1_start(g.c, &r);
-	(void)pump(&g, 50);
-	fd = accept(g.lfd, NULL, NULL);
+	fd = peer_accept(&g);
 	assert_true(fd >= 0);
-	peer_read(fd, buf, sizeof(buf));
+	peer_read(&g, fd, buf, sizeof(buf));
 	close(fd);
 	done = pump(&g, 2000);
 	assert_ptr_equal(done, &r);
@@ -634,8 +661,8 @@ static void test_client_bad_answer(void **state)
 	rig_open(&g, false, 5000);
 	req_set(&g, &r, HDRS, CLEN, "hello");
 	h1_start(g.c, &r);
-	fd = accept(g.lfd, NULL, NULL);
-	peer_read(fd, buf, sizeof(buf));
+	fd = peer_accept(&g);
+	peer_read(&g, fd, buf, sizeof(buf));
 	peer_write(fd, "HTTP/1.1 OK 200\r\n\r\n");
 	done = pump(&g, 2000);
 	assert_ptr_equal(done, &r);
