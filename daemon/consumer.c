@@ -965,8 +965,13 @@ static void count_answer(struct consumer *c, const struct webhook_answer *a,
 	c->in_flight--;
 	pace_answer(&c->pace, sent_ms, now, pace_signal_of(a->status, a->timed_out), window_full);
 	atomic_store(&c->stat_window, pace_window(&c->pace));
-	if (a->retry_after_ms >= 0 && now + a->retry_after_ms > c->hold_until)
-		c->hold_until = now + a->retry_after_ms;
+	/*
+	 * now is cut down to whole milliseconds, so the answer may have come
+	 * up to 1 ms after it: one more keeps the wait at least what the
+	 * endpoint asked for, however fast the answer was handled.
+	 */
+	if (a->retry_after_ms >= 0 && now + a->retry_after_ms + 1 > c->hold_until)
+		c->hold_until = now + a->retry_after_ms + 1;
 }
 
 /* libcurl: the endpoint answered (or did not) a one-message request. */
