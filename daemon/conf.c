@@ -117,6 +117,7 @@ static const char *const ordering_choices[] = { "partition", "key", "none", NULL
 static const char *const exhausted_choices[] = { "block", "drop", NULL };
 static const char *const start_choices[] = { "earliest", "latest", NULL };
 static const char *const concurrency_choices[] = { "fixed", "adaptive", NULL };
+static const char *const http_client_choices[] = { "auto", "libcurl", NULL };
 
 /* The stored enums are written through an int. */
 _Static_assert(sizeof(enum conf_fsync) == sizeof(int), "enum size");
@@ -125,6 +126,7 @@ _Static_assert(sizeof(enum conf_ordering) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_exhausted) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_start) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_concurrency) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_http_client) == sizeof(int), "enum size");
 
 #define MAIN(field) .scope = SCOPE_MAIN, .off = offsetof(struct conf, field)
 #define SUB(field) .scope = SCOPE_SUB, .off = offsetof(struct conf_sub, field)
@@ -346,6 +348,11 @@ static const struct key keys[] = {
 	{ .doc = { "subscriptions.rate_limit", CONF_T_INT, "0", 0, 1000000, NULL,
 		  "Most messages sent a second (token bucket). 0: no cap." },
 	    SUB(rate_limit) },
+	{ .doc = { "subscriptions.http_client", CONF_T_ENUM, "auto", 0, 0, http_client_choices,
+		  "auto: ackd's own HTTP/1.1 client for an http:// url to an IP address or "
+		  "localhost (no proxy) and for unix_socket, libcurl for the rest; libcurl: "
+		  "libcurl always." },
+	    SUB(http_client) },
 	{ .doc = { "subscriptions.batch", CONF_T_GROUP, NULL, 0, 0, NULL,
 		  "Several messages a request, as a JSON body; see docs/webhooks.md." },
 	    .scope = SCOPE_SUB },

@@ -18,6 +18,7 @@ enum conf_ordering { CONF_ORDER_PARTITION, CONF_ORDER_KEY, CONF_ORDER_NONE };
 enum conf_exhausted { CONF_EXHAUSTED_BLOCK, CONF_EXHAUSTED_DROP };
 enum conf_start { CONF_START_EARLIEST, CONF_START_LATEST };
 enum conf_concurrency { CONF_CONCURRENCY_FIXED, CONF_CONCURRENCY_ADAPTIVE };
+enum conf_http_client { CONF_HTTP_CLIENT_AUTO, CONF_HTTP_CLIENT_LIBCURL };
 
 struct conf_strlist {
 	char **v;
@@ -79,6 +80,7 @@ struct conf_sub {
 	struct conf_strlist headers; /* static request headers, "Name=value" */
 	struct conf_tls tls;
 	struct conf_oauth2 oauth2;
+	enum conf_http_client http_client;
 };
 
 struct conf {

@@ -42,6 +42,17 @@
  * oauth2.c forget the token it was sent with, so the retry (a 401 is retried,
  * see docs/webhooks.md) fetches a new one.
  *
+ * The lean client. For an endpoint that needs no DNS, TLS or proxy (an
+ * http:// URL to an IP literal or localhost, or unix_socket; see
+ * h1_endpoint_new()) and unless the subscription says http_client =
+ * "libcurl", webhook_h1.c sends the requests instead of libcurl, on the same
+ * epoll set: no multi handle, no easy handles. The header block is the same
+ * buffer, built by the same code; the lean client sends the request line and
+ * Host (made once per subscription), the Content-Type line, the rest of the
+ * block, Content-Length and the body as iovecs of one sendmsg(), which is
+ * what libcurl writes apart from its own Accept line. Its epoll events carry
+ * a connection pointer, and NULL for the wake-up fd.
+ *
  * Threads: all of it on the subscription's thread.
  */
 #include "config.h"
@@ -49,6 +60,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +76,7 @@
 #include "util.h"
 #include "webhook.h"
 #include "webhook_batch.h"
+#include "webhook_h1.h"
 #include "webhook_sign.h"
 
 #define MAX_EVENTS 128
@@ -85,6 +98,9 @@ struct webhook {
 	size_t nfds;
 	char *static_hdrs;        /* "\r\nName: value" for each of cs->headers */
 	struct oauth2 *oauth2;    /* NULL without oauth2.token_url */
+	/* The lean client instead of libcurl (then multi is NULL). */
+	struct h1_endpoint *ep;
+	struct h1_client *h1;
 };
 
 struct request {
@@ -93,6 +109,7 @@ struct request {
 	void *tag;
 	char *buf; /* the header block: Content-Type line, NUL, the rest, NUL */
 	size_t len, cap;
+	size_t rest; /* where the rest starts in buf */
 	struct curl_slist hdr[3]; /* point into buf, and "Expect:" */
 	char retry_after[64];
 	char error[CURL_ERROR_SIZE];
@@ -101,6 +118,8 @@ struct request {
 	bool batch;         /* a batch request: keep the answer's body */
 	struct wbuf body;   /* a batch's JSON body */
 	struct wbuf answer; /* a batch's answer body, NUL-terminated */
+	struct h1_req h1;   /* the lean client's part */
+	char clen[48];      /* its "\r\nContent-Length: N\r\n\r\n" */
 };
 
 /* --- sockets and timers ------------------------------------------------------- */
@@ -221,11 +240,29 @@ struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen)
 		free(wh);
 		return NULL;
 	}
+	if (cs->http_client == CONF_HTTP_CLIENT_AUTO) {
+		char why[128];
+		wh->ep = h1_endpoint_new(cs->url, cs->unix_socket, !wh->no_proxy_env, why,
+		    sizeof(why));
+		if (!wh->ep)
+			log_debug("webhook %s: libcurl sends its requests (%s)", cs->name, why);
+	}
+	if (cs->oauth2.token_url[0] && !(wh->oauth2 = oauth2_new(cs))) {
+		snprintf(err, errlen, "out of memory");
+		webhook_free(wh);
+		return NULL;
+	}
+	wh->static_hdrs = static_headers(&cs->headers);
+	if (wh->ep) {
+		/* Keep as many connections alive as may be busy at once. */
+		wh->h1 = h1_client_new(wh->ep, wh->epfd, (size_t)cs->max_in_flight, cs->timeout_ms);
+		log_debug("webhook %s: ackd's own HTTP/1.1 client sends its requests", cs->name);
+		return wh;
+	}
 	wh->multi = curl_multi_init();
 	if (!wh->multi) {
 		snprintf(err, errlen, "cannot create a libcurl multi handle");
-		close(wh->epfd);
-		free(wh);
+		webhook_free(wh);
 		return NULL;
 	}
 	/*
@@ -239,12 +276,6 @@ struct webhook *webhook_new(const struct conf_sub *cs, char *err, size_t errlen)
 		curl_url_cleanup(wh->url);
 		wh->url = NULL;
 	}
-	if (cs->oauth2.token_url[0] && !(wh->oauth2 = oauth2_new(cs))) {
-		snprintf(err, errlen, "out of memory");
-		webhook_free(wh);
-		return NULL;
-	}
-	wh->static_hdrs = static_headers(&cs->headers);
 	/* Keep as many connections alive as may be busy at once. */
 	curl_multi_setopt(wh->multi, CURLMOPT_MAXCONNECTS, (long)cs->max_in_flight);
 	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
@@ -272,7 +303,8 @@ static void request_detach(struct webhook *wh, struct request *req)
 		wh->requests = req->next;
 	if (req->next)
 		req->next->prev = req->prev;
-	curl_multi_remove_handle(wh->multi, req->easy);
+	if (req->easy)
+		curl_multi_remove_handle(wh->multi, req->easy);
 	wh->in_flight--;
 }
 
@@ -280,6 +312,8 @@ void webhook_free(struct webhook *wh)
 {
 	if (!wh)
 		return;
+	h1_client_free(wh->h1); /* before the requests its connections point at */
+	h1_endpoint_free(wh->ep);
 	while (wh->requests) {
 		struct request *req = wh->requests;
 		request_detach(wh, req);
@@ -290,7 +324,8 @@ void webhook_free(struct webhook *wh)
 		wh->idle = req->next;
 		request_destroy(req);
 	}
-	curl_multi_cleanup(wh->multi);
+	if (wh->multi)
+		curl_multi_cleanup(wh->multi);
 	curl_url_cleanup(wh->url);
 	close(wh->epfd);
 	free(wh->fds);
@@ -299,14 +334,12 @@ void webhook_free(struct webhook *wh)
 	free(wh);
 }
 
-/* The answer's body: thrown away, except a batch's (cut at WEBHOOK_ANSWER_MAX). */
-static size_t read_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+/* A batch's answer body, kept up to WEBHOOK_ANSWER_MAX bytes (both clients). */
+static void keep_answer(void *arg, const char *ptr, size_t len)
 {
-	struct request *req = userdata;
-	size_t len = size * nmemb, keep = len;
+	struct request *req = arg;
+	size_t keep = len;
 
-	if (!req->batch)
-		return len;
 	if (keep > WEBHOOK_ANSWER_MAX - req->answer.len)
 		keep = WEBHOOK_ANSWER_MAX - req->answer.len;
 	if (keep > 0 || !req->answer.p) {
@@ -321,6 +354,16 @@ static size_t read_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		req->answer.len += keep;
 		req->answer.p[req->answer.len] = '\0';
 	}
+}
+
+/* The answer's body: thrown away, except a batch's. */
+static size_t read_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct request *req = userdata;
+	size_t len = size * nmemb;
+
+	if (req->batch)
+		keep_answer(req, ptr, len);
 	return len;
 }
 
@@ -350,16 +393,20 @@ static struct request *request_new(struct webhook *wh)
 {
 	const struct conf_sub *cs = wh->cs;
 	struct request *req = xcalloc(1, sizeof(*req));
-	CURL *e = curl_easy_init();
+	CURL *e;
 
+	req->cs = cs;
+	req->cap = 1024;
+	req->buf = xmalloc(req->cap);
+	if (wh->h1)
+		return req;
+	e = curl_easy_init();
 	if (!e) {
+		free(req->buf);
 		free(req);
 		return NULL;
 	}
 	req->easy = e;
-	req->cs = cs;
-	req->cap = 1024;
-	req->buf = xmalloc(req->cap);
 	req->hdr[0].next = &req->hdr[1];
 	req->hdr[1].next = &req->hdr[2];
 	req->hdr[2].data = (char *)"Expect:";
@@ -516,6 +563,7 @@ static void put_common_tail(struct request *req, const char *static_hdrs, const 
 	}
 	PUT_LIT(req, "\r\nUser-Agent: ackd/" PACKAGE_VERSION);
 	put(req, "", 1);
+	req->rest = rest;
 	req->hdr[0].data = req->buf;
 	req->hdr[1].data = req->buf + rest;
 }
@@ -631,10 +679,47 @@ static void request_untake(struct webhook *wh, struct request *req)
 	wh->idle = req;
 }
 
+/*
+ * The lean client's request: the request line and Host, the header block as
+ * libcurl would send it (Content-Type, then the rest), Content-Length, the
+ * body from where it is.
+ */
+static void request_start_h1(struct webhook *wh, struct request *req, const void *body,
+    size_t len)
+{
+	struct h1_req *r = &req->h1;
+	char *p = req->clen;
+
+	memcpy(p, "\r\nContent-Length: ", 18);
+	p = put_int64(p + 18, (int64_t)len);
+	memcpy(p, "\r\n\r\n", 4);
+	p += 4;
+	r->iov[0] = (struct iovec){ (void *)wh->ep->head, wh->ep->head_len };
+	r->iov[1] = (struct iovec){ req->buf, req->rest - 1 };
+	r->iov[2] = (struct iovec){ (void *)"\r\n", 2 };
+	r->iov[3] = (struct iovec){ req->buf + req->rest, req->len - 1 - req->rest };
+	r->iov[4] = (struct iovec){ req->clen, (size_t)(p - req->clen) };
+	r->iov[5] = (struct iovec){ (void *)body, len };
+	r->niov = len ? 6 : 5;
+	r->body = req->batch ? keep_answer : NULL;
+	r->body_arg = req;
+	h1_start(wh->h1, r);
+}
+
 /* POST len bytes of body (which must live until the answer); 0, or -1 with err. */
 static MUST_USE int request_start(struct webhook *wh, struct request *req, const void *body,
     size_t len, char *err, size_t errlen)
 {
+	if (wh->h1) {
+		req->prev = NULL;
+		req->next = wh->requests;
+		if (wh->requests)
+			wh->requests->prev = req;
+		wh->requests = req;
+		wh->in_flight++;
+		request_start_h1(wh, req, body, len);
+		return 0;
+	}
 	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, len ? body : "");
 	if (curl_multi_add_handle(wh->multi, req->easy) != CURLM_OK) {
@@ -719,11 +804,44 @@ int webhook_send_batch(struct webhook *wh, const struct webhook_msg *ms, size_t 
 
 /* --- driving them --------------------------------------------------------------- */
 
+/* webhook_poll() for the lean client: its events carry a connection, or NULL (extra_fd). */
+static void poll_h1(struct webhook *wh, int extra_fd, int timeout_ms)
+{
+	struct epoll_event evs[MAX_EVENTS];
+	int n, wait = timeout_ms;
+	int64_t now = now_ms(), at;
+
+	if (extra_fd != wh->extra_fd) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+		if (wh->extra_fd >= 0)
+			epoll_ctl(wh->epfd, EPOLL_CTL_DEL, wh->extra_fd, NULL);
+		if (extra_fd >= 0 && epoll_ctl(wh->epfd, EPOLL_CTL_ADD, extra_fd, &ev) < 0)
+			log_warn("webhook %s: cannot watch the wake-up fd", wh->cs->name);
+		wh->extra_fd = extra_fd;
+	}
+	at = h1_next_wake(wh->h1, now);
+	if (at >= 0) {
+		int64_t left = at > now ? at - now : 0;
+		if (wait < 0 || left < wait)
+			wait = (int)left;
+	}
+	n = epoll_wait(wh->epfd, evs, MAX_EVENTS, wait);
+	for (int i = 0; i < n; i++)
+		if (evs[i].data.ptr) /* NULL: the wake-up fd; the caller drains it */
+			h1_event(wh->h1, evs[i].data.ptr, evs[i].events);
+	h1_tick(wh->h1, now_ms());
+	h1_reap(wh->h1);
+}
+
 void webhook_poll(struct webhook *wh, int extra_fd, int timeout_ms)
 {
 	struct epoll_event evs[MAX_EVENTS];
 	int running, n, wait = timeout_ms;
 
+	if (wh->h1) {
+		poll_h1(wh, extra_fd, timeout_ms);
+		return;
+	}
 	if (extra_fd != wh->extra_fd) {
 		struct epoll_event ev = { .events = EPOLLIN, .data.fd = extra_fd };
 		if (wh->extra_fd >= 0)
@@ -764,11 +882,52 @@ void webhook_poll(struct webhook *wh, int extra_fd, int timeout_ms)
 	}
 }
 
+/* The answer to req, as both clients report it; then req is off the list and idle. */
+static void finish(struct webhook *wh, struct request *req, struct webhook_answer *a,
+    webhook_done_fn *done, void *arg)
+{
+	if (req->batch) {
+		a->body = req->answer.p ? req->answer.p : "";
+		a->body_len = req->answer.len;
+	}
+	if (req->retry_after[0] &&
+	    retry_after_parse(req->retry_after, wall_ms(), req->cs->retry.max_retry_after_ms,
+	        &a->retry_after_ms) < 0)
+		a->retry_after_ms = -1;
+	if (a->status == 401 && wh->oauth2)
+		oauth2_reject(wh->oauth2, req->token_gen);
+	request_detach(wh, req);
+	done(arg, req->tag, a);
+	req->next = wh->idle;
+	wh->idle = req;
+}
+
+static size_t collect_h1(struct webhook *wh, webhook_done_fn *done, void *arg)
+{
+	struct h1_req *r;
+	size_t n = 0;
+
+	while ((r = h1_take_done(wh->h1))) {
+		struct request *req = (struct request *)((char *)r - offsetof(struct request, h1));
+		struct webhook_answer a = { .status = r->status, .retry_after_ms = -1,
+			.error = r->status ? NULL : r->error, .timed_out = r->timed_out,
+			.body = NULL, .body_len = 0 };
+
+		memcpy(req->retry_after, r->retry_after, sizeof(req->retry_after));
+		finish(wh, req, &a, done, arg);
+		n++;
+	}
+	return n;
+}
+
 size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 {
 	size_t n = 0;
 	CURLMsg *msg;
 	int left;
+
+	if (wh->h1)
+		return collect_h1(wh, done, arg);
 
 	while ((msg = curl_multi_info_read(wh->multi, &left))) {
 		struct webhook_answer a = { .status = 0, .retry_after_ms = -1, .error = NULL,
@@ -784,20 +943,7 @@ size_t webhook_collect(struct webhook *wh, webhook_done_fn *done, void *arg)
 		else
 			a.error = req->error[0] ? req->error : curl_easy_strerror(msg->data.result);
 		a.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
-		if (req->batch) {
-			a.body = req->answer.p ? req->answer.p : "";
-			a.body_len = req->answer.len;
-		}
-		if (req->retry_after[0] &&
-		    retry_after_parse(req->retry_after, wall_ms(), req->cs->retry.max_retry_after_ms,
-		        &a.retry_after_ms) < 0)
-			a.retry_after_ms = -1;
-		if (a.status == 401 && wh->oauth2)
-			oauth2_reject(wh->oauth2, req->token_gen);
-		request_detach(wh, req);
-		done(arg, req->tag, &a);
-		req->next = wh->idle;
-		wh->idle = req;
+		finish(wh, req, &a, done, arg);
 		n++;
 	}
 	return n;

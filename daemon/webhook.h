@@ -1,6 +1,7 @@
 /*
- * webhook: HTTP requests to one subscription's endpoint, driven by libcurl's
- * multi interface. The caller (the subscription's thread) starts requests,
+ * webhook: HTTP requests to one subscription's endpoint, sent by ackd's own
+ * HTTP/1.1 client (webhook_h1.h) when the endpoint needs no DNS, TLS or proxy,
+ * else by libcurl's multi interface. The caller (the subscription's thread) starts requests,
  * polls, and collects finished ones; nothing here blocks except
  * webhook_poll(), which is the thread's one place to sleep.
  */
@@ -46,7 +47,7 @@ struct webhook_msg {
 struct webhook_answer {
 	long status;            /* HTTP status, 0 when there was no answer */
 	int64_t retry_after_ms; /* from Retry-After, capped; -1 without one */
-	const char *error;      /* libcurl's reason when status is 0 */
+	const char *error;      /* the client's reason when status is 0 */
 	bool timed_out;         /* no answer within timeout_ms */
 	const char *body;       /* a batch request's answer body (NUL-terminated, at
 	                         * most WEBHOOK_ANSWER_MAX bytes kept), else NULL */

@@ -5,6 +5,10 @@
     a.kill9(); a.restart()          # the same config, ports and spool
     a.close()
 
+ACKD_TEST_HTTP_CLIENT=libcurl in the environment gives every subscription
+that does not name its http_client that one, so a whole run of the webhook
+tests goes through libcurl instead of ackd's own HTTP client.
+
 A service manager's view (tests/integration/test_systemd.py):
 
     Ackd(..., env={"NOTIFY_SOCKET": path, "WATCHDOG_PID": None},
@@ -169,6 +173,14 @@ def merge(base, overrides):
     return out
 
 
+def with_http_client(sub):
+    """sub with http_client from ACKD_TEST_HTTP_CLIENT, unless it names one."""
+    forced = os.environ.get("ACKD_TEST_HTTP_CLIENT")
+    if not forced or not isinstance(sub, dict) or "http_client" in sub:
+        return sub
+    return {**sub, "http_client": forced}
+
+
 # --- the daemon --------------------------------------------------------------
 
 class Ackd:
@@ -206,7 +218,11 @@ class Ackd:
         self.write_config()
 
     def write_config(self):
-        self.config_path.write_text(render_libconfig(self.settings))
+        settings = self.settings
+        if isinstance(settings.get("subscriptions"), list):
+            settings = {**settings,
+                        "subscriptions": [with_http_client(s) for s in settings["subscriptions"]]}
+        self.config_path.write_text(render_libconfig(settings))
 
     @property
     def http(self):

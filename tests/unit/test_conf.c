@@ -159,6 +159,7 @@ static void test_full(void **state)
 	assert_string_equal(s->dead_letter_topic, "orders.dlq");
 	assert_int_equal(s->on_exhausted, CONF_EXHAUSTED_DROP);
 	assert_int_equal(s->start, CONF_START_LATEST);
+	assert_int_equal(s->http_client, CONF_HTTP_CLIENT_LIBCURL);
 
 	/* The second subscription takes every default. */
 	s = &c->subs[1];
@@ -177,6 +178,7 @@ static void test_full(void **state)
 	assert_string_equal(s->dead_letter_topic, "");
 	assert_int_equal(s->on_exhausted, CONF_EXHAUSTED_BLOCK);
 	assert_int_equal(s->start, CONF_START_EARLIEST);
+	assert_int_equal(s->http_client, CONF_HTTP_CLIENT_AUTO);
 	conf_free(c);
 }
 
@@ -313,7 +315,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 73);
+	assert_int_equal(i, 74);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 
@@ -433,7 +435,8 @@ static void test_err_enum(void **state)
 	    "7: subscriptions[0].ordering: invalid value \"random\" (expected partition, key or "
 	    "none)",
 	    "7: subscriptions[0].on_exhausted: invalid value \"skip\" (expected block or drop)",
-	    "7: subscriptions[0].start: invalid value \"middle\" (expected earliest or latest)");
+	    "7: subscriptions[0].start: invalid value \"middle\" (expected earliest or latest)",
+	    "8: subscriptions[0].http_client: invalid value \"curl\" (expected auto or libcurl)");
 }
 
 static void test_err_listen(void **state)
