@@ -13,7 +13,11 @@
  * connection is registered in the caller's epoll set once, for EPOLLIN and
  * EPOLLRDHUP, level-triggered, and stays so while busy and while idle: an
  * idle one that becomes readable was closed by the peer (or sent bytes
- * nobody asked for) and is closed. EPOLLOUT is added only while a connect
+ * nobody asked for) and is closed. The caller may start a request before
+ * the next poll shows that, so an idle connection is also peeked at
+ * (recv(MSG_PEEK)) before it carries one: anything waiting on it, bytes or
+ * the peer's close, retires it, or those bytes would be read as the new
+ * request's answer. EPOLLOUT is added only while a connect
  * is in progress or the socket's send buffer is full. A request goes out
  * with one sendmsg() of its iovecs (request line and Host, the header
  * block, Content-Length, the body from the caller's buffer); the answer is
@@ -22,7 +26,10 @@
  * A request sent on a connection that had carried an answer before, which
  * fails before any byte of its answer arrived (EPIPE, ECONNRESET, EOF), is
  * sent once more on a new connection, as libcurl does: the peer most likely
- * closed the idle connection just as the request went out.
+ * closed the idle connection just as the request went out. An answer
+ * that arrives while the request is still being sent (a 413 before the
+ * whole body) is read before anything more is sent: it is the request's
+ * answer, and the connection is not kept.
  *
  * Requests are kept in the order they started; since every one has the
  * same timeout, that is also the order of their deadlines, so the first is
@@ -198,8 +205,11 @@ static void headers_done(struct h1_parser *p)
 	if (p->status == 204 || p->status == 304) {
 		p->state = H1_DONE;
 	} else if (p->te) {
-		/* A length next to a transfer coding is not to be trusted for reuse. */
-		if (p->length >= 0)
+		/*
+		 * A length next to a transfer coding, or a transfer coding in an
+		 * HTTP/1.0 answer, is not to be trusted for reuse (RFC 9112, 6.1).
+		 */
+		if (p->length >= 0 || p->minor == 0)
 			p->close = true;
 		if (p->chunked) {
 			p->state = H1_CHUNK_SIZE;
@@ -560,6 +570,7 @@ struct h1_conn {
 	enum conn_state state;
 	uint32_t events;      /* what epfd watches; 0: not in it */
 	bool reused;          /* an answer came over it before */
+	bool early;           /* its answer came before all of the request went out */
 	size_t got;           /* bytes of the current answer */
 	int64_t retry_at;     /* C_WAITING: when to connect again */
 	struct h1_req *req;
@@ -729,6 +740,30 @@ struct h1_req *h1_take_done(struct h1_client *c)
 
 /* --- connecting and sending --- */
 
+/* recv(MSG_PEEK) of one byte: > 0 bytes wait, 0 the peer closed, -1 errno. */
+static ssize_t peek(int fd)
+{
+	char b;
+	ssize_t n;
+
+	do
+		n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+/*
+ * An idle connection can carry a request only when nothing waits on it:
+ * bytes nobody asked for (the rest of an answer that ended exactly where a
+ * read did, or a late one) would be read as the new request's answer, and
+ * the peer's close would cost a retry. epoll says so only at the next poll,
+ * and the caller may start requests before that.
+ */
+static bool conn_fit(struct h1_conn *conn)
+{
+	return peek(conn->fd) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 static void conn_send(struct h1_client *c, struct h1_conn *conn);
 static void conn_open(struct h1_client *c, struct h1_req *r, int addr);
 
@@ -856,6 +891,14 @@ static void conn_send(struct h1_client *c, struct h1_conn *conn)
 		if (e == EAGAIN) {
 			n = 0;
 		} else {
+			if ((e == EPIPE || e == ECONNRESET) && (conn->got > 0 || peek(conn->fd) > 0)) {
+				/* The peer answered and stopped reading: the answer is what counts. */
+				conn->early = true;
+				conn->state = C_READING;
+				if (conn_watch(c, conn, EPOLLIN | EPOLLRDHUP) < 0)
+					req_fail(c, r, "cannot watch a socket: %s", strerror(errno));
+				return;
+			}
 			if ((e == EPIPE || e == ECONNRESET) && retry_fresh(c, conn))
 				return;
 			req_fail(c, r, "Send failure: %s", strerror(e));
@@ -897,6 +940,10 @@ void h1_start(struct h1_client *c, struct h1_req *r)
 	else
 		c->first = r;
 	c->last = r;
+	while (conn && !conn_fit(conn)) {
+		conn_close(c, conn); /* freed by h1_reap() */
+		conn = c->idle;
+	}
 	if (!conn) {
 		conn_open(c, r, 0);
 		return;
@@ -906,6 +953,7 @@ void h1_start(struct h1_client *c, struct h1_req *r)
 	conn->next = NULL;
 	conn->req = r;
 	conn->got = 0;
+	conn->early = false;
 	conn->state = C_SENDING;
 	h1_parser_init(&conn->p);
 	r->conn = conn;
@@ -930,7 +978,7 @@ static void answer_body(void *arg, const char *p, size_t n)
 static void conn_answered(struct h1_client *c, struct h1_conn *conn, bool extra)
 {
 	struct h1_req *r = conn->req;
-	bool sent = conn->state == C_READING;
+	bool sent = conn->state == C_READING && !conn->early;
 
 	r->status = conn->p.status;
 	memcpy(r->retry_after, conn->p.retry_after, sizeof(r->retry_after));
@@ -951,6 +999,7 @@ static void conn_answered(struct h1_client *c, struct h1_conn *conn, bool extra)
 static void conn_ended(struct h1_client *c, struct h1_conn *conn, int e)
 {
 	struct h1_req *r = conn->req;
+	bool partial;
 
 	if (retry_fresh(c, conn))
 		return;
@@ -958,11 +1007,14 @@ static void conn_ended(struct h1_client *c, struct h1_conn *conn, int e)
 		req_fail(c, r, "Recv failure: %s", strerror(e));
 		return;
 	}
+	/* Part of a status line is no empty reply, though the parser saw no line. */
+	partial = conn->p.state == H1_STATUS && conn->got > 0;
 	if (h1_parse_eof(&conn->p) == 0) {
 		conn_answered(c, conn, false);
 		return;
 	}
-	req_fail(c, r, "%s", conn->p.error);
+	req_fail(c, r, "%s", partial ? "the connection closed before the answer was complete" :
+	    conn->p.error);
 }
 
 static void conn_read(struct h1_client *c, struct h1_conn *conn)
@@ -987,6 +1039,8 @@ static void conn_read(struct h1_client *c, struct h1_conn *conn)
 		conn_ended(c, conn, 0);
 		return;
 	}
+	if (conn->state == C_SENDING)
+		conn->early = true;
 	conn->got += (size_t)n;
 	conn->rlen += (size_t)n;
 	used = h1_parse(&conn->p, conn->rbuf, conn->rlen, answer_body, r);
@@ -1040,11 +1094,15 @@ void h1_event(struct h1_client *c, struct h1_conn *conn, uint32_t events)
 			connected(c, conn);
 		break;
 	case C_SENDING:
-		if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-			conn_send(c, conn);
-		/* An early answer (say, 413 before the whole body) is read too. */
-		if (conn->state == C_SENDING && (events & EPOLLIN))
+		/*
+		 * An early answer (say, 413 before the whole body) is read first:
+		 * it is the request's answer, and the peer may have stopped
+		 * reading, so that sending on would fail and send it all again.
+		 */
+		if (events & EPOLLIN)
 			conn_read(c, conn);
+		if (conn->state == C_SENDING && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			conn_send(c, conn);
 		break;
 	case C_READING:
 		conn_read(c, conn);

@@ -179,6 +179,13 @@ static void test_chunked(void **state)
 	assert_true(o.close); /* both framings: not reused */
 	assert_memory_equal(o.body, "abc", 3);
 
+	/* HTTP/1.0 with a transfer coding: read, but the connection is not kept. */
+	o = parse_all("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
+	    "\r\n3\r\nabc\r\n0\r\n\r\n", false);
+	assert_int_equal(o.state, H1_DONE);
+	assert_true(o.close);
+	assert_memory_equal(o.body, "abc", 3);
+
 	o = parse_all("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false);
 	assert_int_equal(o.state, H1_ERROR);
 	o = parse_all("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n", false);
@@ -599,7 +606,10 @@ static void test_client_retries_on_a_new_connection(void **state)
 	assert_ptr_equal(pump(&g, 2000), &r);
 	assert_int_equal(r.status, 200);
 
-	/* Closed by the peer before the client noticed (no pump in between). */
+	/*
+	 * Closed by the peer before the client noticed (no pump in between):
+	 * seen before the request goes out, which takes a new connection.
+	 */
 	close(fd);
 	req_set(&g, &r, HDRS, CLEN, "secnd");
 	h1_start(g.c, &r);
@@ -607,6 +617,22 @@ static void test_client_retries_on_a_new_connection(void **state)
 	assert_true(fd2 >= 0);
 	peer_read(&g, fd2, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "secnd"));
+	peer_write(fd2, answer);
+	done = pump(&g, 2000);
+	assert_ptr_equal(done, &r);
+	assert_int_equal(r.status, 200);
+	assert_false(r.retried);
+
+	/* Closed once the request came, without a byte of answer: sent once more. */
+	req_set(&g, &r, HDRS, CLEN, "again");
+	h1_start(g.c, &r);
+	peer_read(&g, fd2, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "again"));
+	close(fd2);
+	fd2 = peer_accept(&g);
+	assert_true(fd2 >= 0);
+	peer_read(&g, fd2, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "again"));
 	peer_write(fd2, answer);
 	done = pump(&g, 2000);
 	assert_ptr_equal(done, &r);
@@ -627,6 +653,103 @@ static void test_client_retries_on_a_new_connection(void **state)
 	assert_int_equal(r.status, 0);
 	assert_false(r.retried);
 	assert_string_equal(r.error, "Empty reply from server");
+	rig_close(&g);
+}
+
+/*
+ * Bytes after an answer on a kept connection are no answer to the next
+ * request, also when the answer ended exactly where a read of the client's
+ * 4096-byte buffer did (so that no extra byte was seen with it).
+ */
+static void test_client_stale_bytes(void **state)
+{
+	static const char stray[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	char head[128], *answer, buf[1024];
+	struct rig g;
+	struct h1_req r, *done;
+	size_t hl, total = 4096;
+	int fd, fd2;
+
+	(void)state;
+	answer = malloc(total + sizeof(stray));
+	assert_non_null(answer);
+	for (size_t body = total - 60;; body++) {
+		hl = (size_t)snprintf(head, sizeof(head),
+		    "HTTP/1.1 500 Internal\r\nContent-Length: %zu\r\n\r\n", body);
+		if (hl + body == total)
+			break;
+	}
+	memcpy(answer, head, hl);
+	memset(answer + hl, 'x', total - hl);
+	memcpy(answer + total, stray, sizeof(stray)); /* and its NUL */
+
+	rig_open(&g, false, 2000);
+	req_set(&g, &r, HDRS, CLEN, "first");
+	h1_start(g.c, &r);
+	fd = peer_accept(&g);
+	peer_read(&g, fd, buf, sizeof(buf));
+	peer_write(fd, answer); /* the 500 and the stray 200 in one write */
+	done = pump(&g, 2000);
+	assert_ptr_equal(done, &r);
+	assert_int_equal(r.status, 500);
+
+	req_set(&g, &r, HDRS, CLEN, "secnd");
+	h1_start(g.c, &r);
+	fd2 = peer_accept(&g); /* the kept connection is not used */
+	peer_read(&g, fd2, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "secnd"));
+	peer_write(fd2, "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+	done = pump(&g, 2000);
+	assert_ptr_equal(done, &r);
+	assert_int_equal(r.status, 503);
+	close(fd);
+	close(fd2);
+	free(answer);
+	rig_close(&g);
+}
+
+/*
+ * An answer that comes before the whole request went out (a 413 after the
+ * first kilobyte of a large body, the peer then closing) is the request's
+ * answer: not a failed send that goes out once more.
+ */
+static void test_client_early_answer(void **state)
+{
+	static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	static const char clen[] = "\r\nContent-Length: 4194304\r\n\r\n";
+	size_t big = 4u << 20;
+	char *body = malloc(big), buf[2048];
+	struct rig g;
+	struct h1_req r, *done;
+	int fd;
+
+	(void)state;
+	assert_non_null(body);
+	memset(body, 'b', big);
+	rig_open(&g, false, 5000);
+	req_set(&g, &r, HDRS, CLEN, "first"); /* so that the connection is a kept one */
+	h1_start(g.c, &r);
+	fd = peer_accept(&g);
+	peer_read(&g, fd, buf, sizeof(buf));
+	peer_write(fd, answer);
+	assert_ptr_equal(pump(&g, 2000), &r);
+
+	memset(&r, 0, sizeof(r));
+	r.iov[0] = (struct iovec){ g.ep->head, g.ep->head_len };
+	r.iov[1] = (struct iovec){ (void *)HDRS, strlen(HDRS) };
+	r.iov[2] = (struct iovec){ (void *)clen, strlen(clen) };
+	r.iov[3] = (struct iovec){ body, big };
+	r.niov = 4;
+	h1_start(g.c, &r);
+	assert_true(read(fd, buf, sizeof(buf)) > 0); /* a little of it */
+	peer_write(fd, "HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+	close(fd);
+	done = pump(&g, 3000);
+	assert_ptr_equal(done, &r);
+	assert_int_equal(r.status, 413);
+	assert_false(r.retried);
+	assert_int_equal(accept4(g.lfd, NULL, NULL, SOCK_NONBLOCK), -1); /* no second connection */
+	free(body);
 	rig_close(&g);
 }
 
@@ -710,6 +833,8 @@ int main(void)
 		cmocka_unit_test(test_endpoint_choice),
 		cmocka_unit_test(test_client_keeps_alive),
 		cmocka_unit_test(test_client_retries_on_a_new_connection),
+		cmocka_unit_test(test_client_stale_bytes),
+		cmocka_unit_test(test_client_early_answer),
 		cmocka_unit_test(test_client_times_out),
 		cmocka_unit_test(test_client_bad_answer),
 		cmocka_unit_test(test_client_refused),
