@@ -804,6 +804,28 @@ int webhook_send_batch(struct webhook *wh, const struct webhook_msg *ms, size_t 
 
 /* --- driving them --------------------------------------------------------------- */
 
+/*
+ * The caller's wake-up fd in epfd. Its events carry the fd for libcurl's
+ * loop (which tells sockets by fd) and NULL for the lean client's (whose
+ * events carry a connection).
+ */
+static void watch_wakeup(struct webhook *wh, int extra_fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (extra_fd == wh->extra_fd)
+		return;
+	if (wh->h1)
+		ev.data.ptr = NULL;
+	else
+		ev.data.fd = extra_fd;
+	if (wh->extra_fd >= 0)
+		epoll_ctl(wh->epfd, EPOLL_CTL_DEL, wh->extra_fd, NULL);
+	if (extra_fd >= 0 && epoll_ctl(wh->epfd, EPOLL_CTL_ADD, extra_fd, &ev) < 0)
+		log_warn("webhook %s: cannot watch the wake-up fd", wh->cs->name);
+	wh->extra_fd = extra_fd;
+}
+
 /* webhook_poll() for the lean client: its events carry a connection, or NULL (extra_fd). */
 static void poll_h1(struct webhook *wh, int extra_fd, int timeout_ms)
 {
@@ -811,14 +833,7 @@ static void poll_h1(struct webhook *wh, int extra_fd, int timeout_ms)
 	int n, wait = timeout_ms;
 	int64_t now = now_ms(), at;
 
-	if (extra_fd != wh->extra_fd) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-		if (wh->extra_fd >= 0)
-			epoll_ctl(wh->epfd, EPOLL_CTL_DEL, wh->extra_fd, NULL);
-		if (extra_fd >= 0 && epoll_ctl(wh->epfd, EPOLL_CTL_ADD, extra_fd, &ev) < 0)
-			log_warn("webhook %s: cannot watch the wake-up fd", wh->cs->name);
-		wh->extra_fd = extra_fd;
-	}
+	watch_wakeup(wh, extra_fd);
 	at = h1_next_wake(wh->h1, now);
 	if (at >= 0) {
 		int64_t left = at > now ? at - now : 0;
@@ -842,14 +857,7 @@ void webhook_poll(struct webhook *wh, int extra_fd, int timeout_ms)
 		poll_h1(wh, extra_fd, timeout_ms);
 		return;
 	}
-	if (extra_fd != wh->extra_fd) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.fd = extra_fd };
-		if (wh->extra_fd >= 0)
-			epoll_ctl(wh->epfd, EPOLL_CTL_DEL, wh->extra_fd, NULL);
-		if (extra_fd >= 0 && epoll_ctl(wh->epfd, EPOLL_CTL_ADD, extra_fd, &ev) < 0)
-			log_warn("webhook %s: cannot watch the wake-up fd", wh->cs->name);
-		wh->extra_fd = extra_fd;
-	}
+	watch_wakeup(wh, extra_fd);
 	if (wh->timer_at >= 0) {
 		int64_t left = wh->timer_at - now_ms();
 		if (left < 0)
