@@ -294,6 +294,17 @@ static void request_destroy(struct request *req)
 	free(req);
 }
 
+/* Onto the in-flight list; request_detach() undoes it. */
+static void request_attach(struct webhook *wh, struct request *req)
+{
+	req->prev = NULL;
+	req->next = wh->requests;
+	if (wh->requests)
+		wh->requests->prev = req;
+	wh->requests = req;
+	wh->in_flight++;
+}
+
 /* Off the in-flight list and out of the multi handle. */
 static void request_detach(struct webhook *wh, struct request *req)
 {
@@ -711,12 +722,7 @@ static MUST_USE int request_start(struct webhook *wh, struct request *req, const
     size_t len, char *err, size_t errlen)
 {
 	if (wh->h1) {
-		req->prev = NULL;
-		req->next = wh->requests;
-		if (wh->requests)
-			wh->requests->prev = req;
-		wh->requests = req;
-		wh->in_flight++;
+		request_attach(wh, req);
 		request_start_h1(wh, req, body, len);
 		return 0;
 	}
@@ -727,12 +733,7 @@ static MUST_USE int request_start(struct webhook *wh, struct request *req, const
 		snprintf(err, errlen, "libcurl cannot start the request");
 		return -1;
 	}
-	req->prev = NULL;
-	req->next = wh->requests;
-	if (wh->requests)
-		wh->requests->prev = req;
-	wh->requests = req;
-	wh->in_flight++;
+	request_attach(wh, req);
 	return 0;
 }
 
