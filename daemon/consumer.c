@@ -6,12 +6,17 @@
  * a libcurl multi handle, and loops:
  *
  *   1. take fetched messages into per-partition queues, in offset order,
- *      each copied out of librdkafka's fetch buffer (struct msg); a
- *      partition whose queue holds PART_WINDOW messages or PART_WINDOW_BYTES
- *      is paused, and resumed at a quarter, so memory stays bounded whatever
- *      the endpoint does. Pausing makes librdkafka drop what it prefetched
- *      for the partition and fetch it again, so the window is deep (several
- *      fetches) and resumes late, to pause seldom;
+ *      each copied out of librdkafka's fetch buffer (struct msg). Each
+ *      partition's messages come from a librdkafka queue of its own (not
+ *      forwarded to the consumer queue). Once a partition's queue holds
+ *      PART_WINDOW messages or PART_WINDOW_BYTES, nothing more is taken
+ *      from it until it is down to a quarter; meanwhile librdkafka fetches
+ *      ahead up to queued.max.messages.kbytes and waits, so memory stays
+ *      bounded whatever the endpoint does. The partition is not paused for
+ *      that: librdkafka does not wake its fetcher when a partition is
+ *      resumed, and with every partition paused the resumed one waited up
+ *      to a second (docs/performance.md, "a resumed partition waited for
+ *      librdkafka's fetcher");
  *   2. dispatch what the ordering allows: "partition", the head of each
  *      partition, one at a time; "key", the first waiting message of each key
  *      of a partition; "none", any waiting message; never more than the
@@ -87,8 +92,8 @@
 #include "webhook_batch.h"
 #include "webhook_sign.h"
 
-#define PART_WINDOW 5000       /* fetched, unfinished messages per partition */
-#define PART_WINDOW_BYTES (4u << 20) /* of struct msg, copies included */
+#define PART_WINDOW 2500       /* fetched, unfinished messages per partition */
+#define PART_WINDOW_BYTES (2u << 20) /* of struct msg, copies included */
 #define COMMIT_INTERVAL_MS 1000
 #define COMMIT_INTERVAL "1000" /* COMMIT_INTERVAL_MS, for librdkafka */
 #define IDLE_WAKE_MS 100
@@ -186,7 +191,10 @@ struct part {
 	int64_t low, high;    /* watermarks last known, -1 unknown */
 	int64_t wm_next_ms;   /* when to ask Kafka for them again */
 	size_t busy;          /* requests and dead-letter writes out */
-	bool paused;
+	rd_kafka_queue_t *fetchq; /* librdkafka's queue of its fetched messages */
+	bool paused;          /* paused in librdkafka: the subscription is held */
+	bool full;            /* its window is full: nothing more is taken */
+	bool stopped;         /* counted in paused_parts: paused or full */
 	bool leaving;         /* being revoked: nothing more is sent */
 	bool went_below;      /* its log went back: commit explicitly (see commit()) */
 	bool went_back;       /* warned that the log went back below what completed */
@@ -336,6 +344,26 @@ static struct part *find_part(struct consumer *c, const char *topic, int32_t par
 	return NULL;
 }
 
+/* paused_parts counts the partitions whose messages are not taken. */
+static void count_stopped(struct consumer *c, struct part *p)
+{
+	bool stopped = p->paused || p->full;
+
+	if (stopped == p->stopped)
+		return;
+	p->stopped = stopped;
+	if (stopped)
+		atomic_fetch_add(&c->paused_parts, 1);
+	else
+		atomic_fetch_sub(&c->paused_parts, 1);
+}
+
+/* Whether p's window is full: nothing more is taken until it is down to a quarter. */
+static bool part_full(const struct part *p)
+{
+	return p->len >= PART_WINDOW || p->bytes >= PART_WINDOW_BYTES;
+}
+
 static void set_paused(struct consumer *c, struct part *p, bool pause)
 {
 	rd_kafka_topic_partition_list_t *l;
@@ -356,16 +384,13 @@ static void set_paused(struct consumer *c, struct part *p, bool pause)
 		return;
 	}
 	p->paused = pause;
-	if (pause)
-		atomic_fetch_add(&c->paused_parts, 1);
-	else
-		atomic_fetch_sub(&c->paused_parts, 1);
+	count_stopped(c, p);
 }
 
 /* Whether the subscription is paused: by an operator, or by a 410. */
 static bool held(struct consumer *c) { return c->gone || atomic_load(&c->op_paused); }
 
-/* Drop finished messages from the head; resume the partition when it has room. */
+/* Drop finished messages from the head: room for more; resume it unless held. */
 static void trim(struct consumer *c, struct part *p)
 {
 	while (p->len > 0 && q_at(p, 0)->state == M_DONE) {
@@ -374,7 +399,11 @@ static void trim(struct consumer *c, struct part *p)
 		p->head = (p->head + 1) % p->cap;
 		p->len--;
 	}
-	if (p->paused && !held(c) && p->len < PART_WINDOW / 4 && p->bytes < PART_WINDOW_BYTES / 4)
+	if (p->full && p->len < PART_WINDOW / 4 && p->bytes < PART_WINDOW_BYTES / 4) {
+		p->full = false;
+		count_stopped(c, p);
+	}
+	if (p->paused && !held(c))
 		set_paused(c, p, false);
 }
 
@@ -495,6 +524,10 @@ static void part_drop_queue(struct consumer *c, struct part *p)
 /* Free a partition (it left). */
 static void part_free(struct consumer *c, struct part *p)
 {
+	if (p->fetchq) {
+		rd_kafka_queue_io_event_enable(p->fetchq, -1, NULL, 0);
+		rd_kafka_queue_destroy(p->fetchq);
+	}
 	part_drop_queue(c, p);
 	offsets_free(p->off);
 	free(p->q);
@@ -1698,23 +1731,40 @@ static void take_message(struct consumer *c, rd_kafka_message_t *rkm)
 		webhook_id_from_coords(p->topic, m->partition, m->offset, m->id);
 	q_push(p, m);
 	p->bytes += m->size;
-	if (p->len >= PART_WINDOW || p->bytes >= PART_WINDOW_BYTES)
-		set_paused(c, p, true);
+	if (part_full(p)) {
+		p->full = true;
+		count_stopped(c, p);
+	}
+}
+
+/* A message, or NULL; an error other than a partition's end is logged. */
+static bool take_one(struct consumer *c, rd_kafka_message_t *rkm)
+{
+	if (!rkm)
+		return false;
+	if (rkm->err) {
+		if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			log_warnx("subscription %s: %s", c->cs->name, rd_kafka_message_errstr(rkm));
+		rd_kafka_message_destroy(rkm);
+		return true;
+	}
+	take_message(c, rkm);
+	return true;
 }
 
 static void poll_kafka(struct consumer *c)
 {
-	for (int i = 0; i < POLL_BATCH; i++) {
-		rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, 0);
-		if (!rkm)
-			return;
-		if (rkm->err) {
-			if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-				log_warnx("subscription %s: %s", c->cs->name, rd_kafka_message_errstr(rkm));
-			rd_kafka_message_destroy(rkm);
-			continue;
-		}
-		take_message(c, rkm);
+	int n = 0;
+
+	/* Rebalances and errors (a rebalance may add or free partitions). */
+	while (n < POLL_BATCH && take_one(c, rd_kafka_consumer_poll(c->rk, 0)))
+		n++;
+	/* Each partition's messages while its window has room. */
+	for (size_t i = 0; i < c->nparts && n < POLL_BATCH; i++) {
+		struct part *p = c->parts[i];
+		while (p->fetchq && !p->full && n < POLL_BATCH &&
+		    take_one(c, rd_kafka_consume_queue(p->fetchq, 0)))
+			n++;
 	}
 }
 
@@ -1800,7 +1850,7 @@ static void release(struct consumer *c, const rd_kafka_topic_partition_list_t *l
 			c->parts[kept++] = p;
 			continue;
 		}
-		if (p->paused)
+		if (p->stopped)
 			atomic_fetch_sub(&c->paused_parts, 1);
 		part_free(c, p);
 	}
@@ -1829,6 +1879,17 @@ static void add_parts(struct consumer *c, rd_kafka_t *rk,
 		p->gen = ++c->next_gen;
 		p->committed = committed->elems[i].offset >= 0 ? committed->elems[i].offset : -1;
 		p->low = p->high = -1;
+		/*
+		 * Its own queue, before the assignment starts the fetcher: a
+		 * queue the application forwarded stays so (librdkafka would
+		 * forward it to the consumer queue otherwise).
+		 */
+		p->fetchq = rd_kafka_queue_get_partition(rk, p->topic, p->partition);
+		if (!p->fetchq)
+			fatalx("subscription %s: librdkafka has no queue for %s [%d]", c->cs->name,
+			    p->topic, (int)p->partition);
+		rd_kafka_queue_forward(p->fetchq, NULL);
+		rd_kafka_queue_io_event_enable(p->fetchq, c->wake.wr, "c", 1);
 		c->parts[c->nparts++] = p;
 	}
 	rd_kafka_topic_partition_list_destroy(committed);
@@ -2379,13 +2440,14 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		{ "enable.partition.eof", "false" },
 		{ "auto.offset.reset", cs->start == CONF_START_LATEST ? "latest" : "earliest" },
 		{ "partition.assignment.strategy", "cooperative-sticky" },
-		/* Prefetch is bounded in bytes, not messages: both limits are
-		 * compared with the whole consumer queue (every partition's fetch
-		 * queue is forwarded to it), and a count limit stalled every
-		 * partition. With 16 busy partitions, 4096 took ackd's VmHWM in
-		 * bench/webhook's drains to 118-142 MiB, 1024 to 39-126 MiB at the
-		 * same rates or better (docs/performance.md, "Webhook memory"). */
-		{ "queued.max.messages.kbytes", "1024" },
+		/* Prefetch per partition (each has its own queue, see
+		 * add_parts()), bounded in bytes, not messages: a count limit
+		 * once stalled every partition. With 256 KiB each and windows of
+		 * PART_WINDOW, bench/webhook's drains of 16 partitions peaked at
+		 * 77-87 MiB; 1 MiB each, with windows twice as deep, took them
+		 * to 122-131 MiB (docs/performance.md, "a resumed partition
+		 * waited for librdkafka's fetcher"). */
+		{ "queued.max.messages.kbytes", "256" },
 		/* Over that bound, librdkafka waits fetch.queue.backoff.ms (1000 by
 		 * default) before it fetches again; batches empty the queue in a few
 		 * ms, and a second's wait then idles the endpoint (docs/performance.md,

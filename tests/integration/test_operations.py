@@ -37,7 +37,7 @@ KAFKA_REASON = "kafka did not answer a metadata request in the last 15 s"
 SPOOL_FULL_REASON = "the spool is full (spool.max_bytes)"
 SPOOL_MIN_BYTES = 1048576  # the smallest spool.max_bytes ackd takes
 DELIVERY_TIMEOUT = 60
-BACKLOG = 5200  # over the consumer's window of 5000 messages per partition
+BACKLOG = 5200  # over the consumer's window of 2500 messages per partition
 
 
 # --- the Prometheus text format ---------------------------------------------
@@ -513,7 +513,7 @@ def test_webhook_metrics_by_subscription_and_status_class(kafka, ackd, webhook_s
 def test_lag_in_flight_and_paused_partitions_while_the_endpoint_blocks(kafka, ackd,
                                                                       webhook_sink):
     """The endpoint stops answering: the partition's window fills (PART_WINDOW,
-    5000 fetched, unfinished messages) and the partition is paused; lag and in_flight show it;
+    2500 fetched, unfinished messages) and nothing more is taken; lag and in_flight show it;
     once it answers again everything drains."""
     topic = new_topic(kafka)
     release = threading.Event()
