@@ -102,7 +102,7 @@
 #define SEND_RETRY_MS 1000     /* libcurl could not start a request */
 #define MAX_QUIET_MS 60000     /* a revoke may wait a whole timeout_ms for requests */
 #define COMMITTED_TIMEOUT_MS 5000
-#define WATERMARK_EVERY_MS 5000 /* paused partitions are not fetched: ask for their end */
+#define WATERMARK_EVERY_MS 5000 /* paused or full partitions: ask Kafka for their end */
 #define WATERMARK_TIMEOUT_MS 200
 #define WATERMARK_BUDGET_MS 500 /* per snapshot, so a slow Kafka never holds deliveries */
 
@@ -237,6 +237,8 @@ struct consumer {
 	size_t in_flight;   /* webhook requests */
 	int64_t hold_until; /* Retry-After: nothing to the endpoint before this */
 	int64_t next_wake;  /* earliest backoff that ends, found by dispatch */
+	bool refill;        /* a full window got room: take from librdkafka before sleeping */
+	size_t take_from;   /* the partition poll_kafka() starts with, in turn */
 	struct pace pace;   /* rate_limit and the concurrency window */
 	int64_t next_commit;
 	atomic_bool gone;   /* the endpoint answered 410 (read by scrapes and /v1/subscriptions) */
@@ -400,7 +402,9 @@ static void trim(struct consumer *c, struct part *p)
 		p->len--;
 	}
 	if (p->full && p->len < PART_WINDOW / 4 && p->bytes < PART_WINDOW_BYTES / 4) {
+		/* librdkafka signals only a queue that was empty: look again. */
 		p->full = false;
+		c->refill = true;
 		count_stopped(c, p);
 	}
 	if (p->paused && !held(c))
@@ -525,7 +529,14 @@ static void part_drop_queue(struct consumer *c, struct part *p)
 static void part_free(struct consumer *c, struct part *p)
 {
 	if (p->fetchq) {
+		/*
+		 * Back to the consumer queue, as librdkafka has it: what it
+		 * fetched ahead, and fetches until the unassignment stops it, is
+		 * dropped there (outdated, or of a partition ackd does not hold)
+		 * instead of staying in a queue nobody reads.
+		 */
 		rd_kafka_queue_io_event_enable(p->fetchq, -1, NULL, 0);
+		rd_kafka_queue_forward(p->fetchq, c->queue);
 		rd_kafka_queue_destroy(p->fetchq);
 	}
 	part_drop_queue(c, p);
@@ -559,8 +570,11 @@ static void watermarks(struct consumer *c, struct part *p, int64_t budget_end)
 {
 	int64_t low, high, now = now_ms();
 
-	/* What the fetcher last saw, unless it no longer fetches the partition. */
-	if (!p->paused && rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low,
+	/*
+	 * What the fetcher last saw, unless it may no longer fetch the
+	 * partition: paused, or full (librdkafka's queue of it fills up too).
+	 */
+	if (!p->paused && !p->full && rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low,
 	        &high) == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0) {
 		p->low = low;
 		p->high = high;
@@ -1756,16 +1770,18 @@ static void poll_kafka(struct consumer *c)
 {
 	int n = 0;
 
+	c->refill = false;
 	/* Rebalances and errors (a rebalance may add or free partitions). */
 	while (n < POLL_BATCH && take_one(c, rd_kafka_consumer_poll(c->rk, 0)))
 		n++;
-	/* Each partition's messages while its window has room. */
+	/* Each partition's messages while its window has room, from another first each time. */
 	for (size_t i = 0; i < c->nparts && n < POLL_BATCH; i++) {
-		struct part *p = c->parts[i];
+		struct part *p = c->parts[(c->take_from + i) % c->nparts];
 		while (p->fetchq && !p->full && n < POLL_BATCH &&
 		    take_one(c, rd_kafka_consume_queue(p->fetchq, 0)))
 			n++;
 	}
+	c->take_from++;
 }
 
 /* --- rebalance ------------------------------------------------------------------ */
@@ -2286,13 +2302,13 @@ static void do_seek(struct consumer *c, struct control_cmd *cmd)
 		for (int i = 0; i < mv->cnt; i++)
 			find_part(c, mv->elems[i].topic, mv->elems[i].partition)->went_below = false;
 	}
-	for (size_t i = 0; i < c->nparts; i++)
-		trim(c, c->parts[i]); /* a partition that was full fetches again */
 	snapshot_lag(c);
 	control_answer(cmd, 200, json_pack("{s:s,s:o}", "subscription", cs->name, "partitions",
 	    rows));
 	rows = NULL;
 done:
+	for (size_t i = 0; i < c->nparts; i++)
+		trim(c, c->parts[i]); /* one that was full and moved takes again, also on failure */
 	json_decref(rows);
 	if (all)
 		rd_kafka_topic_partition_list_destroy(all);
@@ -2394,6 +2410,8 @@ static void *consumer_loop(void *arg)
 		dispatch(c, now);
 		if (c->next_wake >= 0 && c->next_wake - now < timeout)
 			timeout = c->next_wake <= now ? 0 : (int)(c->next_wake - now);
+		if (c->refill)
+			timeout = 0;
 		atomic_store(&c->stat_in_flight, c->in_flight);
 		webhook_poll(c->wh, c->wake.rd, timeout);
 		wakeup_drain(&c->wake);
@@ -2448,6 +2466,9 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		 * to 122-131 MiB (docs/performance.md, "a resumed partition
 		 * waited for librdkafka's fetcher"). */
 		{ "queued.max.messages.kbytes", "256" },
+		/* The byte bound counts values only: empty or small ones are
+		 * held to a count, per partition too. */
+		{ "queued.min.messages", "2000" },
 		/* Over that bound, librdkafka waits fetch.queue.backoff.ms (1000 by
 		 * default) before it fetches again; batches empty the queue in a few
 		 * ms, and a second's wait then idles the endpoint (docs/performance.md,
