@@ -574,8 +574,9 @@ static void watermarks(struct consumer *c, struct part *p, int64_t budget_end)
 	 * What the fetcher last saw, unless it may no longer fetch the
 	 * partition: paused, or full (librdkafka's queue of it fills up too).
 	 */
-	if (!p->paused && !p->full && rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low,
-	        &high) == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0) {
+	if (!p->paused && !p->full &&
+	    rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low, &high) ==
+	    RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0) {
 		p->low = low;
 		p->high = high;
 		return;
@@ -2459,15 +2460,16 @@ static rd_kafka_t *new_consumer(struct consumer *c, char *err, size_t errlen)
 		{ "auto.offset.reset", cs->start == CONF_START_LATEST ? "latest" : "earliest" },
 		{ "partition.assignment.strategy", "cooperative-sticky" },
 		/* Prefetch per partition (each has its own queue, see
-		 * add_parts()), bounded in bytes, not messages: a count limit
-		 * once stalled every partition. With 256 KiB each and windows of
-		 * PART_WINDOW, bench/webhook's drains of 16 partitions peaked at
-		 * 77-87 MiB; 1 MiB each, with windows twice as deep, took them
-		 * to 122-131 MiB (docs/performance.md, "a resumed partition
-		 * waited for librdkafka's fetcher"). */
+		 * add_parts()). With 256 KiB each and windows of PART_WINDOW,
+		 * bench/webhook's drains of 16 partitions peaked at 77-87 MiB;
+		 * 1 MiB each, with windows twice as deep, took them to 122-131
+		 * MiB (docs/performance.md, "a resumed partition waited for
+		 * librdkafka's fetcher"). */
 		{ "queued.max.messages.kbytes", "256" },
-		/* The byte bound counts values only: empty or small ones are
-		 * held to a count, per partition too. */
+		/* That bound counts values only, so empty or small ones are held
+		 * to a count too. A count limit once stalled every partition:
+		 * that was when all their queues were forwarded to one and it
+		 * was compared with that one's length. */
 		{ "queued.min.messages", "2000" },
 		/* Over that bound, librdkafka waits fetch.queue.backoff.ms (1000 by
 		 * default) before it fetches again; batches empty the queue in a few
