@@ -528,17 +528,15 @@ static void part_drop_queue(struct consumer *c, struct part *p)
 /* Free a partition (it left). */
 static void part_free(struct consumer *c, struct part *p)
 {
-	if (p->fetchq) {
-		/*
-		 * Back to the consumer queue, as librdkafka has it: what it
-		 * fetched ahead, and fetches until the unassignment stops it, is
-		 * dropped there (outdated, or of a partition ackd does not hold)
-		 * instead of staying in a queue nobody reads.
-		 */
-		rd_kafka_queue_io_event_enable(p->fetchq, -1, NULL, 0);
-		rd_kafka_queue_forward(p->fetchq, c->queue);
-		rd_kafka_queue_destroy(p->fetchq);
-	}
+	/*
+	 * Back to the consumer queue, as librdkafka has it: what it fetched
+	 * ahead, and fetches until the unassignment stops it, is dropped there
+	 * (outdated, or of a partition ackd does not hold) instead of staying
+	 * in a queue nobody reads.
+	 */
+	rd_kafka_queue_io_event_enable(p->fetchq, -1, NULL, 0);
+	rd_kafka_queue_forward(p->fetchq, c->queue);
+	rd_kafka_queue_destroy(p->fetchq);
 	part_drop_queue(c, p);
 	offsets_free(p->off);
 	free(p->q);
@@ -1778,7 +1776,7 @@ static void poll_kafka(struct consumer *c)
 	/* Each partition's messages while its window has room, from another first each time. */
 	for (size_t i = 0; i < c->nparts && n < POLL_BATCH; i++) {
 		struct part *p = c->parts[(c->take_from + i) % c->nparts];
-		while (p->fetchq && !p->full && n < POLL_BATCH &&
+		while (!p->full && n < POLL_BATCH &&
 		    take_one(c, rd_kafka_consume_queue(p->fetchq, 0)))
 			n++;
 	}
