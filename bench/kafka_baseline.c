@@ -2,11 +2,12 @@
  * kafka_baseline: the Kafka ceiling for bench/publish.
  *
  * A direct librdkafka producer with the settings ackd's producer uses
- * (daemon/producer.c: acks=all, enable.idempotence=true, linger.ms=0.5,
- * batch.num.messages=10000, queue.buffering.max.messages=200000, the
- * murmur2_random partitioner), producing messages of the size the benchmark
- * publishes through ackd, each with a 26-character "ackd-id" header as ackd
- * adds, no key, to the same broker and topic. Messages are produced as fast
+ * (daemon/producer.c: acks=all, enable.idempotence=true, linger.ms=0,
+ * max.in.flight.requests.per.connection=2, batch.num.messages=10000,
+ * queue.buffering.max.messages=200000, the murmur2_random partitioner),
+ * producing messages of the size the benchmark publishes through ackd, each
+ * with a 26-character "ackd-id" header as ackd adds, no key, to the same
+ * broker and topic. Messages are produced as fast
  * as librdkafka's queue takes them for -d seconds, then flushed; the rate is
  * delivered messages divided by the time from the first produce to the end of
  * the flush. A short warm-up (metadata, producer id, connections) comes first
@@ -219,7 +220,8 @@ int main(int argc, char **argv)
 	set(kc, "bootstrap.servers", brokers);
 	set(kc, "acks", "all");
 	set(kc, "enable.idempotence", "true");
-	set(kc, "linger.ms", "0.5");
+	set(kc, "linger.ms", "0");
+	set(kc, "max.in.flight.requests.per.connection", "2");
 	set(kc, "batch.num.messages", "10000");
 	set(kc, "queue.buffering.max.messages", "200000");
 	set(kc, "partitioner", "murmur2_random");
