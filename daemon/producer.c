@@ -537,11 +537,11 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	    set(kc, "acks", "all", err, errlen) < 0 ||
 	    /*
 	     * No linger, at most two requests in flight per broker: a record
-	     * goes out at once when the connection is idle, and what arrives
-	     * while two requests are out waits for one of them to come back
-	     * and goes in the next, so requests grow with the load. (librdkafka
-	     * sleeps its linger in whole milliseconds: linger.ms=0.5 cost every
-	     * ack=kafka publish over 1 ms, four times its round trip alone.)
+	     * goes out at once when the connection is idle, and while two
+	     * requests are out the records wait in librdkafka's queues, so
+	     * requests grow with the load. (librdkafka sleeps its linger in
+	     * whole milliseconds: linger.ms=0.5 cost every ack=kafka publish
+	     * over 1 ms, four times its round trip alone.)
 	     */
 	    set(kc, "linger.ms", "0", err, errlen) < 0 ||
 	    set(kc, "max.in.flight.requests.per.connection", "2", err, errlen) < 0 ||
