@@ -483,7 +483,7 @@ int main(int argc, char **argv)
 		fatalx("kafka: %s", err);
 	if (producer_start(conf, sp, idem, &prod, err, sizeof(err)) < 0)
 		fatalx("kafka: %s", err);
-	status_init(sp, prod, topics);
+	status_init(sp, prod, topics, idem);
 	struct http_deps deps = { .conf = conf, .spool = sp, .producer = prod, .topics = topics,
 		.idem = idem };
 	if (http_start(&deps, &http, err, sizeof(err)) < 0)

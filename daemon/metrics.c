@@ -29,6 +29,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "idem.h"
 #include "log.h"
 #include "metrics.h"
 #include "producer.h"
@@ -468,6 +469,19 @@ static void render_spool(struct buf *b, const struct metrics_sources *src)
 	    s->torn_bytes);
 }
 
+static void render_idem(struct buf *b, const struct metrics_sources *src)
+{
+	const struct idem_stats *s = src->idem;
+
+	if (!s)
+		return;
+	scalar(b, "ackd_idempotency_keys", "gauge",
+	    "Idempotency-Keys remembered (publish.idempotency_ttl_s, publish.idempotency_max_keys).",
+	    s->keys);
+	scalar(b, "ackd_idempotency_bytes", "gauge",
+	    "Heap the remembered Idempotency-Keys take, with their index.", s->bytes);
+}
+
 static void render_producer(struct buf *b, const struct metrics_sources *src)
 {
 	const struct producer_stats *p = src->producer;
@@ -681,6 +695,7 @@ char *metrics_render(const struct metrics_sources *src, size_t *len)
 	render_process(&b, src);
 	render_events(&b);
 	render_spool(&b, src);
+	render_idem(&b, src);
 	render_producer(&b, src);
 	render_subs(&b, src);
 	if (len)

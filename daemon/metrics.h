@@ -26,6 +26,7 @@
  */
 struct spool_stats;    /* spool.h */
 struct producer_stats; /* producer.h */
+struct idem_stats;     /* idem.h */
 
 /* One subscription's counters, filled by consumer_stats() (consumer.h). */
 struct consumer_stats {
@@ -133,6 +134,7 @@ struct metrics_sources {
 	const struct metrics_process *process; /* NULL: no ready/healthy/start metrics */
 	const struct spool_stats *spool;       /* NULL: no spool metrics */
 	const struct producer_stats *producer; /* NULL: no producer metrics */
+	const struct idem_stats *idem;         /* NULL: no Idempotency-Key metrics */
 	bool producer_rebuilding;              /* status JSON: state "rebuilding" */
 	int kafka_reachable;                   /* topics_kafka_reachable(); -1: unknown */
 	const struct metrics_sub_source *subs;

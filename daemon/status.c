@@ -17,6 +17,7 @@
 
 #include "consumer.h"
 #include "health.h"
+#include "idem.h"
 #include "metrics.h"
 #include "producer.h"
 #include "spool.h"
@@ -29,6 +30,7 @@
 static struct spool *spool;
 static struct producer *producer;
 static struct topics *topics;
+static struct idem *idem;
 static int64_t start_ms;
 
 static atomic_bool stopping;
@@ -36,11 +38,12 @@ static pthread_mutex_t subs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct consumer *const *subs;
 static size_t nsubs;
 
-void status_init(struct spool *sp, struct producer *prod, struct topics *t)
+void status_init(struct spool *sp, struct producer *prod, struct topics *t, struct idem *keys)
 {
 	spool = sp;
 	producer = prod;
 	topics = t;
+	idem = keys;
 	start_ms = wall_ms();
 }
 
@@ -60,6 +63,7 @@ void status_unlock_subs(void) { pthread_mutex_unlock(&subs_lock); }
 struct snapshot {
 	struct spool_stats spool;
 	struct producer_stats producer;
+	struct idem_stats idem;
 	struct metrics_sub_source *subs;
 	struct consumer_lag *lag;
 	struct metrics_lag *mlag;
@@ -110,6 +114,10 @@ static void take(struct snapshot *s)
 	s->src.process = &s->process;
 	s->src.spool = &s->spool;
 	s->src.producer = &s->producer;
+	if (idem) {
+		idem_stats(idem, &s->idem);
+		s->src.idem = &s->idem;
+	}
 	s->src.kafka_reachable = topics_kafka_reachable(topics);
 	s->src.subs = s->subs;
 }

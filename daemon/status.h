@@ -15,10 +15,11 @@
 struct spool;
 struct producer;
 struct topics;
+struct idem;
 struct consumer;
 
 /* The modules to read (borrowed; they outlive every request). */
-void status_init(struct spool *sp, struct producer *prod, struct topics *topics);
+void status_init(struct spool *sp, struct producer *prod, struct topics *topics, struct idem *idem);
 
 /*
  * SIGTERM arrived: /readyz answers 503 from now on, and /metrics and

@@ -133,7 +133,7 @@ static void start(void)
 	    topics_start(fz.conf, &fz.topics, err, sizeof(err)) < 0 ||
 	    producer_start(fz.conf, fz.sp, NULL, &fz.prod, err, sizeof(err)) < 0)
 		broken(err);
-	status_init(fz.sp, fz.prod, fz.topics);
+	status_init(fz.sp, fz.prod, fz.topics, NULL);
 	deps = (struct http_deps){ .conf = fz.conf, .spool = fz.sp, .producer = fz.prod,
 		.topics = fz.topics };
 	if (http_start(&deps, &fz.http, err, sizeof(err)) < 0)

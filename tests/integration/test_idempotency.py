@@ -445,6 +445,26 @@ def test_ttl_expiry(kafka, ackd):
     assert len(got[b"x"]) == 2 and len(got[b"other"]) == 1
 
 
+def test_keys_and_their_memory_in_metrics(kafka, ackd):
+    """/metrics shows how many keys ackd remembers and the heap they take: a
+    key counts once, however often it is repeated."""
+    daemon = ackd()
+    topic = new_topic(kafka)
+    assert _metric(daemon, "ackd_idempotency_keys") == 0
+    empty = _metric(daemon, "ackd_idempotency_bytes")
+    assert post(daemon.http, topic, b"x", ikey="k1").status == 200
+    assert _metric(daemon, "ackd_idempotency_keys") == 1
+    one = _metric(daemon, "ackd_idempotency_bytes")
+    assert one > empty
+    assert post(daemon.http, topic, b"x", ikey="k1").header("Idempotent-Replayed") == "true"
+    assert _metric(daemon, "ackd_idempotency_keys") == 1
+    assert _metric(daemon, "ackd_idempotency_bytes") == one
+    assert post(daemon.http, topic, b"y", ikey="k2").status == 200
+    assert post(daemon.http, topic, b"z").status == 200
+    assert _metric(daemon, "ackd_idempotency_keys") == 2
+    assert _metric(daemon, "ackd_idempotency_bytes") > one
+
+
 # --- kill -9 between request and answer ------------------------------------------
 
 ROUNDS = 30

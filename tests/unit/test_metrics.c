@@ -22,6 +22,7 @@
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
 
+#include "idem.h"
 #include "metrics.h"
 #include "producer.h"
 #include "spool.h"
@@ -356,6 +357,7 @@ static void test_events_exact(void **state)
 	/* No sources: no spool, producer or subscription families. */
 	assert_null(strstr(text, "ackd_spool_records"));
 	assert_null(strstr(text, "ackd_produce_in_flight"));
+	assert_null(strstr(text, "ackd_idempotency_keys"));
 	assert_null(strstr(text, "ackd_kafka_reachable"));
 	assert_null(strstr(text, "subscription="));
 	free(text);
@@ -446,6 +448,7 @@ static void test_sources(void **state)
 {
 	struct spool_stats sp;
 	struct producer_stats pr;
+	struct idem_stats keys = { .keys = 3, .bytes = 9001 };
 	struct metrics_sub_source subs[2];
 	struct metrics_sources src;
 	struct metrics_sub *ev = metrics_sub_new();
@@ -459,9 +462,14 @@ static void test_sources(void **state)
 	metrics_webhook_request(ev, 0, 30.0);
 	metrics_webhook_request(ev, 999, 0.001);
 	fill_sources(&src, &sp, &pr, subs, ev);
+	src.idem = &keys;
 	text = render(&src);
 	parse_exposition(text, &p);
 
+	assert_line(text, "# TYPE ackd_idempotency_keys gauge");
+	assert_line(text, "ackd_idempotency_keys 3");
+	assert_line(text, "# TYPE ackd_idempotency_bytes gauge");
+	assert_line(text, "ackd_idempotency_bytes 9001");
 	assert_line(text, "# HELP ackd_spool_records "
 			  "Records in the spool not yet acknowledged by Kafka.");
 	assert_line(text, "# TYPE ackd_spool_records gauge");
@@ -527,7 +535,8 @@ static void test_sources(void **state)
 			"ackd_spool_oldest_age_seconds", "ackd_spool_segments",
 			"ackd_spool_damaged_records_total", "ackd_spool_failed_records_total",
 			"ackd_spool_commits_total", "ackd_spool_write_errors_total",
-			"ackd_spool_torn_bytes", "ackd_kafka_reachable", "ackd_kafka_brokers_up",
+			"ackd_spool_torn_bytes", "ackd_idempotency_keys", "ackd_idempotency_bytes",
+			"ackd_kafka_reachable", "ackd_kafka_brokers_up",
 			"ackd_produce_in_flight", "ackd_produce_delivered_total",
 			"ackd_produce_failed_total", "ackd_produce_requeued_total",
 			"ackd_produce_possible_duplicates_total", "ackd_producer_rebuilds_total",
