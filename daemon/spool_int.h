@@ -205,6 +205,7 @@ struct spool {
 	int keys_fd;
 	uint64_t keys_bytes;
 	uint64_t keys_compacted; /* its size after the last compaction or open */
+	int64_t keys_oldest_ms;  /* the earliest timestamp of its records; INT64_MAX: none */
 	bool keys_cut_pending; /* a failed append could not be cut back to keys_bytes */
 
 	pthread_mutex_t mu;

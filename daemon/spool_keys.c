@@ -11,7 +11,9 @@
  * most of it expired: the live records are written to `keys.tmp`,
  * fdatasynced, renamed over `keys`, and the directory fsynced, so a crash
  * leaves either file whole. keys_save() compacts the same way when the file
- * has grown to twice what the last compaction left (and 1 MiB at least).
+ * has grown to twice what the last compaction left (and 1 MiB at least) and
+ * its oldest record expired: a rewrite that would drop nothing is not done
+ * (it runs on the producer thread, which produces nothing meanwhile).
  *
  * The file: a segment header (first sequence 0), then KEY records in the
  * order their segments were deleted, each with its sequence in the spool,
@@ -110,6 +112,8 @@ struct collect {
 	int64_t now;
 	int err;
 	uint64_t live, dead; /* bytes */
+	int64_t oldest;      /* the earliest timestamp of any record walked */
+	int64_t oldest_live; /* and of the live ones */
 	bool load;           /* hand each live one to on_key */
 };
 
@@ -118,12 +122,17 @@ static void collect_one(void *arg, const struct it_item *item)
 	struct collect *c = arg;
 	struct spool_key k;
 	struct spool_key_ack a;
+	int64_t ts = spool_rec_peek_timestamp(item->rec);
 
+	if (ts < c->oldest)
+		c->oldest = ts;
 	if (expired(c->sp, item->rec, c->now)) {
 		c->dead += item->len;
 		return;
 	}
 	c->live += item->len;
+	if (ts < c->oldest_live)
+		c->oldest_live = ts;
 	if (c->load && c->sp->on_key && item->h.type == SPOOL_REC_KEY &&
 	    spool_key_decode(item->rec, item->len, NULL, &k) == SPOOL_REC_OK)
 		c->sp->on_key(c->sp->on_key_arg, item->h.seq, &k);
@@ -134,8 +143,11 @@ static void collect_one(void *arg, const struct it_item *item)
 		c->err = ENOMEM;
 }
 
-/* Write header and records to keys.tmp, sync, rename over keys, sync the directory. */
-static int keys_replace(struct spool *sp, const struct kbuf *b)
+/*
+ * Write header and records to keys.tmp, sync, rename over keys, sync the
+ * directory. oldest: the records' earliest timestamp (INT64_MAX: none).
+ */
+static int keys_replace(struct spool *sp, const struct kbuf *b, int64_t oldest)
 {
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
 	int fd;
@@ -170,6 +182,7 @@ static int keys_replace(struct spool *sp, const struct kbuf *b)
 	sp->keys_fd = fd;
 	sp->keys_bytes = sizeof(hdr) + b->len;
 	sp->keys_compacted = sp->keys_bytes;
+	sp->keys_oldest_ms = oldest;
 	sp->keys_cut_pending = false; /* a new file: the old one's torn bytes are gone */
 	if (spool_io.fsync(sp->dir_fd) < 0) {
 		log_warn("spool: %s: cannot sync the directory after renaming %s; trying again",
@@ -184,7 +197,8 @@ static int keys_replace(struct spool *sp, const struct kbuf *b)
 static int keys_compact(struct spool *sp, int64_t now)
 {
 	struct kbuf b = { 0 };
-	struct collect c = { .sp = sp, .b = &b, .now = now };
+	struct collect c = { .sp = sp, .b = &b, .now = now, .oldest = INT64_MAX,
+		.oldest_live = INT64_MAX };
 	uint64_t good_end;
 	int rc;
 
@@ -197,7 +211,7 @@ static int keys_compact(struct spool *sp, int64_t now)
 		errno = c.err;
 		return -1;
 	}
-	rc = keys_replace(sp, &b);
+	rc = keys_replace(sp, &b, c.oldest_live);
 	if (rc == 0)
 		log_info("spool: %s: keys file compacted: %" PRIu64 " bytes of live keys, %" PRIu64
 		    " expired dropped", sp->dir, c.live, c.dead);
@@ -207,7 +221,8 @@ static int keys_compact(struct spool *sp, int64_t now)
 
 int keys_load(struct spool *sp, char *err, size_t errlen)
 {
-	struct collect c = { .sp = sp, .now = wall_ms(), .load = true };
+	struct collect c = { .sp = sp, .now = wall_ms(), .oldest = INT64_MAX,
+		.oldest_live = INT64_MAX, .load = true };
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
 	uint64_t good_end, first;
 	struct stat st;
@@ -215,6 +230,7 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 	int fd;
 
 	sp->keys_fd = -1;
+	sp->keys_oldest_ms = INT64_MAX;
 	if (spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0) == 0)
 		log_info("spool: %s: removed an unfinished %s", sp->dir, KEYS_TMP);
 	fd = spool_io.openat(sp->dir_fd, KEYS_NAME, O_RDWR | O_APPEND | O_CLOEXEC, 0);
@@ -241,7 +257,7 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 		struct kbuf none = { 0 };
 		log_warnx("spool: %s: %s has no valid header; its %" PRIu64 " bytes are forgotten",
 		    sp->dir, KEYS_NAME, sp->keys_bytes);
-		if (keys_replace(sp, &none) < 0) {
+		if (keys_replace(sp, &none, INT64_MAX) < 0) {
 			snprintf(err, errlen, "spool %s: rewrite %s: %s", sp->dir, KEYS_NAME,
 			    strerror(errno));
 			return -1;
@@ -265,6 +281,7 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 		sp->keys_bytes = good_end;
 	}
 	sp->keys_compacted = sp->keys_bytes;
+	sp->keys_oldest_ms = c.oldest;
 	if (c.dead > c.live && sp->key_ttl_ms > 0 && keys_compact(sp, c.now) < 0)
 		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
 	return 0;
@@ -272,9 +289,10 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 
 /*
  * Append b to the file (created with its header when missing), then
- * fdatasync when sync. 0, or -1 with errno: nothing of b stays.
+ * fdatasync when sync; oldest: the earliest timestamp of its records. 0, or
+ * -1 with errno: nothing of b stays.
  */
-static int keys_append(struct spool *sp, const void *p, size_t len, bool sync)
+static int keys_append(struct spool *sp, const void *p, size_t len, int64_t oldest, bool sync)
 {
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
 	uint64_t before;
@@ -296,6 +314,7 @@ static int keys_append(struct spool *sp, const void *p, size_t len, bool sync)
 		}
 		sp->keys_bytes = sizeof(hdr);
 		sp->keys_compacted = sp->keys_bytes;
+		sp->keys_oldest_ms = INT64_MAX;
 		created = true;
 	}
 	before = sp->keys_bytes;
@@ -323,13 +342,29 @@ static int keys_append(struct spool *sp, const void *p, size_t len, bool sync)
 		return -1;
 	}
 	sp->keys_bytes += len;
+	if (oldest < sp->keys_oldest_ms)
+		sp->keys_oldest_ms = oldest;
 	return 0;
+}
+
+/*
+ * Compact when the file has grown to twice what the last compaction left
+ * and a rewrite would drop something: its oldest record expired.
+ */
+static void keys_compact_due(struct spool *sp, int64_t now)
+{
+	if (sp->keys_bytes <= KEYS_COMPACT_MIN || sp->keys_bytes <= 2 * sp->keys_compacted ||
+	    sp->keys_oldest_ms == INT64_MAX || now - sp->keys_oldest_ms < sp->key_ttl_ms)
+		return;
+	if (keys_compact(sp, now) < 0)
+		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
 }
 
 int keys_save(struct spool *sp, struct seg *seg)
 {
 	struct kbuf b = { 0 };
-	struct collect c = { .sp = sp, .b = &b, .now = wall_ms() };
+	struct collect c = { .sp = sp, .b = &b, .now = wall_ms(), .oldest = INT64_MAX,
+		.oldest_live = INT64_MAX };
 	uint64_t good_end;
 
 	if (!seg->has_keys || sp->key_ttl_ms <= 0)
@@ -345,14 +380,12 @@ int keys_save(struct spool *sp, struct seg *seg)
 		free(b.p);
 		return 0;
 	}
-	if (keys_append(sp, b.p, b.len, true) < 0) {
+	if (keys_append(sp, b.p, b.len, c.oldest_live, true) < 0) {
 		free(b.p);
 		return -1;
 	}
 	free(b.p);
-	if (sp->keys_bytes > KEYS_COMPACT_MIN && sp->keys_bytes > 2 * sp->keys_compacted &&
-	    keys_compact(sp, c.now) < 0)
-		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
+	keys_compact_due(sp, c.now);
 	return 0;
 }
 
@@ -368,11 +401,9 @@ int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t part
 	memcpy(a.id, id, SPOOL_KEY_ID_LEN);
 	spool_key_ack_encode(&a, seq, rec);
 	/* Without fsync, as an .ack entry: a lost one only makes a replay answer 202. */
-	if (keys_append(sp, rec, sizeof(rec), false) < 0)
+	if (keys_append(sp, rec, sizeof(rec), a.timestamp_ms, false) < 0)
 		return -1;
-	if (sp->keys_bytes > KEYS_COMPACT_MIN && sp->keys_bytes > 2 * sp->keys_compacted &&
-	    keys_compact(sp, a.timestamp_ms) < 0)
-		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
+	keys_compact_due(sp, a.timestamp_ms);
 	return 0;
 }
 

@@ -317,9 +317,9 @@ static ino_t keys_inode(const char *dir)
 }
 
 /*
- * A compaction at open, then one when the file has grown past 1 MiB, in
- * the same run: the second reads the file the first installed (it must be
- * readable), and renames a new one over it.
+ * A compaction at open, then one when the file has grown past 1 MiB and its
+ * oldest key expired, in the same run: the second reads the file the first
+ * installed (it must be readable), and renames a new one over it.
  */
 static void test_keys_compact_twice_in_one_run(void **state)
 {
@@ -328,6 +328,7 @@ static void test_keys_compact_twice_in_one_run(void **state)
 	struct seen s = { 0 };
 	struct spool *sp;
 	ino_t after_open;
+	int64_t expiring;
 	off_t size;
 	int n = 0;
 
@@ -347,14 +348,23 @@ static void test_keys_compact_twice_in_one_run(void **state)
 	sp = open_ok(&o); /* mostly expired: the first compaction */
 	assert_int_equal(s.n, 50);
 	after_open = keys_inode(t->dir);
-	/* Live keys until the file passes 1 MiB and twice its compacted size. */
-	for (int i = 300; file_size(t->dir, "keys") <= (1 << 20) + (64 << 10); i += 20) {
-		for (int j = i; j < i + 20; j++)
+	/*
+	 * Keys that expire 3 s from now, then live keys until the file passes
+	 * 1 MiB and twice its compacted size (the segments deleted meanwhile
+	 * save the first ones to the file). Once those expired, the next save
+	 * compacts.
+	 */
+	expiring = wall_ms() + 3000 - o.key_ttl_ms;
+	for (int i = 300; i < 320; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, expiring);
+	for (n = 320; keys_inode(t->dir) == after_open; n += 20) {
+		for (int j = n; j < n + 20; j++)
 			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
 		drain_ack(sp);
-		n = i + 20;
-		if (keys_inode(t->dir) != after_open)
-			break; /* the second compaction */
+		assert_true(wall_ms() < expiring + o.key_ttl_ms + 30000);
+		if (file_size(t->dir, "keys") > (1 << 20) + (64 << 10) &&
+		    wall_ms() <= expiring + o.key_ttl_ms)
+			usleep(100 * 1000); /* big enough: waits for the first ones to expire */
 	}
 	assert_true(keys_inode(t->dir) != after_open);
 	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
@@ -368,8 +378,36 @@ static void test_keys_compact_twice_in_one_run(void **state)
 	for (int i = 250; i < n; i++) {
 		char key[16];
 		snprintf(key, sizeof(key), "k%d", i * 4);
-		assert_int_equal(found(&s, key), 1);
+		assert_int_equal(found(&s, key), i >= 300 && i < 320 ? 0 : 1);
 	}
+	spool_close(sp);
+}
+
+/*
+ * A file past 1 MiB whose keys all live is not rewritten: a compaction would
+ * drop nothing, and it holds up the producer thread that runs it (93 MB of
+ * live keys took it about half a second, every ack=kafka answer waiting).
+ */
+static void test_keys_not_compacted_while_nothing_expired(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct spool *sp;
+	ino_t first = 0;
+
+	o.key_ttl_ms = 3600000;
+	sp = open_ok(&o);
+	for (int i = 0; file_size(t->dir, "keys") <= 3 << 20; i += 20) {
+		for (int j = i; j < i + 20; j++)
+			write_keyed(sp, j * 4, j * 4 + 4, wall_ms());
+		drain_ack(sp);
+		if (file_size(t->dir, "keys") < 0)
+			continue; /* no segment with keys deleted yet */
+		if (!first)
+			first = keys_inode(t->dir);
+		assert_true(keys_inode(t->dir) == first);
+	}
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
 	spool_close(sp);
 }
 
@@ -564,6 +602,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_key_acks_read_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_not_compacted_while_nothing_expired, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_dir_sync_fails_after_rename, setup,
 		    teardown),
