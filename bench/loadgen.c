@@ -29,7 +29,10 @@
  * own copy of the request, whose key is rewritten in place before each send.
  *
  * Output: one line of JSON on stdout (requests, errors by kind, requests/s,
- * records/s, latency percentiles in microseconds).
+ * records/s, latency percentiles in microseconds). With -S MS:FILE every
+ * counted answer slower than MS milliseconds is also written to FILE, one line
+ * each: when the request was sent (or due), in seconds since the epoch, and
+ * its latency in milliseconds, to line the tail up with other processes' logs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -136,6 +139,8 @@ struct opts {
 	double timeout;
 	long records_per_request;
 	const char *idem_prefix; /* -K: a unique Idempotency-Key per request */
+	double slow_ms;          /* -S: answers slower than this go to slow_file */
+	const char *slow_path;
 };
 
 static void usage(FILE *f)
@@ -155,7 +160,9 @@ static void usage(FILE *f)
 	    "  -s BYTES  request body of BYTES printable bytes (default 0)\n"
 	    "  -t TYPE   Content-Type header\n"
 	    "  -k N      records per request, for records/s (default 1)\n"
-	    "  -K PREFIX a unique Idempotency-Key header per request: PREFIX-<counter>\n");
+	    "  -K PREFIX a unique Idempotency-Key header per request: PREFIX-<counter>\n"
+	    "  -S MS:FILE write every answer slower than MS milliseconds to FILE\n"
+	    "            (sent or due, seconds since the epoch; latency in ms)\n");
 }
 
 static double parse_num(const char *s, const char *what)
@@ -178,7 +185,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 
 	*o = (struct opts){ .method = "POST", .path = "/", .conns = 64, .duration = 10,
 		.warmup = 2, .records_per_request = 1 };
-	while ((c = getopt(argc, argv, "u:c:r:d:w:n:T:m:p:b:s:t:k:K:h")) != -1) {
+	while ((c = getopt(argc, argv, "u:c:r:d:w:n:T:m:p:b:s:t:k:K:S:h")) != -1) {
 		switch (c) {
 		case 'u': o->addr = optarg; break;
 		case 'c': o->conns = (int)parse_num(optarg, "connections"); break;
@@ -194,6 +201,17 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		case 't': o->content_type = optarg; break;
 		case 'k': o->records_per_request = (long)parse_num(optarg, "records"); break;
 		case 'K': o->idem_prefix = optarg; break;
+		case 'S': {
+			char *colon = strchr(optarg, ':');
+			if (!colon || colon[1] == '\0') {
+				fprintf(stderr, "loadgen: -S wants MS:FILE: %s\n", optarg);
+				exit(2);
+			}
+			*colon = '\0';
+			o->slow_ms = parse_num(optarg, "slow threshold");
+			o->slow_path = colon + 1;
+			break;
+		}
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -264,6 +282,8 @@ struct run {
 	long counted;
 	int64_t first_count_ns, last_count_ns;
 	int64_t max_lag_ns; /* open loop: how late the sender ever was */
+	FILE *slow;         /* -S */
+	int64_t wall_minus_mono_ns;
 };
 
 static void resolve(const char *addr, struct target *t)
@@ -459,6 +479,11 @@ static void count_answer(struct run *r, struct conn *c, int64_t t)
 	r->counted++;
 	r->last_count_ns = t;
 	hist_add(&r->h, (uint64_t)(t - c->start_ns));
+	if (r->slow && t - c->start_ns > (int64_t)(r->o.slow_ms * 1e6)) {
+		int64_t wall = c->start_ns + r->wall_minus_mono_ns;
+		fprintf(r->slow, "%lld.%06lld %.3f\n", (long long)(wall / 1000000000),
+		    (long long)(wall % 1000000000 / 1000), (double)(t - c->start_ns) / 1e6);
+	}
 	if (c->status >= 200 && c->status < 300)
 		r->ok++;
 	else if (c->status >= 400 && c->status < 500)
@@ -693,6 +718,16 @@ int main(int argc, char **argv)
 		r->idle[r->nidle++] = i;
 	}
 
+	if (r->o.slow_path) {
+		struct timespec wall;
+		r->slow = fopen(r->o.slow_path, "w");
+		if (!r->slow) {
+			perror(r->o.slow_path);
+			return 1;
+		}
+		clock_gettime(CLOCK_REALTIME, &wall);
+		r->wall_minus_mono_ns = wall.tv_sec * 1000000000LL + wall.tv_nsec - now_ns();
+	}
 	r->t0 = now_ns();
 	r->measure_from = r->t0 + (int64_t)(r->o.warmup * 1e9);
 	r->measure_until = r->o.max_requests > 0 ? INT64_MAX
@@ -755,5 +790,9 @@ int main(int argc, char **argv)
 		}
 	}
 	report(r, timed_out);
+	if (r->slow && fclose(r->slow) != 0) {
+		perror(r->o.slow_path);
+		return 1;
+	}
 	return timed_out ? 3 : 0;
 }
