@@ -209,6 +209,10 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 			}
 			*colon = '\0';
 			o->slow_ms = parse_num(optarg, "slow threshold");
+			if (!isfinite(o->slow_ms)) {
+				fprintf(stderr, "loadgen: bad slow threshold: %s\n", optarg);
+				exit(2);
+			}
 			o->slow_path = colon + 1;
 			break;
 		}

@@ -354,7 +354,7 @@ static int keys_append(struct spool *sp, const void *p, size_t len, int64_t olde
 static void keys_compact_due(struct spool *sp, int64_t now)
 {
 	if (sp->keys_bytes <= KEYS_COMPACT_MIN || sp->keys_bytes <= 2 * sp->keys_compacted ||
-	    sp->keys_oldest_ms == INT64_MAX || now - sp->keys_oldest_ms < sp->key_ttl_ms)
+	    sp->keys_oldest_ms > now - sp->key_ttl_ms) /* INT64_MAX (none) too */
 		return;
 	if (keys_compact(sp, now) < 0)
 		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
