@@ -13,7 +13,8 @@
  * leaves either file whole. keys_save() compacts the same way when the file
  * has grown to twice what the last compaction left (and 1 MiB at least) and
  * its oldest record expired: a rewrite that would drop nothing is not done
- * (it runs on the producer thread, which produces nothing meanwhile).
+ * (it runs on the producer thread, which produces nothing meanwhile), and
+ * one that failed is not tried again for a minute.
  *
  * The file: a segment header (first sequence 0), then KEY records in the
  * order their segments were deleted, each with its sequence in the spool,
@@ -43,6 +44,12 @@
 #define KEYS_NAME "keys"
 #define KEYS_TMP "keys.tmp"
 #define KEYS_COMPACT_MIN (1u << 20)
+/*
+ * A failed compaction (ENOSPC, EIO) is not tried again for this long: each
+ * try reads the whole file on the producer thread, and the next KEY_ACK
+ * append, a few microseconds later, would try again.
+ */
+#define KEYS_COMPACT_RETRY_MS 60000
 
 struct kbuf {
 	unsigned char *p;
@@ -219,6 +226,16 @@ static int keys_compact(struct spool *sp, int64_t now)
 	return rc;
 }
 
+/* Compact; when that fails, keys_compact_due() waits KEYS_COMPACT_RETRY_MS. */
+static void keys_compact_or_wait(struct spool *sp, int64_t now)
+{
+	if (keys_compact(sp, now) == 0)
+		return;
+	sp->keys_compact_retry_ms = now + KEYS_COMPACT_RETRY_MS;
+	log_warn("spool: %s: cannot compact %s (kept as it is; tried again in %d s at the earliest)",
+	    sp->dir, KEYS_NAME, KEYS_COMPACT_RETRY_MS / 1000);
+}
+
 int keys_load(struct spool *sp, char *err, size_t errlen)
 {
 	struct collect c = { .sp = sp, .now = wall_ms(), .oldest = INT64_MAX,
@@ -282,8 +299,8 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 	}
 	sp->keys_compacted = sp->keys_bytes;
 	sp->keys_oldest_ms = c.oldest;
-	if (c.dead > c.live && sp->key_ttl_ms > 0 && keys_compact(sp, c.now) < 0)
-		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
+	if (c.dead > c.live && sp->key_ttl_ms > 0)
+		keys_compact_or_wait(sp, c.now);
 	return 0;
 }
 
@@ -354,10 +371,10 @@ static int keys_append(struct spool *sp, const void *p, size_t len, int64_t olde
 static void keys_compact_due(struct spool *sp, int64_t now)
 {
 	if (sp->keys_bytes <= KEYS_COMPACT_MIN || sp->keys_bytes <= 2 * sp->keys_compacted ||
-	    sp->keys_oldest_ms > now - sp->key_ttl_ms) /* INT64_MAX (none) too */
+	    sp->keys_oldest_ms > now - sp->key_ttl_ms || /* INT64_MAX (none) too */
+	    now < sp->keys_compact_retry_ms)
 		return;
-	if (keys_compact(sp, now) < 0)
-		log_warn("spool: %s: cannot compact %s (kept as it is)", sp->dir, KEYS_NAME);
+	keys_compact_or_wait(sp, now);
 }
 
 int keys_save(struct spool *sp, struct seg *seg)

@@ -413,6 +413,75 @@ static void test_keys_not_compacted_while_nothing_expired(void **state)
 	spool_close(sp);
 }
 
+/* keys.tmp cannot be created (a full disk): every compaction fails. */
+static atomic_int tmp_opens;
+
+static int openat_no_tmp(int dirfd, const char *path, int flags, mode_t mode)
+{
+	if (strcmp(path, "keys.tmp") == 0) {
+		atomic_fetch_add(&tmp_opens, 1);
+		errno = ENOSPC;
+		return -1;
+	}
+	return real_io.openat(dirfd, path, flags, mode);
+}
+
+/*
+ * A compaction that fails is not tried again on every save after it: each
+ * try reads the whole file on the producer thread. The file stays as it is,
+ * every live key in it.
+ */
+static void test_keys_failed_compaction_waits(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	int (*saved)(int, const char *, int, mode_t) = spool_io.openat;
+	struct seen s = { 0 };
+	struct spool *sp;
+	int64_t expiring;
+	int i = 0, saves = 0;
+
+	o.key_ttl_ms = 2000;
+	sp = open_ok(&o);
+	spool_io.openat = openat_no_tmp;
+	atomic_store(&tmp_opens, 0);
+	/* Keys that expire in 0.5 s, then live ones past 1 MiB. */
+	expiring = wall_ms() - 1500;
+	for (; i < 20; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, expiring);
+	for (; file_size(t->dir, "keys") <= (1 << 20) + (64 << 10); i += 20) {
+		for (int j = i; j < i + 20; j++)
+			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
+		drain_ack(sp);
+	}
+	while (wall_ms() <= expiring + o.key_ttl_ms)
+		usleep(50 * 1000);
+	/* Due from here: each round deletes segments, each deletion saves keys. */
+	for (off_t before = file_size(t->dir, "keys"); saves < 10; i += 20) {
+		for (int j = i; j < i + 20; j++)
+			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
+		drain_ack(sp);
+		if (file_size(t->dir, "keys") > before) {
+			before = file_size(t->dir, "keys");
+			saves++;
+		}
+	}
+	spool_io.openat = saved;
+	assert_int_equal(atomic_load(&tmp_opens), 1);
+	spool_close(sp);
+
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	s.ttl_ms = o.key_ttl_ms;
+	sp = open_ok(&o);
+	for (int k = 20; k < i; k++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", k * 4);
+		assert_int_equal(found(&s, key), 1);
+	}
+	spool_close(sp);
+}
+
 /*
  * A keys file of 0 bytes (a crash between its creation and its header's
  * write) gets its header at open: the keys appended in the run that
@@ -604,6 +673,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_key_acks_read_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_failed_compaction_waits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_not_compacted_while_nothing_expired, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
