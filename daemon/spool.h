@@ -69,9 +69,13 @@ struct spool_opts {
 	 * How long a KEY record is kept once its segment is deleted: its
 	 * unexpired KEY records are appended to the keys file first (and
 	 * on_key gets them at the next open). 0: no keys file.
+	 * SPOOL_KEY_TTL_ALL: every KEY record is kept, for a tool that does
+	 * not know ackd's TTL (ackd's next open drops the expired ones).
 	 */
 	int64_t key_ttl_ms;
 };
+
+#define SPOOL_KEY_TTL_ALL (INT64_MAX / 4) /* no overflow in now - ttl */
 
 /* Why a submit failed; http.c maps these to 507 / 503. */
 enum spool_err {

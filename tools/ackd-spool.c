@@ -859,7 +859,12 @@ static int reinject_file(struct spool *sp, struct spool_ro *ro, const char *dir,
 static int cmd_reinject(const char *dir)
 {
 	const struct spool_ro_file *files;
-	struct spool_opts opts = { .dir = dir, .fsync = CONF_FSYNC_ALWAYS };
+	/*
+	 * Opening deletes the segments Kafka acknowledged in full: their
+	 * Idempotency-Keys go to the keys file first, as ackd would keep them.
+	 */
+	struct spool_opts opts = { .dir = dir, .fsync = CONF_FSYNC_ALWAYS,
+		.key_ttl_ms = SPOOL_KEY_TTL_ALL };
 	struct spool_ro *ro;
 	struct spool *sp = NULL;
 	uint64_t count = 0;

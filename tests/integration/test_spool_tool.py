@@ -382,3 +382,35 @@ def test_reinject_moves_failed_records_back_and_ackd_produces_them(mock_kafka, a
     assert again.key == b"kk"
     assert again.header("ackd-id") == ackd_id.encode()
     assert again.header("ackd-failed-reason") is None
+
+
+def test_reinject_keeps_the_idempotency_keys_of_the_segments_it_deletes(mock_kafka, ackd):
+    """Opening the spool deletes the last run's segment once Kafka acknowledged
+    all of it. Its Idempotency-Keys go to the keys file first, as when ackd
+    deletes a segment, so a client repeating its request after the restart
+    gets a replay, not a second message."""
+    mock = mock_kafka
+    topic = "rejkeys"
+    mock.create_topic(topic, partitions=1, rf=3)
+    daemon = ackd(brokers=mock.bootstrap)
+    spool = daemon.spool_dir
+    key = {"Idempotency-Key": "order-1"}
+    first = daemon.http.post(f"/v1/topics/{topic}?ack=kafka", body=b"once", headers=key)
+    assert first.status == 200, first.body
+    r = reject_one(mock, daemon, topic)
+    assert r.status == 413, (r.status, r.body)
+    daemon.stop()
+
+    r = tool("reinject", spool)
+    assert r.returncode == 0, r
+    [d] = dump(spool, "--all")  # the first run's segment is gone, its keys saved
+    assert d["value_b64"] == b64(b"rejected \xff"), d
+
+    daemon.start()
+    again = daemon.http.post(f"/v1/topics/{topic}?ack=kafka", body=b"once", headers=key)
+    assert again.status == 200, again.body
+    assert again.header("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    wait_until(lambda: tool("stat", spool).stdout.count("unacked records: 0") == 1, 30,
+               "the reinjected record acknowledged by the cluster")
+    assert sorted(rec.value for rec in mock.read_topic(topic)) == [b"once", b"rejected \xff"]
