@@ -206,7 +206,7 @@ struct spool {
 	uint64_t keys_bytes;
 	uint64_t keys_compacted; /* its size after the last compaction or open */
 	int64_t keys_oldest_ms;  /* the earliest timestamp of its records; INT64_MAX: none */
-	int64_t keys_compact_retry_ms; /* after a failed compaction: none before this (wall) */
+	int64_t keys_compact_retry_ms; /* after a failed compaction: none before this (now_ms()) */
 	bool keys_cut_pending; /* a failed append could not be cut back to keys_bytes */
 
 	pthread_mutex_t mu;

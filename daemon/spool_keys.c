@@ -231,9 +231,10 @@ static void keys_compact_or_wait(struct spool *sp, int64_t now)
 {
 	if (keys_compact(sp, now) == 0)
 		return;
-	sp->keys_compact_retry_ms = now + KEYS_COMPACT_RETRY_MS;
-	log_warn("spool: %s: cannot compact %s (kept as it is; tried again in %d s at the earliest)",
-	    sp->dir, KEYS_NAME, KEYS_COMPACT_RETRY_MS / 1000);
+	sp->keys_compact_retry_ms = now_ms() + KEYS_COMPACT_RETRY_MS;
+	/* Either file stays whole: the old one, or the new one once renamed. */
+	log_warn("spool: %s: compacting %s failed; tried again in %d s at the earliest", sp->dir,
+	    KEYS_NAME, KEYS_COMPACT_RETRY_MS / 1000);
 }
 
 int keys_load(struct spool *sp, char *err, size_t errlen)
@@ -280,8 +281,8 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 			return -1;
 		}
 		return 0;
-	} else if (!sp->on_key && !sp->on_key_ack) {
-		return 0; /* keys are not wanted: the file stays as it is */
+	} else if (!sp->on_key && !sp->on_key_ack && sp->key_ttl_ms <= 0) {
+		return 0; /* keys are neither read nor appended: the file stays as it is */
 	} else if (keys_walk(fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
 		snprintf(err, errlen, "spool %s: read %s: %s", sp->dir, KEYS_NAME, strerror(errno));
 		return -1;
@@ -372,7 +373,7 @@ static void keys_compact_due(struct spool *sp, int64_t now)
 {
 	if (sp->keys_bytes <= KEYS_COMPACT_MIN || sp->keys_bytes <= 2 * sp->keys_compacted ||
 	    sp->keys_oldest_ms > now - sp->key_ttl_ms || /* INT64_MAX (none) too */
-	    now < sp->keys_compact_retry_ms)
+	    now_ms() < sp->keys_compact_retry_ms)
 		return;
 	keys_compact_or_wait(sp, now);
 }

@@ -251,10 +251,16 @@ static void test_key_acks_read_back(void **state)
 	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE + 2 * SPOOL_KEY_ACK_SIZE);
 }
 
-static void test_keys_torn_tail_and_tmp(void **state)
+/*
+ * A torn append at the keys file's end and a leftover keys.tmp. as_tool: the
+ * open after them is ackd-spool reinject's (no on_key, SPOOL_KEY_TTL_ALL),
+ * which also appends the keys of the segments it deletes: after the cut too.
+ */
+static void torn_tail_then_open(void **state, bool as_tool)
 {
 	struct tmp *t = *state;
 	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct spool_opts tool = opts_for(t->dir, 64 << 10);
 	struct seen s = { 0 };
 	struct spool_stats st;
 	struct spool *sp;
@@ -286,10 +292,11 @@ static void test_keys_torn_tail_and_tmp(void **state)
 
 	o.on_key = on_key;
 	o.on_key_arg = &s;
-	sp = open_ok(&o);
+	tool.key_ttl_ms = SPOOL_KEY_TTL_ALL;
+	sp = open_ok(as_tool ? &tool : &o);
 	spool_stats(sp, &st);
 	assert_int_equal(st.torn_bytes, 40);
-	assert_int_equal(found(&s, "k0"), 1);
+	assert_int_equal(found(&s, "k0"), as_tool ? 0 : 1);
 	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
 	spool_close(sp); /* the last segment of the first run goes: its keys are appended */
 	assert_true(file_size(t->dir, "keys") > size);
@@ -305,6 +312,10 @@ static void test_keys_torn_tail_and_tmp(void **state)
 	}
 	spool_close(sp);
 }
+
+static void test_keys_torn_tail_and_tmp(void **state) { torn_tail_then_open(state, false); }
+
+static void test_keys_torn_tail_then_tool_open(void **state) { torn_tail_then_open(state, true); }
 
 static ino_t keys_inode(const char *dir)
 {
@@ -445,8 +456,9 @@ static void test_keys_failed_compaction_waits(void **state)
 	sp = open_ok(&o);
 	spool_io.openat = openat_no_tmp;
 	atomic_store(&tmp_opens, 0);
-	/* Keys that expire in 0.5 s, then live ones past 1 MiB. */
-	expiring = wall_ms() - 1500;
+	/* Keys that expire 5 s from now (saved to the file before that), then
+	 * live ones past 1 MiB. */
+	expiring = wall_ms() + 5000 - o.key_ttl_ms;
 	for (; i < 20; i++)
 		write_keyed(sp, i * 4, i * 4 + 4, expiring);
 	for (; file_size(t->dir, "keys") <= (1 << 20) + (64 << 10); i += 20) {
@@ -672,6 +684,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_expire_and_compact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_acks_read_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_torn_tail_and_tmp, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_torn_tail_then_tool_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compact_twice_in_one_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_failed_compaction_waits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_not_compacted_while_nothing_expired, setup,
