@@ -68,7 +68,9 @@ struct spool_opts {
 	/*
 	 * How long a KEY record is kept once its segment is deleted: its
 	 * unexpired KEY records are appended to the keys file first (and
-	 * on_key gets them at the next open). 0: no keys file.
+	 * on_key gets them at the next open). 0: no keys file. Not 0:
+	 * spool_open() reads the keys file (and cuts a torn tail) even
+	 * without on_key and on_key_ack, since keys may be appended to it.
 	 * SPOOL_KEY_TTL_ALL: every KEY record is kept, for a tool that does
 	 * not know ackd's TTL (ackd's next open drops the expired ones).
 	 */
