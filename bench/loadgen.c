@@ -794,9 +794,12 @@ int main(int argc, char **argv)
 		}
 	}
 	report(r, timed_out);
-	if (r->slow && fclose(r->slow) != 0) {
-		perror(r->o.slow_path);
-		return 1;
+	if (r->slow) {
+		bool lost = ferror(r->slow); /* a write that failed before the close */
+		if (fclose(r->slow) != 0 || lost) {
+			fprintf(stderr, "loadgen: cannot write %s\n", r->o.slow_path);
+			return 1;
+		}
 	}
 	return timed_out ? 3 : 0;
 }

@@ -73,11 +73,6 @@ static int kbuf_add(struct kbuf *b, const void *p, size_t n)
 	return 0;
 }
 
-static bool expired(const struct spool *sp, const unsigned char *rec, int64_t now)
-{
-	return now - spool_rec_peek_timestamp(rec) >= sp->key_ttl_ms;
-}
-
 /*
  * Walk the KEY records of fd's bytes [SPOOL_SEG_HDR_SIZE, size): each(arg,
  * item) for every intact one. *good_end: where the last intact record of
@@ -133,7 +128,7 @@ static void collect_one(void *arg, const struct it_item *item)
 
 	if (ts < c->oldest)
 		c->oldest = ts;
-	if (expired(c->sp, item->rec, c->now)) {
+	if (c->now - ts >= c->sp->key_ttl_ms) { /* expired */
 		c->dead += item->len;
 		return;
 	}

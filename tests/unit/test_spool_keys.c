@@ -88,6 +88,17 @@ static size_t drain_ack(struct spool *sp)
 	return n;
 }
 
+/*
+ * One round of the tests that grow the keys file: 20 batches of keys
+ * "k<from * 4>" on, each accepted ahead_ms after its write, all acknowledged.
+ */
+static void keyed_round(struct spool *sp, int from, int64_t ahead_ms)
+{
+	for (int j = from; j < from + 20; j++)
+		write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + ahead_ms);
+	drain_ack(sp);
+}
+
 static void test_keys_not_produced_and_loaded(void **state)
 {
 	struct tmp *t = *state;
@@ -369,9 +380,7 @@ static void test_keys_compact_twice_in_one_run(void **state)
 	for (int i = 300; i < 320; i++)
 		write_keyed(sp, i * 4, i * 4 + 4, expiring);
 	for (n = 320; keys_inode(t->dir) == after_open; n += 20) {
-		for (int j = n; j < n + 20; j++)
-			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
-		drain_ack(sp);
+		keyed_round(sp, n, 3600000);
 		assert_true(file_size(t->dir, "keys") < 16 << 20); /* not compacted for good */
 		if (file_size(t->dir, "keys") > (1 << 20) + (64 << 10) &&
 		    wall_ms() <= expiring + o.key_ttl_ms)
@@ -411,9 +420,7 @@ static void test_keys_not_compacted_while_nothing_expired(void **state)
 	o.key_ttl_ms = 3600000;
 	sp = open_ok(&o);
 	for (int i = 0; file_size(t->dir, "keys") <= 3 << 20; i += 20) {
-		for (int j = i; j < i + 20; j++)
-			write_keyed(sp, j * 4, j * 4 + 4, wall_ms());
-		drain_ack(sp);
+		keyed_round(sp, i, 0);
 		if (file_size(t->dir, "keys") < 0)
 			continue; /* no segment with keys deleted yet */
 		if (!first)
@@ -462,9 +469,7 @@ static void test_keys_failed_compaction_waits(void **state)
 	for (; i < 20; i++)
 		write_keyed(sp, i * 4, i * 4 + 4, expiring);
 	for (; file_size(t->dir, "keys") <= (1 << 20) + (64 << 10); i += 20) {
-		for (int j = i; j < i + 20; j++)
-			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
-		drain_ack(sp);
+		keyed_round(sp, i, 3600000);
 	}
 	while (wall_ms() <= expiring + o.key_ttl_ms)
 		usleep(50 * 1000);
@@ -473,9 +478,7 @@ static void test_keys_failed_compaction_waits(void **state)
 	 * (four saves, well within the minute's wait on a slow disk).
 	 */
 	for (off_t before = file_size(t->dir, "keys"); saves < 4; i += 20) {
-		for (int j = i; j < i + 20; j++)
-			write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + 3600000);
-		drain_ack(sp);
+		keyed_round(sp, i, 3600000);
 		if (file_size(t->dir, "keys") > before) {
 			before = file_size(t->dir, "keys");
 			saves++;
