@@ -688,6 +688,16 @@ class KafkaCluster:
             self._admin = AdminClient({"bootstrap.servers": bootstrap, **config})
         return self._admin
 
+    def node_admin(self, node):
+        """A new admin client that knows only node, on the listener the
+        harness's clients use."""
+        _, config = self._harness()
+        if self.harness_direct or not self.sasl:
+            address = node.address
+        else:
+            address = node.sasl_address
+        return AdminClient({"bootstrap.servers": address, **config})
+
     def create_topic(self, name, partitions=1, rf=None, configs=None, timeout=30):
         """Create a topic and wait until every partition has a leader."""
         rf = rf or min(len(self.nodes), 3)
@@ -697,10 +707,22 @@ class KafkaCluster:
         futures[name].result(timeout=timeout)
         wait_until(lambda: self.topic_ready(name, partitions), timeout,
                    f"topic {name} to have leaders")
+        # Each broker learns of the topic on its own: a client asking a
+        # lagging one would still be told the topic does not exist.
+        for node in self.nodes:
+            if node.running():
+                wait_until(lambda: self.topic_ready(name, partitions, node), timeout,
+                           f"broker {node.node_id} to know topic {name}")
 
-    def topic_ready(self, name, partitions):
+    def topic_ready(self, name, partitions, node=None):
+        """Whether the cluster (or node alone: a client bootstrapped from it
+        asks it first) has topic name with partitions partitions, each with
+        a leader."""
         try:
-            md = self.admin().list_topics(topic=name, timeout=2)
+            if node is None:
+                md = self.admin().list_topics(topic=name, timeout=2)
+            else:
+                md = self.node_admin(node).list_topics(topic=name, timeout=2)
         except KafkaException:
             return False
         topic = md.topics.get(name)
