@@ -796,8 +796,10 @@ int main(int argc, char **argv)
 	report(r, timed_out);
 	if (r->slow) {
 		bool lost = ferror(r->slow); /* a write that failed before the close */
-		if (fclose(r->slow) != 0 || lost) {
-			fprintf(stderr, "loadgen: cannot write %s\n", r->o.slow_path);
+		int rc = fclose(r->slow);
+		if (rc != 0 || lost) {
+			fprintf(stderr, "loadgen: cannot write %s%s%s\n", r->o.slow_path,
+			    rc != 0 ? ": " : "", rc != 0 ? strerror(errno) : "");
 			return 1;
 		}
 	}

@@ -97,8 +97,8 @@ static void hist_reset(struct hist *h)
 
 /* --- process-wide events --------------------------------------------------- */
 
-static const unsigned publish_codes[] = { 200, 202, 207, 400, 401, 403, 404, 405, 413, 415,
-	503, 507 };
+static const unsigned publish_codes[] = { 200, 202, 207, 400, 401, 403, 404, 405, 409, 413,
+	415, 422, 500, 503, 507 };
 #define NPUBLISH_CODES (sizeof(publish_codes) / sizeof(publish_codes[0]))
 
 static const char *const produce_error_names[METRICS_PRODUCE_NERRORS] = {

@@ -1417,7 +1417,8 @@ int publish_rp_v2_format(const char *ctype, enum publish_rp_format *out, char *e
 	}
 other:
 	snprintf(err, errlen, "a REST Proxy v2 produce request takes Content-Type "
-	    "application/vnd.kafka.json.v2+json or application/vnd.kafka.binary.v2+json");
+	    "application/vnd.kafka.json.v2+json, application/vnd.kafka.binary.v2+json or "
+	    "application/vnd.kafka.text.v2+json");
 	return -1;
 }
 

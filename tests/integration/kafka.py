@@ -704,14 +704,16 @@ class KafkaCluster:
         topic = NewTopic(name, num_partitions=partitions, replication_factor=rf,
                          config={k: str(v) for k, v in (configs or {}).items()})
         futures = self.admin().create_topics([topic], request_timeout=timeout)
+        deadline = time.monotonic() + timeout
         futures[name].result(timeout=timeout)
-        wait_until(lambda: self.topic_ready(name, partitions), timeout,
-                   f"topic {name} to have leaders")
+        wait_until(lambda: self.topic_ready(name, partitions),
+                   max(0.0, deadline - time.monotonic()), f"topic {name} to have leaders")
         # Each broker learns of the topic on its own: a client asking a
         # lagging one would still be told the topic does not exist.
         for node in self.nodes:
             if node.running():
-                wait_until(lambda: self.topic_ready(name, partitions, node), timeout,
+                wait_until(lambda: self.topic_ready(name, partitions, node),
+                           max(0.0, deadline - time.monotonic()),
                            f"broker {node.node_id} to know topic {name}")
 
     def topic_ready(self, name, partitions, node=None):

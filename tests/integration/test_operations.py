@@ -342,7 +342,8 @@ def test_publish_metrics_count_each_answer_and_exposition_is_valid(kafka, ackd):
              "the spool to drain", daemon)
     m = scrape(daemon)
     want = {"200": 4, "202": 2, "207": 1, "400": 2, "404": 1, "413": 2, "415": 1,
-            "401": 0, "403": 0, "405": 0, "503": 0, "507": 0, "other": 0}
+            "401": 0, "403": 0, "405": 0, "409": 0, "422": 0, "500": 0, "503": 0, "507": 0,
+            "other": 0}
     got = {dict(labels)["status"]: v
            for labels, v in m.series("ackd_publish_requests_total").items()}
     assert got == want

@@ -323,6 +323,7 @@ static void test_events_exact(void **state)
 	metrics_publish_request(200);
 	metrics_publish_request(200);
 	metrics_publish_request(507);
+	metrics_publish_request(422);
 	metrics_publish_request(418);
 	metrics_publish_request(0);
 	metrics_publish_records(3);
@@ -343,6 +344,8 @@ static void test_events_exact(void **state)
 	assert_line(text, "ackd_publish_requests_total{status=\"200\"} 2");
 	assert_line(text, "ackd_publish_requests_total{status=\"202\"} 0");
 	assert_line(text, "ackd_publish_requests_total{status=\"507\"} 1");
+	assert_line(text, "ackd_publish_requests_total{status=\"422\"} 1");
+	assert_line(text, "ackd_publish_requests_total{status=\"409\"} 0");
 	assert_line(text, "ackd_publish_requests_total{status=\"other\"} 2");
 	assert_line(text, "ackd_publish_records_total 43");
 	assert_line(text, "ackd_idempotency_check_found_total 3");
