@@ -124,22 +124,32 @@ static void collect_one(void *arg, const struct it_item *item)
 	struct collect *c = arg;
 	struct spool_key k;
 	struct spool_key_ack a;
-	int64_t ts = spool_rec_peek_timestamp(item->rec);
+	bool is_key = item->h.type == SPOOL_REC_KEY;
+	int64_t ts;
 
+	/*
+	 * Its CRCs passed, but a record that does not decode (a payload too
+	 * short for its timestamp, say) is damage: not loaded, not kept.
+	 */
+	if (is_key ? spool_key_decode(item->rec, item->len, NULL, &k) != SPOOL_REC_OK :
+	    spool_key_ack_decode(item->rec, item->len, NULL, &a) != SPOOL_REC_OK) {
+		c->dead += item->len;
+		return;
+	}
+	ts = is_key ? k.timestamp_ms : a.timestamp_ms;
 	if (ts < c->oldest)
 		c->oldest = ts;
-	if (c->now - ts >= c->sp->key_ttl_ms) { /* expired */
+	/* Not now - ts, which overflows for a timestamp near INT64_MIN. */
+	if (ts <= c->now - c->sp->key_ttl_ms) { /* expired */
 		c->dead += item->len;
 		return;
 	}
 	c->live += item->len;
 	if (ts < c->oldest_live)
 		c->oldest_live = ts;
-	if (c->load && c->sp->on_key && item->h.type == SPOOL_REC_KEY &&
-	    spool_key_decode(item->rec, item->len, NULL, &k) == SPOOL_REC_OK)
+	if (c->load && is_key && c->sp->on_key)
 		c->sp->on_key(c->sp->on_key_arg, item->h.seq, &k);
-	if (c->load && c->sp->on_key_ack && item->h.type == SPOOL_REC_KEY_ACK &&
-	    spool_key_ack_decode(item->rec, item->len, NULL, &a) == SPOOL_REC_OK)
+	if (c->load && !is_key && c->sp->on_key_ack)
 		c->sp->on_key_ack(c->sp->on_key_arg, &a);
 	if (c->b && kbuf_add(c->b, item->rec, item->len) < 0)
 		c->err = ENOMEM;

@@ -2,7 +2,7 @@
  * test_spool_keys: Idempotency-Key records in the spool: never handed to
  * the producer, loaded at open, kept in the keys file once their segment is
  * deleted, expired ones dropped and the file compacted, a torn keys file
- * cut, a leftover keys.tmp removed.
+ * cut, a leftover keys.tmp removed, records that decode badly dropped.
  */
 #include "config.h"
 
@@ -682,6 +682,65 @@ static void test_keys_failed_cut_blocks_appends(void **state)
 	spool_close(sp);
 }
 
+/* A KEY record for key at ts with sequence seq, at buf; returns its bytes. */
+static size_t craft_key(unsigned char *buf, const char *key, int64_t ts, uint64_t seq)
+{
+	char ids[SPOOL_KEY_ID_LEN];
+	struct spool_key k = { .timestamp_ms = ts, .nrecs = 1, .scope = "unix", .scope_len = 4,
+		.topic = "t", .topic_len = 1, .key = key, .key_len = strlen(key), .ids = ids };
+	size_t n;
+
+	memset(ids, 'A', sizeof(ids));
+	n = spool_key_encode(&k, buf);
+	spool_rec_set_seq(buf, seq);
+	return n;
+}
+
+/*
+ * Records whose CRCs pass but whose contents do not hold up are dropped,
+ * not kept: a KEY record with an empty payload (too short for the
+ * timestamp a reader would take from the bytes after it), and one stamped
+ * INT64_MIN (its age overflows an int64). With them in the file it is
+ * mostly dead, so the open compacts it down to the one live key.
+ */
+static void test_keys_damaged_records_dropped(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct seen s = { 0 };
+	unsigned char buf[4096], *p = buf;
+	size_t live;
+	char path[128];
+	struct spool *sp;
+	int fd;
+
+	spool_seg_hdr_encode(p, 0, wall_ms());
+	p += SPOOL_SEG_HDR_SIZE;
+	/* The empty one: a KEY header with payload length 0 (bytes 8-11) and CRC 0 (20-23). */
+	craft_key(p, "short", wall_ms(), 10);
+	memset(p + 8, 0, 4);
+	memset(p + 20, 0, 4);
+	spool_rec_set_seq(p, 10); /* the header's CRC again */
+	p += SPOOL_REC_HDR_SIZE;
+	p += craft_key(p, "ancient", INT64_MIN, 11);
+	live = craft_key(p, "live", wall_ms(), 12);
+	p += live;
+	snprintf(path, sizeof(path), "%s/keys", t->dir);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0640);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, (size_t)(p - buf)), p - buf);
+	close(fd);
+
+	o.key_ttl_ms = 3600000;
+	o.on_key = on_key;
+	o.on_key_arg = &s;
+	sp = open_ok(&o);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.keys[0], "live");
+	spool_close(sp);
+	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE + (off_t)live);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -699,6 +758,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_dir_sync_fails_after_rename, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_failed_cut_blocks_appends, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_damaged_records_dropped, setup, teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
