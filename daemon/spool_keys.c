@@ -50,6 +50,8 @@
  * append, a few microseconds later, would try again.
  */
 #define KEYS_COMPACT_RETRY_MS 60000
+/* A compaction writes the live records in pieces of this size: its memory is bounded. */
+#define KEYS_COPY_CHUNK (1u << 20)
 
 struct kbuf {
 	unsigned char *p;
@@ -127,6 +129,8 @@ static void collect_one(void *arg, const struct it_item *item)
 	bool is_key = item->h.type == SPOOL_REC_KEY;
 	int64_t ts;
 
+	if (c->err)
+		return;
 	/*
 	 * Its CRCs passed, but a record that does not decode (a payload too
 	 * short for its timestamp, say) is damage: not loaded, not kept.
@@ -155,11 +159,18 @@ static void collect_one(void *arg, const struct it_item *item)
 		c->err = ENOMEM;
 }
 
-/*
- * Write header and records to keys.tmp, sync, rename over keys, sync the
- * directory. oldest: the records' earliest timestamp (INT64_MAX: none).
- */
-static int keys_replace(struct spool *sp, const struct kbuf *b, int64_t oldest)
+/* Close and remove keys.tmp; errno is kept. */
+static void keys_tmp_drop(struct spool *sp, int fd)
+{
+	int saved = errno;
+
+	spool_io.close(fd);
+	spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0);
+	errno = saved;
+}
+
+/* keys.tmp, created empty but for its header: its fd, or -1 with errno. */
+static int keys_tmp_create(struct spool *sp)
 {
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
 	int fd;
@@ -170,19 +181,24 @@ static int keys_replace(struct spool *sp, const struct kbuf *b, int64_t oldest)
 	    0640);
 	if (fd < 0)
 		return -1;
-	if (spool_write_all(fd, hdr, sizeof(hdr)) < 0 || spool_write_all(fd, b->p, b->len) < 0 ||
-	    spool_io.fdatasync(fd) < 0) {
-		int saved = errno;
-		spool_io.close(fd);
-		spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0);
-		errno = saved;
+	if (spool_write_all(fd, hdr, sizeof(hdr)) < 0) {
+		keys_tmp_drop(sp, fd);
 		return -1;
 	}
-	if (spool_io.renameat(sp->dir_fd, KEYS_TMP, sp->dir_fd, KEYS_NAME) < 0) {
-		int saved = errno;
-		spool_io.close(fd);
-		spool_io.unlinkat(sp->dir_fd, KEYS_TMP, 0);
-		errno = saved;
+	return fd;
+}
+
+/*
+ * Sync keys.tmp (fd, bytes long with its header), rename it over keys, sync
+ * the directory; it is keys_fd from then on. oldest: its records' earliest
+ * timestamp (INT64_MAX: none). 0, or -1 with errno; fd is closed and
+ * keys.tmp removed when it did not take over.
+ */
+static int keys_tmp_install(struct spool *sp, int fd, uint64_t bytes, int64_t oldest)
+{
+	if (spool_io.fdatasync(fd) < 0 ||
+	    spool_io.renameat(sp->dir_fd, KEYS_TMP, sp->dir_fd, KEYS_NAME) < 0) {
+		keys_tmp_drop(sp, fd);
 		return -1;
 	}
 	/*
@@ -192,7 +208,7 @@ static int keys_replace(struct spool *sp, const struct kbuf *b, int64_t oldest)
 	if (sp->keys_fd >= 0)
 		spool_io.close(sp->keys_fd);
 	sp->keys_fd = fd;
-	sp->keys_bytes = sizeof(hdr) + b->len;
+	sp->keys_bytes = bytes;
 	sp->keys_compacted = sp->keys_bytes;
 	sp->keys_oldest_ms = oldest;
 	sp->keys_cut_pending = false; /* a new file: the old one's torn bytes are gone */
@@ -205,30 +221,53 @@ static int keys_replace(struct spool *sp, const struct kbuf *b, int64_t oldest)
 	return 0;
 }
 
-/* Rewrite the file with its unexpired records only. 0, or -1 with errno. */
+/* A compaction's walk: collect, and write what was collected a chunk at a time. */
+struct compact {
+	struct collect c;
+	int fd; /* keys.tmp */
+};
+
+static void compact_one(void *arg, const struct it_item *item)
+{
+	struct compact *k = arg;
+	struct kbuf *b = k->c.b;
+
+	collect_one(&k->c, item);
+	if (k->c.err || b->len < KEYS_COPY_CHUNK)
+		return;
+	if (spool_write_all(k->fd, b->p, b->len) < 0)
+		k->c.err = errno;
+	b->len = 0;
+}
+
+/*
+ * Rewrite the file with its unexpired records only, through keys.tmp
+ * (keys_tmp_install()). 0, or -1 with errno.
+ */
 static int keys_compact(struct spool *sp, int64_t now)
 {
 	struct kbuf b = { 0 };
-	struct collect c = { .sp = sp, .b = &b, .now = now, .oldest = INT64_MAX,
-		.oldest_live = INT64_MAX };
+	struct compact k = { .c = { .sp = sp, .b = &b, .now = now, .oldest = INT64_MAX,
+		.oldest_live = INT64_MAX } };
 	uint64_t good_end;
-	int rc;
 
-	if (keys_walk(sp->keys_fd, sp->keys_bytes, 0, 0, collect_one, &c, &good_end) < 0) {
+	if ((k.fd = keys_tmp_create(sp)) < 0)
+		return -1;
+	if (keys_walk(sp->keys_fd, sp->keys_bytes, 0, 0, compact_one, &k, &good_end) < 0 ||
+	    k.c.err || spool_write_all(k.fd, b.p, b.len) < 0) {
+		if (k.c.err)
+			errno = k.c.err;
+		keys_tmp_drop(sp, k.fd);
 		free(b.p);
 		return -1;
 	}
-	if (c.err) {
-		free(b.p);
-		errno = c.err;
-		return -1;
-	}
-	rc = keys_replace(sp, &b, c.oldest_live);
-	if (rc == 0)
-		log_info("spool: %s: keys file compacted: %" PRIu64 " bytes of live keys, %" PRIu64
-		    " expired dropped", sp->dir, c.live, c.dead);
 	free(b.p);
-	return rc;
+	/* Every live record was written: the file is its header and their bytes. */
+	if (keys_tmp_install(sp, k.fd, SPOOL_SEG_HDR_SIZE + k.c.live, k.c.oldest_live) < 0)
+		return -1;
+	log_info("spool: %s: keys file compacted: %" PRIu64 " bytes of live keys, %" PRIu64
+	    " expired dropped", sp->dir, k.c.live, k.c.dead);
+	return 0;
 }
 
 /* Compact; when that fails, keys_compact_due() waits KEYS_COMPACT_RETRY_MS. */
@@ -277,10 +316,10 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 		 * nothing to believe, and a fresh header before anything is
 		 * appended, or the next open would discard the appends too.
 		 */
-		struct kbuf none = { 0 };
 		log_warnx("spool: %s: %s has no valid header; its %" PRIu64 " bytes are forgotten",
 		    sp->dir, KEYS_NAME, sp->keys_bytes);
-		if (keys_replace(sp, &none, INT64_MAX) < 0) {
+		if ((fd = keys_tmp_create(sp)) < 0 ||
+		    keys_tmp_install(sp, fd, SPOOL_SEG_HDR_SIZE, INT64_MAX) < 0) {
 			snprintf(err, errlen, "spool %s: rewrite %s: %s", sp->dir, KEYS_NAME,
 			    strerror(errno));
 			return -1;

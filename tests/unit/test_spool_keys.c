@@ -741,6 +741,77 @@ static void test_keys_damaged_records_dropped(void **state)
 	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE + (off_t)live);
 }
 
+static size_t longest_write;
+
+static ssize_t measuring_write(int fd, const void *buf, size_t len)
+{
+	if (len > longest_write)
+		longest_write = len;
+	return real_io.write(fd, buf, len);
+}
+
+static void count_key(void *arg, uint64_t seq, const struct spool_key *k)
+{
+	(void)seq;
+	(void)k;
+	(*(int *)arg)++;
+}
+
+/*
+ * A compaction holds a chunk of the live records in memory, not all of
+ * them: 8 MiB of live keys (and more expired, so that the open compacts)
+ * are written in pieces of at most a little over 1 MiB, and all are kept.
+ */
+static void test_keys_compaction_memory_bounded(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	ssize_t (*saved_write)(int, const void *, size_t) = spool_io.write;
+	size_t cap = 32u << 20, live = 0;
+	unsigned char *buf = malloc(cap), *p = buf;
+	int64_t now = wall_ms();
+	uint64_t seq = 1;
+	struct spool *sp;
+	char path[128], key[32];
+	int fd, loaded = 0, nlive = 0;
+
+	assert_non_null(buf);
+	spool_seg_hdr_encode(p, 0, now);
+	p += SPOOL_SEG_HDR_SIZE;
+	while (live < (8u << 20)) {
+		size_t n;
+		/* One live key, then two expired ones. */
+		snprintf(key, sizeof(key), "live-%d", nlive++);
+		n = craft_key(p, key, now, seq++);
+		live += n;
+		p += n;
+		for (int j = 0; j < 2; j++)
+			p += craft_key(p, "expired", now - 7200000, seq++);
+	}
+	assert_true((size_t)(p - buf) <= cap);
+	snprintf(path, sizeof(path), "%s/keys", t->dir);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0640);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, (size_t)(p - buf)), p - buf);
+	close(fd);
+	free(buf);
+
+	o.key_ttl_ms = 3600000;
+	o.on_key = count_key;
+	o.on_key_arg = &loaded;
+	spool_io.write = measuring_write;
+	sp = open_ok(&o);
+	spool_io.write = saved_write;
+	spool_close(sp);
+	assert_int_equal(loaded, nlive);
+	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE + (off_t)live);
+	assert_true(longest_write <= (2u << 20));
+	loaded = 0;
+	sp = open_ok(&o);
+	assert_int_equal(loaded, nlive);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -759,6 +830,7 @@ int main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_failed_cut_blocks_appends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_damaged_records_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_compaction_memory_bounded, setup, teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
