@@ -208,6 +208,7 @@ struct spool {
 	int64_t keys_oldest_ms;  /* the earliest timestamp of its records; INT64_MAX: none */
 	int64_t keys_compact_retry_ms; /* after a failed compaction: none before this (now_ms()) */
 	bool keys_cut_pending; /* a failed append could not be cut back to keys_bytes */
+	struct keys_job *keys_job; /* a compaction running on its own thread, or NULL */
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake;
@@ -405,6 +406,8 @@ MUST_USE int keys_save(struct spool *sp, struct seg *seg);
 /* Append a KEY_ACK record (without fsync). 0, or -1 with errno; nothing when no keys are kept. */
 MUST_USE int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t partition,
     int64_t offset);
+/* Install a compaction whose thread has ended (with wait: after waiting for it). */
+void keys_job_poll(struct spool *sp, bool wait);
 void keys_fini(struct spool *sp);
 
 /* spool_copy.c */

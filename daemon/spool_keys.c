@@ -10,11 +10,11 @@
  * before the segments' own, cuts a torn tail, and compacts the file when
  * most of it expired: the live records are written to `keys.tmp`,
  * fdatasynced, renamed over `keys`, and the directory fsynced, so a crash
- * leaves either file whole. keys_save() compacts the same way when the file
- * has grown to twice what the last compaction left (and 1 MiB at least) and
- * its oldest record expired: a rewrite that would drop nothing is not done
- * (it runs on the producer thread, which produces nothing meanwhile), and
- * one that failed is not tried again for a minute.
+ * leaves either file whole. keys_save() starts the same compaction, on a
+ * thread of its own (struct keys_job), when the file has grown to twice
+ * what the last compaction left (and 1 MiB at least) and its oldest record
+ * expired: a rewrite that would drop nothing is not done, and one that
+ * failed is not tried again for a minute.
  *
  * The file: a segment header (first sequence 0), then KEY records in the
  * order their segments were deleted, each with its sequence in the spool,
@@ -24,13 +24,18 @@
  * docs/spool-format.md.
  *
  * Threads: the opening thread (keys_load()), then the producer thread,
- * which alone deletes segments (keys_save()).
+ * which alone deletes segments (keys_save()) and installs a compaction
+ * (keys_job_poll()); a compaction's thread only reads `keys` below the
+ * offset it was given and writes `keys.tmp`.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +51,8 @@
 #define KEYS_COMPACT_MIN (1u << 20)
 /*
  * A failed compaction (ENOSPC, EIO) is not tried again for this long: each
- * try reads the whole file on the producer thread, and the next KEY_ACK
- * append, a few microseconds later, would try again.
+ * try reads the whole file, and the next KEY_ACK append, a few microseconds
+ * later, would try again.
  */
 #define KEYS_COMPACT_RETRY_MS 60000
 /* A compaction writes the live records in pieces of this size: its memory is bounded. */
@@ -224,7 +229,8 @@ static int keys_tmp_install(struct spool *sp, int fd, uint64_t bytes, int64_t ol
 /* A compaction's walk: collect, and write what was collected a chunk at a time. */
 struct compact {
 	struct collect c;
-	int fd; /* keys.tmp */
+	int fd;              /* keys.tmp */
+	atomic_bool *stop;   /* when set, give up (ECANCELED); may be NULL */
 };
 
 static void compact_one(void *arg, const struct it_item *item)
@@ -232,6 +238,8 @@ static void compact_one(void *arg, const struct it_item *item)
 	struct compact *k = arg;
 	struct kbuf *b = k->c.b;
 
+	if (k->stop && !k->c.err && atomic_load_explicit(k->stop, memory_order_relaxed))
+		k->c.err = ECANCELED;
 	collect_one(&k->c, item);
 	if (k->c.err || b->len < KEYS_COPY_CHUNK)
 		return;
@@ -241,44 +249,184 @@ static void compact_one(void *arg, const struct it_item *item)
 }
 
 /*
+ * The live records of src_fd's [header, upto) to k->fd, flushed. 0, or -1
+ * with errno.
+ */
+static int compact_walk(struct compact *k, int src_fd, uint64_t upto)
+{
+	uint64_t good_end;
+
+	if (keys_walk(src_fd, upto, 0, 0, compact_one, k, &good_end) < 0)
+		return -1;
+	if (k->c.err) {
+		errno = k->c.err;
+		return -1;
+	}
+	if (spool_write_all(k->fd, k->c.b->p, k->c.b->len) < 0)
+		return -1;
+	k->c.b->len = 0;
+	return 0;
+}
+
+static void log_compacted(struct spool *sp, const struct collect *c)
+{
+	log_info("spool: %s: keys file compacted: %" PRIu64 " bytes of live keys, %" PRIu64
+	    " expired dropped", sp->dir, c->live, c->dead);
+}
+
+/*
  * Rewrite the file with its unexpired records only, through keys.tmp
- * (keys_tmp_install()). 0, or -1 with errno.
+ * (keys_tmp_install()), on this thread: at open. 0, or -1 with errno.
  */
 static int keys_compact(struct spool *sp, int64_t now)
 {
 	struct kbuf b = { 0 };
 	struct compact k = { .c = { .sp = sp, .b = &b, .now = now, .oldest = INT64_MAX,
 		.oldest_live = INT64_MAX } };
-	uint64_t good_end;
+	int rc;
 
 	if ((k.fd = keys_tmp_create(sp)) < 0)
 		return -1;
-	if (keys_walk(sp->keys_fd, sp->keys_bytes, 0, 0, compact_one, &k, &good_end) < 0 ||
-	    k.c.err || spool_write_all(k.fd, b.p, b.len) < 0) {
-		if (k.c.err)
-			errno = k.c.err;
+	rc = compact_walk(&k, sp->keys_fd, sp->keys_bytes);
+	free(b.p);
+	if (rc < 0) {
 		keys_tmp_drop(sp, k.fd);
-		free(b.p);
 		return -1;
 	}
-	free(b.p);
 	/* Every live record was written: the file is its header and their bytes. */
 	if (keys_tmp_install(sp, k.fd, SPOOL_SEG_HDR_SIZE + k.c.live, k.c.oldest_live) < 0)
 		return -1;
-	log_info("spool: %s: keys file compacted: %" PRIu64 " bytes of live keys, %" PRIu64
-	    " expired dropped", sp->dir, k.c.live, k.c.dead);
+	log_compacted(sp, &k.c);
 	return 0;
+}
+
+/*
+ * A compaction while the spool runs, on a thread of its own, so that the
+ * producer thread goes on appending (and producing) meanwhile. The thread
+ * copies the live records of the file's first `upto` bytes to keys.tmp;
+ * back on the producer thread, keys_job_poll() copies every byte appended
+ * since then (all of it live: newer than the expiry), and installs the new
+ * file. The old file is never written below `upto` (appends only go after
+ * keys_bytes, and a failed one is cut back to it), and keys_fd is replaced
+ * only by the install, after the thread was joined.
+ */
+struct keys_job {
+	pthread_t thread;
+	int src_fd;          /* keys_fd when it started */
+	uint64_t upto;       /* the bytes of it the thread copies */
+	int64_t tail_oldest; /* the earliest timestamp appended since; producer thread */
+	struct kbuf b;
+	struct compact k;    /* the thread's, until joined */
+	int err;             /* its errno; 0: the walk succeeded */
+	atomic_bool stop;    /* keys_fini(): give up */
+	atomic_bool done;    /* the thread has ended */
+};
+
+static void *keys_job_run(void *arg)
+{
+	struct keys_job *j = arg;
+
+	j->err = compact_walk(&j->k, j->src_fd, j->upto) < 0 ? errno : 0;
+	atomic_store_explicit(&j->done, true, memory_order_release);
+	return NULL;
+}
+
+static void keys_compact_failed(struct spool *sp)
+{
+	sp->keys_compact_retry_ms = now_ms() + KEYS_COMPACT_RETRY_MS;
+	/* Either file stays whole: the old one, or the new one once renamed. */
+	log_warn("spool: %s: compacting %s failed; tried again in %d s at the earliest", sp->dir,
+	    KEYS_NAME, KEYS_COMPACT_RETRY_MS / 1000);
+}
+
+static void keys_job_start(struct spool *sp, int64_t now)
+{
+	struct keys_job *j = calloc(1, sizeof(*j));
+
+	if (!j || (j->k.fd = keys_tmp_create(sp)) < 0) {
+		free(j);
+		keys_compact_failed(sp);
+		return;
+	}
+	j->src_fd = sp->keys_fd;
+	j->upto = sp->keys_bytes;
+	j->tail_oldest = INT64_MAX;
+	j->k.c = (struct collect){ .sp = sp, .b = &j->b, .now = now, .oldest = INT64_MAX,
+		.oldest_live = INT64_MAX };
+	j->k.stop = &j->stop;
+	if ((errno = pthread_create(&j->thread, NULL, keys_job_run, j)) != 0) {
+		keys_tmp_drop(sp, j->k.fd);
+		free(j);
+		keys_compact_failed(sp);
+		return;
+	}
+	sp->keys_job = j;
+}
+
+/* Copy keys_fd's [from, keys_bytes) to fd. 0, or -1 with errno. */
+static int keys_copy_tail(struct spool *sp, int fd, uint64_t from)
+{
+	unsigned char *buf = malloc(KEYS_COPY_CHUNK);
+	size_t want, got;
+
+	if (!buf)
+		return -1;
+	for (; from < sp->keys_bytes; from += got) {
+		want = sp->keys_bytes - from < KEYS_COPY_CHUNK ? (size_t)(sp->keys_bytes - from) :
+		    KEYS_COPY_CHUNK;
+		if (spool_pread_all(sp->keys_fd, buf, want, from, &got) < 0)
+			goto fail;
+		if (got != want) {
+			errno = EIO; /* shorter than keys_bytes says */
+			goto fail;
+		}
+		if (spool_write_all(fd, buf, got) < 0)
+			goto fail;
+	}
+	free(buf);
+	return 0;
+fail:
+	free(buf);
+	return -1;
+}
+
+/*
+ * Finish a compaction whose thread has ended; with wait, wait for it
+ * first. Producer thread (or the closing one).
+ */
+void keys_job_poll(struct spool *sp, bool wait)
+{
+	struct keys_job *j = sp->keys_job;
+	uint64_t tail;
+
+	if (!j || (!wait && !atomic_load_explicit(&j->done, memory_order_acquire)))
+		return;
+	pthread_join(j->thread, NULL);
+	sp->keys_job = NULL;
+	tail = sp->keys_bytes - j->upto;
+	if (j->err) {
+		errno = j->err;
+		keys_tmp_drop(sp, j->k.fd);
+	} else if (keys_copy_tail(sp, j->k.fd, j->upto) < 0) {
+		keys_tmp_drop(sp, j->k.fd);
+		j->err = errno ? errno : EIO;
+	} else if (keys_tmp_install(sp, j->k.fd, SPOOL_SEG_HDR_SIZE + j->k.c.live + tail,
+	               j->tail_oldest < j->k.c.oldest_live ? j->tail_oldest : j->k.c.oldest_live) < 0) {
+		j->err = errno ? errno : EIO;
+	} else {
+		log_compacted(sp, &j->k.c);
+	}
+	if (j->err && j->err != ECANCELED)
+		keys_compact_failed(sp);
+	free(j->b.p);
+	free(j);
 }
 
 /* Compact; when that fails, keys_compact_due() waits KEYS_COMPACT_RETRY_MS. */
 static void keys_compact_or_wait(struct spool *sp, int64_t now)
 {
-	if (keys_compact(sp, now) == 0)
-		return;
-	sp->keys_compact_retry_ms = now_ms() + KEYS_COMPACT_RETRY_MS;
-	/* Either file stays whole: the old one, or the new one once renamed. */
-	log_warn("spool: %s: compacting %s failed; tried again in %d s at the earliest", sp->dir,
-	    KEYS_NAME, KEYS_COMPACT_RETRY_MS / 1000);
+	if (keys_compact(sp, now) < 0)
+		keys_compact_failed(sp);
 }
 
 int keys_load(struct spool *sp, char *err, size_t errlen)
@@ -406,6 +554,8 @@ static int keys_append(struct spool *sp, const void *p, size_t len, int64_t olde
 	sp->keys_bytes += len;
 	if (oldest < sp->keys_oldest_ms)
 		sp->keys_oldest_ms = oldest;
+	if (sp->keys_job && oldest < sp->keys_job->tail_oldest)
+		sp->keys_job->tail_oldest = oldest;
 	return 0;
 }
 
@@ -415,11 +565,13 @@ static int keys_append(struct spool *sp, const void *p, size_t len, int64_t olde
  */
 static void keys_compact_due(struct spool *sp, int64_t now)
 {
-	if (sp->keys_bytes <= KEYS_COMPACT_MIN || sp->keys_bytes <= 2 * sp->keys_compacted ||
+	keys_job_poll(sp, false);
+	if (sp->keys_job || sp->keys_bytes <= KEYS_COMPACT_MIN ||
+	    sp->keys_bytes <= 2 * sp->keys_compacted ||
 	    sp->keys_oldest_ms > now - sp->key_ttl_ms || /* INT64_MAX (none) too */
 	    now_ms() < sp->keys_compact_retry_ms)
 		return;
-	keys_compact_or_wait(sp, now);
+	keys_job_start(sp, now);
 }
 
 int keys_save(struct spool *sp, struct seg *seg)
@@ -471,6 +623,10 @@ int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t part
 
 void keys_fini(struct spool *sp)
 {
+	if (sp->keys_job) {
+		atomic_store(&sp->keys_job->stop, true);
+		keys_job_poll(sp, true);
+	}
 	if (sp->keys_fd >= 0)
 		spool_io.close(sp->keys_fd);
 	sp->keys_fd = -1;

@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,8 +409,8 @@ static void test_keys_compact_twice_in_one_run(void **state)
 
 /*
  * A file past 1 MiB whose keys all live is not rewritten: a compaction would
- * drop nothing, and it holds up the producer thread that runs it (93 MB of
- * live keys took it about half a second, every ack=kafka answer waiting).
+ * drop nothing, and it rewrites the whole file (93 MB of live keys took
+ * about half a second).
  */
 static void test_keys_not_compacted_while_nothing_expired(void **state)
 {
@@ -446,7 +448,7 @@ static int openat_no_tmp(int dirfd, const char *path, int flags, mode_t mode)
 
 /*
  * A compaction that fails is not tried again on every save after it: each
- * try reads the whole file on the producer thread. The file stays as it is,
+ * try reads the whole file. The file stays as it is,
  * every live key in it.
  */
 static void test_keys_failed_compaction_waits(void **state)
@@ -812,6 +814,175 @@ static void test_keys_compaction_memory_bounded(void **state)
 	spool_close(sp);
 }
 
+/*
+ * A gate on the reads of the keys file from any thread but the test's: the
+ * compaction's thread stops at its first read until the test opens it.
+ */
+static pthread_t test_thread;
+static ino_t gate_ino;
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_closed, gate_reached;
+
+static ssize_t gated_pread(int fd, void *buf, size_t len, off_t off)
+{
+	struct stat st;
+
+	if (!pthread_equal(pthread_self(), test_thread) && fstat(fd, &st) == 0 &&
+	    st.st_ino == gate_ino) {
+		pthread_mutex_lock(&gate_mu);
+		gate_reached = true;
+		pthread_cond_broadcast(&gate_cv);
+		while (gate_closed)
+			pthread_cond_wait(&gate_cv, &gate_mu);
+		pthread_mutex_unlock(&gate_mu);
+	}
+	return pread(fd, buf, len, off);
+}
+
+static bool gate_was_reached(void)
+{
+	bool reached;
+
+	pthread_mutex_lock(&gate_mu);
+	reached = gate_reached;
+	pthread_mutex_unlock(&gate_mu);
+	return reached;
+}
+
+static void gate_open(void)
+{
+	pthread_mutex_lock(&gate_mu);
+	gate_closed = false;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+/*
+ * An open spool whose keys file is past 1 MiB with its oldest keys expired:
+ * the next save starts a compaction, which stops at the gate. Returns the
+ * spool; *next: the next keyed_round's start.
+ */
+static struct spool *compaction_at_the_gate(struct tmp *t, struct spool_opts *o, int *next)
+{
+	struct spool *sp;
+	int64_t expiring;
+	int i = 0;
+
+	o->key_ttl_ms = 2000;
+	sp = open_ok(o);
+	expiring = wall_ms() + 5000 - o->key_ttl_ms;
+	for (; i < 20; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, expiring);
+	for (; file_size(t->dir, "keys") <= (1 << 20) + (64 << 10); i += 20)
+		keyed_round(sp, i, 3600000);
+	while (wall_ms() <= expiring + o->key_ttl_ms)
+		usleep(50 * 1000);
+	gate_ino = keys_inode(t->dir);
+	test_thread = pthread_self();
+	gate_closed = true;
+	gate_reached = false;
+	spool_pread = gated_pread;
+	for (ino_t ino = gate_ino; !gate_was_reached(); i += 20) {
+		keyed_round(sp, i, 3600000);
+		assert_true(keys_inode(t->dir) == ino);
+		assert_true(file_size(t->dir, "keys") < 16 << 20); /* it did start */
+	}
+	*next = i;
+	return sp;
+}
+
+/* Every key from k<from * 4> to before k<to * 4>, once, at the next open. */
+static void all_keys_there(struct spool_opts *o, int from, int to)
+{
+	struct seen *s = calloc(1, sizeof(*s));
+	struct spool *sp;
+
+	assert_non_null(s);
+	s->ttl_ms = o->key_ttl_ms;
+	o->on_key = on_key;
+	o->on_key_arg = s;
+	sp = open_ok(o);
+	for (int i = from; i < to; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(s, key), 1);
+	}
+	spool_close(sp);
+	free(s);
+}
+
+/*
+ * The compaction runs on its own thread: while it is held, keys go on
+ * being saved to the old file, and once it is let go the new file has them
+ * too (copied after the walk), the expired ones gone, no keys.tmp left.
+ */
+static void test_keys_compacted_on_its_own_thread(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	ssize_t (*saved)(int, void *, size_t, off_t) = spool_pread;
+	struct spool *sp;
+	int64_t deadline;
+	off_t held;
+	int i;
+
+	sp = compaction_at_the_gate(t, &o, &i);
+	held = file_size(t->dir, "keys");
+	/* Saved meanwhile: rounds until segments went, and a few more. */
+	for (int rounds = 0, more = 3; more > 0; i += 20, rounds++) {
+		keyed_round(sp, i, 3600000);
+		more -= file_size(t->dir, "keys") > held;
+		assert_true(rounds < 100);
+	}
+	assert_true(keys_inode(t->dir) == gate_ino);
+	assert_true(file_size(t->dir, "keys.tmp") >= SPOOL_SEG_HDR_SIZE);
+	held = file_size(t->dir, "keys");
+	gate_open();
+	deadline = wall_ms() + 20000;
+	while (keys_inode(t->dir) == gate_ino && wall_ms() < deadline) {
+		spool_maintain(sp); /* installs it once the thread is done */
+		usleep(10 * 1000);
+	}
+	spool_pread = saved;
+	assert_true(keys_inode(t->dir) != gate_ino);
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	assert_true(file_size(t->dir, "keys") < held); /* without the expired keys */
+	spool_close(sp);
+	all_keys_there(&o, 20, i);
+}
+
+static void *open_gate_later(void *arg)
+{
+	(void)arg;
+	usleep(200 * 1000);
+	gate_open();
+	return NULL;
+}
+
+/*
+ * A compaction still running when the spool closes is given up: the old
+ * file stays, every key in it, and keys.tmp is gone.
+ */
+static void test_keys_compaction_given_up_at_close(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	ssize_t (*saved)(int, void *, size_t, off_t) = spool_pread;
+	struct spool *sp;
+	pthread_t opener;
+	int i;
+
+	sp = compaction_at_the_gate(t, &o, &i);
+	assert_int_equal(pthread_create(&opener, NULL, open_gate_later, NULL), 0);
+	spool_close(sp); /* waits for the thread, which sees it must stop */
+	pthread_join(opener, NULL);
+	spool_pread = saved;
+	assert_true(keys_inode(t->dir) == gate_ino);
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	all_keys_there(&o, 20, i);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -831,6 +1002,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_failed_cut_blocks_appends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_damaged_records_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compaction_memory_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_compacted_on_its_own_thread, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_keys_compaction_given_up_at_close, setup,
+		    teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
