@@ -214,6 +214,7 @@ struct req {
 
 	struct conn *c; /* the connection's, borrowed; NULL if libmicrohttpd had none */
 	bool bad_path;  /* the raw path holds or escapes a control character */
+	bool escaped_slash; /* the raw path holds %2F: a '/' inside one of its names */
 	const char *raw_uri; /* the request target in libmicrohttpd's buffer */
 	size_t raw_uri_len;  /* its length up to the first NUL, as first seen */
 	char *body;     /* grows as bytes arrive; pub points into it: freed with pub */
@@ -1372,6 +1373,16 @@ static int begin(struct req *r, const char *url, const char *method)
 		set_error(&r->answer, ERR_BAD_REQUEST, "the path holds a control character");
 		return -1;
 	}
+	/*
+	 * libmicrohttpd unescapes the path before ackd routes it, so
+	 * /v1/topics/orders%2Frecords would be a batch to orders. No name in
+	 * ackd's paths (topic, subscription, cluster id) may hold a '/'.
+	 */
+	if (r->escaped_slash) {
+		set_error(&r->answer, ERR_BAD_REQUEST,
+		    "the path holds an escaped '/' (%%2F); no name in a path may contain '/'");
+		return -1;
+	}
 
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		if (strcmp(url, ops[i].path) != 0)
@@ -1857,6 +1868,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 			unsigned long v = strtoul(hex, NULL, 16);
 			if (v < 0x20 || v == 0x7f)
 				r->bad_path = true;
+			if (v == '/')
+				r->escaped_slash = true;
 		}
 	}
 	return r;

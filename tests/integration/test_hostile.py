@@ -169,6 +169,18 @@ def test_nul_and_control_characters_in_topic(daemon):
     assert_unharmed(daemon)
 
 
+def test_escaped_slash_in_path(daemon):
+    # Unescaped before routing: /v1/topics/hostile%2Frecords was a batch to hostile.
+    for path in [b"/v1/topics/hostile%2Frecords", b"/v1/topics/hos%2ftile",
+                 b"/topics/hostile%2F", b"/v3/clusters/c%2Fd/topics/hostile/records",
+                 b"/v1/subscriptions/a%2Fb/pause"]:
+        body = json.loads(one_answer(exchange(daemon, post(path)), 400)[2])
+        msg = body["message"] if "message" in body else body["error"]["message"]  # REST Proxy's shape
+        assert msg == "the path holds an escaped '/' (%2F); no name in a path may contain '/'", \
+            (path, msg)
+    assert_unharmed(daemon)
+
+
 def test_huge_content_length(daemon):
     # 2^64-1 and 2^63 passed the signed comparison and were allocated up front.
     for n in [b"18446744073709551615", b"9223372036854775808", b"9223372036854775807",
