@@ -63,7 +63,7 @@ void spool_maint(struct spool *sp, bool force)
 	int64_t now;
 	bool done = false, due;
 
-	keys_job_poll(sp, false);
+	keys_job_poll(sp);
 	if (sp->cf.seg) {
 		pthread_mutex_lock(&sp->mu);
 		done = sp->cf.done;

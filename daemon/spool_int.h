@@ -406,8 +406,8 @@ MUST_USE int keys_save(struct spool *sp, struct seg *seg);
 /* Append a KEY_ACK record (without fsync). 0, or -1 with errno; nothing when no keys are kept. */
 MUST_USE int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t partition,
     int64_t offset);
-/* Install a compaction whose thread has ended (with wait: after waiting for it). */
-void keys_job_poll(struct spool *sp, bool wait);
+/* Install a compaction whose thread has ended; nothing while it runs. */
+void keys_job_poll(struct spool *sp);
 void keys_fini(struct spool *sp);
 
 /* spool_copy.c */

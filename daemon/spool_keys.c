@@ -82,11 +82,12 @@ static int kbuf_add(struct kbuf *b, const void *p, size_t n)
 
 /*
  * Walk the KEY records of fd's bytes [SPOOL_SEG_HDR_SIZE, size): each(arg,
- * item) for every intact one. *good_end: where the last intact record of
- * any type ends. 0, or -1 with errno.
+ * item) for every intact one, until it returns false. *good_end: where the
+ * last intact record of any type ends (meaningless after a stop). 0, or -1
+ * with errno.
  */
 static int keys_walk(int fd, uint64_t size, uint64_t first_seq, uint64_t end_seq,
-    void (*each)(void *arg, const struct it_item *item), void *arg, uint64_t *good_end)
+    bool (*each)(void *arg, const struct it_item *item), void *arg, uint64_t *good_end)
 {
 	struct iter it = { 0 };
 	struct it_item item;
@@ -104,8 +105,9 @@ static int keys_walk(int fd, uint64_t size, uint64_t first_seq, uint64_t end_seq
 		if (!it_payload_ok(&item))
 			continue;
 		*good_end = item.off + item.len;
-		if (item.h.type == SPOOL_REC_KEY || item.h.type == SPOOL_REC_KEY_ACK)
-			each(arg, &item);
+		if ((item.h.type == SPOOL_REC_KEY || item.h.type == SPOOL_REC_KEY_ACK) &&
+		    !each(arg, &item))
+			break;
 	}
 	it_fini(&it);
 	if (it.io_errno) {
@@ -126,7 +128,8 @@ struct collect {
 	bool load;           /* hand each live one to on_key */
 };
 
-static void collect_one(void *arg, const struct it_item *item)
+/* Walks on while nothing failed. */
+static bool collect_one(void *arg, const struct it_item *item)
 {
 	struct collect *c = arg;
 	struct spool_key k;
@@ -135,7 +138,7 @@ static void collect_one(void *arg, const struct it_item *item)
 	int64_t ts;
 
 	if (c->err)
-		return;
+		return false;
 	/*
 	 * Its CRCs passed, but a record that does not decode (a payload too
 	 * short for its timestamp, say) is damage: not loaded, not kept.
@@ -143,7 +146,7 @@ static void collect_one(void *arg, const struct it_item *item)
 	if (is_key ? spool_key_decode(item->rec, item->len, NULL, &k) != SPOOL_REC_OK :
 	    spool_key_ack_decode(item->rec, item->len, NULL, &a) != SPOOL_REC_OK) {
 		c->dead += item->len;
-		return;
+		return true;
 	}
 	ts = is_key ? k.timestamp_ms : a.timestamp_ms;
 	if (ts < c->oldest)
@@ -151,7 +154,7 @@ static void collect_one(void *arg, const struct it_item *item)
 	/* Not now - ts, which overflows for a timestamp near INT64_MIN. */
 	if (ts <= c->now - c->sp->key_ttl_ms) { /* expired */
 		c->dead += item->len;
-		return;
+		return true;
 	}
 	c->live += item->len;
 	if (ts < c->oldest_live)
@@ -162,6 +165,7 @@ static void collect_one(void *arg, const struct it_item *item)
 		c->sp->on_key_ack(c->sp->on_key_arg, &a);
 	if (c->b && kbuf_add(c->b, item->rec, item->len) < 0)
 		c->err = ENOMEM;
+	return c->err == 0;
 }
 
 /* Close and remove keys.tmp; errno is kept. */
@@ -233,19 +237,21 @@ struct compact {
 	atomic_bool *stop;   /* when set, give up (ECANCELED); may be NULL */
 };
 
-static void compact_one(void *arg, const struct it_item *item)
+static bool compact_one(void *arg, const struct it_item *item)
 {
 	struct compact *k = arg;
 	struct kbuf *b = k->c.b;
 
-	if (k->stop && !k->c.err && atomic_load_explicit(k->stop, memory_order_relaxed))
+	if (k->stop && atomic_load_explicit(k->stop, memory_order_relaxed))
 		k->c.err = ECANCELED;
-	collect_one(&k->c, item);
-	if (k->c.err || b->len < KEYS_COPY_CHUNK)
-		return;
+	if (!collect_one(&k->c, item))
+		return false;
+	if (b->len < KEYS_COPY_CHUNK)
+		return true;
 	if (spool_write_all(k->fd, b->p, b->len) < 0)
 		k->c.err = errno;
 	b->len = 0;
+	return k->c.err == 0;
 }
 
 /*
@@ -303,10 +309,10 @@ static int keys_compact(struct spool *sp, int64_t now)
 /*
  * A compaction while the spool runs, on a thread of its own, so that the
  * producer thread goes on appending (and producing) meanwhile. The thread
- * copies the live records of the file's first `upto` bytes to keys.tmp;
- * back on the producer thread, keys_job_poll() copies every byte appended
- * since then (all of it live: newer than the expiry), and installs the new
- * file. The old file is never written below `upto` (appends only go after
+ * copies the live records of the file's first `upto` bytes to keys.tmp and
+ * fdatasyncs it; back on the producer thread, keys_job_poll() copies every
+ * byte appended since then (all of it live: newer than the expiry), and
+ * installs the new file. keys_fini() gives a running one up. The old file is never written below `upto` (appends only go after
  * keys_bytes, and a failed one is cut back to it), and keys_fd is replaced
  * only by the install, after the thread was joined.
  */
@@ -322,11 +328,13 @@ struct keys_job {
 	atomic_bool done;    /* the thread has ended */
 };
 
+/* The thread: the walk, and the sync of what it wrote (the bulk of the file). */
 static void *keys_job_run(void *arg)
 {
 	struct keys_job *j = arg;
 
-	j->err = compact_walk(&j->k, j->src_fd, j->upto) < 0 ? errno : 0;
+	j->err = compact_walk(&j->k, j->src_fd, j->upto) < 0 || spool_io.fdatasync(j->k.fd) < 0 ?
+	    errno : 0;
 	atomic_store_explicit(&j->done, true, memory_order_release);
 	return NULL;
 }
@@ -390,16 +398,23 @@ fail:
 	return -1;
 }
 
+static void keys_job_free(struct keys_job *j)
+{
+	free(j->b.p);
+	free(j);
+}
+
 /*
- * Finish a compaction whose thread has ended; with wait, wait for it
- * first. Producer thread (or the closing one).
+ * Install a compaction whose thread has ended: copy what was appended
+ * since it started, then keys_tmp_install(), whose fdatasync now covers
+ * that tail only. Nothing while it runs. Producer thread.
  */
-void keys_job_poll(struct spool *sp, bool wait)
+void keys_job_poll(struct spool *sp)
 {
 	struct keys_job *j = sp->keys_job;
 	uint64_t tail;
 
-	if (!j || (!wait && !atomic_load_explicit(&j->done, memory_order_acquire)))
+	if (!j || !atomic_load_explicit(&j->done, memory_order_acquire))
 		return;
 	pthread_join(j->thread, NULL);
 	sp->keys_job = NULL;
@@ -416,10 +431,28 @@ void keys_job_poll(struct spool *sp, bool wait)
 	} else {
 		log_compacted(sp, &j->k.c);
 	}
-	if (j->err && j->err != ECANCELED)
+	if (j->err)
 		keys_compact_failed(sp);
-	free(j->b.p);
-	free(j);
+	keys_job_free(j);
+}
+
+/*
+ * Give a running compaction up: the thread stops at its next record, and
+ * keys.tmp goes; `keys` stays as it is. errno is kept.
+ */
+static void keys_job_cancel(struct spool *sp)
+{
+	struct keys_job *j = sp->keys_job;
+	int saved = errno;
+
+	if (!j)
+		return;
+	atomic_store(&j->stop, true);
+	pthread_join(j->thread, NULL);
+	sp->keys_job = NULL;
+	keys_tmp_drop(sp, j->k.fd);
+	keys_job_free(j);
+	errno = saved;
 }
 
 /* Compact; when that fails, keys_compact_due() waits KEYS_COMPACT_RETRY_MS. */
@@ -502,7 +535,7 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
  * fdatasync when sync; oldest: the earliest timestamp of its records. 0, or
  * -1 with errno: nothing of b stays.
  */
-static int keys_append(struct spool *sp, const void *p, size_t len, int64_t oldest, bool sync)
+static int keys_append_once(struct spool *sp, const void *p, size_t len, int64_t oldest, bool sync)
 {
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
 	uint64_t before;
@@ -560,12 +593,31 @@ static int keys_append(struct spool *sp, const void *p, size_t len, int64_t olde
 }
 
 /*
+ * Append, fdatasynced with sync. A running compaction's keys.tmp may be what
+ * filled the disk: when the append fails with one running, it is given up
+ * and the append tried once more. 0, or -1 with errno.
+ */
+static int keys_append(struct spool *sp, const void *p, size_t len, int64_t oldest, bool sync)
+{
+	if (keys_append_once(sp, p, len, oldest, sync) == 0)
+		return 0;
+	if (!sp->keys_job)
+		return -1;
+	log_warn("spool: %s: appending to %s failed during a compaction; the compaction is given "
+	    "up (tried again in %d s at the earliest) and the append tried once more", sp->dir,
+	    KEYS_NAME, KEYS_COMPACT_RETRY_MS / 1000);
+	keys_job_cancel(sp);
+	sp->keys_compact_retry_ms = now_ms() + KEYS_COMPACT_RETRY_MS;
+	return keys_append_once(sp, p, len, oldest, sync);
+}
+
+/*
  * Compact when the file has grown to twice what the last compaction left
  * and a rewrite would drop something: its oldest record expired.
  */
 static void keys_compact_due(struct spool *sp, int64_t now)
 {
-	keys_job_poll(sp, false);
+	keys_job_poll(sp);
 	if (sp->keys_job || sp->keys_bytes <= KEYS_COMPACT_MIN ||
 	    sp->keys_bytes <= 2 * sp->keys_compacted ||
 	    sp->keys_oldest_ms > now - sp->key_ttl_ms || /* INT64_MAX (none) too */
@@ -623,10 +675,7 @@ int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t part
 
 void keys_fini(struct spool *sp)
 {
-	if (sp->keys_job) {
-		atomic_store(&sp->keys_job->stop, true);
-		keys_job_poll(sp, true);
-	}
+	keys_job_cancel(sp);
 	if (sp->keys_fd >= 0)
 		spool_io.close(sp->keys_fd);
 	sp->keys_fd = -1;

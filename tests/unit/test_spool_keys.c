@@ -815,21 +815,19 @@ static void test_keys_compaction_memory_bounded(void **state)
 }
 
 /*
- * A gate on the reads of the keys file from any thread but the test's: the
- * compaction's thread stops at its first read until the test opens it.
+ * A gate on the spool's reads from any thread but the test's (the writer
+ * thread reads nothing): the compaction's thread stops at its first read
+ * of the keys file until the test opens it.
  */
 static pthread_t test_thread;
-static ino_t gate_ino;
+static ino_t gate_ino; /* the keys file the compaction reads */
 static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static bool gate_closed, gate_reached;
 
 static ssize_t gated_pread(int fd, void *buf, size_t len, off_t off)
 {
-	struct stat st;
-
-	if (!pthread_equal(pthread_self(), test_thread) && fstat(fd, &st) == 0 &&
-	    st.st_ino == gate_ino) {
+	if (!pthread_equal(pthread_self(), test_thread)) {
 		pthread_mutex_lock(&gate_mu);
 		gate_reached = true;
 		pthread_cond_broadcast(&gate_cv);
@@ -870,6 +868,11 @@ static struct spool *compaction_at_the_gate(struct tmp *t, struct spool_opts *o,
 	int i = 0;
 
 	o->key_ttl_ms = 2000;
+	/* Closed from the start: a slow machine may start the compaction early. */
+	test_thread = pthread_self();
+	gate_closed = true;
+	gate_reached = false;
+	spool_pread = gated_pread;
 	sp = open_ok(o);
 	expiring = wall_ms() + 5000 - o->key_ttl_ms;
 	for (; i < 20; i++)
@@ -879,10 +882,6 @@ static struct spool *compaction_at_the_gate(struct tmp *t, struct spool_opts *o,
 	while (wall_ms() <= expiring + o->key_ttl_ms)
 		usleep(50 * 1000);
 	gate_ino = keys_inode(t->dir);
-	test_thread = pthread_self();
-	gate_closed = true;
-	gate_reached = false;
-	spool_pread = gated_pread;
 	for (ino_t ino = gate_ino; !gate_was_reached(); i += 20) {
 		keyed_round(sp, i, 3600000);
 		assert_true(keys_inode(t->dir) == ino);
@@ -948,6 +947,12 @@ static void test_keys_compacted_on_its_own_thread(void **state)
 	assert_true(keys_inode(t->dir) != gate_ino);
 	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
 	assert_true(file_size(t->dir, "keys") < held); /* without the expired keys */
+	/* Saved to the new file after it: its size was counted right. */
+	held = file_size(t->dir, "keys");
+	for (int rounds = 0; file_size(t->dir, "keys") == held; i += 20, rounds++) {
+		keyed_round(sp, i, 3600000);
+		assert_true(rounds < 100);
+	}
 	spool_close(sp);
 	all_keys_there(&o, 20, i);
 }
@@ -962,7 +967,8 @@ static void *open_gate_later(void *arg)
 
 /*
  * A compaction still running when the spool closes is given up: the old
- * file stays, every key in it, and keys.tmp is gone.
+ * file stays, every key in it, and keys.tmp is gone. (The gate opens a
+ * moment later, whatever the close did meanwhile: it is given up either way.)
  */
 static void test_keys_compaction_given_up_at_close(void **state)
 {
@@ -980,6 +986,123 @@ static void test_keys_compaction_given_up_at_close(void **state)
 	spool_pread = saved;
 	assert_true(keys_inode(t->dir) == gate_ino);
 	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	all_keys_there(&o, 20, i);
+}
+
+/* keys.tmp's fdatasync fails once (on the compaction's thread). */
+static atomic_int tmp_sync_failures;
+static char tmp_path[160];
+
+static int fdatasync_fail_tmp(int fd)
+{
+	struct stat a, b;
+
+	if (fstat(fd, &a) == 0 && stat(tmp_path, &b) == 0 && a.st_ino == b.st_ino &&
+	    atomic_fetch_add(&tmp_sync_failures, 1) == 0) {
+		errno = EIO;
+		return -1;
+	}
+	return real_io.fdatasync(fd);
+}
+
+static atomic_int tmp_creates;
+
+static int openat_count_tmp(int dirfd, const char *path, int flags, mode_t mode)
+{
+	if (strcmp(path, "keys.tmp") == 0)
+		atomic_fetch_add(&tmp_creates, 1);
+	return real_io.openat(dirfd, path, flags, mode);
+}
+
+/*
+ * The compaction's thread fails (its sync of keys.tmp): keys.tmp goes,
+ * `keys` stays with every key, and the compaction waits its minute rather
+ * than starting again on the next save.
+ */
+static void test_keys_compaction_thread_fails(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	ssize_t (*saved_pread)(int, void *, size_t, off_t) = spool_pread;
+	int (*saved_sync)(int) = spool_io.fdatasync;
+	int (*saved_open)(int, const char *, int, mode_t) = spool_io.openat;
+	struct spool *sp;
+	int64_t deadline;
+	int i;
+
+	snprintf(tmp_path, sizeof(tmp_path), "%s/keys.tmp", t->dir);
+	atomic_store(&tmp_sync_failures, 0);
+	sp = compaction_at_the_gate(t, &o, &i);
+	spool_io.fdatasync = fdatasync_fail_tmp;
+	gate_open();
+	deadline = wall_ms() + 20000;
+	while (file_size(t->dir, "keys.tmp") >= 0 && wall_ms() < deadline) {
+		spool_maintain(sp); /* drops it once the thread is done */
+		usleep(10 * 1000);
+	}
+	spool_io.fdatasync = saved_sync;
+	spool_pread = saved_pread;
+	assert_int_equal(atomic_load(&tmp_sync_failures), 1);
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	assert_true(keys_inode(t->dir) == gate_ino);
+	/* Still due, but not tried again within the minute. */
+	atomic_store(&tmp_creates, 0);
+	spool_io.openat = openat_count_tmp;
+	for (int end = i + 100; i < end; i += 20)
+		keyed_round(sp, i, 3600000);
+	spool_io.openat = saved_open;
+	assert_int_equal(atomic_load(&tmp_creates), 0);
+	spool_close(sp);
+	all_keys_there(&o, 20, i);
+}
+
+/* The next write to the keys file fails whole (ENOSPC), once. */
+static atomic_int fail_keys_write;
+
+static ssize_t write_fail_keys(int fd, const void *buf, size_t len)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == 0 && st.st_ino == gate_ino && atomic_exchange(&fail_keys_write, 0)) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return real_io.write(fd, buf, len);
+}
+
+/*
+ * An append to `keys` fails while a compaction runs (whose keys.tmp may be
+ * what filled the disk): the compaction is given up, keys.tmp removed, and
+ * the append tried again: no key of it is lost.
+ */
+static void test_keys_failed_append_gives_compaction_up(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	ssize_t (*saved_pread)(int, void *, size_t, off_t) = spool_pread;
+	ssize_t (*saved_write)(int, const void *, size_t) = spool_io.write;
+	struct spool *sp;
+	pthread_t opener;
+	off_t held;
+	int i;
+
+	sp = compaction_at_the_gate(t, &o, &i);
+	held = file_size(t->dir, "keys");
+	atomic_store(&fail_keys_write, 1);
+	spool_io.write = write_fail_keys;
+	/* Giving up joins the thread, which waits at the gate until it opens. */
+	assert_int_equal(pthread_create(&opener, NULL, open_gate_later, NULL), 0);
+	for (int rounds = 0; atomic_load(&fail_keys_write); i += 20, rounds++) {
+		keyed_round(sp, i, 3600000);
+		assert_true(rounds < 100);
+	}
+	pthread_join(opener, NULL);
+	spool_io.write = saved_write;
+	spool_pread = saved_pread;
+	assert_int_equal(file_size(t->dir, "keys.tmp"), -1);
+	assert_true(keys_inode(t->dir) == gate_ino);
+	assert_true(file_size(t->dir, "keys") > held); /* the failed append, tried again */
+	spool_close(sp);
 	all_keys_there(&o, 20, i);
 }
 
@@ -1005,6 +1128,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_compacted_on_its_own_thread, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compaction_given_up_at_close, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_keys_compaction_thread_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_failed_append_gives_compaction_up, setup,
 		    teardown),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
