@@ -675,7 +675,8 @@ int keys_append_ack(struct spool *sp, uint64_t seq, const char *id, int32_t part
 
 void keys_fini(struct spool *sp)
 {
-	keys_job_cancel(sp);
+	keys_job_poll(sp); /* one that is done is installed, */
+	keys_job_cancel(sp); /* one still running given up */
 	if (sp->keys_fd >= 0)
 		spool_io.close(sp->keys_fd);
 	sp->keys_fd = -1;

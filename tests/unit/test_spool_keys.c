@@ -1070,6 +1070,16 @@ static ssize_t write_fail_keys(int fd, const void *buf, size_t len)
 	return real_io.write(fd, buf, len);
 }
 
+/* Opens the gate once the failing write happened: the thread is held until then. */
+static void *open_gate_after_failed_write(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 6000 && atomic_load(&fail_keys_write); i++)
+		usleep(10 * 1000);
+	gate_open();
+	return NULL;
+}
+
 /*
  * An append to `keys` fails while a compaction runs (whose keys.tmp may be
  * what filled the disk): the compaction is given up, keys.tmp removed, and
@@ -1091,7 +1101,7 @@ static void test_keys_failed_append_gives_compaction_up(void **state)
 	atomic_store(&fail_keys_write, 1);
 	spool_io.write = write_fail_keys;
 	/* Giving up joins the thread, which waits at the gate until it opens. */
-	assert_int_equal(pthread_create(&opener, NULL, open_gate_later, NULL), 0);
+	assert_int_equal(pthread_create(&opener, NULL, open_gate_after_failed_write, NULL), 0);
 	for (int rounds = 0; atomic_load(&fail_keys_write); i += 20, rounds++) {
 		keyed_round(sp, i, 3600000);
 		assert_true(rounds < 100);
@@ -1104,6 +1114,14 @@ static void test_keys_failed_append_gives_compaction_up(void **state)
 	assert_true(file_size(t->dir, "keys") > held); /* the failed append, tried again */
 	spool_close(sp);
 	all_keys_there(&o, 20, i);
+}
+
+/* A test that failed with the gate closed must not hold the next one's reads. */
+static int teardown_gate(void **state)
+{
+	gate_open();
+	spool_pread = test_pread;
+	return teardown(state);
 }
 
 int main(void)
@@ -1126,12 +1144,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_damaged_records_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compaction_memory_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_compacted_on_its_own_thread, setup,
-		    teardown),
+		    teardown_gate),
 		cmocka_unit_test_setup_teardown(test_keys_compaction_given_up_at_close, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_keys_compaction_thread_fails, setup, teardown),
+		    teardown_gate),
+		cmocka_unit_test_setup_teardown(test_keys_compaction_thread_fails, setup,
+		    teardown_gate),
 		cmocka_unit_test_setup_teardown(test_keys_failed_append_gives_compaction_up, setup,
-		    teardown),
+		    teardown_gate),
 	};
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
 }
