@@ -312,9 +312,10 @@ static int keys_compact(struct spool *sp, int64_t now)
  * copies the live records of the file's first `upto` bytes to keys.tmp and
  * fdatasyncs it; back on the producer thread, keys_job_poll() copies every
  * byte appended since then (all of it live: newer than the expiry), and
- * installs the new file. keys_fini() gives a running one up. The old file is never written below `upto` (appends only go after
- * keys_bytes, and a failed one is cut back to it), and keys_fd is replaced
- * only by the install, after the thread was joined.
+ * installs the new file; keys_job_cancel() gives a running one up. The old
+ * file is never written below `upto` (appends only go after keys_bytes, and
+ * a failed one is cut back to it), and keys_fd is replaced only by the
+ * install, after the thread was joined.
  */
 struct keys_job {
 	pthread_t thread;
