@@ -1,10 +1,11 @@
 /*
  * http_baseline: the HTTP ceiling for bench/publish.
  *
- * A libmicrohttpd server started exactly as ackd starts its listeners
- * (daemon/http.c: MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
- * MHD_USE_TURBO, a thread pool of 2, the same connection limit and timeout,
- * a listen socket made by us with a backlog of 4096) that answers every
+ * A libmicrohttpd server with the settings of ackd's servers (daemon/http.c:
+ * MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO, a
+ * thread pool of 2, the same connection limit and timeout, a listen socket
+ * made by us with a backlog of 4096; ackd's poll-loop server answers no
+ * faster bare, docs/performance.md) that answers every
  * request with 202 and a small JSON body shaped like ackd's "spooled" answer,
  * and does nothing else: the request body is read and dropped. What ackd
  * reaches on the same machine, divided by what this reaches, is the share of

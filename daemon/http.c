@@ -46,13 +46,33 @@
  *   count    limits.max_connections over both listeners (503 for requests
  *            beyond it, except /healthz and /readyz), and
  *            limits.max_connections_per_address on a TCP listener that is
- *            not on loopback, enforced by libmicrohttpd when it accepts (on
- *            loopback every client is 127.0.0.1 or ::1: a cap per address
- *            would be a second max_connections).
+ *            not on loopback, enforced by libmicrohttpd when it is handed a
+ *            connection (on loopback every client is 127.0.0.1 or ::1: a cap
+ *            per address would be a second max_connections).
+ *
+ * Two servers per listener. ackd accepts a listener's connections itself
+ * (the acceptor thread, "http-accept") and hands each to one of two
+ * libmicrohttpd servers. Every single publish is suspended until its record
+ * is durable and then resumed. libmicrohttpd's epoll loop takes a suspended
+ * socket out of its epoll set, puts it back after the resume and reads it
+ * once more for nothing: 6.6 system calls per publish. Its poll loop only
+ * leaves the socket out of its next poll(): 3.8 calls, and about a third
+ * more publishes per second. But poll() costs time for every socket it
+ * watches, idle ones too: with 64 busy and 256 idle connections it is
+ * already slower than epoll (docs/performance.md, "Two servers per
+ * listener"). So a listener on a Unix socket or on loopback hands a new
+ * connection to a poll server ("fast") while that holds fewer than
+ * FAST_CONNS, and to an epoll server ("wide") otherwise. A TCP listener
+ * reachable from other hosts has only the wide server: libmicrohttpd caps
+ * connections per address per server. A listener holds at most
+ * max_connections + CONNECTION_HEADROOM over both; at that count the
+ * acceptor stops accepting and new connections wait in the listen backlog,
+ * as with libmicrohttpd's own accept.
  *
  * Threads: libmicrohttpd's (handlers, completion, connection notices), the
- * callbacks named above, which only fill the answer and resume, and the
- * sweeper ("http-sweep"), which only reads deadlines and calls shutdown(2).
+ * callbacks named above, which only fill the answer and resume, the
+ * acceptors, which only accept and hand over, and the sweeper
+ * ("http-sweep"), which only reads deadlines and calls shutdown(2).
  */
 #include "config.h"
 
@@ -63,6 +83,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -71,6 +92,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -97,6 +119,8 @@
 
 #define MAX_REQUEST_HEADERS 100
 #define CONNECTION_HEADROOM 64 /* accepted beyond max_connections, to answer 503 */
+#define FAST_CONNS 128          /* a local listener's connections on its poll server */
+#define SERVER_THREADS 2        /* libmicrohttpd threads per server */
 #define RETRY_AFTER_S 1
 #define INTERNAL_BODY \
 	"{\"error\":{\"code\":\"internal\",\"message\":\"ackd could not build the answer; " \
@@ -255,9 +279,22 @@ struct conn {
 	atomic_int_fast64_t deadline_ms;
 };
 
-struct listener {
+/* One libmicrohttpd server of a listener (see "Two servers per listener"). */
+struct server {
+	struct http *h;
 	struct MHD_Daemon *mhd;
-	int fd;
+	int limit;       /* connections it may hold */
+	atomic_int open; /* handed to it and not yet closed */
+};
+
+struct listener {
+	int fd;                /* the listening socket, -1 once closed */
+	int wake;              /* eventfd: the acceptor stops when it is written */
+	pthread_t acceptor;
+	bool acceptor_running;
+	struct server fast;    /* poll; mhd is NULL on a listener open to other hosts */
+	struct server wide;    /* epoll */
+	int64_t accept_warned_ms;
 };
 
 struct http {
@@ -1746,7 +1783,8 @@ static void conn_deadline(struct conn *c, int64_t ms)
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     enum MHD_ConnectionNotificationCode toe)
 {
-	struct http *h = cls;
+	struct server *srv = cls;
+	struct http *h = srv->h;
 	const union MHD_ConnectionInfo *info;
 	struct conn *c;
 
@@ -1766,6 +1804,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		return;
 	}
 	atomic_fetch_sub(&h->connections, 1);
+	atomic_fetch_sub(&srv->open, 1);
 	c = *socket_context;
 	if (!c)
 		return;
@@ -2115,39 +2154,146 @@ static bool bound_to_loopback(int fd)
 	return false;
 }
 
-static int serve(struct http *h, struct listener *l, int fd, bool tcp, char *err,
-    size_t errlen, const char *what)
+/*
+ * The server to hand the next connection to: the fast one while it has room.
+ * NULL while the listener holds max_connections + CONNECTION_HEADROOM, the
+ * wide server's limit, over both.
+ */
+static struct server *next_server(struct listener *l)
+{
+	int fast = atomic_load(&l->fast.open);
+
+	if (fast + atomic_load(&l->wide.open) >= l->wide.limit)
+		return NULL;
+	return l->fast.mhd && fast < l->fast.limit ? &l->fast : &l->wide;
+}
+
+/* Logs with errno, at most every 10 s per listener. */
+static void warn_accept(struct listener *l, const char *what)
+{
+	int64_t now = now_ms();
+
+	if (now - l->accept_warned_ms >= 10000) {
+		log_warn("%s", what);
+		l->accept_warned_ms = now;
+	}
+}
+
+/* Accept one connection and hand it to srv; false when the acceptor should pause. */
+static bool accept_one(struct listener *l, struct server *srv)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (fd < 0) {
+		if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM)
+			return true; /* EAGAIN, or a client that left before we took it */
+		warn_accept(l, "http: cannot accept a connection");
+		return false; /* out of descriptors or memory: the backlog holds them */
+	}
+	/*
+	 * Counted before the hand-over, so that the next choice sees it; on_connection()
+	 * takes it back when libmicrohttpd closes the connection. A connection that
+	 * libmicrohttpd takes but then fails to set up (out of memory: it has room
+	 * for every connection, see start_server()) is never announced, and its
+	 * count stays: the listener then holds one fewer.
+	 */
+	atomic_fetch_add(&srv->open, 1);
+	if (MHD_add_connection(srv->mhd, fd, (struct sockaddr *)&ss, len) != MHD_YES)
+		atomic_fetch_sub(&srv->open, 1); /* closed by libmicrohttpd: the address's cap, memory */
+	return true;
+}
+
+static void *acceptor_main(void *arg)
+{
+	struct listener *l = arg;
+	struct pollfd p[2] = { { .fd = l->fd }, { .fd = l->wake, .events = POLLIN } };
+
+	thread_name("http-accept");
+	for (;;) {
+		/* While the listener is full, look again for room every 10 ms. */
+		struct server *srv = next_server(l);
+		bool pause = false;
+
+		p[0].events = srv ? POLLIN : 0;
+		if (poll(p, 2, srv ? -1 : 10) < 0) {
+			if (errno == EINTR)
+				continue;
+			warn_accept(l, "http: cannot wait for connections");
+			pause = true;
+		} else if (p[1].revents) {
+			return NULL;
+		} else if (srv && (p[0].revents & POLLIN)) {
+			pause = !accept_one(l, srv);
+		} else if (p[0].revents) {
+			errno = EIO;
+			warn_accept(l, "http: the listening socket reports an error");
+			pause = true;
+		}
+		if (pause) /* out of descriptors or memory: wait, but wake to stop */
+			poll(&p[1], 1, 100);
+	}
+}
+
+static struct MHD_Daemon *start_server(struct http *h, struct server *srv, unsigned loop,
+    unsigned limit, unsigned per_address)
 {
 	const struct conf *conf = h->deps.conf;
-	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-	    MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+	unsigned flags = loop | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC |
+	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
 	/* Room for the request line and headers at their limits, plus a read buffer. */
 	size_t pool = (size_t)(conf->limits.max_header_bytes + conf->limits.max_url_bytes) +
 	    (32u << 10);
-	unsigned per_address = tcp && !bound_to_loopback(fd) ?
-	    (unsigned)conf->limits.max_connections_per_address : 0u; /* 0: no cap */
 
-	l->fd = fd;
-	l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
+	srv->h = h;
+	srv->limit = (int)limit;
+	atomic_init(&srv->open, 0);
+	/*
+	 * ackd's count is the only cap. libmicrohttpd splits its limit between its
+	 * threads and checks it again when a thread takes a handed-over connection,
+	 * against a count that lags ours: with its limit at ours it could refuse a
+	 * connection ackd counted (closing it unanswered, never announced), so it
+	 * gets room for every connection on each thread.
+	 */
+	srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
-	    MHD_OPTION_LISTEN_SOCKET, fd,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
-	    MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)(conf->limits.max_connections + CONNECTION_HEADROOM),
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)SERVER_THREADS,
+	    MHD_OPTION_CONNECTION_LIMIT, limit * SERVER_THREADS,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
-	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
 	    MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
 	    /* Idle keep-alive and slow readers; the sweeper bounds the request phases. */
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, h,
 	    MHD_OPTION_END);
-	if (!l->mhd) {
+	return srv->mhd;
+}
+
+static int serve(struct http *h, struct listener *l, int fd, bool tcp, char *err,
+    size_t errlen, const char *what)
+{
+	const struct conf *conf = h->deps.conf;
+	bool local = !tcp || bound_to_loopback(fd);
+	unsigned per_address = local ? 0u : (unsigned)conf->limits.max_connections_per_address;
+	int fl;
+
+	l->fd = fd;
+	l->wake = eventfd(0, EFD_CLOEXEC);
+	fl = fcntl(fd, F_GETFL);
+	if (l->wake < 0 || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    !start_server(h, &l->wide, MHD_USE_EPOLL_INTERNAL_THREAD,
+	    (unsigned)(conf->limits.max_connections + CONNECTION_HEADROOM), per_address) ||
+	    (local && !start_server(h, &l->fast, MHD_USE_POLL_INTERNAL_THREAD, FAST_CONNS, 0))) {
 		snprintf(err, errlen, "cannot start the http server on %s", what);
-		close(fd);
-		l->fd = -1;
+		return -1; /* http_stop() closes what was opened */
+	}
+	if (pthread_create(&l->acceptor, NULL, acceptor_main, l) != 0) {
+		snprintf(err, errlen, "cannot start the http acceptor thread for %s", what);
 		return -1;
 	}
+	l->acceptor_running = true;
 	log_info("http: listening on %s", what);
 	return 0;
 }
@@ -2169,7 +2315,7 @@ int http_start(const struct http_deps *deps, struct http **out, char *err, size_
 		}
 		h->deps.idem = h->own_idem;
 	}
-	h->tcp.fd = h->unix_.fd = -1;
+	h->tcp.fd = h->unix_.fd = h->tcp.wake = h->unix_.wake = -1;
 	pthread_mutex_init(&h->conns_mu, NULL);
 	if (cond_init_monotonic(&h->sweeper_cond) != 0 ||
 	    pthread_create(&h->sweeper, NULL, sweeper_main, h) != 0) {
@@ -2204,18 +2350,28 @@ fail:
 	return -1;
 }
 
+/* Stop accepting on l: new connections are refused, open ones keep being served. */
+static void stop_accepting(struct listener *l)
+{
+	uint64_t one = 1;
+
+	if (l->acceptor_running) {
+		if (write(l->wake, &one, sizeof(one)) != (ssize_t)sizeof(one))
+			log_err("http: cannot stop the acceptor"); /* an eventfd write cannot fail */
+		pthread_join(l->acceptor, NULL);
+		l->acceptor_running = false;
+	}
+	if (l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
 void http_quiesce(struct http *h)
 {
-	struct listener *ls[] = { &h->tcp, &h->unix_ };
-
 	atomic_store(&h->closing, true);
-	for (size_t i = 0; i < 2; i++) {
-		if (ls[i]->mhd) {
-			MHD_socket s = MHD_quiesce_daemon(ls[i]->mhd);
-			if (s != MHD_INVALID_SOCKET)
-				close(s);
-		}
-	}
+	stop_accepting(&h->tcp);
+	stop_accepting(&h->unix_);
 }
 
 void http_drain(struct http *h, int timeout_ms)
@@ -2240,10 +2396,13 @@ void http_stop(struct http *h)
 		pthread_join(h->sweeper, NULL);
 	}
 	for (size_t i = 0; i < 2; i++) {
-		if (ls[i]->mhd)
-			MHD_stop_daemon(ls[i]->mhd);
-		else if (ls[i]->fd >= 0)
-			close(ls[i]->fd);
+		stop_accepting(ls[i]);
+		if (ls[i]->fast.mhd)
+			MHD_stop_daemon(ls[i]->fast.mhd);
+		if (ls[i]->wide.mhd)
+			MHD_stop_daemon(ls[i]->wide.mhd);
+		if (ls[i]->wake >= 0)
+			close(ls[i]->wake);
 	}
 	if (h->unix_path) {
 		unlink(h->unix_path);

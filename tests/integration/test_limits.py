@@ -9,6 +9,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from ackd_proc import Ackd
 from kafka import wait_until
 
@@ -73,6 +75,58 @@ def test_connections_over_max_connections_get_503_and_are_closed(ackd):
     # Once they are gone, requests are served again.
     wait_until(lambda: daemon.http.get("/metrics").status == 200, 10,
                          "metrics after the idle connections closed")
+
+
+def _connect(daemon, listener):
+    if listener == "tcp":
+        return socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(daemon.unix_path))
+    return s
+
+
+def _healthz(s):
+    """GET /healthz on s; its status, or None when nothing came back in time."""
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: ackd\r\n\r\n")
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+    except socket.timeout:
+        return None
+    return int(data.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("listener", ["tcp", "unix"])
+def test_listener_holds_max_connections_plus_headroom_and_frees_them(ackd, listener):
+    # A local listener serves its first 128 connections on one server and
+    # the rest on another; together they hold max_connections + 64 (164
+    # here), and one more waits in the backlog until one of them closes.
+    # Twice: connections that closed give their places back to both servers.
+    # (header_timeout_ms: no idle connection is closed early by the sweeper.)
+    daemon = ackd(config={"limits": {"max_connections": 100, "header_timeout_ms": 120000}})
+    for _ in range(2):
+        socks = [_connect(daemon, listener) for _ in range(164)]
+        try:
+            for i, s in enumerate(socks):
+                assert _healthz(s) == 200, f"connection {i} was not served"
+            extra = _connect(daemon, listener)
+            socks.append(extra)
+            extra.settimeout(1)
+            assert _healthz(extra) is None, "a connection beyond the limit was served"
+            socks.pop(0).close()
+            extra.settimeout(10)
+            data = extra.recv(4096)
+            assert data.startswith(b"HTTP/1.1 200"), data
+        finally:
+            for s in socks:
+                s.close()
+        wait_until(lambda: daemon.http.get("/metrics").status == 200, 10,
+                   "metrics after the connections closed")
 
 
 def test_ops_endpoints_open_by_default_even_with_tokens(ackd):
