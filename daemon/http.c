@@ -56,8 +56,8 @@
  * is durable and then resumed. libmicrohttpd's epoll loop takes a suspended
  * socket out of its epoll set, puts it back after the resume and reads it
  * once more for nothing: 6.6 system calls per publish. Its poll loop only
- * leaves the socket out of its next poll(): 3.8 calls, and about a third
- * more publishes per second. But poll() costs time for every socket it
+ * leaves the socket out of its next poll(): 3.7 calls, and a quarter to a
+ * third more publishes per second. But poll() costs time for every socket it
  * watches, idle ones too: with 64 busy and 256 idle connections it is
  * already slower than epoll (docs/performance.md, "Two servers per
  * listener"). So a listener on a Unix socket or on loopback hands a new
