@@ -56,11 +56,11 @@
  * is durable and then resumed. libmicrohttpd's epoll loop takes a suspended
  * socket out of its epoll set, puts it back after the resume and reads it
  * once more for nothing: 6.6 system calls per publish. Its poll loop only
- * leaves the socket out of its next poll(): 3.7 calls, and a quarter to a
- * third more publishes per second. But poll() costs time for every socket it
- * watches, idle ones too: with 64 busy and 256 idle connections it is
- * already slower than epoll (docs/performance.md, "Two servers per
- * listener"). So a listener on a Unix socket or on loopback hands a new
+ * leaves the socket out of its next poll(): 3.7 calls, and about a fifth
+ * more publishes per second. But poll() costs time for every socket it
+ * watches, idle ones too: with 64 busy and 64 idle connections it is only
+ * as fast as epoll, with 256 idle ones slower (docs/performance.md, "Two
+ * servers per listener"). So a listener on a Unix socket or on loopback hands a new
  * connection to a poll server ("fast") while that holds fewer than
  * FAST_CONNS, and to an epoll server ("wide") otherwise. A TCP listener
  * reachable from other hosts has only the wide server: libmicrohttpd caps
@@ -283,8 +283,10 @@ struct conn {
 struct server {
 	struct http *h;
 	struct MHD_Daemon *mhd;
-	int limit;       /* connections it may hold */
-	atomic_int open; /* handed to it and not yet closed */
+	int limit;            /* connections it may hold */
+	atomic_int live;      /* announced started by libmicrohttpd, not yet closed */
+	atomic_uint started;  /* announced started, ever */
+	unsigned handed;      /* handed over by the acceptor, ever (its own) */
 };
 
 struct listener {
@@ -1789,6 +1791,9 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	struct conn *c;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		/* live first: a count read in between is one too high, never too low. */
+		atomic_fetch_add(&srv->live, 1);
+		atomic_fetch_add(&srv->started, 1);
 		atomic_fetch_add(&h->connections, 1);
 		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		c = xcalloc(1, sizeof(*c));
@@ -1804,7 +1809,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		return;
 	}
 	atomic_fetch_sub(&h->connections, 1);
-	atomic_fetch_sub(&srv->open, 1);
+	atomic_fetch_sub(&srv->live, 1);
 	c = *socket_context;
 	if (!c)
 		return;
@@ -2155,15 +2160,49 @@ static bool bound_to_loopback(int fd)
 }
 
 /*
+ * A server's connections: those libmicrohttpd announced and has not closed,
+ * plus those handed over and not yet announced (its thread takes them a
+ * moment later). Called by the acceptor only.
+ */
+static int server_count(const struct server *srv)
+{
+	unsigned started = atomic_load(&srv->started); /* before live: see on_connection() */
+
+	return atomic_load(&srv->live) + (int)(srv->handed - started);
+}
+
+/*
+ * A connection libmicrohttpd takes but then fails to set up (out of memory
+ * for its buffers) is closed without being announced, and would stay
+ * counted as handed over. Nothing is handed over while the listener is
+ * full, so after a second of it every connection handed over has been
+ * announced or lost: the count forgets the lost ones.
+ */
+static void forget_lost(struct listener *l)
+{
+	struct server *srvs[] = { &l->fast, &l->wide };
+
+	for (size_t i = 0; i < 2; i++) {
+		unsigned started = atomic_load(&srvs[i]->started);
+
+		if (srvs[i]->mhd && srvs[i]->handed != started) {
+			log_warnx("http: %u connections handed to libmicrohttpd were closed before "
+			    "they started (out of memory?)", srvs[i]->handed - started);
+			srvs[i]->handed = started;
+		}
+	}
+}
+
+/*
  * The server to hand the next connection to: the fast one while it has room.
  * NULL while the listener holds max_connections + CONNECTION_HEADROOM, the
  * wide server's limit, over both.
  */
 static struct server *next_server(struct listener *l)
 {
-	int fast = atomic_load(&l->fast.open);
+	int fast = server_count(&l->fast);
 
-	if (fast + atomic_load(&l->wide.open) >= l->wide.limit)
+	if (fast + server_count(&l->wide) >= l->wide.limit)
 		return NULL;
 	return l->fast.mhd && fast < l->fast.limit ? &l->fast : &l->wide;
 }
@@ -2192,16 +2231,9 @@ static bool accept_one(struct listener *l, struct server *srv)
 		warn_accept(l, "http: cannot accept a connection");
 		return false; /* out of descriptors or memory: the backlog holds them */
 	}
-	/*
-	 * Counted before the hand-over, so that the next choice sees it; on_connection()
-	 * takes it back when libmicrohttpd closes the connection. A connection that
-	 * libmicrohttpd takes but then fails to set up (out of memory: it has room
-	 * for every connection, see start_server()) is never announced, and its
-	 * count stays: the listener then holds one fewer.
-	 */
-	atomic_fetch_add(&srv->open, 1);
-	if (MHD_add_connection(srv->mhd, fd, (struct sockaddr *)&ss, len) != MHD_YES)
-		atomic_fetch_sub(&srv->open, 1); /* closed by libmicrohttpd: the address's cap, memory */
+	/* On failure libmicrohttpd closed it: the address's cap, or out of memory. */
+	if (MHD_add_connection(srv->mhd, fd, (struct sockaddr *)&ss, len) == MHD_YES)
+		srv->handed++;
 	return true;
 }
 
@@ -2209,12 +2241,22 @@ static void *acceptor_main(void *arg)
 {
 	struct listener *l = arg;
 	struct pollfd p[2] = { { .fd = l->fd }, { .fd = l->wake, .events = POLLIN } };
+	int64_t full_since = 0; /* ms; 0: not full */
 
 	thread_name("http-accept");
 	for (;;) {
 		/* While the listener is full, look again for room every 10 ms. */
 		struct server *srv = next_server(l);
 		bool pause = false;
+
+		if (srv) {
+			full_since = 0;
+		} else if (!full_since) {
+			full_since = now_ms();
+		} else if (now_ms() - full_since >= 1000) {
+			forget_lost(l);
+			full_since = now_ms();
+		}
 
 		p[0].events = srv ? POLLIN : 0;
 		if (poll(p, 2, srv ? -1 : 10) < 0) {
@@ -2248,18 +2290,22 @@ static struct MHD_Daemon *start_server(struct http *h, struct server *srv, unsig
 
 	srv->h = h;
 	srv->limit = (int)limit;
-	atomic_init(&srv->open, 0);
+	atomic_init(&srv->live, 0);
+	atomic_init(&srv->started, 0);
+	srv->handed = 0;
 	/*
 	 * ackd's count is the only cap. libmicrohttpd splits its limit between its
 	 * threads and checks it again when a thread takes a handed-over connection,
 	 * against a count that lags ours: with its limit at ours it could refuse a
-	 * connection ackd counted (closing it unanswered, never announced), so it
-	 * gets room for every connection on each thread.
+	 * connection ackd counted (closing it unanswered, never announced; 0.9.75
+	 * also keeps a lock held on that path), so each of its threads gets room
+	 * for twice what ackd lets the server hold (twice: forget_lost() may
+	 * undercount by a connection a stalled thread announces late).
 	 */
 	srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)SERVER_THREADS,
-	    MHD_OPTION_CONNECTION_LIMIT, limit * SERVER_THREADS,
+	    MHD_OPTION_CONNECTION_LIMIT, 2 * limit * SERVER_THREADS,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
@@ -2350,7 +2396,11 @@ fail:
 	return -1;
 }
 
-/* Stop accepting on l: new connections are refused, open ones keep being served. */
+/*
+ * Stop accepting on l: ackd's copy of the listening socket is closed (new
+ * connections are refused, or wait for the next ackd when systemd holds the
+ * socket); open ones keep being served.
+ */
 static void stop_accepting(struct listener *l)
 {
 	uint64_t one = 1;
