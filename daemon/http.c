@@ -2162,35 +2162,19 @@ static bool bound_to_loopback(int fd)
 /*
  * A server's connections: those libmicrohttpd announced and has not closed,
  * plus those handed over and not yet announced (its thread takes them a
- * moment later). Called by the acceptor only.
+ * moment later, or later still when it is busy). Called by the acceptor
+ * only. The count is never too low, so libmicrohttpd's own limit is never
+ * reached; it is one too high for good for each connection libmicrohttpd
+ * takes but fails to set up (out of memory for its buffers), which it
+ * closes without announcing: after max_connections + 64 such failures the
+ * listener would stop accepting. Guessing which hand-overs were lost (from
+ * time) could count too low while a thread is stalled, so it is not done.
  */
 static int server_count(const struct server *srv)
 {
 	unsigned started = atomic_load(&srv->started); /* before live: see on_connection() */
 
 	return atomic_load(&srv->live) + (int)(srv->handed - started);
-}
-
-/*
- * A connection libmicrohttpd takes but then fails to set up (out of memory
- * for its buffers) is closed without being announced, and would stay
- * counted as handed over. Nothing is handed over while the listener is
- * full, so after a second of it every connection handed over has been
- * announced or lost: the count forgets the lost ones.
- */
-static void forget_lost(struct listener *l)
-{
-	struct server *srvs[] = { &l->fast, &l->wide };
-
-	for (size_t i = 0; i < 2; i++) {
-		unsigned started = atomic_load(&srvs[i]->started);
-
-		if (srvs[i]->mhd && srvs[i]->handed != started) {
-			log_warnx("http: %u connections handed to libmicrohttpd were closed before "
-			    "they started (out of memory?)", srvs[i]->handed - started);
-			srvs[i]->handed = started;
-		}
-	}
 }
 
 /*
@@ -2241,22 +2225,12 @@ static void *acceptor_main(void *arg)
 {
 	struct listener *l = arg;
 	struct pollfd p[2] = { { .fd = l->fd }, { .fd = l->wake, .events = POLLIN } };
-	int64_t full_since = 0; /* ms; 0: not full */
 
 	thread_name("http-accept");
 	for (;;) {
 		/* While the listener is full, look again for room every 10 ms. */
 		struct server *srv = next_server(l);
 		bool pause = false;
-
-		if (srv) {
-			full_since = 0;
-		} else if (!full_since) {
-			full_since = now_ms();
-		} else if (now_ms() - full_since >= 1000) {
-			forget_lost(l);
-			full_since = now_ms();
-		}
 
 		p[0].events = srv ? POLLIN : 0;
 		if (poll(p, 2, srv ? -1 : 10) < 0) {
@@ -2299,13 +2273,12 @@ static struct MHD_Daemon *start_server(struct http *h, struct server *srv, unsig
 	 * against a count that lags ours: with its limit at ours it could refuse a
 	 * connection ackd counted (closing it unanswered, never announced; 0.9.75
 	 * also keeps a lock held on that path), so each of its threads gets room
-	 * for twice what ackd lets the server hold (twice: forget_lost() may
-	 * undercount by a connection a stalled thread announces late).
+	 * for all that ackd lets the server hold.
 	 */
 	srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)SERVER_THREADS,
-	    MHD_OPTION_CONNECTION_LIMIT, 2 * limit * SERVER_THREADS,
+	    MHD_OPTION_CONNECTION_LIMIT, limit * SERVER_THREADS,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
