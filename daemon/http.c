@@ -306,7 +306,7 @@ struct http {
 	char *unix_path;
 	atomic_bool closing;
 	atomic_int suspended;
-	atomic_int connections; /* open, on all listeners */
+	atomic_int connections; /* handed to libmicrohttpd, not yet closed; both listeners */
 	atomic_size_t inflight; /* bytes of the body budget held */
 
 	pthread_mutex_t conns_mu;
@@ -1794,7 +1794,6 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		/* live first: a count read in between is one too high, never too low. */
 		atomic_fetch_add(&srv->live, 1);
 		atomic_fetch_add(&srv->started, 1);
-		atomic_fetch_add(&h->connections, 1);
 		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		c = xcalloc(1, sizeof(*c));
 		c->fd = info ? info->connect_fd : -1;
@@ -2166,8 +2165,9 @@ static bool bound_to_loopback(int fd)
  * only. The count is never too low, so libmicrohttpd's own limit is never
  * reached; it is one too high for good for each connection libmicrohttpd
  * takes but fails to set up (out of memory for its buffers), which it
- * closes without announcing: after max_connections + 64 such failures the
- * listener would stop accepting. Guessing which hand-overs were lost (from
+ * closes without announcing (and so does http.connections, which brings
+ * the 503 beyond max_connections one connection closer): after
+ * max_connections + 64 such failures the listener would stop accepting. Guessing which hand-overs were lost (from
  * time) could count too low while a thread is stalled, so it is not done.
  */
 static int server_count(const struct server *srv)
@@ -2215,9 +2215,19 @@ static bool accept_one(struct listener *l, struct server *srv)
 		warn_accept(l, "http: cannot accept a connection");
 		return false; /* out of descriptors or memory: the backlog holds them */
 	}
-	/* On failure libmicrohttpd closed it: the address's cap, or out of memory. */
+	/*
+	 * Counted open before the hand-over: the request that comes first on it
+	 * must see itself and every connection accepted before it, whether or not
+	 * libmicrohttpd's threads have announced them yet (the 503 beyond
+	 * max_connections). on_connection() takes it back when it closes; on
+	 * failure libmicrohttpd closed it at once (the address's cap, or out of
+	 * memory).
+	 */
+	atomic_fetch_add(&srv->h->connections, 1);
 	if (MHD_add_connection(srv->mhd, fd, (struct sockaddr *)&ss, len) == MHD_YES)
 		srv->handed++;
+	else
+		atomic_fetch_sub(&srv->h->connections, 1);
 	return true;
 }
 
