@@ -60,9 +60,9 @@
  * more publishes per second. But poll() costs time for every socket it
  * watches, idle ones too: with 64 busy and 64 idle connections it is only
  * as fast as epoll, with 256 idle ones slower (docs/performance.md, "Two
- * servers per listener"). So a listener on a Unix socket or on loopback hands a new
- * connection to a poll server ("fast") while that holds fewer than
- * FAST_CONNS, and to an epoll server ("wide") otherwise. A TCP listener
+ * servers per listener"). So a listener on a Unix socket or on loopback
+ * hands a new connection to a poll server ("fast") while that holds fewer
+ * than FAST_CONNS, and to an epoll server ("wide") otherwise. A TCP listener
  * reachable from other hosts has only the wide server: libmicrohttpd caps
  * connections per address per server. A listener holds at most
  * max_connections + CONNECTION_HEADROOM over both; at that count the
@@ -283,10 +283,8 @@ struct conn {
 struct server {
 	struct http *h;
 	struct MHD_Daemon *mhd;
-	int limit;            /* connections it may hold */
-	atomic_int live;      /* announced started by libmicrohttpd, not yet closed */
-	atomic_uint started;  /* announced started, ever */
-	unsigned handed;      /* handed over by the acceptor, ever (its own) */
+	int limit;       /* connections it may hold */
+	atomic_int open; /* handed over by the acceptor, not yet closed */
 };
 
 struct listener {
@@ -1791,9 +1789,6 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	struct conn *c;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		/* live first: a count read in between is one too high, never too low. */
-		atomic_fetch_add(&srv->live, 1);
-		atomic_fetch_add(&srv->started, 1);
 		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		c = xcalloc(1, sizeof(*c));
 		c->fd = info ? info->connect_fd : -1;
@@ -1808,7 +1803,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		return;
 	}
 	atomic_fetch_sub(&h->connections, 1);
-	atomic_fetch_sub(&srv->live, 1);
+	atomic_fetch_sub(&srv->open, 1);
 	c = *socket_context;
 	if (!c)
 		return;
@@ -2159,34 +2154,15 @@ static bool bound_to_loopback(int fd)
 }
 
 /*
- * A server's connections: those libmicrohttpd announced and has not closed,
- * plus those handed over and not yet announced (its thread takes them a
- * moment later, or later still when it is busy). Called by the acceptor
- * only. The count is never too low, so libmicrohttpd's own limit is never
- * reached; it is one too high for good for each connection libmicrohttpd
- * takes but fails to set up (out of memory for its buffers), which it
- * closes without announcing (and so does http.connections, which brings
- * the 503 beyond max_connections one connection closer): after
- * max_connections + 64 such failures the listener would stop accepting. Guessing which hand-overs were lost (from
- * time) could count too low while a thread is stalled, so it is not done.
- */
-static int server_count(const struct server *srv)
-{
-	unsigned started = atomic_load(&srv->started); /* before live: see on_connection() */
-
-	return atomic_load(&srv->live) + (int)(srv->handed - started);
-}
-
-/*
  * The server to hand the next connection to: the fast one while it has room.
  * NULL while the listener holds max_connections + CONNECTION_HEADROOM, the
  * wide server's limit, over both.
  */
 static struct server *next_server(struct listener *l)
 {
-	int fast = server_count(&l->fast);
+	int fast = atomic_load(&l->fast.open);
 
-	if (fast + server_count(&l->wide) >= l->wide.limit)
+	if (fast + atomic_load(&l->wide.open) >= l->wide.limit)
 		return NULL;
 	return l->fast.mhd && fast < l->fast.limit ? &l->fast : &l->wide;
 }
@@ -2218,16 +2194,25 @@ static bool accept_one(struct listener *l, struct server *srv)
 	/*
 	 * Counted open before the hand-over: the request that comes first on it
 	 * must see itself and every connection accepted before it, whether or not
-	 * libmicrohttpd's threads have announced them yet (the 503 beyond
-	 * max_connections). on_connection() takes it back when it closes; on
-	 * failure libmicrohttpd closed it at once (the address's cap, or out of
-	 * memory).
+	 * libmicrohttpd's threads have taken them yet (the 503 beyond
+	 * max_connections), and the next choice of server must see it.
+	 * on_connection() takes both back when it closes; on failure
+	 * libmicrohttpd closed it at once (the address's cap, or out of memory).
+	 *
+	 * So the counts are never too low, and libmicrohttpd's own limit is never
+	 * reached. They stay one too high for each connection libmicrohttpd takes
+	 * but then fails to set up (out of memory for its buffers), which it
+	 * closes without announcing; after max_connections + 64 such failures the
+	 * listener would stop accepting. Guessing from time which hand-overs were
+	 * lost would count too low while one of its threads is stalled, so it is
+	 * not done.
 	 */
 	atomic_fetch_add(&srv->h->connections, 1);
-	if (MHD_add_connection(srv->mhd, fd, (struct sockaddr *)&ss, len) == MHD_YES)
-		srv->handed++;
-	else
+	atomic_fetch_add(&srv->open, 1);
+	if (MHD_add_connection(srv->mhd, fd, (struct sockaddr *)&ss, len) != MHD_YES) {
+		atomic_fetch_sub(&srv->open, 1);
 		atomic_fetch_sub(&srv->h->connections, 1);
+	}
 	return true;
 }
 
@@ -2274,9 +2259,7 @@ static struct MHD_Daemon *start_server(struct http *h, struct server *srv, unsig
 
 	srv->h = h;
 	srv->limit = (int)limit;
-	atomic_init(&srv->live, 0);
-	atomic_init(&srv->started, 0);
-	srv->handed = 0;
+	atomic_init(&srv->open, 0);
 	/*
 	 * ackd's count is the only cap. libmicrohttpd splits its limit between its
 	 * threads and checks it again when a thread takes a handed-over connection,
