@@ -208,6 +208,7 @@ struct spool {
 	int64_t keys_oldest_ms;  /* the earliest timestamp of its records; INT64_MAX: none */
 	int64_t keys_compact_retry_ms; /* after a failed compaction: none before this (now_ms()) */
 	bool keys_cut_pending; /* a failed append could not be cut back to keys_bytes */
+	bool keys_dir_pending; /* `keys` opened, created or renamed over; the directory not synced since */
 	struct keys_job *keys_job; /* a compaction running on its own thread, or NULL */
 
 	pthread_mutex_t mu;

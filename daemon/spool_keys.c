@@ -10,11 +10,14 @@
  * before the segments' own, cuts a torn tail, and compacts the file when
  * most of it expired: the live records are written to `keys.tmp`,
  * fdatasynced, renamed over `keys`, and the directory fsynced, so a crash
- * leaves either file whole. keys_save() starts the same compaction, on a
- * thread of its own (struct keys_job), when the file has grown to twice
- * what the last compaction left (and 1 MiB at least) and its oldest record
- * expired: a rewrite that would drop nothing is not done, and one that
- * failed is not tried again for a minute.
+ * leaves either file whole. keys_save() also syncs the directory on a
+ * run's first save and until that sync, or the one after the file's
+ * creation, has succeeded: a key is durable only once its file's name is.
+ * keys_save() starts the same compaction, on a thread of its own (struct
+ * keys_job), when the file has grown to twice what the last compaction
+ * left (and 1 MiB at least) and its oldest record expired: a rewrite that
+ * would drop nothing is not done, and one that failed is not tried again
+ * for a minute.
  *
  * The file: a segment header (first sequence 0), then KEY records in the
  * order their segments were deleted, each with its sequence in the spool,
@@ -198,6 +201,22 @@ static int keys_tmp_create(struct spool *sp)
 }
 
 /*
+ * Sync the directory when `keys` was opened, created or renamed over since
+ * this last synced it: a synced append is durable only once the file's
+ * name is.
+ * 0, or -1 with errno (still pending: the next keys_save() tries again).
+ */
+static int keys_dir_sync(struct spool *sp)
+{
+	if (!sp->keys_dir_pending)
+		return 0;
+	if (spool_io.fsync(sp->dir_fd) < 0)
+		return -1;
+	sp->keys_dir_pending = false;
+	return 0;
+}
+
+/*
  * Sync keys.tmp (fd, bytes long with its header), rename it over keys, sync
  * the directory; it is keys_fd from then on. oldest: its records' earliest
  * timestamp (INT64_MAX: none). 0, or -1 with errno; fd is closed and
@@ -221,11 +240,12 @@ static int keys_tmp_install(struct spool *sp, int fd, uint64_t bytes, int64_t ol
 	sp->keys_compacted = sp->keys_bytes;
 	sp->keys_oldest_ms = oldest;
 	sp->keys_cut_pending = false; /* a new file: the old one's torn bytes are gone */
-	if (spool_io.fsync(sp->dir_fd) < 0) {
+	sp->keys_dir_pending = true;
+	if (keys_dir_sync(sp) < 0) {
 		log_warn("spool: %s: cannot sync the directory after renaming %s; trying again",
 		    sp->dir, KEYS_TMP);
-		if (spool_io.fsync(sp->dir_fd) < 0)
-			return -1; /* reported by the caller; the new file is in use either way */
+		if (keys_dir_sync(sp) < 0)
+			return -1; /* reported by the caller; the next keys_save() tries again */
 	}
 	return 0;
 }
@@ -485,6 +505,8 @@ int keys_load(struct spool *sp, char *err, size_t errlen)
 		return -1;
 	}
 	sp->keys_fd = fd;
+	/* An earlier run may have failed to sync its name: the first save does. */
+	sp->keys_dir_pending = true;
 	if (fstat(fd, &st) < 0) {
 		snprintf(err, errlen, "spool %s: stat %s: %s", sp->dir, KEYS_NAME, strerror(errno));
 		return -1;
@@ -540,7 +562,6 @@ static int keys_append_once(struct spool *sp, const void *p, size_t len, int64_t
 {
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
 	uint64_t before;
-	bool created = false;
 
 	if (sp->keys_fd < 0) {
 		sp->keys_fd = spool_io.openat(sp->dir_fd, KEYS_NAME,
@@ -559,7 +580,7 @@ static int keys_append_once(struct spool *sp, const void *p, size_t len, int64_t
 		sp->keys_bytes = sizeof(hdr);
 		sp->keys_compacted = sp->keys_bytes;
 		sp->keys_oldest_ms = INT64_MAX;
-		created = true;
+		sp->keys_dir_pending = true;
 	}
 	before = sp->keys_bytes;
 	if (sp->keys_cut_pending) {
@@ -570,8 +591,7 @@ static int keys_append_once(struct spool *sp, const void *p, size_t len, int64_t
 		sp->keys_cut_pending = false;
 	}
 	if (spool_write_all(sp->keys_fd, p, len) < 0 ||
-	    (sync && spool_io.fdatasync(sp->keys_fd) < 0) ||
-	    (created && spool_io.fsync(sp->dir_fd) < 0)) {
+	    (sync && spool_io.fdatasync(sp->keys_fd) < 0)) {
 		int saved = errno;
 		if (spool_io.ftruncate(sp->keys_fd, (off_t)before) < 0) {
 			/*
@@ -652,6 +672,11 @@ int keys_save(struct spool *sp, struct seg *seg)
 		return -1;
 	}
 	free(b.p);
+	if (keys_dir_sync(sp) < 0)
+		/* In the file, which ackd goes on using: only a crash could lose them. */
+		log_warn("spool: %s: cannot sync the directory of %s; the Idempotency-Keys of "
+		    "segment %" PRIu64 " are in it but would not survive a crash before a later "
+		    "sync succeeds", sp->dir, KEYS_NAME, seg->first_seq);
 	keys_compact_due(sp, c.now);
 	return 0;
 }

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdatomic.h>
@@ -99,6 +100,26 @@ static void keyed_round(struct spool *sp, int from, int64_t ahead_ms)
 	for (int j = from; j < from + 20; j++)
 		write_keyed(sp, j * 4, j * 4 + 4, wall_ms() + ahead_ms);
 	drain_ack(sp);
+}
+
+/* Every key from k<from * 4> to before k<to * 4>, once, at the next open. */
+static void all_keys_there(struct spool_opts *o, int from, int to)
+{
+	struct seen *s = calloc(1, sizeof(*s));
+	struct spool *sp;
+
+	assert_non_null(s);
+	s->ttl_ms = o->key_ttl_ms;
+	o->on_key = on_key;
+	o->on_key_arg = s;
+	sp = open_ok(o);
+	for (int i = from; i < to; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i * 4);
+		assert_int_equal(found(s, key), 1);
+	}
+	spool_close(sp);
+	free(s);
 }
 
 static void test_keys_not_produced_and_loaded(void **state)
@@ -611,6 +632,92 @@ static void test_keys_dir_sync_fails_after_rename(void **state)
 }
 
 /*
+ * Directory syncs made right after an fdatasync of the keys file (the
+ * one named by keys_path) on the same thread, and how many of them are
+ * left to fail. Per thread: the spool writer's own syncs do not interleave.
+ */
+static char keys_path[PATH_MAX];
+static atomic_int dir_sync_fails, keys_then_dir;
+static _Thread_local bool keys_just_synced;
+
+static int fdatasync_note(int fd)
+{
+	struct stat a, b;
+
+	keys_just_synced = fstat(fd, &a) == 0 && stat(keys_path, &b) == 0 && a.st_ino == b.st_ino;
+	return real_io.fdatasync(fd);
+}
+
+/* Names change between two syncs: what follows is not right after the keys file's. */
+static int unlinkat_note(int dirfd, const char *path, int flags)
+{
+	keys_just_synced = false;
+	return real_io.unlinkat(dirfd, path, flags);
+}
+
+static int renameat_note(int fd1, const char *from, int fd2, const char *to)
+{
+	keys_just_synced = false;
+	return real_io.renameat(fd1, from, fd2, to);
+}
+
+/* A directory sync right after the keys file's fdatasync fails while dir_sync_fails > 0. */
+static int fsync_after_keys_fails(int fd)
+{
+	bool after_keys = keys_just_synced;
+	struct stat st;
+
+	keys_just_synced = false;
+	if (!after_keys || fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))
+		return real_io.fsync(fd);
+	atomic_fetch_add(&keys_then_dir, 1);
+	if (atomic_load(&dir_sync_fails) > 0) {
+		atomic_fetch_sub(&dir_sync_fails, 1);
+		errno = EIO;
+		return -1;
+	}
+	return real_io.fsync(fd);
+}
+
+/*
+ * The keys file is created while the directory cannot be synced: the keys
+ * stay in the file, and once the directory syncs again the next save syncs
+ * it right after its own fdatasync, once (the file's name was not known to
+ * be durable until then), and not again for later saves.
+ */
+static void test_keys_dir_sync_retried_by_the_next_save(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct spool_io saved = spool_io;
+	struct spool *sp;
+
+	snprintf(keys_path, sizeof(keys_path), "%s/keys", t->dir);
+	o.key_ttl_ms = 3600000;
+	sp = open_ok(&o);
+	spool_io.fdatasync = fdatasync_note;
+	spool_io.fsync = fsync_after_keys_fails;
+	spool_io.unlinkat = unlinkat_note;
+	spool_io.renameat = renameat_note;
+	atomic_store(&dir_sync_fails, 1000000);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp); /* segments go: the keys file is created, its directory not synced */
+	assert_true(file_size(t->dir, "keys") > SPOOL_SEG_HDR_SIZE); /* kept, not cut back */
+	assert_true(atomic_load(&keys_then_dir) > 0); /* tried, failed */
+
+	atomic_store(&dir_sync_fails, 0);
+	atomic_store(&keys_then_dir, 0);
+	for (int i = 300; i < 600; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp); /* several segments go again: the first save syncs the directory */
+	assert_int_equal(atomic_load(&keys_then_dir), 1);
+	spool_io = saved;
+	spool_close(sp);
+	all_keys_there(&o, 0, 600);
+}
+
+/*
  * The next write (a keys file append) writes one record's header and a byte
  * of its payload, then fails: a torn record whose header holds. The KEY
  * records of the whole append are counted in torn_keys.
@@ -891,26 +998,6 @@ static struct spool *compaction_at_the_gate(struct tmp *t, struct spool_opts *o,
 	return sp;
 }
 
-/* Every key from k<from * 4> to before k<to * 4>, once, at the next open. */
-static void all_keys_there(struct spool_opts *o, int from, int to)
-{
-	struct seen *s = calloc(1, sizeof(*s));
-	struct spool *sp;
-
-	assert_non_null(s);
-	s->ttl_ms = o->key_ttl_ms;
-	o->on_key = on_key;
-	o->on_key_arg = s;
-	sp = open_ok(o);
-	for (int i = from; i < to; i++) {
-		char key[16];
-		snprintf(key, sizeof(key), "k%d", i * 4);
-		assert_int_equal(found(s, key), 1);
-	}
-	spool_close(sp);
-	free(s);
-}
-
 /*
  * The compaction runs on its own thread: while it is held, keys go on
  * being saved to the old file, and once it is let go the new file has them
@@ -1139,6 +1226,8 @@ int main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_dir_sync_fails_after_rename, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_keys_dir_sync_retried_by_the_next_save, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_failed_cut_blocks_appends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_damaged_records_dropped, setup, teardown),
