@@ -628,6 +628,21 @@ static MUST_USE enum produce_res produce(struct producer *p, const struct spool_
 	rd_kafka_resp_err_t err;
 
 	snprintf(topic, sizeof(topic), "%.*s", (int)m->topic_len, m->topic);
+	if (m->topic_len == 0 || m->topic_len >= sizeof(topic) ||
+	    memchr(m->topic, '\0', m->topic_len)) {
+		/*
+		 * No topic has such a name (empty, 256 bytes or more, or a NUL, at
+		 * which librdkafka would cut it and send the record to another
+		 * topic). Publishing checks names, so only a spool written by hand
+		 * holds one; Kafka would refuse it as invalid, and so does ackd.
+		 */
+		log_warnx("producer: record %llu names no possible topic (%zu bytes%s); not sent",
+		    (unsigned long long)r->seq, m->topic_len,
+		    m->topic_len && memchr(m->topic, '\0', m->topic_len) ? ", a NUL in them" : "");
+		rd_kafka_headers_destroy(hdrs);
+		reject(p, r->seq, topic, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION);
+		return REJECTED;
+	}
 	for (size_t i = 0; i < m->nhdrs; i++) {
 		err = rd_kafka_header_add(hdrs, m->hdrs[i].name, (ssize_t)m->hdrs[i].name_len,
 		    m->hdrs[i].value, (ssize_t)m->hdrs[i].value_len);

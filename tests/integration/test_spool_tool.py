@@ -11,15 +11,19 @@
                   reinject is refused while ackd runs, then moves it back as a
                   new record that ackd produces after a restart; a damaged
                   failed/ log is kept and nothing of it appended
+    bad topics    a hand-written spool's records naming no possible topic
+                  land in failed/ unsent; the records around them are produced
 
 The fixtures are copied to a temporary directory first.
 """
 
 import base64
 import hashlib
+import importlib.util
 import json
 import re
 import shutil
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -414,3 +418,53 @@ def test_reinject_keeps_the_idempotency_keys_of_the_segments_it_deletes(mock_kaf
     wait_until(lambda: tool("stat", spool).stdout.count("unacked records: 0") == 1, 30,
                "the reinjected record acknowledged by the cluster")
     assert sorted(rec.value for rec in mock.read_topic(topic)) == [b"once", b"rejected \xff"]
+
+
+def fixture_writer():
+    """tests/fixtures/spool/make-fixtures.py as a module: its record encoder."""
+    spec = importlib.util.spec_from_file_location("make_fixtures",
+                                                  FIXTURES / "make-fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_record_naming_no_valid_topic_goes_to_failed_and_the_rest_is_produced(mock_kafka,
+                                                                                ackd, tmp_path):
+    """Publishing checks topic names, so only a spool written by hand holds a
+    record naming no possible topic: empty, 256 bytes or more, or a NUL inside (at
+    which librdkafka would cut the name, sending the record to another
+    topic). Such a record goes to failed/, as Kafka would refuse it; the
+    records around it are produced."""
+    mk = fixture_writer()
+    mock = mock_kafka
+    mock.create_topic("t", partitions=1, rf=3)
+
+    def message(seq, topic, value):
+        payload = struct.pack("<qiH", mk.TS0 + seq, 0, len(topic)) + topic
+        payload += struct.pack("<I", 0xFFFFFFFF)  # no key
+        rid = b"id-%d" % seq
+        payload += struct.pack("<IH", 1, 7) + b"ackd-id" + struct.pack("<I", len(rid)) + rid
+        payload += struct.pack("<I", len(value)) + value
+        return mk.record(seq, payload=payload)
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / seg(1)).write_bytes(mk.seg_header(1) + message(1, b"t", b"before")
+                                 + message(2, b"a" * 256, b"long")
+                                 + message(3, b"t\x00x", b"nul")
+                                 + message(4, b"", b"empty")
+                                 + message(5, b"t", b"after"))
+    daemon = ackd(brokers=mock.bootstrap, spool_dir=spool)
+    wait_until(lambda: "unacked records: 0" in tool("stat", spool).stdout, 30,
+               "every record acknowledged or failed")
+    daemon.stop()
+    log = daemon.stderr_text()
+    assert "record 2 names no possible topic (256 bytes); not sent" in log
+    assert "record 3 names no possible topic (3 bytes, a NUL in them); not sent" in log
+    assert "record 4 names no possible topic (0 bytes); not sent" in log
+    assert sorted(rec.value for rec in mock.read_topic("t")) == [b"after", b"before"]
+    failed = dump(spool, "--failed")
+    assert [(f["seq"], f["topic"], f["reason"]) for f in failed] == [
+        (2, "a" * 256, "Broker: Invalid topic"), (3, "t\x00x", "Broker: Invalid topic"),
+        (4, "", "Broker: Invalid topic")]
