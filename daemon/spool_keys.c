@@ -12,7 +12,8 @@
  * fdatasynced, renamed over `keys`, and the directory fsynced, so a crash
  * leaves either file whole. keys_save() also syncs the directory on a
  * run's first save and until that sync, or the one after the file's
- * creation, has succeeded: a key is durable only once its file's name is.
+ * creation or a compaction's rename, has succeeded: a key is durable only
+ * once its file's name is.
  * keys_save() starts the same compaction, on a thread of its own (struct
  * keys_job), when the file has grown to twice what the last compaction
  * left (and 1 MiB at least) and its oldest record expired: a rewrite that
@@ -219,8 +220,9 @@ static int keys_dir_sync(struct spool *sp)
 /*
  * Sync keys.tmp (fd, bytes long with its header), rename it over keys, sync
  * the directory; it is keys_fd from then on. oldest: its records' earliest
- * timestamp (INT64_MAX: none). 0, or -1 with errno; fd is closed and
- * keys.tmp removed when it did not take over.
+ * timestamp (INT64_MAX: none). 0 once renamed, even when the directory did
+ * not sync (warned; the next keys_save() tries again); -1 with errno when it
+ * did not take over: fd is closed and keys.tmp removed.
  */
 static int keys_tmp_install(struct spool *sp, int fd, uint64_t bytes, int64_t oldest)
 {
@@ -241,12 +243,9 @@ static int keys_tmp_install(struct spool *sp, int fd, uint64_t bytes, int64_t ol
 	sp->keys_oldest_ms = oldest;
 	sp->keys_cut_pending = false; /* a new file: the old one's torn bytes are gone */
 	sp->keys_dir_pending = true;
-	if (keys_dir_sync(sp) < 0) {
-		log_warn("spool: %s: cannot sync the directory after renaming %s; trying again",
-		    sp->dir, KEYS_TMP);
-		if (keys_dir_sync(sp) < 0)
-			return -1; /* reported by the caller; the next keys_save() tries again */
-	}
+	if (keys_dir_sync(sp) < 0 && keys_dir_sync(sp) < 0)
+		log_warn("spool: %s: cannot sync the directory after renaming %s over %s; the "
+		    "next save of keys tries again", sp->dir, KEYS_TMP, KEYS_NAME);
 	return 0;
 }
 
@@ -363,7 +362,7 @@ static void *keys_job_run(void *arg)
 static void keys_compact_failed(struct spool *sp)
 {
 	sp->keys_compact_retry_ms = now_ms() + KEYS_COMPACT_RETRY_MS;
-	/* Either file stays whole: the old one, or the new one once renamed. */
+	/* Before the rename (keys_tmp_install()): the old file stays, whole. */
 	log_warn("spool: %s: compacting %s failed; tried again in %d s at the earliest", sp->dir,
 	    KEYS_NAME, KEYS_COMPACT_RETRY_MS / 1000);
 }

@@ -563,7 +563,7 @@ static void test_keys_empty_file_gets_header(void **state)
 	spool_close(sp);
 }
 
-/* The directory's fsync fails once right after keys.tmp is renamed over keys. */
+/* Whether keys.tmp was renamed over keys (set by rename_note()). */
 static atomic_int renamed_keys;
 
 static int rename_note(int fd1, const char *from, int fd2, const char *to)
@@ -575,9 +575,13 @@ static int rename_note(int fd1, const char *from, int fd2, const char *to)
 	return rc;
 }
 
-static int fsync_fail_after_rename(int fd)
+/* Directory syncs to fail once keys.tmp was renamed over keys (rename_note()). */
+static atomic_int dir_fails_after_rename;
+
+static int fsync_fails_after_rename(int fd)
 {
-	if (atomic_exchange(&renamed_keys, 0)) {
+	if (atomic_load(&renamed_keys) && atomic_load(&dir_fails_after_rename) > 0) {
+		atomic_fetch_sub(&dir_fails_after_rename, 1);
 		errno = EIO;
 		return -1;
 	}
@@ -609,12 +613,15 @@ static void test_keys_dir_sync_fails_after_rename(void **state)
 
 	o.on_key = on_key;
 	o.on_key_arg = &s;
+	atomic_store(&renamed_keys, 0);
+	atomic_store(&dir_fails_after_rename, 1);
 	spool_io.renameat = rename_note;
-	spool_io.fsync = fsync_fail_after_rename;
+	spool_io.fsync = fsync_fails_after_rename;
 	sp = open_ok(&o); /* mostly expired: compacted, the directory sync fails once */
 	spool_io.renameat = saved_rename;
 	spool_io.fsync = saved_fsync;
-	assert_int_equal(atomic_load(&renamed_keys), 0); /* the failure happened */
+	assert_int_equal(atomic_load(&renamed_keys), 1);
+	assert_int_equal(atomic_load(&dir_fails_after_rename), 0); /* the failure happened */
 	for (int i = 300; i < 600; i++)
 		write_keyed(sp, i * 4, i * 4 + 4, wall_ms() + 3600000);
 	drain_ack(sp);
@@ -680,6 +687,21 @@ static int fsync_after_keys_fails(int fd)
 }
 
 /*
+ * From here on, count (keys_then_dir) the directory syncs right after an
+ * fdatasync of dir's keys file, failing the first `fails` of them.
+ */
+static void watch_dir_syncs_after_keys(const char *dir, int fails)
+{
+	snprintf(keys_path, sizeof(keys_path), "%s/keys", dir);
+	atomic_store(&dir_sync_fails, fails);
+	atomic_store(&keys_then_dir, 0);
+	spool_io.fdatasync = fdatasync_note;
+	spool_io.fsync = fsync_after_keys_fails;
+	spool_io.unlinkat = unlinkat_note;
+	spool_io.renameat = renameat_note;
+}
+
+/*
  * The keys file is created while the directory cannot be synced: the keys
  * stay in the file, and once the directory syncs again the next save syncs
  * it right after its own fdatasync, once (the file's name was not known to
@@ -692,14 +714,9 @@ static void test_keys_dir_sync_retried_by_the_next_save(void **state)
 	struct spool_io saved = spool_io;
 	struct spool *sp;
 
-	snprintf(keys_path, sizeof(keys_path), "%s/keys", t->dir);
 	o.key_ttl_ms = 3600000;
 	sp = open_ok(&o);
-	spool_io.fdatasync = fdatasync_note;
-	spool_io.fsync = fsync_after_keys_fails;
-	spool_io.unlinkat = unlinkat_note;
-	spool_io.renameat = renameat_note;
-	atomic_store(&dir_sync_fails, 1000000);
+	watch_dir_syncs_after_keys(t->dir, 1000000);
 	for (int i = 0; i < 300; i++)
 		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
 	drain_ack(sp); /* segments go: the keys file is created, its directory not synced */
@@ -715,6 +732,45 @@ static void test_keys_dir_sync_retried_by_the_next_save(void **state)
 	spool_io = saved;
 	spool_close(sp);
 	all_keys_there(&o, 0, 600);
+}
+
+/*
+ * A keys file without a header is started again at open through keys.tmp,
+ * and neither of the directory syncs after its rename works: the new file
+ * is in use all the same (the open does not fail), the first save syncs the
+ * directory right after its own fdatasync, and the keys appended are there
+ * at the next open.
+ */
+static void test_keys_rewritten_at_open_when_the_directory_does_not_sync(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 64 << 10);
+	struct spool_io saved = spool_io;
+	struct spool *sp;
+	char path[128];
+	int fd;
+
+	o.key_ttl_ms = 3600000;
+	snprintf(path, sizeof(path), "%s/keys", t->dir);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0640);
+	assert_true(fd >= 0);
+	close(fd);
+	atomic_store(&renamed_keys, 0);
+	atomic_store(&dir_fails_after_rename, 2);
+	spool_io.renameat = rename_note;
+	spool_io.fsync = fsync_fails_after_rename;
+	sp = open_ok(&o);
+	assert_int_equal(atomic_load(&renamed_keys), 1);
+	assert_int_equal(atomic_load(&dir_fails_after_rename), 0); /* both failed */
+	assert_int_equal(file_size(t->dir, "keys"), SPOOL_SEG_HDR_SIZE);
+	watch_dir_syncs_after_keys(t->dir, 0);
+	for (int i = 0; i < 300; i++)
+		write_keyed(sp, i * 4, i * 4 + 4, wall_ms());
+	drain_ack(sp);
+	assert_int_equal(atomic_load(&keys_then_dir), 1);
+	spool_io = saved;
+	spool_close(sp);
+	all_keys_there(&o, 0, 300);
 }
 
 /*
@@ -1227,6 +1283,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_empty_file_gets_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_dir_sync_fails_after_rename, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_keys_rewritten_at_open_when_the_directory_does_not_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_dir_sync_retried_by_the_next_save, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_keys_failed_cut_blocks_appends, setup, teardown),
