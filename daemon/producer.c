@@ -387,9 +387,10 @@ static void push_seq(struct seq_stack *s, uint64_t seq)
 }
 
 /*
- * File a record Kafka rejected permanently into failed/ (now, or by the
- * spool's own retry). False when the spool had no memory for it: nothing
- * was done and the caller keeps the record for refile_due().
+ * File a record refused for good (by Kafka, by librdkafka, or unsent by
+ * produce()) into failed/ (now, or by the spool's own retry). topic: for
+ * the log, or NULL. False when the spool had no memory for it: nothing was
+ * done and the caller keeps the record for refile_due().
  */
 static bool file_rejected(struct producer *p, uint64_t seq, const char *topic,
     rd_kafka_resp_err_t err)
@@ -401,7 +402,12 @@ static bool file_rejected(struct producer *p, uint64_t seq, const char *topic,
 		return false;
 	atomic_fetch_add(&p->failed, 1);
 	metrics_produce_error(METRICS_PRODUCE_REJECTED);
-	log_warnx("producer: record %llu%s%s rejected permanently by kafka: %s; %s",
+	/*
+	 * reason says who refused it, "Broker: ..." Kafka and "Local: ..."
+	 * librdkafka; a name no topic can have gets Kafka's code for it unsent
+	 * (produce() warned).
+	 */
+	log_warnx("producer: record %llu%s%s rejected permanently (%s); %s",
 	    (unsigned long long)seq, topic ? " to " : "", topic ? topic : "", reason,
 	    rc == 0 ? "moved to failed/" : "kept in the spool until failed/ can take it");
 	if (p->idem)
@@ -414,9 +420,9 @@ static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka
 {
 	if (file_rejected(p, seq, topic, err))
 		return;
-	log_warnx("producer: record %llu to %s rejected (%s) and cannot be filed now (out of "
-	    "memory); keeping it in the spool, trying again", (unsigned long long)seq, topic,
-	    rd_kafka_err2str(err));
+	log_warnx("producer: record %llu%s%s rejected (%s) and cannot be filed now (out of "
+	    "memory); keeping it in the spool, trying again", (unsigned long long)seq,
+	    topic ? " to " : "", topic ? topic : "", rd_kafka_err2str(err));
 	push_seq(&p->refile, seq);
 	push_seq(&p->refile_err, (uint64_t)(int64_t)err);
 }
@@ -623,11 +629,10 @@ enum produce_res { PRODUCED, QUEUE_FULL, REJECTED, FATAL };
 static MUST_USE enum produce_res produce(struct producer *p, const struct spool_rec *r)
 {
 	const struct spool_msg *m = &r->msg;
-	rd_kafka_headers_t *hdrs = rd_kafka_headers_new(m->nhdrs);
+	rd_kafka_headers_t *hdrs;
 	char topic[256];
 	rd_kafka_resp_err_t err;
 
-	snprintf(topic, sizeof(topic), "%.*s", (int)m->topic_len, m->topic);
 	if (m->topic_len == 0 || m->topic_len >= sizeof(topic) ||
 	    memchr(m->topic, '\0', m->topic_len)) {
 		/*
@@ -639,10 +644,12 @@ static MUST_USE enum produce_res produce(struct producer *p, const struct spool_
 		log_warnx("producer: record %llu names no possible topic (%zu bytes%s); not sent",
 		    (unsigned long long)r->seq, m->topic_len,
 		    m->topic_len && memchr(m->topic, '\0', m->topic_len) ? ", a NUL in them" : "");
-		rd_kafka_headers_destroy(hdrs);
-		reject(p, r->seq, topic, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION);
+		reject(p, r->seq, NULL, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION); /* no name to print */
 		return REJECTED;
 	}
+	memcpy(topic, m->topic, m->topic_len);
+	topic[m->topic_len] = '\0';
+	hdrs = rd_kafka_headers_new(m->nhdrs);
 	for (size_t i = 0; i < m->nhdrs; i++) {
 		err = rd_kafka_header_add(hdrs, m->hdrs[i].name, (ssize_t)m->hdrs[i].name_len,
 		    m->hdrs[i].value, (ssize_t)m->hdrs[i].value_len);

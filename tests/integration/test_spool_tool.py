@@ -463,6 +463,9 @@ def test_a_record_naming_no_valid_topic_goes_to_failed_and_the_rest_is_produced(
     assert "record 2 names no possible topic (256 bytes); not sent" in log
     assert "record 3 names no possible topic (3 bytes, a NUL in them); not sent" in log
     assert "record 4 names no possible topic (0 bytes); not sent" in log
+    # Filed without a name: a part of it cut at the NUL would name topic "t".
+    assert "record 3 rejected permanently (Broker: Invalid topic); moved to failed/" in log
+    assert "by kafka" not in log  # ackd refused these, Kafka never saw them
     assert sorted(rec.value for rec in mock.read_topic("t")) == [b"after", b"before"]
     failed = dump(spool, "--failed")
     assert [(f["seq"], f["topic"], f["reason"]) for f in failed] == [
