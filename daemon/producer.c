@@ -403,9 +403,10 @@ static bool file_rejected(struct producer *p, uint64_t seq, const char *topic,
 	atomic_fetch_add(&p->failed, 1);
 	metrics_produce_error(METRICS_PRODUCE_REJECTED);
 	/*
-	 * reason says who refused it, "Broker: ..." Kafka and "Local: ..."
-	 * librdkafka; a name no topic can have gets Kafka's code for it unsent
-	 * (produce() warned).
+	 * reason is librdkafka's text for err: "Broker: ..." is one of Kafka's
+	 * codes, though librdkafka refuses a record over message.max.bytes
+	 * itself with one, and produce() files a topic name no topic can have
+	 * unsent with another (after a warning).
 	 */
 	log_warnx("producer: record %llu%s%s rejected permanently (%s); %s",
 	    (unsigned long long)seq, topic ? " to " : "", topic ? topic : "", reason,
@@ -533,10 +534,24 @@ static MUST_USE int set(rd_kafka_conf_t *kc, const char *name, const char *value
 	return 0;
 }
 
+/*
+ * librdkafka's message.max.bytes for ackd's producer: above any record the
+ * spool holds (SPOOL_REC_MAX_PAYLOAD; Kafka's framing of one is at most a
+ * few dozen bytes more). librdkafka refuses a larger record itself, before
+ * sending it, with Kafka's "Message size too large": at its default of
+ * 1,000,000 that filed to failed/ records Kafka never saw and might have
+ * taken. Whether a record fits is the topic's max.message.bytes to say;
+ * requests stay within batch.size.
+ */
+#define MAX_MESSAGE_BYTES (SPOOL_REC_MAX_PAYLOAD + 1024u)
+
 static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *kc = rd_kafka_conf_new();
+	char max_bytes[16];
 	rd_kafka_t *rk;
+
+	snprintf(max_bytes, sizeof(max_bytes), "%u", MAX_MESSAGE_BYTES);
 
 	if (set(kc, "bootstrap.servers", p->conf->kafka.brokers, err, errlen) < 0 ||
 	    set(kc, "enable.idempotence", "true", err, errlen) < 0 ||
@@ -554,6 +569,7 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	    set(kc, "batch.num.messages", "10000", err, errlen) < 0 ||
 	    set(kc, "queue.buffering.max.messages", "200000", err, errlen) < 0 ||
 	    set(kc, "partitioner", "murmur2_random", err, errlen) < 0 ||
+	    set(kc, "message.max.bytes", max_bytes, err, errlen) < 0 ||
 	    set(kc, "log.queue", "false", err, errlen) < 0 ||
 	    /* A topic is created by its owner, never by a record naming it. */
 	    set(kc, "allow.auto.create.topics", "false", err, errlen) < 0 ||

@@ -13,7 +13,8 @@ retries within a run do not duplicate, a full spool refuses (README, "Why").
     replay        SIGTERM with records in the spool, start again: all arrive,
                   in spool order per partition
     rejection     a message over the topic's max.message.bytes ends in failed/
-                  and its request hears why
+                  and its request hears why; one over librdkafka's default
+                  message.max.bytes but within the topic's limit is delivered
 
 Every message carries its own number as its value; an answer's ackd-id is
 looked up in the topic afterwards. `pytest -s` shows the lost and duplicate
@@ -606,6 +607,33 @@ def test_a_message_kafka_rejects_is_moved_to_failed_and_its_client_told_why(clus
     assert r.status == 200, r.body
     values = sorted(rec.value for rec in cluster.read_topic(topic))
     assert values == [b"after", b"small-0", b"small-2"], values
+
+
+def test_a_message_within_the_body_limit_is_not_refused_before_kafka_sees_it(cluster, ackd):
+    """librdkafka refuses a record over its message.max.bytes (1,000,000 by
+    default) before sending it, with Kafka's "Message size too large", and
+    limits.max_body_bytes lets 1 MiB in: ackd raises librdkafka's bound above
+    any spooled record, so one between the two goes to Kafka, whose default
+    limit (1,048,588) takes it, not to failed/."""
+    topic = unique("near-limit")
+    cluster.create_topic(topic, partitions=1)
+    daemon = ackd(brokers=cluster.bootstrap)
+    value = (uuid.uuid4().hex.encode() * 40000)[:1_040_000]
+
+    # With a key and a header too: what counts is the record's size in Kafka.
+    r = daemon.http.post(f"/v1/topics/{topic}?ack=kafka&key={'k' * 4000}", body=value,
+                         headers={"Kafka-Header-h": "v" * 3000})
+    assert r.status == 200, (r.status, r.body[:300])
+    # And as a record of a batch.
+    value2 = (uuid.uuid4().hex * 40000)[:1_040_000]
+    r = daemon.http.post(f"/v1/topics/{topic}/records?ack=kafka",
+                         body=json.dumps({"records": [{"value": value2}]}),
+                         headers={"Content-Type": "application/json"})
+    assert r.status == 200, (r.status, r.body[:300])
+    records = cluster.read_topic(topic)
+    assert [rec.value for rec in records] == [value, value2.encode()]
+    assert records[0].key == b"k" * 4000
+    assert not failed_area_holds(daemon, value[:32])
 
 
 # --- 3. faults on the mock cluster ------------------------------------------------
