@@ -768,9 +768,17 @@ def test_a_log_cut_above_what_completed_still_holds_the_commit(kafka, ackd, webh
                             if r.body == b"old-2"]) >= 2, 30, "old-2 to be retried")
     wait_committed(kafka, sub["group"], topic, {0: 2})
 
-    kafka.delete_topic(topic)
-    kafka.create_topic(topic, partitions=1)
-    produce_all(kafka, topic, [{"value": f"new-{i}".encode()} for i in range(4)])
+    # ackd is stopped while the log is cut, so that the reset to the end it
+    # makes when it fetches again finds all four new records: running, it
+    # could fetch from the new topic before they were written, and take
+    # new-0 for the record at 0, below what it completed.
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        kafka.delete_topic(topic)
+        kafka.create_topic(topic, partitions=1)
+        produce_all(kafka, topic, [{"value": f"new-{i}".encode()} for i in range(4)])
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
     reset = re.compile(r"offset reset \(at offset 6\b.*\) to (offset )?(\w+)")
     wait_until(lambda: reset.search(daemon.stderr_text()), 30,
                "the fetch out of range to be reset")
