@@ -136,6 +136,7 @@ struct msg {
 	char id[WEBHOOK_ID_MAX];
 	struct batch *batch;  /* the batch it is out in, or waits in to be retried whole */
 	bool solo;            /* its batch got a poison answer: sent in a batch of its own */
+	bool dlq_kept;        /* a dead letter of it was spooled, not delivered: kept there or filed */
 	int64_t taken_ms;     /* when it was fetched: batch.max_wait_ms counts from here */
 	size_t bytes;         /* key, value and headers: what batch.max_bytes counts */
 	size_t size;          /* the whole allocation: what PART_WINDOW_BYTES counts */
@@ -813,6 +814,8 @@ static MUST_USE int dead_letter(struct consumer *c, struct msg *m, const char *r
 		    "over 65535 bytes or a record over the spool's limit)");
 		goto fail;
 	}
+	if (m->dlq_kept)
+		spool_batch_set_unfiled(b); /* refused for good, it is not filed again */
 	free(hdrs);
 	hdrs = NULL;
 
@@ -906,6 +909,13 @@ static void take_finished(struct consumer *c)
 				atomic_fetch_add(&c->dead_lettered, 1);
 				complete(c, m);
 			} else {
+				/*
+				 * Spooled, then refused for good (filed) or not answered in
+				 * time (still in the spool, to be delivered or filed): the
+				 * next dead letters of m need not be filed as well.
+				 */
+				if (!job->why[0])
+					m->dlq_kept = true;
 				atomic_fetch_add(&c->dlq_errors, 1);
 				log_warnx("subscription %s: dead letter of %s [%d] offset %lld not "
 				    "%s (%s); not committed, trying the endpoint again in %lld ms",

@@ -28,7 +28,7 @@ struct producer;
 enum producer_outcome {
 	PRODUCER_PENDING = 0, /* no answer from Kafka yet */
 	PRODUCER_DELIVERED,
-	PRODUCER_FAILED, /* rejected permanently; the record is in failed/ */
+	PRODUCER_FAILED, /* rejected permanently; filed into failed/, or deleted if unfiled */
 };
 
 struct producer_result {

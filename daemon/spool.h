@@ -120,6 +120,14 @@ MUST_USE int spool_batch_add(struct spool_batch *b, const struct spool_msg *m);
  * added after it. 0, or -1 when k does not fit or out of memory.
  */
 MUST_USE int spool_batch_add_key(struct spool_batch *b, const struct spool_key *k);
+
+/*
+ * Mark every record added so far as a dead letter whose message has one in
+ * failed/ already: should Kafka refuse it for good, the producer deletes it
+ * instead of filing another copy (the message itself stays uncommitted in
+ * its source topic). Restarts and copy-forward keep the mark.
+ */
+void spool_batch_set_unfiled(struct spool_batch *b);
 size_t spool_batch_count(const struct spool_batch *b);
 void spool_batch_free(struct spool_batch *b);
 
@@ -156,6 +164,7 @@ uint64_t spool_end_seq(struct spool *sp);
 /* A record read back from the spool. Free with spool_rec_free(). */
 struct spool_rec {
 	uint64_t seq;
+	bool unfiled; /* written after spool_batch_set_unfiled(): never filed into failed/ */
 	struct spool_msg msg; /* points into the record's own buffer */
 };
 

@@ -347,6 +347,7 @@ struct spool_rec *it_rec_copy(const struct it_item *item, enum spool_rec_status 
 		}
 		if (r->msg.nhdrs <= nh) {
 			r->seq = item->h.seq;
+			r->unfiled = (item->h.flags & SPOOL_REC_F_UNFILED) != 0;
 			return r;
 		}
 		nh = r->msg.nhdrs;

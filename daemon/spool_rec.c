@@ -233,6 +233,7 @@ void spool_rec_set_seq(void *rec, uint64_t seq)
 }
 
 void spool_rec_set_flags(void *rec, uint16_t flags) { put16((unsigned char *)rec + OFF_FLAGS, flags); }
+uint16_t spool_rec_flags(const void *rec) { return get16((const unsigned char *)rec + OFF_FLAGS); }
 
 int64_t spool_rec_peek_timestamp(const void *rec)
 {

@@ -105,6 +105,7 @@ size_t spool_rec_encode_type(const struct spool_msg *m, enum spool_rec_type type
 void spool_rec_set_seq(void *rec, uint64_t seq);
 /* Set the flags of an encoded record; the header CRC follows at spool_rec_set_seq(). */
 void spool_rec_set_flags(void *rec, uint16_t flags);
+uint16_t spool_rec_flags(const void *rec);
 
 /* The accept time of an encoded record (its payload's first field), unchecked. */
 int64_t spool_rec_peek_timestamp(const void *rec);
@@ -133,6 +134,11 @@ enum spool_rec_status {
  * their KEY record is not there: the batch was never durable whole.
  */
 #define SPOOL_REC_F_KEYED 0x0004u
+/*
+ * Header flag of a MSG record: a dead letter whose message has one in
+ * failed/ already (see spool_batch_set_unfiled()). Copy-forward keeps it.
+ */
+#define SPOOL_REC_F_UNFILED 0x0008u
 
 
 struct spool_rec_hdr {

@@ -101,7 +101,7 @@ int spool_batch_add_key(struct spool_batch *b, const struct spool_key *k)
 		return -1;
 	/* Every record so far is the key's: mark them, so a torn batch is cut whole. */
 	while (off < b->len) {
-		spool_rec_set_flags(b->buf + off, SPOOL_REC_F_KEYED);
+		spool_rec_set_flags(b->buf + off, spool_rec_flags(b->buf + off) | SPOOL_REC_F_KEYED);
 		off += spool_rec_total(b->buf + off);
 	}
 	spool_key_encode(k, b->buf + b->len);
@@ -111,13 +111,24 @@ int spool_batch_add_key(struct spool_batch *b, const struct spool_key *k)
 	return 0;
 }
 
-/* Add an already encoded record (copy-forward), marked as a copy. */
+void spool_batch_set_unfiled(struct spool_batch *b)
+{
+	for (size_t off = 0; off < b->len; off += spool_rec_total(b->buf + off))
+		spool_rec_set_flags(b->buf + off, spool_rec_flags(b->buf + off) | SPOOL_REC_F_UNFILED);
+}
+
+/*
+ * Add an already encoded record (copy-forward), marked as a copy. It keeps
+ * SPOOL_REC_F_UNFILED, not SPOOL_REC_F_KEYED: in the newest segment without
+ * its KEY record, recovery would cut it as a torn batch.
+ */
 int batch_add_copy(struct spool_batch *b, const unsigned char *rec, size_t len)
 {
 	if (batch_reserve(b, len) < 0)
 		return -1;
 	memcpy(b->buf + b->len, rec, len);
-	spool_rec_set_flags(b->buf + b->len, SPOOL_REC_F_COPY);
+	spool_rec_set_flags(b->buf + b->len,
+	    (spool_rec_flags(rec) & SPOOL_REC_F_UNFILED) | SPOOL_REC_F_COPY);
 	batch_note(b, b->buf + b->len);
 	b->len += len;
 	return 0;

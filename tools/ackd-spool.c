@@ -764,6 +764,7 @@ static int read_failed(struct spool_ro *ro, const char *dir, const struct spool_
 			}
 		}
 		copy->seq = item.seq;
+		copy->unfiled = false; /* filed: never an unfiled dead letter */
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 64;
 			struct held *nv = realloc(v, nc * sizeof(*nv));

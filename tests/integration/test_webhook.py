@@ -20,6 +20,8 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   ResourceType)
 
 from ackd_proc import free_port, project_version
 from kafka import wait_until
@@ -637,6 +639,57 @@ def test_a_message_whose_dead_letter_cannot_be_written_is_not_committed(kafka, a
     status = daemon.http.get("/metrics").body.decode()
     assert re.search(r'ackd_webhook_dead_letter_errors_total\{subscription="hook"\} [1-9]',
                      status), status
+
+
+def test_a_dead_letter_kafka_refuses_is_filed_once_not_on_every_retry(kafka, ackd,
+                                                                         webhook_sink):
+    """Kafka refuses a poison message's dead letter for good (over the
+    dead-letter topic's max.message.bytes): the message stays uncommitted and
+    is tried again, and failed/ holds one copy of its dead letter, not one
+    per retry (it grew without end). Once the topic takes it, it is written
+    and the commit moves on."""
+    topic = new_topic(kafka, partitions=1)
+    dlq = new_topic(kafka, partitions=1, prefix="dlq", configs={"max.message.bytes": "200"})
+
+    def respond(req):
+        return 400 if req.body.startswith(b"poison") else 200
+    webhook_sink.respond("/hook", respond)
+    sub = subscription(topic, webhook_sink, dead_letter_topic=dlq,
+                       retry={"initial_ms": 100, "max_ms": 300, "max_attempts": 3})
+    daemon = start_ackd(ackd, sub)
+    produce_all(kafka, topic, [{"value": b"ok-0"}])
+    produce_all(kafka, topic, [{"value": b"poison" + b"x" * 1000}])
+    produce_all(kafka, topic, [{"value": b"ok-2"}])
+    refused = f"dead letter of {topic} [0] offset 1 not acknowledged by kafka"
+    wait_until(lambda: daemon.stderr_text().count(refused) >= 4, 30,
+               "four dead letters to be refused")
+
+    err = daemon.stderr_text()
+    assert err.count("rejected permanently (Broker: Message size too large); moved to "
+                     "failed/") == 1, err[-3000:]
+    assert err.count("deleted, not filed") >= 3, err[-3000:]
+    metrics = daemon.http.get("/metrics").body.decode()
+    assert re.search(r"^ackd_spool_failed_records_total 1$", metrics, re.M), metrics
+    wait_committed(kafka, sub["group"], topic, {0: 1})
+    deadline = time.time() + 2.5  # commits run every second
+    while time.time() < deadline:
+        assert kafka.committed(sub["group"], topic) == {0: 1}
+        time.sleep(0.5)
+    assert not [r for r in webhook_sink.received() if r.body == b"ok-2"], \
+        "a message after the stuck one was delivered"
+
+    res = ConfigResource(ResourceType.TOPIC, dlq, incremental_configs=[ConfigEntry(
+        "max.message.bytes", "1048588", incremental_operation=AlterConfigOpType.SET)])
+    for f in kafka.admin().incremental_alter_configs([res]).values():
+        f.result(timeout=30)
+    wait_committed(kafka, sub["group"], topic, {0: 3})
+    letters = kafka.read_topic(dlq)
+    assert letters and all(r.value.startswith(b"poison") for r in letters), letters
+    wait_until(lambda: re.search(r"^ackd_spool_records 0$",
+                                 daemon.http.get("/metrics").body.decode(), re.M), 15,
+               "the deleted dead letters to leave the spool")
+    metrics = daemon.http.get("/metrics").body.decode()
+    assert re.search(r"^ackd_spool_failed_records_total 1$", metrics, re.M), metrics
 
 
 def test_a_recreated_topic_is_delivered_from_its_new_start(kafka, ackd, webhook_sink):

@@ -391,6 +391,71 @@ static void test_copy_forward_survives_restart(void **state)
 	spool_close(sp);
 }
 
+/* Whether record seq, read again by its sequence, is marked unfiled. */
+static bool unfiled_at(struct spool *sp, uint64_t seq)
+{
+	struct spool_rec *r;
+	bool unfiled;
+
+	assert_int_equal(spool_get(sp, seq, &r), 1);
+	unfiled = r->unfiled;
+	spool_rec_free(r);
+	return unfiled;
+}
+
+/*
+ * A dead letter marked unfiled (spool_batch_set_unfiled()) keeps the mark
+ * when read by sequence, after copy-forward and after a restart, and only it:
+ * the producer deletes such a record, refused for good, instead of filing it.
+ */
+static void test_unfiled_mark_survives_copy_and_restart(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 4096);
+	struct spool *sp = open_ok(&o);
+	struct spool_batch *b = spool_batch_new(2);
+	struct spool_rec *r;
+	int nums[420];
+	uint64_t seqs[420], cursor = 0, first, n;
+
+	assert_int_equal(write_range(sp, 1, 3, NULL), SPOOL_OK);
+	add_msg(b, 3);
+	add_msg(b, 4);
+	spool_batch_set_unfiled(b);
+	assert_int_equal(write_batch(sp, b, &first), SPOOL_OK);
+	assert_int_equal(first, 3);
+	for (int i = 5; i < 405; i += 20)
+		assert_int_equal(write_range(sp, i, i + 20, NULL), SPOOL_OK);
+	n = drain(sp, &cursor, nums, seqs, 420);
+	assert_int_equal(n, 404);
+	assert_false(unfiled_at(sp, 1));
+	assert_true(unfiled_at(sp, 3));
+	assert_true(unfiled_at(sp, 4));
+	assert_false(unfiled_at(sp, 5));
+	/* Stragglers 1 and 3 in segment 1, copied forward. */
+	for (size_t i = 0; i < n; i++)
+		if (seqs[i] != 1 && seqs[i] != 3)
+			spool_ack(sp, seqs[i]);
+	spool_maintain(sp);
+	maintain_until_gone(sp, t->dir, "seg-00000000000000000001.spool");
+	assert_false(unfiled_at(sp, 1));
+	assert_true(unfiled_at(sp, 3));
+	spool_close(sp);
+
+	sp = open_ok(&o);
+	cursor = 0;
+	assert_int_equal(spool_next(sp, &cursor, &r), 1);
+	assert_int_equal(msg_num(r), 1);
+	assert_false(r->unfiled);
+	spool_rec_free(r);
+	assert_int_equal(spool_next(sp, &cursor, &r), 1);
+	assert_int_equal(msg_num(r), 3);
+	assert_true(r->unfiled);
+	spool_rec_free(r);
+	assert_int_equal(spool_next(sp, &cursor, &r), 0);
+	spool_close(sp);
+}
+
 /* --- copy-forward against a producer rebuild (spool_rewind) -------------------------------- */
 
 static atomic_int hold_writes; /* the writer's pwritev waits while set */
@@ -581,6 +646,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reopen_returns_unacked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_forward_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unfiled_mark_survives_copy_and_restart, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_rewind_during_copy_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewind_before_copy_applied, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_read_error_keeps_record, setup, teardown),

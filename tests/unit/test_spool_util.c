@@ -191,12 +191,18 @@ void waiter_done(void *arg, enum spool_err err, uint64_t first_seq)
 /* Submit messages [from, to) as one batch and wait for the callback. */
 enum spool_err write_range(struct spool *sp, int from, int to, uint64_t *first_seq)
 {
-	struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SPOOL_OK, 0 };
 	struct spool_batch *b = spool_batch_new((size_t)(to - from));
-	enum spool_err err;
 
 	for (int i = from; i < to; i++)
 		add_msg(b, i);
+	return write_batch(sp, b, first_seq);
+}
+
+enum spool_err write_batch(struct spool *sp, struct spool_batch *b, uint64_t *first_seq)
+{
+	struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SPOOL_OK, 0 };
+	enum spool_err err;
+
 	err = spool_submit(sp, b, waiter_done, &w);
 	if (err != SPOOL_OK)
 		return err;

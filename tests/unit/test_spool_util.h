@@ -59,6 +59,8 @@ void add_msg(struct spool_batch *b, int i);
 int msg_num(const struct spool_rec *r);
 void waiter_done(void *arg, enum spool_err err, uint64_t first_seq);
 enum spool_err write_range(struct spool *sp, int from, int to, uint64_t *first_seq);
+/* Submit b and wait for it to be durable (b is the spool's from here on). */
+enum spool_err write_batch(struct spool *sp, struct spool_batch *b, uint64_t *first_seq);
 size_t drain(struct spool *sp, uint64_t *cursor, int *nums, uint64_t *seqs, size_t max);
 int count_files(const char *dir, const char *suffix);
 off_t file_size(const char *dir, const char *name);
