@@ -158,6 +158,28 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 	    fac, buf);
 }
 
+/*
+ * librdkafka refuses a consumer whose message.max.bytes is above its
+ * fetch.max.bytes, and kafka.producer may set the first for producing
+ * (large records). The reader sends small requests only: it gets the
+ * smaller of the two.
+ */
+static int fit_request_size(rd_kafka_conf_t *kc, char *err, size_t errlen)
+{
+	char msg[32], fetch[32];
+	size_t msg_len = sizeof(msg), fetch_len = sizeof(fetch);
+
+	if (rd_kafka_conf_get(kc, "message.max.bytes", msg, &msg_len) != RD_KAFKA_CONF_OK ||
+	    rd_kafka_conf_get(kc, "fetch.max.bytes", fetch, &fetch_len) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "cannot read message.max.bytes and fetch.max.bytes");
+		return -1;
+	}
+	if (strtoll(msg, NULL, 10) <= strtoll(fetch, NULL, 10))
+		return 0;
+	return rd_kafka_conf_set(kc, "message.max.bytes", fetch, err, errlen) == RD_KAFKA_CONF_OK ?
+	    0 : -1;
+}
+
 static rd_kafka_t *new_reader(const struct conf *conf, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *kc = rd_kafka_conf_new();
@@ -191,7 +213,8 @@ static rd_kafka_t *new_reader(const struct conf *conf, char *err, size_t errlen)
 	 * read_committed reader stops at another producer's open one.
 	 */
 	if (conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0 ||
-	    conf_apply_rdkafka(kc, &conf->kafka.consumer, err, errlen) < 0)
+	    conf_apply_rdkafka(kc, &conf->kafka.consumer, err, errlen) < 0 ||
+	    fit_request_size(kc, err, errlen) < 0)
 		goto fail;
 	for (size_t i = 0; i < sizeof(forced) / sizeof(forced[0]); i++)
 		if (rd_kafka_conf_set(kc, forced[i][0], forced[i][1], err, errlen) !=

@@ -615,6 +615,23 @@ def test_check_finds_records_whose_ack_was_lost(kafka, ackd):
         {b"one": 1, b"p": 1, b"a": 1, b"b": 1, b"after": 1}, got
 
 
+def test_check_runs_with_a_producer_message_max_bytes_over_fetch_max_bytes(kafka, ackd):
+    """kafka.producer sets message.max.bytes above the fetch.max.bytes that
+    kafka.consumer sets. The check's reader takes both lists, and librdkafka
+    refused to create it (a fetch.max.bytes set below message.max.bytes), so
+    the records went out unchecked: it must run and find them."""
+    daemon = ackd(config={"kafka": {"producer": ["message.max.bytes=20000000"],
+                                    "consumer": ["fetch.max.bytes=10000000"]}})
+    topic = new_topic(kafka, partitions=1)
+    assert post(daemon.http, topic, b"one", ikey="k1", ack="kafka").status == 200
+    settle(kafka, topic, 1)
+    _restart_losing_acks(daemon, 1, 1)
+    assert "cannot create a Kafka reader" not in daemon.stderr_text()
+    assert post(daemon.http, topic, b"after", ack="kafka").status == 200
+    got = settle(kafka, topic, 2)
+    assert {v: len(rs) for v, rs in got.items()} == {b"one": 1, b"after": 1}, got
+
+
 @pytest.mark.parametrize("timestamp,configs", [
     # Kafka's time retention counts from a record's timestamp: at its next
     # retention check (every 5 minutes) it deletes a 1970 record, even from
