@@ -478,6 +478,9 @@ static bool is_unfiled(struct producer *p, uint64_t seq)
 	return unfiled;
 }
 
+/* A record's sequence is its librdkafka opaque; configure refuses smaller pointers. */
+_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "a spool sequence fits a pointer");
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct producer *p = opaque;
