@@ -650,7 +650,8 @@ static void set_publish_answer(struct req *r)
 	if (r->route == ROUTE_PUBLISH) {
 		if (failed) {
 			set_error(&r->answer, kafka_rejection(r->results[0].kafka_err),
-			    "kafka rejected the message: %s; it was moved to the spool's failed/ area",
+			    "the message was rejected permanently: %s; it was moved to the spool's "
+			    "failed/ area",
 			    r->results[0].error);
 			return;
 		}
