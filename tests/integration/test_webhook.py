@@ -812,7 +812,9 @@ def test_a_log_cut_above_what_completed_still_holds_the_commit(kafka, ackd, webh
     webhook_sink.respond("/hook", respond)
     sub = subscription(topic, webhook_sink, start="latest",
                        retry={"initial_ms": 200, "max_ms": 500, "max_attempts": 0})
-    daemon = start_ackd(ackd, sub)
+    # Stopped below for a few seconds: it must not leave the group meanwhile.
+    daemon = start_ackd(ackd, sub, config={"kafka": {"consumer": [
+        "session.timeout.ms=30000", "heartbeat.interval.ms=500"]}})
     wait_until(lambda: "assigned 1 partitions" in daemon.stderr_text(), 30,
                "the partition to be assigned")
     time.sleep(1)  # the fetch position is the end, before anything is produced
