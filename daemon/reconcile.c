@@ -158,26 +158,56 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 	    fac, buf);
 }
 
-/*
- * librdkafka refuses a consumer whose message.max.bytes is above its
- * fetch.max.bytes, and kafka.producer may set the first for producing
- * (large records). The reader sends small requests only: it gets the
- * smaller of the two.
- */
-static int fit_request_size(rd_kafka_conf_t *kc, char *err, size_t errlen)
+/* An integer property of kc into *out: 0, or -1 with err filled. */
+static int conf_number(rd_kafka_conf_t *kc, const char *name, long long *out, char *err,
+    size_t errlen)
 {
-	char msg[32], fetch[32];
-	size_t msg_len = sizeof(msg), fetch_len = sizeof(fetch);
+	char v[32];
+	size_t len = sizeof(v);
 
-	if (rd_kafka_conf_get(kc, "message.max.bytes", msg, &msg_len) != RD_KAFKA_CONF_OK ||
-	    rd_kafka_conf_get(kc, "fetch.max.bytes", fetch, &fetch_len) != RD_KAFKA_CONF_OK) {
-		snprintf(err, errlen, "cannot read message.max.bytes and fetch.max.bytes");
+	if (rd_kafka_conf_get(kc, name, v, &len) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "cannot read %s", name);
 		return -1;
 	}
-	if (strtoll(msg, NULL, 10) <= strtoll(fetch, NULL, 10))
-		return 0;
-	return rd_kafka_conf_set(kc, "message.max.bytes", fetch, err, errlen) == RD_KAFKA_CONF_OK ?
-	    0 : -1;
+	*out = strtoll(v, NULL, 10);
+	return 0;
+}
+
+/* Set an integer property of kc: 0, or -1 with err filled. */
+static int conf_set_number(rd_kafka_conf_t *kc, const char *name, long long v, char *err,
+    size_t errlen)
+{
+	char s[32];
+
+	snprintf(s, sizeof(s), "%lld", v);
+	return rd_kafka_conf_set(kc, name, s, err, errlen) == RD_KAFKA_CONF_OK ? 0 : -1;
+}
+
+/*
+ * librdkafka refuses a consumer whose sizes, where set, disagree:
+ * message.max.bytes above fetch.max.bytes, or receive.message.max.bytes
+ * below fetch.max.bytes + 512. The reader takes both lists, and
+ * kafka.producer may set the first and the last for producing, kafka.consumer
+ * the middle one for subscriptions. The reader sends small requests and
+ * fetches a little at a time: it lowers fetch.max.bytes to fit
+ * receive.message.max.bytes, then message.max.bytes to fit fetch.max.bytes.
+ */
+static int fit_sizes(rd_kafka_conf_t *kc, char *err, size_t errlen)
+{
+	long long msg, fetch, recv;
+
+	if (conf_number(kc, "message.max.bytes", &msg, err, errlen) < 0 ||
+	    conf_number(kc, "fetch.max.bytes", &fetch, err, errlen) < 0 ||
+	    conf_number(kc, "receive.message.max.bytes", &recv, err, errlen) < 0)
+		return -1;
+	if (fetch > recv - 512) {
+		fetch = recv - 512;
+		if (conf_set_number(kc, "fetch.max.bytes", fetch, err, errlen) < 0)
+			return -1;
+	}
+	if (msg > fetch && conf_set_number(kc, "message.max.bytes", fetch, err, errlen) < 0)
+		return -1;
+	return 0;
 }
 
 static rd_kafka_t *new_reader(const struct conf *conf, char *err, size_t errlen)
@@ -214,7 +244,7 @@ static rd_kafka_t *new_reader(const struct conf *conf, char *err, size_t errlen)
 	 */
 	if (conf_apply_rdkafka(kc, &conf->kafka.producer, err, errlen) < 0 ||
 	    conf_apply_rdkafka(kc, &conf->kafka.consumer, err, errlen) < 0 ||
-	    fit_request_size(kc, err, errlen) < 0)
+	    fit_sizes(kc, err, errlen) < 0)
 		goto fail;
 	for (size_t i = 0; i < sizeof(forced) / sizeof(forced[0]); i++)
 		if (rd_kafka_conf_set(kc, forced[i][0], forced[i][1], err, errlen) !=

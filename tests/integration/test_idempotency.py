@@ -615,13 +615,18 @@ def test_check_finds_records_whose_ack_was_lost(kafka, ackd):
         {b"one": 1, b"p": 1, b"a": 1, b"b": 1, b"after": 1}, got
 
 
-def test_check_runs_with_a_producer_message_max_bytes_over_fetch_max_bytes(kafka, ackd):
-    """kafka.producer sets message.max.bytes above the fetch.max.bytes that
-    kafka.consumer sets. The check's reader takes both lists, and librdkafka
-    refused to create it (a fetch.max.bytes set below message.max.bytes), so
-    the records went out unchecked: it must run and find them."""
-    daemon = ackd(config={"kafka": {"producer": ["message.max.bytes=20000000"],
-                                    "consumer": ["fetch.max.bytes=10000000"]}})
+@pytest.mark.parametrize("lists", [
+    {"producer": ["message.max.bytes=20000000"], "consumer": ["fetch.max.bytes=10000000"]},
+    {"producer": ["receive.message.max.bytes=10000000"], "consumer": []},
+], ids=["message-max-bytes-over-fetch-max-bytes",
+        "receive-message-max-bytes-under-fetch-max-bytes"])
+def test_check_runs_when_the_two_lists_disagree_on_sizes(kafka, ackd, lists):
+    """The check's reader takes kafka.producer's settings and kafka.consumer's
+    on top. Sizes fine for each list alone, set in both (message.max.bytes
+    over an explicit fetch.max.bytes; receive.message.max.bytes under the
+    reader's default fetch.max.bytes + 512), made librdkafka refuse to create
+    it, so the records went out unchecked: it must run and find them."""
+    daemon = ackd(config={"kafka": lists})
     topic = new_topic(kafka, partitions=1)
     assert post(daemon.http, topic, b"one", ikey="k1", ack="kafka").status == 200
     settle(kafka, topic, 1)
