@@ -470,7 +470,7 @@ static char *put_ascii(char *p, const char *s)
 
 static const char *result_error(const struct producer_result *res)
 {
-	return res->error ? res->error : "kafka rejected the record";
+	return res->error ? res->error : "rejected permanently";
 }
 
 /* The bytes put_result() may write for record i. */
@@ -565,7 +565,7 @@ static void set_rp_v2_answer(struct req *r)
 			int code = res->kafka_err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ?
 			    40301 : 50002;
 			e = json_pack("{s:n,s:n,s:i,s:s}", "partition", "offset", "error_code", code,
-			    "error", res->error ? res->error : "kafka rejected the record");
+			    "error", result_error(res));
 		} else {
 			e = json_pack("{s:n,s:n,s:n,s:n}", "partition", "offset", "error_code",
 			    "error");
@@ -612,7 +612,8 @@ static void set_rp_v3_answer(struct req *r)
 
 	if (res && res->outcome == PRODUCER_FAILED) {
 		set_error(&r->answer, kafka_rejection(res->kafka_err),
-		    "kafka rejected the record: %s; it was moved to the spool's failed/ area",
+		    "the record was rejected permanently: %s; it was moved to the spool's failed/ "
+		    "area",
 		    res->error);
 		return;
 	}
