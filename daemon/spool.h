@@ -122,10 +122,11 @@ MUST_USE int spool_batch_add(struct spool_batch *b, const struct spool_msg *m);
 MUST_USE int spool_batch_add_key(struct spool_batch *b, const struct spool_key *k);
 
 /*
- * Mark every record added so far as a dead letter whose message has one in
- * failed/ already: should Kafka refuse it for good, the producer deletes it
- * instead of filing another copy (the message itself stays uncommitted in
- * its source topic). Restarts and copy-forward keep the mark.
+ * Mark every record added so far as a dead letter of a message an earlier
+ * dead letter of which is kept (filed into failed/, or still in the spool):
+ * should Kafka refuse it for good, the producer deletes it instead of filing
+ * another copy (the message itself stays uncommitted in its source topic).
+ * Restarts and copy-forward keep the mark.
  */
 void spool_batch_set_unfiled(struct spool_batch *b);
 size_t spool_batch_count(const struct spool_batch *b);

@@ -135,8 +135,9 @@ enum spool_rec_status {
  */
 #define SPOOL_REC_F_KEYED 0x0004u
 /*
- * Header flag of a MSG record: a dead letter whose message has one in
- * failed/ already (see spool_batch_set_unfiled()). Copy-forward keeps it.
+ * Header flag of a MSG record: a dead letter not to be filed into failed/,
+ * an earlier one of its message being kept (see spool_batch_set_unfiled()).
+ * Copy-forward keeps it.
  */
 #define SPOOL_REC_F_UNFILED 0x0008u
 
