@@ -388,17 +388,21 @@ static void push_seq(struct seq_stack *s, uint64_t seq)
 
 /*
  * File a record refused for good (by Kafka, by librdkafka, or unsent by
- * produce()) into failed/ (now, or by the spool's own retry). topic: for
- * the log, or NULL. False when the spool had no memory for it: nothing was
- * done and the caller keeps the record for refile_due().
+ * produce()) into failed/ (now, or by the spool's own retry). An unfiled
+ * dead letter (spool_batch_set_unfiled()) is deleted instead: an earlier
+ * dead letter of its message is kept (filed, or still in the spool), the
+ * message stays uncommitted, and the consumer, told below, tries the
+ * endpoint again; each retry filing another copy grew failed/ without end.
+ * topic: for the log, or NULL. False when the spool had no memory for it:
+ * nothing was done and the caller keeps the record for refile_due().
  */
 static bool file_rejected(struct producer *p, uint64_t seq, const char *topic,
     rd_kafka_resp_err_t err)
 {
 	const char *reason = rd_kafka_err2str(err);
-	int rc = spool_fail(p->sp, seq, reason);
+	enum spool_fail_rc rc = spool_fail(p->sp, seq, reason);
 
-	if (rc < 0)
+	if (rc == SPOOL_FAIL_NOMEM)
 		return false;
 	atomic_fetch_add(&p->failed, 1);
 	metrics_produce_error(METRICS_PRODUCE_REJECTED);
@@ -408,37 +412,24 @@ static bool file_rejected(struct producer *p, uint64_t seq, const char *topic,
 	 * itself with one, and produce() files a topic name no topic can have
 	 * unsent with another (after a warning).
 	 */
-	log_warnx("producer: record %llu%s%s rejected permanently (%s); %s",
-	    (unsigned long long)seq, topic ? " to " : "", topic ? topic : "", reason,
-	    rc == 0 ? "moved to failed/" : "kept in the spool until failed/ can take it");
+	if (rc == SPOOL_FAIL_DELETED)
+		log_warnx("producer: dead letter %llu%s%s rejected permanently (%s); deleted, not "
+		    "filed: an earlier one of the same message is kept", (unsigned long long)seq,
+		    topic ? " to " : "", topic ? topic : "", reason);
+	else
+		log_warnx("producer: record %llu%s%s rejected permanently (%s); %s",
+		    (unsigned long long)seq, topic ? " to " : "", topic ? topic : "", reason,
+		    rc == SPOOL_FAIL_FILED ? "moved to failed/" :
+		    "kept in the spool until failed/ can take it");
 	if (p->idem)
 		idem_failed(p->idem, seq, err); /* before the answer: a replay never gets a 2xx */
 	set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
 	return true;
 }
 
-/*
- * A record refused for good: filed into failed/, or, when it is an unfiled
- * dead letter (spool_batch_set_unfiled()), deleted: an earlier dead letter
- * of its message is kept (filed, or still in the spool), the message stays
- * uncommitted, and the consumer, told below, tries the endpoint again. Each
- * retry filing another copy grew failed/ without end.
- */
-static void reject(struct producer *p, uint64_t seq, bool unfiled, const char *topic,
-    rd_kafka_resp_err_t err)
+/* A record refused for good: filed (or deleted), or kept for refile_due(). */
+static void reject(struct producer *p, uint64_t seq, const char *topic, rd_kafka_resp_err_t err)
 {
-	if (unfiled) {
-		atomic_fetch_add(&p->failed, 1);
-		metrics_produce_error(METRICS_PRODUCE_REJECTED);
-		log_warnx("producer: dead letter %llu%s%s rejected permanently (%s); deleted, not "
-		    "filed: an earlier one of the same message is kept", (unsigned long long)seq,
-		    topic ? " to " : "", topic ? topic : "", rd_kafka_err2str(err));
-		spool_ack(p->sp, seq);
-		if (p->idem)
-			idem_failed(p->idem, seq, err);
-		set_result(p, seq, PRODUCER_FAILED, -1, -1, err);
-		return;
-	}
 	if (file_rejected(p, seq, topic, err))
 		return;
 	log_warnx("producer: record %llu%s%s rejected (%s) and cannot be filed now (out of "
@@ -459,23 +450,6 @@ static void refile_due(struct producer *p)
 		p->refile.n--;
 		p->refile_err.n--;
 	}
-}
-
-/*
- * Whether record seq is an unfiled dead letter, read again from the spool
- * (refusals for good are rare). When it cannot be read, false: filing it
- * keeps one copy too many, never one too few.
- */
-static bool is_unfiled(struct producer *p, uint64_t seq)
-{
-	struct spool_rec *r;
-	bool unfiled = false;
-
-	if (spool_get(p->sp, seq, &r) == 1) {
-		unfiled = r->unfiled;
-		spool_rec_free(r);
-	}
-	return unfiled;
 }
 
 /* A record's sequence is its librdkafka opaque; configure refuses smaller pointers. */
@@ -522,7 +496,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 		return;
 	}
 	if (is_permanent(m->err)) {
-		reject(p, seq, is_unfiled(p, seq), rd_kafka_topic_name(m->rkt), m->err);
+		reject(p, seq, rd_kafka_topic_name(m->rkt), m->err);
 		return;
 	}
 	/* Timed out, or lost with a fatal error: produce it again from the spool. */
@@ -700,7 +674,7 @@ static MUST_USE enum produce_res produce(struct producer *p, const struct spool_
 		log_warnx("producer: record %llu names no possible topic (%zu bytes%s); not sent",
 		    (unsigned long long)r->seq, m->topic_len,
 		    m->topic_len && memchr(m->topic, '\0', m->topic_len) ? ", a NUL in them" : "");
-		reject(p, r->seq, r->unfiled, NULL, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION); /* no name */
+		reject(p, r->seq, NULL, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION); /* no name */
 		return REJECTED;
 	}
 	memcpy(topic, m->topic, m->topic_len);
@@ -743,7 +717,7 @@ static MUST_USE enum produce_res produce(struct producer *p, const struct spool_
 		return FATAL;
 	}
 	if (is_permanent(err)) {
-		reject(p, r->seq, r->unfiled, topic, err);
+		reject(p, r->seq, topic, err);
 		return REJECTED;
 	}
 	/* Anything else is transient: keep the record for the next round. */

@@ -238,12 +238,17 @@ void spool_maintain(struct spool *sp);
  * meanwhile; a restart forgets the retry, and the record is produced
  * again). The reason is cut to what fits in a record; a message that
  * leaves no room for it goes without one (flag SPOOL_REC_F_NO_REASON).
- * Returns 0 when written (or the record was gone already), 1 when taken
- * over for retry (it could not be read or written now), -1 when out of
- * memory: nothing done, the record stays live and the caller must call
- * again later (nothing else hands it out before a restart).
+ * A dead letter written after spool_batch_set_unfiled() is not filed: an
+ * earlier one of its message is kept, so it is only acknowledged.
  */
-MUST_USE int spool_fail(struct spool *sp, uint64_t seq, const char *reason);
+enum spool_fail_rc {
+	SPOOL_FAIL_NOMEM = -1,  /* nothing done: the record stays live and the caller must
+	                           call again later (nothing else hands it out before a restart) */
+	SPOOL_FAIL_FILED = 0,   /* written to failed/, or the record was gone already */
+	SPOOL_FAIL_LATER = 1,   /* taken over for retry: it could not be read or written now */
+	SPOOL_FAIL_DELETED = 2, /* an unfiled dead letter: acknowledged, not filed */
+};
+MUST_USE enum spool_fail_rc spool_fail(struct spool *sp, uint64_t seq, const char *reason);
 
 struct spool_stats {
 	uint64_t records;      /* unacknowledged */

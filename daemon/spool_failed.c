@@ -273,11 +273,13 @@ static bool reason_fit(const struct spool_msg *m, const char *reason, struct spo
 
 /*
  * Write record seq, as handed out, to failed/ with reason and acknowledge
- * it. 0 when done, or when the record is gone (acknowledged, lost to
- * damage); -1 when it could not be read or failed/ could not take it (it
- * stays in the spool).
+ * it, or only acknowledge it when it is an unfiled dead letter.
+ * SPOOL_FAIL_FILED when done, or when the record is gone (acknowledged,
+ * lost to damage); SPOOL_FAIL_DELETED for an unfiled one; SPOOL_FAIL_LATER
+ * when it could not be read or failed/ could not take it (it stays in the
+ * spool).
  */
-static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
+static enum spool_fail_rc fail_write(struct spool *sp, uint64_t seq, const char *reason)
 {
 	struct spool_rec *r = NULL;
 	struct spool_hdr *hdrs = NULL;
@@ -290,10 +292,17 @@ static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
 	int rc;
 
 	if (!seg)
-		return 0; /* acknowledged already */
+		return SPOOL_FAIL_FILED; /* acknowledged already */
 	rc = reader_read_one(sp, seg, cur, &r);
-	if (rc <= 0)
-		return rc; /* 0: lost to damage (acknowledged); -1: read it again later */
+	if (rc == 0)
+		return SPOOL_FAIL_FILED; /* lost to damage (acknowledged) */
+	if (rc < 0)
+		return SPOOL_FAIL_LATER; /* read it again later */
+	if (r->unfiled) {
+		spool_rec_free(r);
+		spool_ack(sp, seq);
+		return SPOOL_FAIL_DELETED;
+	}
 	m = r->msg;
 	hdrs = calloc(m.nhdrs + 1, sizeof(*hdrs));
 	if (!hdrs)
@@ -329,12 +338,12 @@ static int fail_write(struct spool *sp, uint64_t seq, const char *reason)
 	free(hdrs);
 	spool_rec_free(r);
 	spool_ack(sp, seq);
-	return 0;
+	return SPOOL_FAIL_FILED;
 fail:
 	free(buf);
 	free(hdrs);
 	spool_rec_free(r);
-	return -1;
+	return SPOOL_FAIL_LATER;
 }
 
 static int64_t retry_delay_ms(int attempts)
@@ -351,27 +360,29 @@ static int64_t retry_delay_ms(int attempts)
  * failed/ cannot take is always taken over for retry: an allocation failure
  * can only come first, with nothing done.
  */
-int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
+enum spool_fail_rc spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 {
 	struct fail_retry *f;
+	enum spool_fail_rc rc;
 	char *copy;
 
 	for (size_t i = 0; i < sp->nfretry; i++)
 		if (sp->fretry[i].seq == seq)
-			return 1; /* already waiting for failed/ */
+			return SPOOL_FAIL_LATER; /* already waiting for failed/ */
 	if (sp->nfretry == sp->fretry_cap) {
 		size_t cap = sp->fretry_cap ? sp->fretry_cap * 2 : 16;
 		struct fail_retry *nv = realloc(sp->fretry, cap * sizeof(*nv));
 		if (!nv)
-			return -1;
+			return SPOOL_FAIL_NOMEM;
 		sp->fretry = nv;
 		sp->fretry_cap = cap;
 	}
 	if (!(copy = strdup(reason)))
-		return -1;
-	if (fail_write(sp, seq, reason) == 0) {
+		return SPOOL_FAIL_NOMEM;
+	rc = fail_write(sp, seq, reason);
+	if (rc != SPOOL_FAIL_LATER) {
 		free(copy);
-		return 0;
+		return rc;
 	}
 	f = &sp->fretry[sp->nfretry++];
 	f->reason = copy;
@@ -380,7 +391,7 @@ int spool_fail(struct spool *sp, uint64_t seq, const char *reason)
 	f->due_ms = now_ms() + retry_delay_ms(1);
 	log_warn("spool: %s: cannot write record %" PRIu64 " to failed/ now, trying again in %d s",
 	    sp->dir, seq, FAIL_RETRY_MIN_MS / 1000);
-	return 1;
+	return SPOOL_FAIL_LATER;
 }
 
 /* Maintenance: write the rejected records whose retry is due. Producer thread. */
@@ -397,7 +408,11 @@ void failed_retry_due(struct spool *sp)
 			i++;
 			continue;
 		}
-		if (fail_write(sp, f->seq, f->reason) == 0) {
+		enum spool_fail_rc rc = fail_write(sp, f->seq, f->reason);
+		if (rc != SPOOL_FAIL_LATER) {
+			if (rc == SPOOL_FAIL_DELETED)
+				log_warnx("spool: %s: dead letter %" PRIu64 " deleted, not filed: an "
+				    "earlier one of the same message is kept", sp->dir, f->seq);
 			free(f->reason);
 			sp->fretry[i] = sp->fretry[--sp->nfretry];
 			continue;

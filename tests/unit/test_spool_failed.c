@@ -1,7 +1,8 @@
 /*
  * test_spool_failed: failed/, the records Kafka rejected: torn tails of a
  * failed/ log repaired at open, retries when failed/ cannot be written, a
- * reason that never makes a record unwritable.
+ * reason that never makes a record unwritable, an unfiled dead letter
+ * deleted instead of filed.
  * Helpers and the message numbering: test_spool_util.h.
  */
 #include "config.h"
@@ -208,6 +209,65 @@ static void test_fail_retried_after_read_error(void **state)
 	assert_int_equal(damage, 0);
 }
 
+/* --- an unfiled dead letter is deleted, not filed -------------------------------------- */
+
+/* Maintain until the spool holds want records, at most timeout_ms. */
+static bool wait_records(struct spool *sp, uint64_t want, int64_t timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	struct spool_stats st;
+
+	for (;;) {
+		spool_maintain(sp);
+		spool_stats(sp, &st);
+		if (st.records == want)
+			return true;
+		if (now_ms() > deadline)
+			return false;
+		usleep(20000);
+	}
+}
+
+/*
+ * A dead letter written after spool_batch_set_unfiled() (an earlier one of
+ * its message is kept): spool_fail() acknowledges it and files nothing,
+ * also when it could first not be read and the retry decides.
+ */
+static void test_unfiled_dead_letter_deleted_not_filed(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, 0);
+	struct spool_batch *b = spool_batch_new(2);
+	struct spool_stats st;
+	struct spool *sp = open_ok(&o);
+	uint64_t seqs[4], cursor = 0, first;
+	int nums[4];
+	size_t records, damage;
+
+	assert_int_equal(write_range(sp, 1, 2, NULL), SPOOL_OK);
+	add_msg(b, 2);
+	add_msg(b, 3);
+	spool_batch_set_unfiled(b);
+	assert_int_equal(write_batch(sp, b, &first), SPOOL_OK);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 4), 3);
+	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), SPOOL_FAIL_FILED);
+	assert_int_equal(spool_fail(sp, seqs[1], "rejected"), SPOOL_FAIL_DELETED);
+	spool_stats(sp, &st);
+	assert_int_equal(st.failed, 1);
+	assert_int_equal(st.records, 1);
+
+	atomic_store(&fail_read_errno, EIO);
+	assert_int_equal(spool_fail(sp, seqs[2], "rejected"), SPOOL_FAIL_LATER);
+	atomic_store(&fail_read_errno, 0);
+	assert_true(wait_records(sp, 0, 10000));
+	spool_stats(sp, &st);
+	assert_int_equal(st.failed, 1);
+	spool_close(sp);
+	read_failed_log(t->dir, &records, &damage);
+	assert_int_equal(records, 1);
+	assert_int_equal(damage, 0);
+}
+
 /* --- a reason never makes a record unwritable -------------------------------------------- */
 
 /* Fail a message whose payload is room bytes short of the maximum; its failed/ record. */
@@ -304,6 +364,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failed_log_torn_tail_repaired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_retried_after_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_retried_after_read_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unfiled_dead_letter_deleted_not_filed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_reason_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_no_room_for_reason, setup, teardown),
 	};
