@@ -71,7 +71,7 @@ void spool_maint(struct spool *sp, bool force)
 		if (done)
 			cf_apply(sp);
 	}
-	now = now_ms();
+	now = coarse_ms(); /* once per record handed out or acknowledged */
 	due = force || now - sp->maint_ms >= sp->maint_every_ms;
 	if (!due && rolls == sp->rolls_swept)
 		return;

@@ -272,7 +272,7 @@ struct spool {
 	size_t nfretry, fretry_cap;
 	bool fretry_busy;
 	size_t ntrims;
-	int64_t maint_ms;
+	int64_t maint_ms;       /* coarse_ms() at the last maintenance by time */
 	int64_t maint_every_ms;
 	uint_fast64_t rolls_swept; /* rolls as of the last sweep */
 	int64_t ackerr_log_ms;

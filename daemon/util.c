@@ -142,6 +142,8 @@ static int64_t clock_ms(clockid_t id)
 
 int64_t now_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 
+int64_t coarse_ms(void) { return clock_ms(CLOCK_MONOTONIC_COARSE); }
+
 int64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
 
 void thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

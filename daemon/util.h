@@ -43,6 +43,13 @@ char *put_int64(char *p, int64_t v);
 int64_t now_ms(void);
 int64_t wall_ms(void);
 
+/*
+ * CLOCK_MONOTONIC_COARSE in milliseconds: the last timer tick's time (a few
+ * ms behind now_ms()), read without the clock source, for a cadence checked
+ * per record. Compare it only with itself.
+ */
+int64_t coarse_ms(void);
+
 /* Name the calling thread (shown by top -H, gdb). */
 void thread_name(const char *name);
 
