@@ -353,6 +353,7 @@ static void *keys_job_run(void *arg)
 {
 	struct keys_job *j = arg;
 
+	thread_name("ackd-keys");
 	j->err = compact_walk(&j->k, j->src_fd, j->upto) < 0 || spool_io.fdatasync(j->k.fd) < 0 ?
 	    errno : 0;
 	atomic_store_explicit(&j->done, true, memory_order_release);
