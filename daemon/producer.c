@@ -471,11 +471,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		/* From accept (the record's CreateTime) to ack; else from produce() on. */
 		rd_kafka_timestamp_type_t tstype;
-		int64_t accepted = rd_kafka_message_timestamp(m, &tstype), produced_us;
-		if (tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME && accepted > 0)
+		int64_t accepted = rd_kafka_message_timestamp(m, &tstype);
+		if (tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME && accepted > 0) {
 			metrics_produce_ack((double)(wall_ms() - accepted) / 1000.0);
-		else if ((produced_us = rd_kafka_message_latency(m)) >= 0)
-			metrics_produce_ack((double)produced_us / 1e6);
+		} else {
+			int64_t produced_us = rd_kafka_message_latency(m);
+			if (produced_us >= 0)
+				metrics_produce_ack((double)produced_us / 1e6);
+		}
 		char id[SPOOL_KEY_ID_LEN];
 		if (p->idem && idem_delivered_id(p->idem, seq, m->partition, m->offset, id))
 			/* Keyed: a restart must not produce it again, and keeps its offset. */

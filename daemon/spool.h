@@ -239,13 +239,20 @@ void spool_maintain(struct spool *sp);
  * again). The reason is cut to what fits in a record; a message that
  * leaves no room for it goes without one (flag SPOOL_REC_F_NO_REASON).
  * A dead letter written after spool_batch_set_unfiled() is not filed: an
- * earlier one of its message is kept, so it is only acknowledged.
+ * earlier one of its message is kept, so it is only acknowledged. Returns:
  */
 enum spool_fail_rc {
-	SPOOL_FAIL_NOMEM = -1,  /* nothing done: the record stays live and the caller must
-	                           call again later (nothing else hands it out before a restart) */
+	/*
+	 * Out of memory, nothing done: the record stays live and the caller
+	 * must call again later (nothing else hands it out before a restart).
+	 */
+	SPOOL_FAIL_NOMEM = -1,
 	SPOOL_FAIL_FILED = 0,   /* written to failed/, or the record was gone already */
-	SPOOL_FAIL_LATER = 1,   /* taken over for retry: it could not be read or written now */
+	/*
+	 * Taken over for retry: it could not be read or filed now. The retry
+	 * files it, or deletes it when it turns out to be an unfiled dead letter.
+	 */
+	SPOOL_FAIL_LATER = 1,
 	SPOOL_FAIL_DELETED = 2, /* an unfiled dead letter: acknowledged, not filed */
 };
 MUST_USE enum spool_fail_rc spool_fail(struct spool *sp, uint64_t seq, const char *reason);

@@ -1,6 +1,7 @@
 /*
  * spool_failed: failed/: spool_fail() copies a record Kafka rejected, with
- * the reason, into failed/failed-<first seq>.log, then acknowledges it.
+ * the reason, into failed/failed-<first seq>.log, then acknowledges it (an
+ * unfiled dead letter it only acknowledges).
  * failed_repair() cuts the torn tails of those logs at open.
  *
  * Threads: the producer thread only (failed_repair(): the opening thread,

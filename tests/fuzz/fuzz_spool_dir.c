@@ -234,12 +234,12 @@ static size_t drain(struct spool *sp, uint64_t *cursor, const uint8_t *hay, size
 			spool_rec_free(again);
 		}
 		if (*fail_one) {
-			int rc = spool_fail(sp, r->seq, "fuzz");
+			enum spool_fail_rc rc = spool_fail(sp, r->seq, "fuzz");
 
 			*fail_one = 0;
-			if (rc < 0)
+			if (rc == SPOOL_FAIL_NOMEM)
 				spool_ack(sp, r->seq);
-			else if (rc == 1)
+			else if (rc == SPOOL_FAIL_LATER)
 				kept_seq = r->seq; /* failed/ cannot take it now: it stays live */
 		} else {
 			spool_ack(sp, r->seq);
@@ -381,7 +381,7 @@ static void seed_consume(struct spool *sp, int every_ack, int every_fail)
 
 	for (int i = 0; spool_next(sp, &cursor, &r) == 1; i++) {
 		if (every_fail && i % every_fail == 0) {
-			if (spool_fail(sp, r->seq, "seed") < 0)
+			if (spool_fail(sp, r->seq, "seed") == SPOOL_FAIL_NOMEM)
 				fprintf(stderr, "%s: spool_fail failed\n", T);
 		} else if (every_ack && i % every_ack == 0) {
 			spool_ack(sp, r->seq);

@@ -262,7 +262,7 @@ static void w_fail(struct wl *w, uint64_t seq, uint32_t n)
 	struct msg *m = msg_of(w, n);
 
 	m->fail_op = crashfs_nops();
-	assert_int_equal(spool_fail(w->sp, seq, "rejected by the test"), 0);
+	assert_int_equal(spool_fail(w->sp, seq, "rejected by the test"), SPOOL_FAIL_FILED);
 }
 
 static void w_setup(struct wl *w, const char *name, uint64_t segment_bytes)

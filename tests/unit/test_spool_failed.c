@@ -73,8 +73,8 @@ static void test_failed_log_torn_tail_repaired(void **state)
 
 	assert_int_equal(write_range(sp, 1, 4, NULL), SPOOL_OK);
 	assert_int_equal(drain(sp, &cursor, nums, seqs, 8), 3);
-	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), 0);
-	assert_int_equal(spool_fail(sp, seqs[1], "rejected"), 0);
+	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), SPOOL_FAIL_FILED);
+	assert_int_equal(spool_fail(sp, seqs[1], "rejected"), SPOOL_FAIL_FILED);
 	spool_close(sp);
 	size = file_size(t->dir, FAILED_LOG);
 	assert_true(size > 40);
@@ -160,7 +160,7 @@ static void test_fail_retried_after_enospc(void **state)
 	assert_int_equal(drain(sp, &cursor, nums, seqs, 4), 2);
 	spool_io.write = enospc_write;
 	atomic_store(&fail_failed_write, 1);
-	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), 1); /* taken over: retried */
+	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), SPOOL_FAIL_LATER); /* taken over: retried */
 	spool_stats(sp, &st);
 	assert_int_equal(st.failed, 0);
 	assert_int_equal(st.records, 2); /* still in the spool */
@@ -194,7 +194,7 @@ static void test_fail_retried_after_read_error(void **state)
 	assert_int_equal(write_range(sp, 1, 3, NULL), SPOOL_OK);
 	assert_int_equal(drain(sp, &cursor, nums, seqs, 4), 2);
 	atomic_store(&fail_read_errno, EIO);
-	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), 1); /* taken over: retried */
+	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), SPOOL_FAIL_LATER); /* taken over: retried */
 	assert_false(wait_failed(sp, 1, 300));
 	atomic_store(&fail_read_errno, 0);
 	spool_stats(sp, &st);
@@ -258,7 +258,11 @@ static void test_unfiled_dead_letter_deleted_not_filed(void **state)
 
 	atomic_store(&fail_read_errno, EIO);
 	assert_int_equal(spool_fail(sp, seqs[2], "rejected"), SPOOL_FAIL_LATER);
+	assert_false(wait_records(sp, 0, 300)); /* kept while it cannot be read */
 	atomic_store(&fail_read_errno, 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, 1);
+	assert_int_equal(st.damaged, 0);
 	assert_true(wait_records(sp, 0, 10000));
 	spool_stats(sp, &st);
 	assert_int_equal(st.failed, 1);
@@ -306,7 +310,7 @@ static void fail_big(const char *dir, size_t room, const char *reason, char *got
 	pthread_mutex_unlock(&w.mu);
 	assert_int_equal(w.err, SPOOL_OK);
 	assert_int_equal(spool_next(sp, &cursor, &r), 1);
-	assert_int_equal(spool_fail(sp, r->seq, reason), 0);
+	assert_int_equal(spool_fail(sp, r->seq, reason), SPOOL_FAIL_FILED);
 	spool_rec_free(r);
 	spool_stats(sp, &st);
 	assert_int_equal(st.failed, 1);

@@ -456,7 +456,7 @@ static void do_fail(struct model *md)
 	if (!md->nout)
 		return;
 	o = pick_out(md);
-	if (spool_fail(md->sp, o.seq, "rejected by the model") < 0) {
+	if (spool_fail(md->sp, o.seq, "rejected by the model") == SPOOL_FAIL_NOMEM) {
 		bad(md, "spool_fail of message %u (sequence %" PRIu64 ") failed", o.n, o.seq);
 		return;
 	}

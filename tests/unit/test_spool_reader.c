@@ -322,7 +322,7 @@ static void test_copy_forward(void **state)
 	spool_rec_free(r);
 	assert_int_equal(spool_get(sp, 7, &r), 0);
 	spool_ack(sp, 2);
-	assert_int_equal(spool_fail(sp, 5, "message too large"), 0);
+	assert_int_equal(spool_fail(sp, 5, "message too large"), SPOOL_FAIL_FILED);
 	spool_stats(sp, &st);
 	assert_int_equal(st.records, 0);
 	assert_int_equal(st.failed, 1);

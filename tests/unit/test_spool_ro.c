@@ -54,7 +54,7 @@ static void test_readonly_reader(void **state)
 	for (size_t i = 0; i < n; i++)
 		if (seqs[i] % 3 == 0)
 			spool_ack(sp, seqs[i]);
-	assert_int_equal(spool_fail(sp, seqs[1], "test reason"), 0);
+	assert_int_equal(spool_fail(sp, seqs[1], "test reason"), SPOOL_FAIL_FILED);
 	spool_maintain(sp);
 
 	assert_int_equal(spool_ro_open(t->dir, &ro, err, sizeof(err)), 0);
