@@ -54,6 +54,16 @@ static void read_failed_log(const char *dir, size_t *records, size_t *damage)
 	spool_ro_free(ro);
 }
 
+/* failed/ of segment 1 holds want whole records and no damage. */
+static void expect_failed_log(const char *dir, size_t want)
+{
+	size_t records, damage;
+
+	read_failed_log(dir, &records, &damage);
+	assert_int_equal(records, want);
+	assert_int_equal(damage, 0);
+}
+
 /*
  * A failed/ log whose last append was torn (a crash mid-write, or a failed
  * write whose cut-back failed): the next open cuts the torn tail, counts
@@ -98,9 +108,7 @@ static void test_failed_log_torn_tail_repaired(void **state)
 	assert_int_equal(st.torn_bytes, 30);
 	spool_close(sp);
 	assert_int_equal(file_size(t->dir, FAILED_LOG), size);
-	read_failed_log(t->dir, &records, &damage);
-	assert_int_equal(records, 2);
-	assert_int_equal(damage, 0);
+	expect_failed_log(t->dir, 2);
 }
 
 /* --- failed/ cannot be written: retried ----------------------------------------------- */
@@ -124,8 +132,9 @@ static ssize_t enospc_write(int fd, const void *buf, size_t len)
 	return real_io.write(fd, buf, len);
 }
 
-/* Maintain until failed/ holds want records, at most timeout_ms. */
-static bool wait_failed(struct spool *sp, uint64_t want, int64_t timeout_ms)
+/* Maintain until done(stats, want), at most timeout_ms. */
+static bool wait_stats(struct spool *sp, bool (*done)(const struct spool_stats *, uint64_t),
+    uint64_t want, int64_t timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	struct spool_stats st;
@@ -133,12 +142,47 @@ static bool wait_failed(struct spool *sp, uint64_t want, int64_t timeout_ms)
 	for (;;) {
 		spool_maintain(sp);
 		spool_stats(sp, &st);
-		if (st.failed >= want)
+		if (done(&st, want))
 			return true;
 		if (now_ms() > deadline)
 			return false;
 		usleep(20000);
 	}
+}
+
+static bool failed_reached(const struct spool_stats *st, uint64_t want)
+{
+	return st->failed >= want;
+}
+
+static bool records_left(const struct spool_stats *st, uint64_t want)
+{
+	return st->records == want;
+}
+
+/* Maintain until failed/ holds want records, at most timeout_ms. */
+static bool wait_failed(struct spool *sp, uint64_t want, int64_t timeout_ms)
+{
+	return wait_stats(sp, failed_reached, want, timeout_ms);
+}
+
+/*
+ * spool_fail() of seq while every read fails: taken over for retry, and
+ * nothing is done (done(stats, want) stays false) until reads work again;
+ * live records are in the spool meanwhile, none counted as damaged.
+ */
+static void fail_while_unreadable(struct spool *sp, uint64_t seq, uint64_t live,
+    bool (*done)(const struct spool_stats *, uint64_t), uint64_t want)
+{
+	struct spool_stats st;
+
+	atomic_store(&fail_read_errno, EIO);
+	assert_int_equal(spool_fail(sp, seq, "rejected"), SPOOL_FAIL_LATER);
+	assert_false(wait_stats(sp, done, want, 300));
+	atomic_store(&fail_read_errno, 0);
+	spool_stats(sp, &st);
+	assert_int_equal(st.records, live);
+	assert_int_equal(st.damaged, 0);
 }
 
 /*
@@ -154,7 +198,6 @@ static void test_fail_retried_after_enospc(void **state)
 	ssize_t (*saved)(int, const void *, size_t) = spool_io.write;
 	uint64_t seqs[4], cursor = 0;
 	int nums[4];
-	size_t records, damage;
 
 	assert_int_equal(write_range(sp, 1, 3, NULL), SPOOL_OK);
 	assert_int_equal(drain(sp, &cursor, nums, seqs, 4), 2);
@@ -171,9 +214,7 @@ static void test_fail_retried_after_enospc(void **state)
 	spool_stats(sp, &st);
 	assert_int_equal(st.records, 1);
 	spool_close(sp);
-	read_failed_log(t->dir, &records, &damage);
-	assert_int_equal(records, 1);
-	assert_int_equal(damage, 0);
+	expect_failed_log(t->dir, 1);
 }
 
 /*
@@ -189,24 +230,15 @@ static void test_fail_retried_after_read_error(void **state)
 	struct spool *sp = open_ok(&o);
 	uint64_t seqs[4], cursor = 0;
 	int nums[4];
-	size_t records, damage;
 
 	assert_int_equal(write_range(sp, 1, 3, NULL), SPOOL_OK);
 	assert_int_equal(drain(sp, &cursor, nums, seqs, 4), 2);
-	atomic_store(&fail_read_errno, EIO);
-	assert_int_equal(spool_fail(sp, seqs[0], "rejected"), SPOOL_FAIL_LATER); /* taken over: retried */
-	assert_false(wait_failed(sp, 1, 300));
-	atomic_store(&fail_read_errno, 0);
-	spool_stats(sp, &st);
-	assert_int_equal(st.records, 2); /* still in the spool */
-	assert_int_equal(st.damaged, 0);
+	fail_while_unreadable(sp, seqs[0], 2, failed_reached, 1);
 	assert_true(wait_failed(sp, 1, 10000));
 	spool_stats(sp, &st);
 	assert_int_equal(st.records, 1);
 	spool_close(sp);
-	read_failed_log(t->dir, &records, &damage);
-	assert_int_equal(records, 1);
-	assert_int_equal(damage, 0);
+	expect_failed_log(t->dir, 1);
 }
 
 /* --- an unfiled dead letter is deleted, not filed -------------------------------------- */
@@ -214,18 +246,7 @@ static void test_fail_retried_after_read_error(void **state)
 /* Maintain until the spool holds want records, at most timeout_ms. */
 static bool wait_records(struct spool *sp, uint64_t want, int64_t timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
-	struct spool_stats st;
-
-	for (;;) {
-		spool_maintain(sp);
-		spool_stats(sp, &st);
-		if (st.records == want)
-			return true;
-		if (now_ms() > deadline)
-			return false;
-		usleep(20000);
-	}
+	return wait_stats(sp, records_left, want, timeout_ms);
 }
 
 /*
@@ -242,7 +263,6 @@ static void test_unfiled_dead_letter_deleted_not_filed(void **state)
 	struct spool *sp = open_ok(&o);
 	uint64_t seqs[4], cursor = 0, first;
 	int nums[4];
-	size_t records, damage;
 
 	assert_int_equal(write_range(sp, 1, 2, NULL), SPOOL_OK);
 	add_msg(b, 2);
@@ -256,20 +276,12 @@ static void test_unfiled_dead_letter_deleted_not_filed(void **state)
 	assert_int_equal(st.failed, 1);
 	assert_int_equal(st.records, 1);
 
-	atomic_store(&fail_read_errno, EIO);
-	assert_int_equal(spool_fail(sp, seqs[2], "rejected"), SPOOL_FAIL_LATER);
-	assert_false(wait_records(sp, 0, 300)); /* kept while it cannot be read */
-	atomic_store(&fail_read_errno, 0);
-	spool_stats(sp, &st);
-	assert_int_equal(st.records, 1);
-	assert_int_equal(st.damaged, 0);
+	fail_while_unreadable(sp, seqs[2], 1, records_left, 0);
 	assert_true(wait_records(sp, 0, 10000));
 	spool_stats(sp, &st);
 	assert_int_equal(st.failed, 1);
 	spool_close(sp);
-	read_failed_log(t->dir, &records, &damage);
-	assert_int_equal(records, 1);
-	assert_int_equal(damage, 0);
+	expect_failed_log(t->dir, 1);
 }
 
 /* --- a reason never makes a record unwritable -------------------------------------------- */
