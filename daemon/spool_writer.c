@@ -444,7 +444,7 @@ void *spool_writer_main(void *arg)
 	bool interval = sp->fsync == CONF_FSYNC_INTERVAL, dirty = false;
 	int64_t last_sync = now_ms();
 
-	thread_name("ackd-spool");
+	thread_name("ackd-writer");
 	pthread_mutex_lock(&sp->mu);
 	while (!sp->stopping) {
 		struct sub *list = sp->q_head;
