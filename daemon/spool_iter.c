@@ -286,6 +286,9 @@ enum it_res it_next(struct iter *it, struct it_item *item)
 		if (avail < SPOOL_REC_HDR_SIZE)
 			break;
 		if (memcmp(p, "AKSR", 4) != 0) {
+			/* Skip to the next 'A' in what is buffered (the loop's o++ lands on it). */
+			const unsigned char *a = memchr(p + 1, 'A', avail - 1);
+			o += (a ? (uint64_t)(a - p) : avail) - 1;
 			framed = false;
 			continue;
 		}
