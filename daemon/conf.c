@@ -223,6 +223,11 @@ static const struct key keys[] = {
 		  INT64_C(1125899906842624), NULL,
 		  "Spool size at which new messages are refused with 507." },
 	    MAIN(spool.max_bytes) },
+	{ .doc = { "spool.prealloc", CONF_T_BOOL, "true", 0, 0, NULL,
+		  "When true a thread writes the next segment's zeros ahead, and records "
+		  "overwrite them: a group commit's fdatasync then has no file size to "
+		  "commit. Disk use grows by up to two segments beyond max_bytes." },
+	    MAIN(spool.prealloc) },
 
 	{ .doc = { "publish", CONF_T_GROUP, NULL, 0, 0, NULL, "The publish API." },
 	    .scope = SCOPE_MAIN },

@@ -116,6 +116,7 @@ struct conf {
 		enum conf_fsync fsync;
 		int64_t fsync_interval_ms;
 		int64_t max_bytes;
+		int prealloc; /* write segments over zeros written ahead */
 	} spool;
 
 	struct {

@@ -469,6 +469,7 @@ int main(int argc, char **argv)
 		.fsync = conf->spool.fsync,
 		.fsync_interval_ms = conf->spool.fsync_interval_ms,
 		.max_bytes = (uint64_t)conf->spool.max_bytes,
+		.prealloc = conf->spool.prealloc,
 		.on_key = load_key,
 		.on_key_arg = idem,
 		.on_failed = load_failed,

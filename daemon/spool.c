@@ -127,6 +127,8 @@ void spool_stats(struct spool *sp, struct spool_stats *out)
 	out->write_errors = sp->write_errors;
 	out->torn_bytes = sp->torn_bytes;
 	out->max_bytes = sp->max_bytes;
+	out->spares_used = sp->spares_used;
+	out->spare_ready = sp->spare_fd >= 0;
 	for (struct seg *seg = sp->segs; seg; seg = seg->next)
 		if (seg_live(seg) && seg->nrecs && (out->oldest_ms == 0 || seg->min_ts < out->oldest_ms))
 			out->oldest_ms = seg->min_ts;
@@ -156,6 +158,7 @@ static void spool_free(struct spool *sp)
 		spool_io.close(sp->lock_fd);
 	pthread_cond_destroy(&sp->wake);
 	pthread_cond_destroy(&sp->idle);
+	pthread_cond_destroy(&sp->spare_wake);
 	pthread_mutex_destroy(&sp->mu);
 	free(sp->dir);
 	free(sp);
@@ -227,6 +230,8 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	sp->dir_fd = -1;
 	sp->lock_fd = -1;
 	sp->keys_fd = -1;
+	sp->spare_fd = -1;
+	sp->prealloc = opts->prealloc;
 	sp->fsync = opts->fsync;
 	sp->fsync_interval_ms = opts->fsync_interval_ms > 0 ? opts->fsync_interval_ms : 1000;
 	sp->max_bytes = opts->max_bytes;
@@ -238,6 +243,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sp->wake, &ca);
 	pthread_cond_init(&sp->idle, &ca);
+	pthread_cond_init(&sp->spare_wake, &ca);
 	pthread_condattr_destroy(&ca);
 
 	if (spool_io.mkdirat(AT_FDCWD, sp->dir, 0750) == 0) {
@@ -296,6 +302,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 		goto fail;
 	}
 	sp->writer_running = true;
+	spare_start(sp);
 	spool_stats(sp, &st);
 	log_info("spool: %s: %" PRIu64 " records waiting in %" PRIu64 " segments (%" PRIu64
 	    " damaged, %" PRIu64 " torn bytes cut)",
@@ -324,6 +331,19 @@ int spool_quiesce(struct spool *sp, int timeout_ms)
 	return rc;
 }
 
+/* A stopped spool's active segment ends at its records, as if appended to. */
+static void cut_zeros(struct spool *sp, struct seg *seg)
+{
+	if (!seg || seg->zero_end <= seg->data_end)
+		return;
+	if (spool_io.ftruncate(seg->fd, (off_t)seg->data_end) < 0 ||
+	    (sp->fsync != CONF_FSYNC_NEVER && spool_io.fdatasync(seg->fd) < 0))
+		log_warn("spool: %s: cannot cut the unused end of segment %" PRIu64
+		    " (the next start does)", sp->dir, seg->first_seq);
+	else
+		seg->zero_end = 0;
+}
+
 void spool_close(struct spool *sp)
 {
 	struct sub *list;
@@ -338,6 +358,8 @@ void spool_close(struct spool *sp)
 		pthread_join(sp->writer, NULL);
 		health_unregister(&sp->health);
 	}
+	spare_stop(sp);
+	cut_zeros(sp, sp->active);
 
 	pthread_mutex_lock(&sp->mu);
 	list = sp->q_head;

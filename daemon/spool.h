@@ -39,6 +39,12 @@ struct spool_opts {
 	uint64_t segment_bytes; /* 0: 64 MiB, or max_bytes / 8 when less (64 KiB at least) */
 	int64_t maint_every_ms; /* spool_next()/spool_ack() maintain this often; 0: 100 ms */
 	/*
+	 * Keep a zero-filled spare segment ready (spool_spare.c): the writer
+	 * then overwrites allocated blocks, and a group's fdatasync has no file
+	 * size to commit.
+	 */
+	bool prealloc;
+	/*
 	 * Called by spool_open() for every intact KEY record of every segment,
 	 * in sequence order, before the writer starts (the opening thread);
 	 * seq is the KEY record's own sequence, its records precede it. NULL:
@@ -268,6 +274,8 @@ struct spool_stats {
 	uint64_t write_errors; /* failed group writes or syncs since start */
 	uint64_t torn_bytes;   /* cut at open: the last segment's and failed/ logs' torn tails */
 	uint64_t max_bytes;    /* spool.max_bytes, the limit bytes is held to; 0: none */
+	uint64_t spares_used;  /* segments begun in a zero-filled spare since start (prealloc) */
+	bool spare_ready;      /* a spare waits for the next segment (prealloc) */
 };
 void spool_stats(struct spool *sp, struct spool_stats *out);
 
@@ -341,12 +349,19 @@ enum spool_ro_kind {
 	SPOOL_RO_DAMAGE,   /* bytes that hold no valid record (why) */
 	SPOOL_RO_FOOTER,   /* a seal record; the records end here */
 	SPOOL_RO_TRAILING, /* bytes after a footer */
+	/*
+	 * Segments: zero bytes from here to the end of the file, after the
+	 * records: the unused space of a preallocated segment, or a write
+	 * whose size reached the disk and its data not (ackd cuts them at
+	 * start-up; they hold no record).
+	 */
+	SPOOL_RO_UNUSED,
 };
 
 struct spool_ro_item {
 	enum spool_ro_kind kind;
 	uint64_t off; /* file offset */
-	uint64_t len; /* bytes of the record, the damage, the footer, the trailing bytes */
+	uint64_t len; /* bytes of the record, the damage, the footer, the trailing or unused bytes */
 	/* SPOOL_RO_RECORD, and SPOOL_RO_DAMAGE when the header was intact. */
 	uint64_t seq;
 	uint8_t type; /* enum spool_rec_type */

@@ -92,6 +92,11 @@ struct seg {
 	uint64_t end_seq;    /* one past the last committed sequence */
 	uint64_t data_end;   /* committed record bytes end here */
 	uint64_t file_bytes; /* size on disk, footer included */
+	/*
+	 * The writer's: the file was a zero-filled spare of this many bytes, so
+	 * zeros lie past data_end up to here; 0: the file ends at file_bytes.
+	 */
+	uint64_t zero_end;
 	uint64_t *acked;     /* bitmap over [first_seq, end_seq) */
 	size_t acked_words;
 	uint64_t nacked;
@@ -211,6 +216,14 @@ struct spool {
 	bool keys_dir_pending; /* `keys` opened, created or renamed over; the directory not synced since */
 	struct keys_job *keys_job; /* a compaction running on its own thread, or NULL */
 
+	/* The spare segment (spool_spare.c); under mu. */
+	bool prealloc;
+	pthread_t spare_thread;
+	bool spare_running;
+	pthread_cond_t spare_wake;
+	int spare_fd; /* a zero-filled, synced .seg-spare.tmp ready to take; -1: none */
+	uint64_t spares_used;
+
 	pthread_mutex_t mu;
 	pthread_cond_t wake;
 	pthread_cond_t idle;  /* the writer finished a group; see spool_quiesce() */
@@ -302,6 +315,21 @@ MUST_USE int spool_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t
 MUST_USE int spool_pwritev_all(int fd, struct iovec *iov, size_t n, uint64_t off);
 int spool_timed_fdatasync(int fd);
 MUST_USE int spool_write_all(int fd, const void *buf, size_t len);
+/*
+ * *from: where the run of zero bytes that ends a file of size bytes starts,
+ * no lower than start (size when the last byte is not zero). 0, or -1 on a
+ * read error.
+ */
+MUST_USE int spool_zero_tail(int fd, uint64_t start, uint64_t size, uint64_t *from);
+
+/* spool_spare.c */
+void spare_start(struct spool *sp);
+void spare_stop(struct spool *sp);
+/*
+ * The writer's: rename the ready spare to name and return its descriptor,
+ * with *zero_end its size; -1 when none is ready.
+ */
+int spare_take(struct spool *sp, const char *name, uint64_t *zero_end);
 
 /* spool_seqmap.c */
 void seqmap_del(struct seqmap *m, uint64_t key);

@@ -151,3 +151,26 @@ int spool_timed_fdatasync(int fd)
 	metrics_fsync((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return rc;
 }
+
+int spool_zero_tail(int fd, uint64_t start, uint64_t size, uint64_t *from)
+{
+	unsigned char buf[65536];
+
+	*from = size;
+	while (*from > start) {
+		size_t n = *from - start < sizeof(buf) ? (size_t)(*from - start) : sizeof(buf), got;
+		if (spool_pread_all(fd, buf, n, *from - n, &got) < 0)
+			return -1;
+		if (got < n) {
+			errno = EIO; /* the file shrank under us: nothing to conclude */
+			return -1;
+		}
+		for (size_t i = n; i > 0; i--)
+			if (buf[i - 1]) {
+				*from -= n - i;
+				return 0;
+			}
+		*from -= n;
+	}
+	return 0;
+}

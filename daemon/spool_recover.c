@@ -123,12 +123,25 @@ static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64
 	seg->data_end = good_end;
 	seg->end_seq = last_seq ? last_seq + 1 : seg->first_seq;
 	if (full && good_end < size) {
-		log_warnx("spool: %s: segment %" PRIu64 ": torn tail of %" PRIu64
-		    " bytes at offset %" PRIu64 " cut off",
-		    sp->dir, seg->first_seq, size - good_end, good_end);
+		/*
+		 * Zeros that end the file hold no record: a spare segment's unused
+		 * space (spool_spare.c), or a write whose size reached the disk
+		 * and its data not. They go with the cut, not counted as torn.
+		 */
+		uint64_t zeros_from;
+		if (spool_zero_tail(seg->fd, good_end, size, &zeros_from) < 0)
+			goto fail;
+		if (zeros_from > good_end)
+			log_warnx("spool: %s: segment %" PRIu64 ": torn tail of %" PRIu64
+			    " bytes at offset %" PRIu64 " cut off",
+			    sp->dir, seg->first_seq, zeros_from - good_end, good_end);
+		if (size > zeros_from)
+			log_info("spool: %s: segment %" PRIu64 ": %" PRIu64 " zero bytes after offset %"
+			    PRIu64 " (unused space) cut off",
+			    sp->dir, seg->first_seq, size - zeros_from, zeros_from);
 		if (spool_io.ftruncate(seg->fd, (off_t)good_end) < 0 || spool_io.fdatasync(seg->fd) < 0)
 			goto fail;
-		sp->torn_bytes += size - good_end;
+		sp->torn_bytes += zeros_from - good_end;
 		size = good_end;
 	}
 	seg->file_bytes = size;

@@ -448,7 +448,11 @@ int spool_ro_iter_next(struct spool_ro_iter *ri, struct spool_ro_item *item)
 		return 0;
 	}
 	if (r == IT_DAMAGE) {
-		item->kind = SPOOL_RO_DAMAGE;
+		uint64_t zeros_from = ii.resync_off;
+		if (!ri->failed_log && !ii.resynced &&
+		    spool_zero_tail(ri->it.fd, ii.off, ii.resync_off, &zeros_from) < 0)
+			return -1;
+		item->kind = zeros_from == ii.off ? SPOOL_RO_UNUSED : SPOOL_RO_DAMAGE;
 		item->off = ii.off;
 		item->len = ii.resync_off - ii.off;
 		item->why = ii.why;

@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -161,12 +162,15 @@ int seg_create(struct spool *sp, uint64_t first, struct seg **out)
 	unsigned char hdr[SPOOL_SEG_HDR_SIZE];
 	struct iovec iov = { hdr, sizeof(hdr) };
 	struct seg *seg = NULL;
+	uint64_t zero_end = 0;
 	int fd;
 
 	*out = NULL;
 	snprintf(tmp, sizeof(tmp), ".seg-%020" PRIu64 ".tmp", first);
 	seg_name(name, sizeof(name), first, "spool");
-	fd = spool_io.openat(sp->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	fd = spare_take(sp, tmp, &zero_end);
+	if (fd < 0)
+		fd = spool_io.openat(sp->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
 	seg = seg_new(first);
@@ -194,6 +198,7 @@ int seg_create(struct spool *sp, uint64_t first, struct seg **out)
 	seg->gen = sp->next_gen++;
 	seg->data_end = SPOOL_SEG_HDR_SIZE;
 	seg->file_bytes = SPOOL_SEG_HDR_SIZE;
+	seg->zero_end = zero_end;
 	*out = seg;
 	return 0;
 fail:
@@ -222,6 +227,12 @@ void seg_seal(struct spool *sp, struct seg *seg)
 	s.min_ts = seg->min_ts;
 	pthread_mutex_unlock(&sp->mu);
 	spool_seal_encode(buf, &s);
+	/*
+	 * The footer must end the file. A segment begun in a spare rolls only
+	 * once its records reach segment_bytes, the spare's size: they have
+	 * overwritten every zero.
+	 */
+	assert(seg->zero_end <= s.data_end);
 	if (spool_pwritev_all(seg->fd, &iov, 1, s.data_end) < 0 ||
 	    (sp->fsync != CONF_FSYNC_NEVER && spool_io.fdatasync(seg->fd) < 0)) {
 		if (spool_log_due(&sp->werr_log_ms))

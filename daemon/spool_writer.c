@@ -302,6 +302,7 @@ static int cut_back(struct spool *sp, struct seg *seg, uint64_t off)
 		log_info("spool: %s: segment %" PRIu64 " cut back to %" PRIu64 ", writing again",
 		    sp->dir, seg->first_seq, off);
 	sp->cut_pending = false;
+	seg->zero_end = 0; /* a spare's zeros went with the cut: appending from here */
 	return 0;
 }
 

@@ -408,6 +408,11 @@ static void verify_file(struct verify *v, struct spool_ro *ro, const struct spoo
 			problem(v, f->name, (int64_t)item.off, "trailing-bytes",
 			    "%" PRIu64 " bytes after the footer", item.len);
 			break;
+		case SPOOL_RO_UNUSED:
+			note(v, f->name, "%" PRIu64 " zero bytes after the records at offset %" PRIu64
+			    " (unused space of a preallocated segment; ackd cuts them at start-up)",
+			    item.len, item.off);
+			break;
 		}
 	}
 	if (rc < 0)

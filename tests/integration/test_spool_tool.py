@@ -7,6 +7,10 @@
     daemon spool  ackd with Kafka unreachable spools what clients publish with
                   ack=spool: stat (while ackd runs: "in use"), verify and dump
                   show exactly what was published
+    spares        segments begun in zero-filled spares (spool.prealloc): verify
+                  notes the zeros while ackd runs and finds nothing after a
+                  stop; after a kill -9 the restart cuts them, counts no torn
+                  bytes and loses no record; with prealloc off no spare exists
     reinject      a message the (mock) cluster rejects lands in failed/;
                   reinject is refused while ackd runs, then moves it back as a
                   new record that ackd produces after a restart; a damaged
@@ -141,7 +145,6 @@ DAMAGE = {
     "bad-payload-crc": [(seg(1), rec_off(1, 4), "bad-payload-crc"),
                         (seg(11), rec_off(11, 15), "bad-payload-crc")],
     "torn-tail": [(seg(1), rec_off(1, 11), "torn-tail")],
-    "zero-tail": [(seg(1), rec_off(1, 11), "torn-tail")],
     "truncated-ack": [(seg(1, "ack"), 3 * 12, "ack-partial-entry")],
 }
 
@@ -158,6 +161,17 @@ def test_verify_names_each_damage_and_exits_1_without_changing_a_byte(tmp_path, 
         tool(*args[:1], spool, *args[1:])
     assert digest(spool) == before, "a read-only command changed the spool"
     assert not (spool / "lock").exists() and not (spool / "failed").exists()
+
+
+def test_verify_notes_zeros_after_the_records_as_unused_space_not_damage(tmp_path):
+    """A file that ends in zeros after its last record (a preallocated
+    segment's unused end, or a write whose size reached the disk and its data
+    not) holds no record: ackd cuts them without counting them torn."""
+    spool = fixture(tmp_path, "zero-tail")
+    r = tool("verify", spool)
+    assert (r.returncode, problems(r.stdout)) == (0, []), r
+    assert f"{seg(1)}: note: 4096 zero bytes after the records at offset {rec_off(1, 11)} " \
+        "(unused space of a preallocated segment; ackd cuts them at start-up)" in r.stdout, r
 
 
 def test_verify_exits_0_on_a_clean_spool_and_notes_what_ackd_tolerates(tmp_path):
@@ -287,6 +301,74 @@ def test_a_spool_written_by_ackd_shows_exactly_what_was_published(ackd):
     r = tool("verify", spool)
     assert (r.returncode, problems(r.stdout)) == (0, []), r
     assert r.stdout.splitlines()[-1] == f"{spool}: clean: 1 segments and 0 failed/ logs verified"
+
+
+# --- zero-filled spare segments (spool.prealloc) ----------------------------------------
+
+SPARE = ".seg-spare.tmp"
+SEG_BYTES = 131072  # max_bytes 1 MiB: segments of an eighth
+
+
+def segments(spool):
+    return sorted(spool.glob("seg-*.spool"))
+
+
+def publish_until_rolled_into_spares(daemon, rolls):
+    """Batches of 1 KiB values, each once a whole spare waits, until the
+    writer has begun `rolls` segments in spares; returns the records sent."""
+    spool, sent = daemon.spool_dir, 0
+    while len(segments(spool)) <= rolls:
+        wait_until(lambda: (spool / SPARE).exists() and
+                   (spool / SPARE).stat().st_size == SEG_BYTES, 10, "a whole spare")
+        r = daemon.http.post("/v1/topics/spares/records?ack=spool",
+                             body={"records": [{"value": "v" * 1000}] * 20})
+        assert r.status == 202, (r.status, r.body)
+        sent += 20
+    return sent
+
+
+def test_spare_segments_are_written_over_and_cut_at_stop_and_after_a_crash(ackd):
+    daemon = ackd(brokers=UNREACHABLE, config={"spool": {"max_bytes": 1048576}})
+    spool = daemon.spool_dir
+    sent = publish_until_rolled_into_spares(daemon, 2)
+    newest = segments(spool)[-1]
+    assert newest.stat().st_size == SEG_BYTES  # a spare, its records over the zeros
+
+    r = tool("verify", spool)
+    assert (r.returncode, problems(r.stdout)) == (0, []), r
+    assert f"{newest.name}: note:" in r.stdout and "zero bytes after the records" in r.stdout, r
+    assert stat(spool)["unacked"] == sent
+
+    daemon.kill9()
+    daemon.start()
+    assert re.search(rf"segment \d+: \d+ zero bytes after offset \d+ \(unused space\) cut off",
+                     daemon.stderr_text()), daemon.stderr_text()[-2000:]
+    assert "torn tail" not in daemon.stderr_text()
+    assert "ackd_spool_torn_bytes 0" in daemon.http.get("/metrics").body.decode()
+    assert newest.stat().st_size < SEG_BYTES
+    sent += publish_until_rolled_into_spares(daemon, len(segments(spool)) + 1)
+    daemon.stop()
+
+    assert not (spool / SPARE).exists()
+    assert segments(spool)[-1].stat().st_size < SEG_BYTES
+    r = tool("verify", spool)
+    assert (r.returncode, problems(r.stdout)) == (0, []), r
+    assert "zero bytes" not in r.stdout, r
+    assert stat(spool)["unacked"] == sent
+    assert len(dump(spool)) == sent
+
+    off = ackd(brokers=UNREACHABLE, spool_dir=spool,
+               config={"spool": {"max_bytes": 1048576, "prealloc": False}})
+    for _ in range(10):
+        r = off.http.post("/v1/topics/spares/records?ack=spool",
+                          body={"records": [{"value": "v" * 1000}] * 20})
+        assert r.status == 202, (r.status, r.body)
+    assert not (spool / SPARE).exists()
+    r = tool("verify", spool)
+    assert (r.returncode, problems(r.stdout)) == (0, []), r
+    assert "zero bytes" not in r.stdout, r
+    off.stop()
+    assert stat(spool)["unacked"] == sent + 200
 
 
 # --- failed/ and reinject --------------------------------------------------------------

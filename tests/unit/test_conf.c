@@ -124,6 +124,7 @@ static void test_full(void **state)
 	assert_int_equal(c->spool.fsync, CONF_FSYNC_INTERVAL);
 	assert_int_equal(c->spool.fsync_interval_ms, 250);
 	assert_true(c->spool.max_bytes == INT64_C(10737418240));
+	assert_int_equal(c->spool.prealloc, 0);
 	assert_int_equal(c->publish.ack, CONF_ACK_SPOOL);
 	assert_int_equal(c->publish.ack_timeout_ms, 2500);
 	assert_int_equal(c->publish.topics.n, 3);
@@ -199,6 +200,7 @@ static void assert_main_defaults(const struct conf *c)
 	assert_int_equal(c->spool.fsync, CONF_FSYNC_ALWAYS);
 	assert_int_equal(c->spool.fsync_interval_ms, 1000);
 	assert_int_equal(c->spool.max_bytes, 1073741824);
+	assert_int_equal(c->spool.prealloc, 1);
 	assert_int_equal(c->publish.ack, CONF_ACK_KAFKA);
 	assert_int_equal(c->publish.ack_timeout_ms, 10000);
 	assert_int_equal(c->publish.spool_linger_ms, 10);
@@ -315,7 +317,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 74);
+	assert_int_equal(i, 75);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 

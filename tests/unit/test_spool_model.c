@@ -2,10 +2,10 @@
  * test_spool_model: seeded random sequences of spool operations checked step
  * by step against a small reference model of what the spool must hold.
  *
- * Each seed draws a spool (segment size, fsync always or never) and a
- * sequence of steps: submit batches of random sizes (several at once: group
- * commit), next, out-of-order ack, fail, get, maintain (ack files, deletion,
- * copy-forward), rewind as a producer rebuild does, close and reopen, a kill
+ * Each seed draws a spool (segment size, fsync always or never, zero-filled
+ * spare segments or not) and a sequence of steps: submit batches of random
+ * sizes (several at once: group commit), next, out-of-order ack, fail, get,
+ * maintain (ack files, deletion, copy-forward), rewind as a producer rebuild does, close and reopen, a kill
  * (the seam freezes: whatever was written stays, nothing more is), and a
  * power loss (a random crash state of the recorded trace, crashfs.h). The
  * model knows, per message, whether it is committed and unacknowledged (the
@@ -117,7 +117,7 @@ struct model {
 	bool failed;
 	char why[512];
 	/* Counts for the summary. */
-	long steps, handed, crashes, powerloss;
+	long steps, handed, crashes, powerloss, spares;
 };
 
 static bool env_on(const char *name)
@@ -535,9 +535,18 @@ static void do_rewind(struct model *md)
 		md->m[i].runs_out = 0;
 }
 
+static void close_spool(struct model *md)
+{
+	struct spool_stats st;
+
+	spool_stats(md->sp, &st);
+	md->spares += (long)st.spares_used;
+	spool_close(md->sp);
+}
+
 static void do_reopen(struct model *md)
 {
-	spool_close(md->sp);
+	close_spool(md);
 	acks_flushed(md); /* close writes and syncs them */
 	for (uint32_t i = 0; i < md->next_n; i++) {
 		for (int j = 0; j < md->m[i].nacked; j++)
@@ -577,7 +586,7 @@ static void after_crash(struct model *md, bool power)
 static void do_kill(struct model *md)
 {
 	crashfs_freeze(1);
-	spool_close(md->sp);
+	close_spool(md);
 	crashfs_freeze(0);
 	md->crashes++;
 	after_crash(md, false);
@@ -590,7 +599,7 @@ static void do_power(struct model *md)
 	char err[256], desc[1024], dir[96];
 
 	crashfs_freeze(1);
-	spool_close(md->sp);
+	close_spool(md);
 	crashfs_freeze(0);
 	index_writes(md);
 	snprintf(dir, sizeof(dir), "%s/s%d", md->base, ++md->gen);
@@ -664,7 +673,7 @@ static void finish(struct model *md)
 		do_drain(md);
 	}
 	if (md->sp)
-		spool_close(md->sp);
+		close_spool(md);
 	md->sp = NULL;
 	if (md->failed)
 		goto out;
@@ -741,6 +750,7 @@ static bool run_seed(uint64_t seed, int steps, bool verbose, struct model *md)
 		.segment_bytes = seg_sizes[rnd(md, 3)],
 		.key_ttl_ms = 86400000,
 	};
+	md->o.prealloc = rnd(md, 2); /* drawn last: the other draws stay as they were per seed */
 	if (crashfs_start(md->dir, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
 	md->op = "open";
@@ -791,16 +801,16 @@ static bool run_seed(uint64_t seed, int steps, bool verbose, struct model *md)
 	if (!md->failed && md->sp)
 		finish(md);
 	else if (md->sp)
-		spool_close(md->sp);
+		close_spool(md);
 	fclose(md->log);
 	if (md->failed || verbose)
 		print_log(md, verbose ? SIZE_MAX : 60);
 	free(md->logbuf);
 	if (md->failed)
 		fprintf(stderr, "MODEL VIOLATION seed=%" PRIu64 " step=%d op=%s (fsync %s, segment %" PRIu64
-		    " bytes): %s\n  rerun: ACKD_MODEL_SEED=%" PRIu64 " ACKD_MODEL_VERBOSE=1 %s\n",
+		    " bytes%s): %s\n  rerun: ACKD_MODEL_SEED=%" PRIu64 " ACKD_MODEL_VERBOSE=1 %s\n",
 		    seed, md->step, md->op, md->o.fsync == CONF_FSYNC_ALWAYS ? "always" : "never",
-		    md->o.segment_bytes, md->why, seed, "tests/unit/test_spool_model");
+		    md->o.segment_bytes, md->o.prealloc ? ", prealloc" : "", md->why, seed, "tests/unit/test_spool_model");
 	crashfs_stop();
 	crashfs_reset();
 	crashfs_rmtree(md->base);
@@ -815,7 +825,7 @@ static void test_model(void **state)
 	struct model *md = calloc(1, sizeof(*md));
 	long nseeds = env_long("ACKD_MODEL_SEEDS", 1000), steps = env_long("ACKD_MODEL_STEPS", 150);
 	long first = env_long("ACKD_MODEL_FIRST", 1), failures = 0;
-	long steps_run = 0, handed = 0, crashes = 0, powerloss = 0;
+	long steps_run = 0, handed = 0, crashes = 0, powerloss = 0, spares = 0;
 	const char *one = getenv("ACKD_MODEL_SEED");
 	int64_t t0 = now_ms();
 
@@ -832,14 +842,17 @@ static void test_model(void **state)
 		handed += md->handed;
 		crashes += md->crashes;
 		powerloss += md->powerloss;
+		spares += md->spares;
 	}
 	printf("model test: %ld seeds (%ld..%ld), %ld steps, %ld records handed out, %ld kills, "
-	       "%ld power losses, %ld failing seeds, %.1f s\n",
-	    nseeds, first, first + nseeds - 1, steps_run, handed, crashes, powerloss, failures,
-	    (double)(now_ms() - t0) / 1000.0);
+	       "%ld power losses, %ld segments begun in a spare, %ld failing seeds, %.1f s\n",
+	    nseeds, first, first + nseeds - 1, steps_run, handed, crashes, powerloss, spares,
+	    failures, (double)(now_ms() - t0) / 1000.0);
 	free(md);
 	if (failures)
 		fail_msg("%ld seeds failed", failures);
+	if (nseeds >= 100 && spares == 0)
+		fail_msg("no segment was begun in a spare: prealloc went untested");
 }
 
 int main(void)

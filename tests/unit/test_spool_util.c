@@ -272,7 +272,7 @@ void copy_dir(const char *from, const char *to)
 	while ((de = readdir(d))) {
 		int in, out;
 		ssize_t n;
-		if (de->d_name[0] == '.')
+		if (de->d_name[0] == '.' || de->d_type == DT_DIR)
 			continue;
 		snprintf(src, sizeof(src), "%s/%s", from, de->d_name);
 		snprintf(dst, sizeof(dst), "%s/%s", to, de->d_name);

@@ -398,6 +398,233 @@ static void test_mkdir_fsyncs_parent(void **state)
 	assert_true(synced_after_mkdir("failed", dir));
 }
 
+/* --- zero-filled spare segments (prealloc) ------------------------------------------- */
+
+#define SPARE_SEG (64 * 1024)
+
+/* What a read-only pass over dir's segments finds. */
+struct ro_scan {
+	int segments, sealed, records, damage, unused;
+	uint64_t newest_bytes;
+	uint64_t unused_off; /* where the newest segment's zeros begin; 0: none */
+	char newest[64];
+};
+
+static struct ro_scan ro_scan(const char *dir)
+{
+	struct ro_scan sc = { 0 };
+	const struct spool_ro_file *files;
+	struct spool_ro *ro;
+	char err[256];
+	size_t n;
+
+	if (spool_ro_open(dir, &ro, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	n = spool_ro_segments(ro, &files);
+	for (size_t i = 0; i < n; i++) {
+		struct spool_ro_iter *it;
+		struct spool_ro_item item;
+		assert_int_equal(spool_ro_iter_new(ro, &files[i], 1, &it), 0);
+		while (spool_ro_iter_next(it, &item) == 1) {
+			sc.records += item.kind == SPOOL_RO_RECORD;
+			sc.damage += item.kind == SPOOL_RO_DAMAGE || item.kind == SPOOL_RO_TRAILING;
+			if (item.kind == SPOOL_RO_UNUSED) {
+				sc.unused++;
+				sc.unused_off = item.off;
+			}
+		}
+		spool_ro_iter_free(it);
+		sc.segments++;
+		sc.sealed += files[i].sealed;
+		sc.newest_bytes = files[i].bytes;
+		snprintf(sc.newest, sizeof(sc.newest), "%s", files[i].name);
+	}
+	spool_ro_free(ro);
+	return sc;
+}
+
+static struct spool_stats wait_spare(struct spool *sp)
+{
+	struct spool_stats st;
+
+	for (int64_t end = now_ms() + 10000;; usleep(1000)) {
+		spool_stats(sp, &st);
+		if (st.spare_ready)
+			return st;
+		assert_true(now_ms() < end);
+	}
+}
+
+/*
+ * Write 40-record batches from *n on until the writer has begun a segment
+ * in a spare, and wait for that roll (the old segment's seal) to finish.
+ */
+static void roll_into_spare(struct spool *sp, int *n)
+{
+	struct spool_stats st = wait_spare(sp);
+	uint64_t used = st.spares_used, segments = st.segments;
+
+	while (st.spares_used == used) {
+		assert_int_equal(write_range(sp, *n, *n + 40, NULL), SPOOL_OK);
+		*n += 40;
+		spool_stats(sp, &st);
+	}
+	for (int64_t end = now_ms() + 10000; st.segments == segments; usleep(1000)) {
+		assert_true(now_ms() < end);
+		spool_stats(sp, &st);
+	}
+}
+
+/* Every record 0..n-1 comes back once, in order; nothing torn or damaged. */
+static void reopen_expect(const struct spool_opts *o, int n)
+{
+	struct spool *sp = open_ok(o);
+	static int nums[4096];
+	struct spool_stats st;
+	uint64_t cursor = 0;
+	size_t got = drain(sp, &cursor, nums, NULL, 4096);
+
+	assert_int_equal(got, n);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(nums[i], i);
+	spool_stats(sp, &st);
+	assert_int_equal(st.torn_bytes, 0);
+	assert_int_equal(st.damaged, 0);
+	spool_close(sp);
+}
+
+/*
+ * With prealloc the writer begins segments in zero-filled spares and writes
+ * over the zeros; sealing and closing cut them off, so a stopped spool is
+ * what appending would have made.
+ */
+static void test_prealloc_spares(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, SPARE_SEG);
+	struct spool *sp;
+	struct ro_scan sc;
+	int n = 0;
+
+	o.prealloc = true;
+	sp = open_ok(&o);
+	for (int i = 0; i < 3; i++)
+		roll_into_spare(sp, &n);
+	sc = ro_scan(t->dir);
+	assert_int_equal(sc.newest_bytes, SPARE_SEG); /* the active segment: a spare */
+	assert_int_equal(sc.unused, 1);
+	assert_int_equal(sc.damage, 0);
+	assert_int_equal(sc.sealed, sc.segments - 1);
+	wait_spare(sp);
+	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), SPARE_SEG);
+	spool_close(sp);
+
+	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), -1);
+	sc = ro_scan(t->dir);
+	assert_int_equal(sc.records, n);
+	assert_int_equal(sc.unused + sc.damage, 0);
+	assert_true(sc.newest_bytes < SPARE_SEG);
+	assert_int_equal(sc.sealed, sc.segments - 1);
+	reopen_expect(&o, n);
+}
+
+/*
+ * A crash leaves the zeros after the newest segment's records, and a spare:
+ * recovery cuts the zeros without counting them torn, and removes the
+ * spare. Bytes that are not zero before the zeros are a torn tail.
+ */
+static void test_prealloc_crash(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, SPARE_SEG);
+	char crash[96], torn[96], path[256];
+	unsigned char junk[100];
+	struct spool_stats st;
+	struct spool *sp;
+	struct ro_scan sc;
+	int n = 0, fd;
+
+	o.prealloc = true;
+	sp = open_ok(&o);
+	roll_into_spare(sp, &n);
+	snprintf(crash, sizeof(crash), "%s/crash", t->dir);
+	snprintf(torn, sizeof(torn), "%s/torn", t->dir);
+	assert_int_equal(mkdir(crash, 0750), 0);
+	assert_int_equal(mkdir(torn, 0750), 0);
+	copy_dir(t->dir, crash); /* every record was committed: what a power loss keeps */
+	copy_dir(t->dir, torn);
+	spool_close(sp);
+
+	snprintf(path, sizeof(path), "%s/.seg-spare.tmp", crash);
+	assert_true((fd = open(path, O_WRONLY | O_CREAT, 0640)) >= 0);
+	assert_int_equal(ftruncate(fd, SPARE_SEG), 0);
+	close(fd);
+	sc = ro_scan(crash);
+	assert_int_equal(sc.newest_bytes, SPARE_SEG);
+	assert_int_equal(sc.unused, 1);
+	assert_int_equal(sc.damage, 0);
+	o.dir = crash;
+	reopen_expect(&o, n);
+	assert_int_equal(file_size(crash, ".seg-spare.tmp"), -1);
+	sc = ro_scan(crash);
+	assert_int_equal(sc.unused, 0);
+	assert_true(sc.newest_bytes < SPARE_SEG);
+
+	/* A write that reached the disk in part: 100 bytes, then the zeros. */
+	sc = ro_scan(torn);
+	assert_true(sc.unused_off > 0);
+	memset(junk, 0x55, sizeof(junk));
+	snprintf(path, sizeof(path), "%s/%s", torn, sc.newest);
+	assert_true((fd = open(path, O_WRONLY)) >= 0);
+	assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)sc.unused_off), sizeof(junk));
+	close(fd);
+	sc = ro_scan(torn);
+	assert_int_equal(sc.unused, 0);
+	assert_int_equal(sc.damage, 1);
+	o.dir = torn;
+	sp = open_ok(&o);
+	spool_stats(sp, &st);
+	assert_int_equal(st.torn_bytes, sizeof(junk));
+	assert_int_equal(st.records, n);
+	spool_close(sp);
+}
+
+static int (*inner_openat)(int, const char *, int, mode_t);
+
+static int spare_open_fails(int dirfd, const char *path, int flags, mode_t mode)
+{
+	if (strcmp(path, ".seg-spare.tmp") == 0) {
+		errno = EIO;
+		return -1;
+	}
+	return inner_openat(dirfd, path, flags, mode);
+}
+
+/* No spare can be made: segments are created empty and appended to, as without prealloc. */
+static void test_prealloc_spare_fails(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, SPARE_SEG);
+	struct spool_io saved = spool_io;
+	struct spool_stats st;
+	struct spool *sp;
+	int n = 0;
+
+	o.prealloc = true;
+	inner_openat = spool_io.openat;
+	spool_io.openat = spare_open_fails;
+	sp = open_ok(&o);
+	for (spool_stats(sp, &st); st.segments < 4; spool_stats(sp, &st)) {
+		assert_int_equal(write_range(sp, n, n + 40, NULL), SPOOL_OK);
+		n += 40;
+	}
+	assert_int_equal(st.spares_used, 0);
+	assert_false(st.spare_ready);
+	spool_close(sp);
+	spool_io = saved;
+	reopen_expect(&o, n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -408,6 +635,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdir_fsyncs_parent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prealloc_spares, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prealloc_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prealloc_spare_fails, setup, teardown),
 	};
 
 	return spool_test_main(tests, sizeof(tests) / sizeof(tests[0]));
