@@ -350,10 +350,10 @@ enum spool_ro_kind {
 	SPOOL_RO_FOOTER,   /* a seal record; the records end here */
 	SPOOL_RO_TRAILING, /* bytes after a footer */
 	/*
-	 * Segments: zero bytes from here to the end of the file, after the
-	 * records: the unused space of a preallocated segment, or a write
-	 * whose size reached the disk and its data not (ackd cuts them at
-	 * start-up; they hold no record).
+	 * The newest segment: zero bytes from here to the end of the file,
+	 * after the records: the unused end of a segment begun in a spare, or a
+	 * write whose size reached the disk and its data not (ackd cuts them
+	 * at start-up; they hold no record).
 	 */
 	SPOOL_RO_UNUSED,
 };

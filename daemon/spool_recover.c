@@ -130,7 +130,7 @@ static int scan_segment(struct spool *sp, struct seg *seg, uint64_t size, uint64
 		 */
 		uint64_t zeros_from;
 		if (spool_zero_tail(seg->fd, good_end, size, &zeros_from) < 0)
-			goto fail;
+			zeros_from = size; /* unread: counted torn, as before spares */
 		if (zeros_from > good_end)
 			log_warnx("spool: %s: segment %" PRIu64 ": torn tail of %" PRIu64
 			    " bytes at offset %" PRIu64 " cut off",
@@ -372,30 +372,52 @@ out:
 /*
  * Hand every intact KEY record of seg to sp->on_key, and its unacknowledged
  * copies to sp->on_copy. Reads the whole segment (headers, and the payloads
- * of KEY records and copies): the cost of keys that survive a restart.
- * Damage is left to the reader, as for any record.
+ * of KEY records, keyed messages and copies): the cost of keys that survive
+ * a restart. Damage is left to the reader, as for any record.
+ *
+ * A key is handed over only with its whole batch: the nrecs records before
+ * it intact, in sequence, no damage among them. A write over a spare's
+ * zeros that a crash cut short can keep its later sectors and lose earlier
+ * ones (no file size orders them), so a key record may survive records of
+ * its batch. Loaded, its replay would answer for messages that are gone;
+ * forgotten, the client's retry writes them again.
  */
 static int load_keys(struct spool *sp, struct seg *seg)
 {
 	struct iter it = { 0 };
 	struct it_item item;
 	enum it_res r;
+	/* Records [run_from, expect) came intact and in sequence; UINT64_MAX: none since damage. */
+	uint64_t run_from = UINT64_MAX, expect = 0;
 
 	it_init(&it, seg->fd, SPOOL_SEG_HDR_SIZE, seg->data_end, seg->first_seq, seg->end_seq);
 	while ((r = it_next(&it, &item)) != IT_END) {
 		struct spool_key k;
-		if (r == IT_REC && item.h.type == SPOOL_REC_MSG && sp->on_copy &&
+		if (r != IT_REC || ((item.h.flags & SPOOL_REC_F_KEYED) && !it_payload_ok(&item))) {
+			run_from = UINT64_MAX;
+			continue;
+		}
+		if (run_from == UINT64_MAX || item.h.seq != expect)
+			run_from = item.h.seq;
+		expect = item.h.seq + 1;
+		if (item.h.type == SPOOL_REC_MSG && sp->on_copy &&
 		    (item.h.flags & SPOOL_REC_F_COPY) && !seg_is_acked(seg, item.h.seq)) {
 			copy_report(sp, &item);
 			continue;
 		}
-		if (r != IT_REC || item.h.type != SPOOL_REC_KEY)
+		if (item.h.type != SPOOL_REC_KEY)
 			continue;
 		seg->has_keys = true;
 		if (spool_key_decode(item.rec, item.len, NULL, &k) != SPOOL_REC_OK ||
 		    item.h.seq - seg->first_seq < k.nrecs) {
 			log_warnx("spool: %s: segment %" PRIu64 ": key record %" PRIu64
 			    " is damaged, its Idempotency-Key is forgotten",
+			    sp->dir, seg->first_seq, item.h.seq);
+			continue;
+		}
+		if (item.h.seq - run_from < k.nrecs) {
+			log_warnx("spool: %s: segment %" PRIu64 ": a record of key record %" PRIu64
+			    "'s batch is damaged or missing, its Idempotency-Key is forgotten",
 			    sp->dir, seg->first_seq, item.h.seq);
 			continue;
 		}

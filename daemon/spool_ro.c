@@ -448,10 +448,16 @@ int spool_ro_iter_next(struct spool_ro_iter *ri, struct spool_ro_item *item)
 		return 0;
 	}
 	if (r == IT_DAMAGE) {
+		/*
+		 * Zeros that end the newest segment: a spare's unused end. In an
+		 * older one they stand where records were (fsync = never and a
+		 * power loss): damage. A read that fails (the file cut by a stopping
+		 * ackd) leaves it damage too.
+		 */
 		uint64_t zeros_from = ii.resync_off;
-		if (!ri->failed_log && !ii.resynced &&
+		if (!ri->failed_log && !ii.resynced && ri->f->seq_limit == 0 &&
 		    spool_zero_tail(ri->it.fd, ii.off, ii.resync_off, &zeros_from) < 0)
-			return -1;
+			zeros_from = ii.resync_off;
 		item->kind = zeros_from == ii.off ? SPOOL_RO_UNUSED : SPOOL_RO_DAMAGE;
 		item->off = ii.off;
 		item->len = ii.resync_off - ii.off;

@@ -314,16 +314,21 @@ def segments(spool):
 
 
 def publish_until_rolled_into_spares(daemon, rolls):
-    """Batches of 1 KiB values, each once a whole spare waits, until the
-    writer has begun `rolls` segments in spares; returns the records sent."""
-    spool, sent = daemon.spool_dir, 0
-    while len(segments(spool)) <= rolls:
+    """Batches of 1 KiB values, each once a spare of full size is on disk,
+    until `rolls` new segments were begun in a spare (one that beat the
+    spare's last fdatasync is created empty and does not count); returns
+    the records sent."""
+    spool, sent, spares = daemon.spool_dir, 0, 0
+    while spares < rolls:
         wait_until(lambda: (spool / SPARE).exists() and
                    (spool / SPARE).stat().st_size == SEG_BYTES, 10, "a whole spare")
+        before = len(segments(spool))
         r = daemon.http.post("/v1/topics/spares/records?ack=spool",
                              body={"records": [{"value": "v" * 1000}] * 20})
         assert r.status == 202, (r.status, r.body)
         sent += 20
+        spares += len(segments(spool)) > before and \
+            segments(spool)[-1].stat().st_size == SEG_BYTES
     return sent
 
 
@@ -346,7 +351,7 @@ def test_spare_segments_are_written_over_and_cut_at_stop_and_after_a_crash(ackd)
     assert "torn tail" not in daemon.stderr_text()
     assert "ackd_spool_torn_bytes 0" in daemon.http.get("/metrics").body.decode()
     assert newest.stat().st_size < SEG_BYTES
-    sent += publish_until_rolled_into_spares(daemon, len(segments(spool)) + 1)
+    sent += publish_until_rolled_into_spares(daemon, 1)
     daemon.stop()
 
     assert not (spool / SPARE).exists()
