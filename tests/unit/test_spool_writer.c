@@ -495,8 +495,9 @@ static void reopen_expect(const struct spool_opts *o, int n)
 
 /*
  * With prealloc the writer begins segments in zero-filled spares and writes
- * over the zeros; sealing and closing cut them off, so a stopped spool is
- * what appending would have made.
+ * over the zeros; a segment rolls once its records covered them, and
+ * closing cuts the newest one's off, so a stopped spool is what appending
+ * would have made.
  */
 static void test_prealloc_spares(void **state)
 {
