@@ -50,7 +50,8 @@
 #define SPARE_SYNC_EVERY (UINT64_C(4) << 20)
 #define SPARE_RETRY_MS 1000
 
-static const unsigned char zeros[SPARE_CHUNK];
+/* Never written; not const, so it lies in .bss, not as 1 MiB of the binary. */
+static unsigned char zeros[SPARE_CHUNK];
 
 static bool spare_stopping(struct spool *sp)
 {
@@ -66,7 +67,7 @@ static bool spare_stopping(struct spool *sp)
 static int spare_fill(struct spool *sp, int fd, uint64_t size)
 {
 	for (uint64_t off = 0; off < size;) {
-		struct iovec iov = { (void *)zeros, size - off < SPARE_CHUNK ? size - off : SPARE_CHUNK };
+		struct iovec iov = { zeros, size - off < SPARE_CHUNK ? size - off : SPARE_CHUNK };
 		if (spare_stopping(sp)) {
 			errno = ECANCELED;
 			return -1;
