@@ -408,6 +408,24 @@ enum it_res it_next(struct iter *it, struct it_item *item);
 void it_seek(struct iter *it, struct seg *seg, uint64_t seq, uint64_t end, uint64_t end_seq);
 bool it_payload_ok(const struct it_item *item);
 struct spool_rec *it_rec_copy(const struct it_item *item, enum spool_rec_status *st);
+/*
+ * Whether a segment's Idempotency-Key records have their whole batch: a key
+ * record at sequence S naming n records is whole when S - n .. S - 1 came
+ * out of it_next() intact (keyed messages with their payload CRC) and in
+ * sequence, no damage among them. A write over a spare's zeros that a power
+ * loss cut short can keep a key record and lose a record of its batch
+ * (spool_spare.c); such a key is neither loaded nor saved to the keys file,
+ * or a retry would be answered for a message that is gone.
+ */
+struct batch_run {
+	uint64_t from;   /* records [from, expect) came whole; UINT64_MAX: none since damage */
+	uint64_t expect;
+};
+void batch_run_init(struct batch_run *b);
+/* Note what it_next() returned; false when it is damage (the run broken). */
+bool batch_run_note(struct batch_run *b, enum it_res r, const struct it_item *item);
+/* A noted, intact KEY record: whether its key decodes and its batch is whole. */
+bool batch_run_key_whole(const struct batch_run *b, const struct it_item *item);
 
 /* spool_reader.c */
 void spool_log_damage(struct spool *sp, struct seg *seg, const struct it_item *item, uint64_t lost);

@@ -175,10 +175,14 @@ static bool it_resync_ok(struct iter *it, uint64_t o, const struct spool_rec_hdr
 		if (it->io_errno)
 			goto out;
 		if (!framed) {
-			/* Damage: find the next valid header, byte by byte. */
+			/* Damage: find the next valid header; only an 'A' can begin one. */
+			size_t avail = it_fill(it, pos, SPOOL_REC_HDR_SIZE, &p);
+			const unsigned char *a = avail > 1 ? memchr(p + 1, 'A', avail - 1) : NULL;
+			if (it->io_errno)
+				goto out;
 			if (!gap)
 				gap = pos;
-			pos++;
+			pos += a ? (uint64_t)(a - p) : avail > 1 ? avail : 1;
 			continue;
 		}
 		if (st == SPOOL_REC_SHORT) {
@@ -323,6 +327,33 @@ enum it_res it_next(struct iter *it, struct it_item *item)
 bool it_payload_ok(const struct it_item *item)
 {
 	return crc32c(0, item->rec + SPOOL_REC_HDR_SIZE, item->h.payload_len) == item->h.payload_crc;
+}
+
+void batch_run_init(struct batch_run *b)
+{
+	b->from = UINT64_MAX;
+	b->expect = 0;
+}
+
+bool batch_run_note(struct batch_run *b, enum it_res r, const struct it_item *item)
+{
+	if (r != IT_REC || ((item->h.flags & SPOOL_REC_F_KEYED) && !it_payload_ok(item))) {
+		b->from = UINT64_MAX;
+		return false;
+	}
+	if (b->from == UINT64_MAX || item->h.seq != b->expect)
+		b->from = item->h.seq;
+	b->expect = item->h.seq + 1;
+	return true;
+}
+
+bool batch_run_key_whole(const struct batch_run *b, const struct it_item *item)
+{
+	struct spool_key k;
+
+	/* from <= the key record's own sequence: it was noted last. */
+	return spool_key_decode(item->rec, item->len, NULL, &k) == SPOOL_REC_OK &&
+	    item->h.seq - b->from >= k.nrecs;
 }
 
 /* A decoded copy of the record at item, or NULL when its payload is damaged. */

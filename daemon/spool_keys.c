@@ -86,7 +86,8 @@ static int kbuf_add(struct kbuf *b, const void *p, size_t n)
 
 /*
  * Walk the KEY records of fd's bytes [SPOOL_SEG_HDR_SIZE, size): each(arg,
- * item) for every intact one, until it returns false. *good_end: where the
+ * item) for every intact one (in a segment, first_seq not 0: with its whole
+ * batch, struct batch_run), until it returns false. *good_end: where the
  * last intact record of any type ends (meaningless after a stop). 0, or -1
  * with errno.
  */
@@ -95,20 +96,27 @@ static int keys_walk(int fd, uint64_t size, uint64_t first_seq, uint64_t end_seq
 {
 	struct iter it = { 0 };
 	struct it_item item;
+	struct batch_run run;
 	enum it_res r;
 
 	*good_end = SPOOL_SEG_HDR_SIZE;
+	batch_run_init(&run);
 	it_init(&it, fd, SPOOL_SEG_HDR_SIZE, size, first_seq, end_seq);
 	for (;;) {
 		if (!first_seq)
 			it.next_seq = 0; /* the keys file: records in any sequence order */
 		if ((r = it_next(&it, &item)) == IT_END)
 			break;
+		if (first_seq && !batch_run_note(&run, r, &item))
+			continue;
 		if (r != IT_REC)
 			continue;
 		if (!it_payload_ok(&item))
 			continue;
 		*good_end = item.off + item.len;
+		/* A segment's key without its whole batch is not saved (load_keys() forgot it). */
+		if (first_seq && item.h.type == SPOOL_REC_KEY && !batch_run_key_whole(&run, &item))
+			continue;
 		if ((item.h.type == SPOOL_REC_KEY || item.h.type == SPOOL_REC_KEY_ACK) &&
 		    !each(arg, &item))
 			break;

@@ -375,31 +375,23 @@ out:
  * of KEY records, keyed messages and copies): the cost of keys that survive
  * a restart. Damage is left to the reader, as for any record.
  *
- * A key is handed over only with its whole batch: the nrecs records before
- * it intact, in sequence, no damage among them. A write over a spare's
- * zeros that a crash cut short can keep its later sectors and lose earlier
- * ones (no file size orders them), so a key record may survive records of
- * its batch. Loaded, its replay would answer for messages that are gone;
- * forgotten, the client's retry writes them again.
+ * A key is handed over only with its whole batch (struct batch_run):
+ * loaded, a key that survived records of its batch would answer for
+ * messages that are gone; forgotten, the client's retry writes them again.
  */
 static int load_keys(struct spool *sp, struct seg *seg)
 {
 	struct iter it = { 0 };
 	struct it_item item;
 	enum it_res r;
-	/* Records [run_from, expect) came intact and in sequence; UINT64_MAX: none since damage. */
-	uint64_t run_from = UINT64_MAX, expect = 0;
+	struct batch_run run;
 
+	batch_run_init(&run);
 	it_init(&it, seg->fd, SPOOL_SEG_HDR_SIZE, seg->data_end, seg->first_seq, seg->end_seq);
 	while ((r = it_next(&it, &item)) != IT_END) {
 		struct spool_key k;
-		if (r != IT_REC || ((item.h.flags & SPOOL_REC_F_KEYED) && !it_payload_ok(&item))) {
-			run_from = UINT64_MAX;
+		if (!batch_run_note(&run, r, &item))
 			continue;
-		}
-		if (run_from == UINT64_MAX || item.h.seq != expect)
-			run_from = item.h.seq;
-		expect = item.h.seq + 1;
 		if (item.h.type == SPOOL_REC_MSG && sp->on_copy &&
 		    (item.h.flags & SPOOL_REC_F_COPY) && !seg_is_acked(seg, item.h.seq)) {
 			copy_report(sp, &item);
@@ -415,7 +407,7 @@ static int load_keys(struct spool *sp, struct seg *seg)
 			    sp->dir, seg->first_seq, item.h.seq);
 			continue;
 		}
-		if (item.h.seq - run_from < k.nrecs) {
+		if (!batch_run_key_whole(&run, &item)) {
 			log_warnx("spool: %s: segment %" PRIu64 ": a record of key record %" PRIu64
 			    "'s batch is damaged or missing, its Idempotency-Key is forgotten",
 			    sp->dir, seg->first_seq, item.h.seq);

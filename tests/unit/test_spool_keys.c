@@ -924,7 +924,8 @@ static off_t rec_at(int fd, int i)
  * spare's zeros can keep a batch's key record and lose a sector before it:
  * the first record's header here (zeros), a payload byte of another batch's
  * record there. Both keys are forgotten (a retry writes the batch again);
- * the intact batch's key and every intact record come back.
+ * the intact batch's key and every intact record come back. When the
+ * segment is deleted, only that key goes to the keys file.
  */
 static void test_keys_of_damaged_batches_forgotten(void **state)
 {
@@ -932,7 +933,7 @@ static void test_keys_of_damaged_batches_forgotten(void **state)
 	struct spool_opts o = opts_for(t->dir, 0);
 	static const unsigned char zeros[SPOOL_REC_HDR_SIZE];
 	struct seen s = { 0 };
-	uint64_t cursor = 0;
+	uint64_t cursor = 0, seqs[16];
 	char path[128];
 	int nums[16], fd;
 	unsigned char b;
@@ -962,9 +963,19 @@ static void test_keys_of_damaged_batches_forgotten(void **state)
 	sp = open_ok(&o);
 	assert_int_equal(s.n, 1);
 	assert_string_equal(s.keys[0], "k6");
-	assert_int_equal(drain(sp, &cursor, nums, NULL, 16), 8);
+	assert_int_equal(drain(sp, &cursor, nums, seqs, 16), 8);
 	for (int i = 0, want = 1; i < 8; i++, want += want == 3 ? 2 : 1)
 		assert_int_equal(nums[i], want); /* 1 2 3 5 6 7 8 9: 0 and 4 lost */
+	for (int i = 0; i < 8; i++)
+		spool_ack(sp, seqs[i]);
+	spool_maintain(sp);
+	assert_int_equal(file_size(t->dir, "seg-00000000000000000001.spool"), -1); /* deleted */
+	spool_close(sp);
+
+	memset(&s, 0, sizeof(s));
+	sp = open_ok(&o); /* the keys file's keys only */
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.keys[0], "k6");
 	spool_close(sp);
 }
 
