@@ -129,6 +129,7 @@ void spool_stats(struct spool *sp, struct spool_stats *out)
 	out->max_bytes = sp->max_bytes;
 	out->spares_used = sp->spares_used;
 	out->spare_ready = sp->spare_fd >= 0;
+	out->spare_wanted = sp->spare_wanted;
 	for (struct seg *seg = sp->segs; seg; seg = seg->next)
 		if (seg_live(seg) && seg->nrecs && (out->oldest_ms == 0 || seg->min_ts < out->oldest_ms))
 			out->oldest_ms = seg->min_ts;

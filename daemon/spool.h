@@ -276,6 +276,7 @@ struct spool_stats {
 	uint64_t max_bytes;    /* spool.max_bytes, the limit bytes is held to; 0: none */
 	uint64_t spares_used;  /* segments begun in a zero-filled spare since start (prealloc) */
 	bool spare_ready;      /* a spare waits for the next segment (prealloc) */
+	bool spare_wanted;     /* the writer asked for one, not ready yet (prealloc) */
 };
 void spool_stats(struct spool *sp, struct spool_stats *out);
 

@@ -97,6 +97,7 @@ struct seg {
 	 * zeros lie past data_end up to here; 0: the file ends at file_bytes.
 	 */
 	uint64_t zero_end;
+	bool spare_asked; /* the writer's: spare_want() asked for the next segment's spare */
 	uint64_t *acked;     /* bitmap over [first_seq, end_seq) */
 	size_t acked_words;
 	uint64_t nacked;
@@ -222,6 +223,7 @@ struct spool {
 	bool spare_running;
 	pthread_cond_t spare_wake;
 	int spare_fd; /* a zero-filled, synced .seg-spare.tmp ready to take; -1: none */
+	bool spare_wanted; /* the writer asked for one (spare_want()) and none is ready yet */
 	uint64_t spares_used;
 
 	pthread_mutex_t mu;
@@ -325,6 +327,8 @@ MUST_USE int spool_zero_tail(int fd, uint64_t start, uint64_t size, uint64_t *fr
 /* spool_spare.c */
 void spare_start(struct spool *sp);
 void spare_stop(struct spool *sp);
+/* The writer's, before each group: ask for a spare once seg is half full. */
+void spare_want(struct spool *sp, struct seg *seg);
 /*
  * The writer's: rename the ready spare to name and return its descriptor,
  * with *zero_end its size; -1 when none is ready.

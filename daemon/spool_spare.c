@@ -4,13 +4,14 @@
  *
  * An fdatasync after an append also commits the file's new size (on ext4 a
  * journal commit); after an overwrite of blocks already written it flushes
- * the data alone, in about half the time (bench/fsync). So a thread of its
- * own (ackd-spare) writes segment_bytes of zeros into a new file,
+ * the data alone, in about half the time (bench/fsync). So once the segment
+ * being written is half full (spare_want(), asked by the writer), a thread
+ * of its own (ackd-spare) writes segment_bytes of zeros into a new file,
  * .seg-spare.tmp, with an fdatasync every 4 MiB so that no one flush holds
  * the disk long, and hands its descriptor to the writer. At the next roll
  * seg_create() renames it to the new segment's temp name and writes the
- * header over its first bytes; the records then overwrite the zeros. The
- * thread makes the next spare at once.
+ * header over its first bytes; the records then overwrite the zeros. An
+ * idle or short-lived ackd writes no spare at all.
  *
  * What this leaves on disk: zeros after the active segment's last record.
  * A segment rolls only once its records reach segment_bytes, the spare's
@@ -26,9 +27,10 @@
  * second; meanwhile the writer creates empty segments and appends, as
  * without prealloc.
  *
- * Threads: spare_main() is the spare thread, spare_take() the writer's,
- * spare_start() and spare_stop() the opening and closing thread's. The
- * hand-over (sp->spare_fd) is under sp->mu.
+ * Threads: spare_main() is the spare thread, spare_want() and spare_take()
+ * the writer's, spare_start() and spare_stop() the opening and closing
+ * thread's. The request and the hand-over (sp->spare_wanted, sp->spare_fd)
+ * are under sp->mu.
  */
 #include "config.h"
 
@@ -118,7 +120,7 @@ static void *spare_main(void *arg)
 	pthread_mutex_lock(&sp->mu);
 	while (!sp->stopping) {
 		int fd;
-		if (sp->spare_fd >= 0) {
+		if (sp->spare_fd >= 0 || !sp->spare_wanted) {
 			pthread_cond_wait(&sp->spare_wake, &sp->mu);
 			continue;
 		}
@@ -127,6 +129,7 @@ static void *spare_main(void *arg)
 		pthread_mutex_lock(&sp->mu);
 		if (fd >= 0) {
 			sp->spare_fd = fd;
+			sp->spare_wanted = false;
 		} else if (!sp->stopping) {
 			int64_t due = now_ms() + SPARE_RETRY_MS;
 			struct timespec ts = { .tv_sec = due / 1000, .tv_nsec = due % 1000 * 1000000 };
@@ -164,6 +167,18 @@ void spare_stop(struct spool *sp)
 		sp->spare_fd = -1;
 		spool_io.unlinkat(sp->dir_fd, SPARE_NAME, 0); /* else the next open removes it */
 	}
+}
+
+void spare_want(struct spool *sp, struct seg *seg)
+{
+	if (!sp->prealloc || seg->spare_asked || seg->data_end < sp->segment_bytes / 2)
+		return;
+	seg->spare_asked = true;
+	pthread_mutex_lock(&sp->mu);
+	if (sp->spare_fd < 0)
+		sp->spare_wanted = true;
+	pthread_cond_signal(&sp->spare_wake);
+	pthread_mutex_unlock(&sp->mu);
 }
 
 int spare_take(struct spool *sp, const char *name, uint64_t *zero_end)

@@ -238,6 +238,7 @@ static void maybe_roll(struct spool *sp)
 {
 	struct seg *old = sp->active, *seg;
 
+	spare_want(sp, old);
 	if (old->data_end < sp->segment_bytes || old->end_seq == old->first_seq)
 		return;
 	if (seg_create(sp, sp->next_seq, &seg) < 0) {

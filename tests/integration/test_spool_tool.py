@@ -313,15 +313,24 @@ def segments(spool):
     return sorted(spool.glob("seg-*.spool"))
 
 
+def spare_size(spool):
+    try:
+        return (spool / SPARE).stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def publish_until_rolled_into_spares(daemon, rolls):
-    """Batches of 1 KiB values, each once a spare of full size is on disk,
-    until `rolls` new segments were begun in a spare (one that beat the
-    spare's last fdatasync is created empty and does not count); returns
-    the records sent."""
+    """Batches of 1 KiB values until `rolls` new segments were begun in a
+    spare. ackd asks for a spare once its segment is half full; while one
+    is being written, the next batch waits for it (a roll that beats the
+    spare's last fdatasync creates the segment empty and does not count).
+    Returns the records sent."""
     spool, sent, spares = daemon.spool_dir, 0, 0
     while spares < rolls:
-        wait_until(lambda: (spool / SPARE).exists() and
-                   (spool / SPARE).stat().st_size == SEG_BYTES, 10, "a whole spare")
+        if spare_size(spool) not in (None, SEG_BYTES):
+            wait_until(lambda: spare_size(spool) == SEG_BYTES, 10, "the spare written")
+            time.sleep(0.3)  # its last fdatasync and the hand-over
         before = len(segments(spool))
         r = daemon.http.post("/v1/topics/spares/records?ack=spool",
                              body={"records": [{"value": "v" * 1000}] * 20})

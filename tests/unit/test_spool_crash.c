@@ -895,14 +895,14 @@ static void wl_keys(void **state)
 	finish(w);
 }
 
-/* Wait until the spool holds a zero-filled spare for its next segment. */
+/* When the writer asked for a spare, wait until it is ready, so that the roll finds it. */
 static void wait_spare(struct wl *w)
 {
 	struct spool_stats st;
 
 	for (int64_t end = now_ms() + 10000;; usleep(1000)) {
 		spool_stats(w->sp, &st);
-		if (st.spare_ready)
+		if (!st.spare_wanted)
 			return;
 		if (now_ms() > end)
 			fail_msg("%s: no spare segment after 10 s", w->name);

@@ -456,19 +456,48 @@ static struct spool_stats wait_spare(struct spool *sp)
 }
 
 /*
- * Write 40-record batches from *n on until the writer has begun a segment
- * in a spare, and wait for that roll (the old segment's seal) to finish.
+ * Write 40-record batches from *n on until done(st) holds; once the writer
+ * asked for a spare (its segment half full), wait until it is ready, so
+ * that the roll finds it.
  */
-static void roll_into_spare(struct spool *sp, int *n)
+static struct spool_stats write_until(struct spool *sp, int *n,
+    bool (*done)(const struct spool_stats *st, uint64_t arg), uint64_t arg)
 {
-	struct spool_stats st = wait_spare(sp);
-	uint64_t used = st.spares_used, segments = st.segments;
+	struct spool_stats st;
 
-	while (st.spares_used == used) {
+	for (spool_stats(sp, &st); !done(&st, arg); spool_stats(sp, &st)) {
 		assert_int_equal(write_range(sp, *n, *n + 40, NULL), SPOOL_OK);
 		*n += 40;
 		spool_stats(sp, &st);
+		if (st.spare_wanted)
+			wait_spare(sp);
 	}
+	return st;
+}
+
+static bool spare_taken(const struct spool_stats *st, uint64_t used)
+{
+	return st->spares_used > used;
+}
+
+static bool spare_ready(const struct spool_stats *st, uint64_t unused)
+{
+	(void)unused;
+	return st->spare_ready;
+}
+
+/*
+ * Write until the writer has begun a segment in a spare, and wait for that
+ * roll (the old segment's seal) to finish.
+ */
+static void roll_into_spare(struct spool *sp, int *n)
+{
+	struct spool_stats st;
+	uint64_t segments;
+
+	spool_stats(sp, &st);
+	segments = st.segments;
+	st = write_until(sp, n, spare_taken, st.spares_used);
 	for (int64_t end = now_ms() + 10000; st.segments == segments; usleep(1000)) {
 		assert_true(now_ms() < end);
 		spool_stats(sp, &st);
@@ -516,7 +545,8 @@ static void test_prealloc_spares(void **state)
 	assert_int_equal(sc.unused, 1);
 	assert_int_equal(sc.damage, 0);
 	assert_int_equal(sc.sealed, sc.segments - 1);
-	wait_spare(sp);
+	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), -1); /* not asked for yet */
+	write_until(sp, &n, spare_ready, 0); /* the next one, asked for at half */
 	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), SPARE_SEG);
 	spool_close(sp);
 
