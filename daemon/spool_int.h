@@ -224,6 +224,12 @@ struct spool {
 	pthread_cond_t spare_wake;
 	int spare_fd; /* a zero-filled, synced .seg-spare.tmp ready to take; -1: none */
 	bool spare_wanted; /* the writer asked for one (spare_want()) and none is ready yet */
+	/*
+	 * Not under mu: the active segment's data_end at which the writer wakes
+	 * the spare thread, waiting for the records to go further before it
+	 * writes more zeros; UINT64_MAX: it is not waiting.
+	 */
+	atomic_uint_fast64_t spare_resume_at;
 	uint64_t spares_used;
 
 	pthread_mutex_t mu;
@@ -327,7 +333,11 @@ MUST_USE int spool_zero_tail(int fd, uint64_t start, uint64_t size, uint64_t *fr
 /* spool_spare.c */
 void spare_start(struct spool *sp);
 void spare_stop(struct spool *sp);
-/* The writer's, before each group: ask for a spare once seg is half full. */
+/*
+ * The writer's, after each group: ask for the next segment's spare at the
+ * first group of seg, and wake the spare thread when seg's records reached
+ * where it waits (spare_resume_at).
+ */
 void spare_want(struct spool *sp, struct seg *seg);
 /*
  * The writer's: rename the ready spare to name and return its descriptor,

@@ -4,14 +4,23 @@
  *
  * An fdatasync after an append also commits the file's new size (on ext4 a
  * journal commit); after an overwrite of blocks already written it flushes
- * the data alone, in about half the time (bench/fsync). So once the segment
- * being written is half full (spare_want(), asked by the writer), a thread
- * of its own (ackd-spare) writes segment_bytes of zeros into a new file,
- * .seg-spare.tmp, with an fdatasync every 4 MiB so that no one flush holds
- * the disk long, and hands its descriptor to the writer. At the next roll
- * seg_create() renames it to the new segment's temp name and writes the
- * header over its first bytes; the records then overwrite the zeros. An
- * idle or short-lived ackd writes no spare at all.
+ * the data alone, in about half the time (bench/fsync). So at the first
+ * group of each segment (spare_want(), asked by the writer), a thread of
+ * its own (ackd-spare) begins writing segment_bytes of zeros into a new
+ * file, .seg-spare.tmp, and hands its descriptor to the writer once all are
+ * written and synced. At the next roll seg_create() renames it to the new
+ * segment's temp name and writes the header over its first bytes; the
+ * records then overwrite the zeros.
+ *
+ * The zeros are paced by the records (spare_pace()): the spare is kept a
+ * third ahead of the active segment's records plus SPARE_LEAD, so it is
+ * ready once the segment is about three quarters full, and written in
+ * SPARE_CHUNK steps with an fdatasync every SPARE_SYNC_EVERY bytes. Written
+ * at once, 64 MiB took about 0.15 s of a core in one burst, and the
+ * writer's fdatasyncs could queue behind its 4 MiB flushes
+ * (docs/performance.md). Paced, a step is a fraction of a millisecond
+ * among the writer's, and an idle or short-lived ackd writes at most
+ * SPARE_LEAD of zeros.
  *
  * What this leaves on disk: zeros after the active segment's last record.
  * A segment rolls only once its records reach segment_bytes, the spare's
@@ -48,21 +57,43 @@
 #include "util.h"
 
 #define SPARE_NAME ".seg-spare.tmp"
-#define SPARE_CHUNK (1u << 20)
-#define SPARE_SYNC_EVERY (UINT64_C(4) << 20)
+#define SPARE_CHUNK (256u << 10)
+#define SPARE_SYNC_EVERY (UINT64_C(1) << 20)
+#define SPARE_LEAD (UINT64_C(1) << 20)
 #define SPARE_RETRY_MS 1000
 
-/* Never written; not const, so it lies in .bss, not as 1 MiB of the binary. */
+/* Never written; not const, so it lies in .bss, not in the binary. */
 static unsigned char zeros[SPARE_CHUNK];
 
-static bool spare_stopping(struct spool *sp)
+/* Under sp->mu: how many bytes of the spare may be written now. */
+static uint64_t spare_allowed(const struct spool *sp)
 {
-	bool stop;
+	uint64_t fill = sp->active ? sp->active->data_end : 0;
+	uint64_t allowed = fill + fill / 3 + SPARE_LEAD;
+
+	return allowed < sp->segment_bytes ? allowed : sp->segment_bytes;
+}
+
+/*
+ * Wait until the spare may be written past off: the writer's records have
+ * gone far enough (it wakes this thread once its segment's data_end reaches
+ * spare_resume_at). false: the spool is stopping.
+ */
+static bool spare_pace(struct spool *sp, uint64_t off)
+{
+	bool go;
 
 	pthread_mutex_lock(&sp->mu);
-	stop = sp->stopping;
+	while (!sp->stopping && off >= spare_allowed(sp)) {
+		/* The least fill f with f + f / 3 + SPARE_LEAD > off, or a little more. */
+		uint64_t resume = (off - SPARE_LEAD) / 4 * 3 + 4;
+		atomic_store_explicit(&sp->spare_resume_at, resume, memory_order_relaxed);
+		pthread_cond_wait(&sp->spare_wake, &sp->mu);
+	}
+	atomic_store_explicit(&sp->spare_resume_at, UINT64_MAX, memory_order_relaxed);
+	go = !sp->stopping;
 	pthread_mutex_unlock(&sp->mu);
-	return stop;
+	return go;
 }
 
 /* Write size zero bytes from offset 0, synced in steps. 0, or -1 with errno. */
@@ -70,7 +101,7 @@ static int spare_fill(struct spool *sp, int fd, uint64_t size)
 {
 	for (uint64_t off = 0; off < size;) {
 		struct iovec iov = { zeros, size - off < SPARE_CHUNK ? size - off : SPARE_CHUNK };
-		if (spare_stopping(sp)) {
+		if (!spare_pace(sp, off)) {
 			errno = ECANCELED;
 			return -1;
 		}
@@ -171,8 +202,15 @@ void spare_stop(struct spool *sp)
 
 void spare_want(struct spool *sp, struct seg *seg)
 {
-	if (!sp->prealloc || seg->spare_asked || seg->data_end < sp->segment_bytes / 2)
+	if (!sp->prealloc)
 		return;
+	if (seg->spare_asked) {
+		/* An exchange: one wake-up per wait, not one per group. */
+		if (seg->data_end < atomic_load_explicit(&sp->spare_resume_at, memory_order_relaxed) ||
+		    atomic_exchange_explicit(&sp->spare_resume_at, UINT64_MAX,
+		    memory_order_relaxed) == UINT64_MAX)
+			return;
+	}
 	seg->spare_asked = true;
 	pthread_mutex_lock(&sp->mu);
 	if (sp->spare_fd < 0)

@@ -238,7 +238,6 @@ static void maybe_roll(struct spool *sp)
 {
 	struct seg *old = sp->active, *seg;
 
-	spare_want(sp, old);
 	if (old->data_end < sp->segment_bytes || old->end_seq == old->first_seq)
 		return;
 	if (seg_create(sp, sp->next_seq, &seg) < 0) {
@@ -380,6 +379,7 @@ static int commit_group(struct spool *sp, struct sub *list)
 	sp->commits++;
 	pthread_mutex_unlock(&sp->mu);
 	finish_group(sp, list, SPOOL_OK);
+	spare_want(sp, seg); /* after the answers: it may take sp->mu */
 	return 0;
 
 fail:

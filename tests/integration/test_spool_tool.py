@@ -322,8 +322,9 @@ def spare_size(spool):
 
 def publish_until_rolled_into_spares(daemon, rolls):
     """Batches of 1 KiB values until `rolls` new segments were begun in a
-    spare. ackd asks for a spare once its segment is half full; while one
-    is being written, the next batch waits for it (a roll that beats the
+    spare. ackd asks for a spare at its segment's first group (these
+    segments, 128 KiB, are under the 1 MiB the zeros may run ahead of the
+    records, so it is written whole at once); while one is being written, the next batch waits for it (a roll that beats the
     spare's last fdatasync creates the segment empty and does not count).
     Returns the records sent."""
     spool, sent, spares = daemon.spool_dir, 0, 0

@@ -457,8 +457,9 @@ static struct spool_stats wait_spare(struct spool *sp)
 
 /*
  * Write 40-record batches from *n on until done(st) holds; once the writer
- * asked for a spare (its segment half full), wait until it is ready, so
- * that the roll finds it.
+ * asked for a spare (at its segment's first group; these segments are
+ * under the 1 MiB the zeros may run ahead, so it is written whole), wait
+ * until it is ready, so that the roll finds it.
  */
 static struct spool_stats write_until(struct spool *sp, int *n,
     bool (*done)(const struct spool_stats *st, uint64_t arg), uint64_t arg)
@@ -545,8 +546,7 @@ static void test_prealloc_spares(void **state)
 	assert_int_equal(sc.unused, 1);
 	assert_int_equal(sc.damage, 0);
 	assert_int_equal(sc.sealed, sc.segments - 1);
-	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), -1); /* not asked for yet */
-	write_until(sp, &n, spare_ready, 0); /* the next one, asked for at half */
+	write_until(sp, &n, spare_ready, 0); /* the next one, asked for at the first group */
 	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), SPARE_SEG);
 	spool_close(sp);
 
@@ -557,6 +557,82 @@ static void test_prealloc_spares(void **state)
 	assert_true(sc.newest_bytes < SPARE_SEG);
 	assert_int_equal(sc.sealed, sc.segments - 1);
 	reopen_expect(&o, n);
+}
+
+#define PACED_SEG (UINT64_C(4) << 20)
+#define MiB (UINT64_C(1) << 20)
+
+/* Almost 1 MiB of records: 16 values of 65,000 bytes. */
+static void write_mib(struct spool *sp)
+{
+	static char value[65000];
+	struct spool_batch *b = spool_batch_new(16);
+	struct spool_msg m = { .topic = "t", .topic_len = 1, .value = value,
+			       .value_len = sizeof(value), .timestamp_ms = 1700000000000 };
+
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(spool_batch_add(b, &m), 0);
+	assert_int_equal(write_batch(sp, b, NULL), SPOOL_OK);
+}
+
+/* The spare's size once it has stopped growing for 200 ms. */
+static off_t spare_settled(const char *dir)
+{
+	off_t last = -2, now;
+
+	for (int64_t end = now_ms() + 10000; (now = file_size(dir, ".seg-spare.tmp")) != last;
+	     usleep(200 * 1000)) {
+		assert_true(now_ms() < end);
+		last = now;
+	}
+	return now;
+}
+
+/*
+ * The zeros are paced by the records: asked for at the segment's first
+ * group, the spare is written a third ahead of the records plus 1 MiB
+ * (SPARE_LEAD in spool_spare.c), in 256 KiB steps, and is ready once the
+ * segment is about three quarters full, before the roll.
+ */
+static void test_prealloc_paced(void **state)
+{
+	struct tmp *t = *state;
+	struct spool_opts o = opts_for(t->dir, PACED_SEG);
+	struct spool_stats st;
+	struct spool *sp;
+	int n = 0;
+
+	o.prealloc = true;
+	sp = open_ok(&o);
+	assert_int_equal(write_range(sp, n, n + 40, NULL), SPOOL_OK);
+	n += 40;
+	/* Records of a few KiB: 1 MiB of zeros and at most one step more. */
+	assert_true(spare_settled(t->dir) >= (off_t)MiB);
+	assert_true(spare_settled(t->dir) <= (off_t)(MiB + 256 * 1024));
+	spool_stats(sp, &st);
+	assert_false(st.spare_ready);
+	assert_true(st.spare_wanted);
+
+	write_mib(sp);
+	write_mib(sp);
+	/* About 2 MiB of records: 2 + 2/3 + 1 MiB of zeros, at most a step more. */
+	assert_true(spare_settled(t->dir) >= (off_t)(3 * MiB));
+	assert_true(spare_settled(t->dir) <= (off_t)(3 * MiB + 3 * MiB / 4 + 256 * 1024));
+	spool_stats(sp, &st);
+	assert_false(st.spare_ready);
+
+	write_mib(sp); /* about 3 MiB: the spare may be whole */
+	st = wait_spare(sp);
+	assert_int_equal(st.segments, 1);
+	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), PACED_SEG);
+	for (int i = 0; i < 3 && st.segments == 1; i++) { /* to the roll, into the spare */
+		write_mib(sp);
+		spool_stats(sp, &st);
+	}
+	assert_int_equal(st.segments, 2);
+	assert_int_equal(st.spares_used, 1);
+	spool_close(sp);
+	assert_int_equal(ro_scan(t->dir).damage, 0);
 }
 
 /*
@@ -667,6 +743,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdir_fsyncs_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_spares, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prealloc_paced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prealloc_spare_fails, setup, teardown),
 	};
