@@ -13,13 +13,18 @@
  * the flush. A short warm-up (metadata, producer id, connections) comes first
  * and is not counted.
  *
+ * With -r RATE it produces at that fixed rate instead (open loop, each
+ * message at its due time) and reports each message's latency from its due
+ * time to its delivery report, as the load generator measures a fixed-rate
+ * row: the Kafka-side floor of an ack=kafka answer at that rate.
+ *
  * With -C PARTITIONS it only creates the topic (replication factor 1; an
  * existing topic is fine) and waits until every partition has a leader: the
  * benchmark's broker comes without Kafka's command-line tools.
  *
  * Threads: the main thread produces and serves delivery reports.
  *
- * usage: kafka_baseline -b BROKERS -t TOPIC [-s BYTES] [-d SECS] [-X name=value]...
+ * usage: kafka_baseline -b BROKERS -t TOPIC [-s BYTES] [-d SECS] [-r RATE] [-X name=value]...
  *        kafka_baseline -b BROKERS -t TOPIC -C PARTITIONS
  * Output: one line of JSON on stdout.
  */
@@ -43,26 +48,55 @@
 
 static uint64_t delivered, failed;
 static rd_kafka_resp_err_t first_error;
+/* -r: each measured message's latency in µs, from its due time to its report. */
+static uint32_t *lat_us;
+static size_t nlat, lat_cap;
 
-static double now_s(void)
+static uint64_t now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static double now_s(void)
+{
+	return (double)now_ns() / 1e9;
+}
+
+/* A message's opaque is its due time in ns (-r), or 0: not measured. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
+	uint64_t due = (uint64_t)(uintptr_t)m->_private;
+
 	(void)rk;
 	(void)opaque;
 	if (m->err) {
 		if (!failed)
 			first_error = m->err;
 		failed++;
-	} else {
-		delivered++;
+		return;
 	}
+	delivered++;
+	if (due && nlat < lat_cap) {
+		uint64_t us = (now_ns() - due) / 1000;
+		lat_us[nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+	}
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static uint32_t pctl(double q)
+{
+	size_t i = (size_t)(q * (double)nlat);
+
+	return nlat ? lat_us[i < nlat ? i : nlat - 1] : 0;
 }
 
 static void set(rd_kafka_conf_t *kc, const char *name, const char *value)
@@ -87,7 +121,7 @@ static void make_id(char *id, uint64_t n)
 }
 
 static int produce_one(rd_kafka_t *rk, const char *topic, const char *value, size_t size,
-    uint64_t n)
+    uint64_t n, uint64_t due_ns)
 {
 	char id[ID_LEN];
 	rd_kafka_resp_err_t err;
@@ -96,7 +130,8 @@ static int produce_one(rd_kafka_t *rk, const char *topic, const char *value, siz
 	for (;;) {
 		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
 		    RD_KAFKA_V_VALUE((void *)value, size), RD_KAFKA_V_HEADER("ackd-id", id, ID_LEN),
-		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_OPAQUE((void *)(uintptr_t)due_ns), RD_KAFKA_V_END);
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			break;
 		rd_kafka_poll(rk, 1);
@@ -183,20 +218,21 @@ int main(int argc, char **argv)
 {
 	const char *brokers = NULL, *topic = NULL, *props[MAX_PROPS];
 	size_t nprops = 0, size = 256;
-	double duration = 10, t0, t_end, t_done;
+	double duration = 10, rate = 0, t0, t_end, t_done;
 	rd_kafka_conf_t *kc;
 	rd_kafka_t *rk;
 	char err[512], *value;
 	uint64_t n = 0, warm_delivered;
 	int c, create_partitions = 0;
 
-	while ((c = getopt(argc, argv, "b:t:s:d:X:C:")) != -1) {
+	while ((c = getopt(argc, argv, "b:t:s:d:r:X:C:")) != -1) {
 		switch (c) {
 		case 'C': create_partitions = atoi(optarg); break;
 		case 'b': brokers = optarg; break;
 		case 't': topic = optarg; break;
 		case 's': size = strtoul(optarg, NULL, 10); break;
 		case 'd': duration = strtod(optarg, NULL); break;
+		case 'r': rate = strtod(optarg, NULL); break;
 		case 'X':
 			if (nprops == MAX_PROPS || !strchr(optarg, '=')) {
 				fprintf(stderr, "kafka_baseline: -X name=value, at most %d\n", MAX_PROPS);
@@ -206,13 +242,13 @@ int main(int argc, char **argv)
 			break;
 		default:
 			fprintf(stderr, "usage: kafka_baseline -b BROKERS -t TOPIC [-s BYTES] [-d SECS] "
-			    "[-X name=value]...\n");
+			    "[-r RATE] [-X name=value]...\n");
 			return 2;
 		}
 	}
-	if (!brokers || !topic || duration <= 0) {
+	if (!brokers || !topic || duration <= 0 || rate < 0) {
 		fprintf(stderr, "usage: kafka_baseline -b BROKERS -t TOPIC [-s BYTES] [-d SECS] "
-		    "[-X name=value]...\n");
+		    "[-r RATE] [-X name=value]...\n");
 		return 2;
 	}
 
@@ -247,7 +283,7 @@ int main(int argc, char **argv)
 		value[i] = (char)('a' + i % 26);
 
 	for (; n < WARMUP_MESSAGES; n++)
-		if (produce_one(rk, topic, value, size, n) < 0)
+		if (produce_one(rk, topic, value, size, n, 0) < 0)
 			return 1;
 	if (rd_kafka_flush(rk, FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR || failed) {
 		fprintf(stderr, "kafka_baseline: warm-up failed: %s\n",
@@ -258,25 +294,50 @@ int main(int argc, char **argv)
 
 	t0 = now_s();
 	t_end = t0 + duration;
-	for (;;) {
-		for (int k = 0; k < 1000; k++, n++)
-			if (produce_one(rk, topic, value, size, n) < 0)
+	if (rate > 0) {
+		uint64_t start = now_ns(), count = (uint64_t)(rate * duration);
+		lat_cap = count;
+		lat_us = malloc(count * sizeof(*lat_us));
+		if (!lat_us) {
+			fprintf(stderr, "kafka_baseline: out of memory\n");
+			return 1;
+		}
+		for (uint64_t i = 0; i < count; i++, n++) {
+			uint64_t due = start + (uint64_t)((double)i * 1e9 / rate), now;
+			while ((now = now_ns()) < due) {
+				struct timespec ts = { 0, (long)(due - now) };
+				rd_kafka_poll(rk, 0);
+				nanosleep(&ts, NULL);
+			}
+			if (produce_one(rk, topic, value, size, n, due) < 0)
 				return 1;
-		rd_kafka_poll(rk, 0);
-		if (now_s() >= t_end)
-			break;
+			rd_kafka_poll(rk, 0);
+		}
+	} else {
+		for (;;) {
+			for (int k = 0; k < 1000; k++, n++)
+				if (produce_one(rk, topic, value, size, n, 0) < 0)
+					return 1;
+			rd_kafka_poll(rk, 0);
+			if (now_s() >= t_end)
+				break;
+		}
 	}
 	if (rd_kafka_flush(rk, FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		fprintf(stderr, "kafka_baseline: flush timed out\n");
 		return 1;
 	}
 	t_done = now_s();
-	printf("{\"messages\":%llu,\"failed\":%llu,\"seconds\":%.3f,\"msgs_per_s\":%.1f,"
+	qsort(lat_us, nlat, sizeof(*lat_us), cmp_u32);
+	printf("{\"rate_target\":%.1f,\"lat_us\":{\"p50\":%u,\"p99\":%u,\"p999\":%u,\"max\":%u},",
+	    rate, pctl(0.5), pctl(0.99), pctl(0.999), nlat ? lat_us[nlat - 1] : 0);
+	printf("\"messages\":%llu,\"failed\":%llu,\"seconds\":%.3f,\"msgs_per_s\":%.1f,"
 	       "\"mb_per_s\":%.2f,\"size\":%zu}\n",
 	    (unsigned long long)(delivered - warm_delivered), (unsigned long long)failed,
 	    t_done - t0, (double)(delivered - warm_delivered) / (t_done - t0),
 	    (double)(delivered - warm_delivered) * (double)size / (t_done - t0) / 1e6, size);
 	rd_kafka_destroy(rk);
 	free(value);
+	free(lat_us);
 	return failed ? 1 : 0;
 }
