@@ -32,7 +32,11 @@
  * records/s, latency percentiles in microseconds). With -S MS:FILE every
  * counted answer slower than MS milliseconds is also written to FILE, one line
  * each: when the request was sent (or due), in seconds since the epoch, and
- * its latency in milliseconds, to line the tail up with other processes' logs.
+ * its latency in milliseconds, to line the tail up with other processes' logs;
+ * open loop, then how much of that latency passed before it was sent: the ms
+ * it waited for a connection to come free (all were waiting for answers: the
+ * server's time), and the ms the sender itself was late with a connection
+ * free (this process was not running: the machine's time, not the server's).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -162,7 +166,8 @@ static void usage(FILE *f)
 	    "  -k N      records per request, for records/s (default 1)\n"
 	    "  -K PREFIX a unique Idempotency-Key header per request: PREFIX-<counter>\n"
 	    "  -S MS:FILE write every answer slower than MS milliseconds to FILE\n"
-	    "            (sent or due, seconds since the epoch; latency in ms)\n");
+	    "            (sent or due, seconds since the epoch; latency in ms; open loop:\n"
+	    "            ms waited for a free connection, ms the sender was late)\n");
 }
 
 static double parse_num(const char *s, const char *what)
@@ -253,6 +258,8 @@ struct conn {
 	int status;
 	bool close_after;
 	int64_t start_ns; /* sent, or due (open loop) */
+	int64_t wait_ns;  /* open loop: from due to sent, no connection free */
+	int64_t late_ns;  /* open loop: from due to sent, a connection free */
 	bool out_armed;
 	char *req; /* -K: this connection's copy of the request */
 };
@@ -434,6 +441,7 @@ static void conn_send(struct run *r, int i, int64_t start_ns)
 	}
 	c->rlen = c->hdr_len = 0;
 	c->start_ns = start_ns;
+	c->wait_ns = c->late_ns = 0;
 	r->sent++;
 	conn_write(r, i);
 }
@@ -485,8 +493,11 @@ static void count_answer(struct run *r, struct conn *c, int64_t t)
 	hist_add(&r->h, (uint64_t)(t - c->start_ns));
 	if (r->slow && t - c->start_ns > (int64_t)(r->o.slow_ms * 1e6)) {
 		int64_t wall = c->start_ns + r->wall_minus_mono_ns;
-		fprintf(r->slow, "%lld.%06lld %.3f\n", (long long)(wall / 1000000000),
+		fprintf(r->slow, "%lld.%06lld %.3f", (long long)(wall / 1000000000),
 		    (long long)(wall % 1000000000 / 1000), (double)(t - c->start_ns) / 1e6);
+		if (r->o.rate > 0)
+			fprintf(r->slow, " %.3f %.3f", (double)c->wait_ns / 1e6, (double)c->late_ns / 1e6);
+		fputc('\n', r->slow);
 	}
 	if (c->status >= 200 && c->status < 300)
 		r->ok++;
@@ -577,6 +588,7 @@ static void next_request(struct run *r, int i, int64_t t)
 			if (t - due > r->max_lag_ns && due >= r->measure_from)
 				r->max_lag_ns = t - due;
 			conn_send(r, i, due);
+			r->c[i].wait_ns = t - due;
 			return;
 		}
 	}
@@ -592,6 +604,7 @@ static void send_due(struct run *r, int64_t t)
 		if (t - due > r->max_lag_ns && due >= r->measure_from)
 			r->max_lag_ns = t - due;
 		conn_send(r, i, due);
+		r->c[i].late_ns = t - due;
 	}
 }
 
