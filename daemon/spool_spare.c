@@ -12,15 +12,17 @@
  * segment's temp name and writes the header over its first bytes; the
  * records then overwrite the zeros.
  *
- * The zeros are paced by the records (spare_pace()): the spare is kept a
- * third ahead of the active segment's records plus SPARE_LEAD, so it is
- * ready once the segment is about three quarters full, and written in
- * SPARE_CHUNK steps with an fdatasync every SPARE_SYNC_EVERY bytes. Written
- * at once, 64 MiB took about 0.15 s of a core in one burst, and the
- * writer's fdatasyncs could queue behind its 4 MiB flushes
- * (docs/performance.md). Paced, a step is a fraction of a millisecond
- * among the writer's, and an idle or short-lived ackd writes at most
- * SPARE_LEAD of zeros.
+ * The zeros are paced by the records (spare_pace()): the spare is written
+ * in SPARE_CHUNK steps, with an fdatasync every SPARE_SYNC_EVERY bytes, no
+ * further than a third ahead of the active segment's records plus
+ * SPARE_LEAD. It is whole once the records fill three quarters of the
+ * segment less SPARE_LEAD (74% of a 64 MiB one). Written at once, 64 MiB
+ * took 0.15-0.2 s of a core in one burst, and the writer's fdatasyncs could
+ * queue behind its 4 MiB flushes (docs/performance.md, "The half-rate
+ * tail, traced"). Paced, a step is a fraction of a millisecond among the
+ * writer's, and an idle or short-lived ackd writes SPARE_LEAD of zeros. A
+ * spare not yet whole at a roll is kept and goes on, paced by the next
+ * segment's records, for the one after.
  *
  * What this leaves on disk: zeros after the active segment's last record.
  * A segment rolls only once its records reach segment_bytes, the spare's
@@ -65,7 +67,7 @@
 /* Never written; not const, so it lies in .bss, not in the binary. */
 static unsigned char zeros[SPARE_CHUNK];
 
-/* Under sp->mu: how many bytes of the spare may be written now. */
+/* Under sp->mu: how far the spare may be written now. */
 static uint64_t spare_allowed(const struct spool *sp)
 {
 	uint64_t fill = sp->active ? sp->active->data_end : 0;
@@ -75,18 +77,22 @@ static uint64_t spare_allowed(const struct spool *sp)
 }
 
 /*
- * Wait until the spare may be written past off: the writer's records have
+ * Wait until the spare may be written up to end: the writer's records have
  * gone far enough (it wakes this thread once its segment's data_end reaches
  * spare_resume_at). false: the spool is stopping.
  */
-static bool spare_pace(struct spool *sp, uint64_t off)
+static bool spare_pace(struct spool *sp, uint64_t end)
 {
 	bool go;
 
 	pthread_mutex_lock(&sp->mu);
-	while (!sp->stopping && off >= spare_allowed(sp)) {
-		/* The least fill f with f + f / 3 + SPARE_LEAD > off, or a little more. */
-		uint64_t resume = (off - SPARE_LEAD) / 4 * 3 + 4;
+	while (!sp->stopping && end > spare_allowed(sp)) {
+		/*
+		 * allowed >= SPARE_LEAD unless the segment is smaller, and then
+		 * end <= segment_bytes = allowed: here end > SPARE_LEAD. A fill f
+		 * of this or more has f + f / 3 + SPARE_LEAD >= end.
+		 */
+		uint64_t resume = (end - SPARE_LEAD) / 4 * 3 + 3;
 		atomic_store_explicit(&sp->spare_resume_at, resume, memory_order_relaxed);
 		pthread_cond_wait(&sp->spare_wake, &sp->mu);
 	}
@@ -101,7 +107,7 @@ static int spare_fill(struct spool *sp, int fd, uint64_t size)
 {
 	for (uint64_t off = 0; off < size;) {
 		struct iovec iov = { zeros, size - off < SPARE_CHUNK ? size - off : SPARE_CHUNK };
-		if (!spare_pace(sp, off)) {
+		if (!spare_pace(sp, off + iov.iov_len)) {
 			errno = ECANCELED;
 			return -1;
 		}

@@ -575,24 +575,42 @@ static void write_mib(struct spool *sp)
 	assert_int_equal(write_batch(sp, b, NULL), SPOOL_OK);
 }
 
-/* The spare's size once it has stopped growing for 200 ms. */
-static off_t spare_settled(const char *dir)
+/*
+ * How far the spare may run ahead of fill bytes of records: a third ahead
+ * plus 1 MiB (SPARE_LEAD in spool_spare.c), in whole 256 KiB steps, at most
+ * the segment.
+ */
+static off_t paced_limit(uint64_t fill)
 {
-	off_t last = -2, now;
+	uint64_t limit = fill + fill / 3 + MiB;
 
-	for (int64_t end = now_ms() + 10000; (now = file_size(dir, ".seg-spare.tmp")) != last;
-	     usleep(200 * 1000)) {
+	limit -= limit % (256 * 1024);
+	return (off_t)(limit < PACED_SEG ? limit : PACED_SEG);
+}
+
+/*
+ * The spare reaches the limit its records allow (a slow disk only delays
+ * that), and stays there while no more records come.
+ */
+static void spare_reaches(const char *dir, struct spool *sp)
+{
+	struct spool_stats st;
+	off_t want;
+
+	spool_stats(sp, &st);
+	assert_int_equal(st.segments, 1); /* so st.bytes is the active segment's records */
+	want = paced_limit(st.bytes);
+	for (int64_t end = now_ms() + 20000; file_size(dir, ".seg-spare.tmp") < want; usleep(1000))
 		assert_true(now_ms() < end);
-		last = now;
-	}
-	return now;
+	usleep(200 * 1000);
+	assert_int_equal(file_size(dir, ".seg-spare.tmp"), want);
 }
 
 /*
  * The zeros are paced by the records: asked for at the segment's first
- * group, the spare is written a third ahead of the records plus 1 MiB
- * (SPARE_LEAD in spool_spare.c), in 256 KiB steps, and is ready once the
- * segment is about three quarters full, before the roll.
+ * group, the spare is written no further than a third ahead of the records
+ * plus 1 MiB, in 256 KiB steps, and is whole once the records fill three
+ * quarters of the segment less 1 MiB, before the roll.
  */
 static void test_prealloc_paced(void **state)
 {
@@ -600,24 +618,20 @@ static void test_prealloc_paced(void **state)
 	struct spool_opts o = opts_for(t->dir, PACED_SEG);
 	struct spool_stats st;
 	struct spool *sp;
-	int n = 0;
 
 	o.prealloc = true;
 	sp = open_ok(&o);
-	assert_int_equal(write_range(sp, n, n + 40, NULL), SPOOL_OK);
-	n += 40;
-	/* Records of a few KiB: 1 MiB of zeros and at most one step more. */
-	assert_true(spare_settled(t->dir) >= (off_t)MiB);
-	assert_true(spare_settled(t->dir) <= (off_t)(MiB + 256 * 1024));
+	assert_int_equal(write_range(sp, 0, 40, NULL), SPOOL_OK);
+	spare_reaches(t->dir, sp); /* a few KiB of records: 1 MiB of zeros */
+	assert_int_equal(file_size(t->dir, ".seg-spare.tmp"), MiB);
 	spool_stats(sp, &st);
 	assert_false(st.spare_ready);
 	assert_true(st.spare_wanted);
 
 	write_mib(sp);
+	spare_reaches(t->dir, sp);
 	write_mib(sp);
-	/* About 2 MiB of records: 2 + 2/3 + 1 MiB of zeros, at most a step more. */
-	assert_true(spare_settled(t->dir) >= (off_t)(3 * MiB));
-	assert_true(spare_settled(t->dir) <= (off_t)(3 * MiB + 3 * MiB / 4 + 256 * 1024));
+	spare_reaches(t->dir, sp); /* about 2 MiB of records: 3.5 MiB of zeros */
 	spool_stats(sp, &st);
 	assert_false(st.spare_ready);
 
