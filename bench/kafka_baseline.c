@@ -246,7 +246,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!brokers || !topic || duration <= 0 || rate < 0) {
+	if (!brokers || !topic || duration <= 0 || rate < 0 || (rate > 0 && rate * duration < 1)) {
 		fprintf(stderr, "usage: kafka_baseline -b BROKERS -t TOPIC [-s BYTES] [-d SECS] "
 		    "[-r RATE] [-X name=value]...\n");
 		return 2;
@@ -305,7 +305,8 @@ int main(int argc, char **argv)
 		for (uint64_t i = 0; i < count; i++, n++) {
 			uint64_t due = start + (uint64_t)((double)i * 1e9 / rate), now;
 			while ((now = now_ns()) < due) {
-				struct timespec ts = { 0, (long)(due - now) };
+				struct timespec ts = { (time_t)((due - now) / 1000000000u),
+						       (long)((due - now) % 1000000000u) };
 				rd_kafka_poll(rk, 0);
 				nanosleep(&ts, NULL);
 			}
