@@ -65,7 +65,7 @@ static double now_s(void)
 	return (double)now_ns() / 1e9;
 }
 
-/* A message's opaque is its due time in ns (-r), or 0: not measured. */
+/* A message's opaque is its due time in ns (-r; a 64-bit uintptr_t), or 0: not measured. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	uint64_t due = (uint64_t)(uintptr_t)m->_private;
@@ -329,7 +329,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	t_done = now_s();
-	qsort(lat_us, nlat, sizeof(*lat_us), cmp_u32);
+	if (nlat)
+		qsort(lat_us, nlat, sizeof(*lat_us), cmp_u32);
 	printf("{\"rate_target\":%.1f,\"lat_us\":{\"p50\":%u,\"p99\":%u,\"p999\":%u,\"max\":%u},",
 	    rate, pctl(0.5), pctl(0.99), pctl(0.999), nlat ? lat_us[nlat - 1] : 0);
 	printf("\"messages\":%llu,\"failed\":%llu,\"seconds\":%.3f,\"msgs_per_s\":%.1f,"

@@ -37,6 +37,8 @@
  * it waited for a connection to come free (all were waiting for answers: the
  * server's time), and the ms the sender itself was late with a connection
  * free (this process was not running: the machine's time, not the server's).
+ * An answer is seen only when this process runs, so the first also holds any
+ * time an answer lay unread before a connection counted as free.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -588,7 +590,11 @@ static void next_request(struct run *r, int i, int64_t t)
 			if (t - due > r->max_lag_ns && due >= r->measure_from)
 				r->max_lag_ns = t - due;
 			conn_send(r, i, due);
-			r->c[i].wait_ns = t - due;
+			/* With another connection idle, the sender was late, not the server. */
+			if (r->nidle > 0)
+				r->c[i].late_ns = t - due;
+			else
+				r->c[i].wait_ns = t - due;
 			return;
 		}
 	}
@@ -785,6 +791,10 @@ int main(int argc, char **argv)
 			perror("loadgen: epoll_pwait2");
 			return 1;
 		}
+		/* What fell due while this process waited goes on the idle connections
+		 * first, its lateness booked as the sender's (late_ns). */
+		if (r->o.rate > 0)
+			send_due(r, now_ns());
 		for (int k = 0; k < n; k++) {
 			int i = (int)evs[k].data.u32;
 			struct conn *c = &r->c[i];

@@ -15,12 +15,13 @@
  * The zeros are paced by the records (spare_pace()): the spare is written
  * in SPARE_CHUNK steps, with an fdatasync every SPARE_SYNC_EVERY bytes, no
  * further than a third ahead of the active segment's records plus
- * SPARE_LEAD. It is whole once the records fill three quarters of the
- * segment less SPARE_LEAD (74% of a 64 MiB one). Written at once, 64 MiB
- * took 0.15-0.2 s of a core in one burst, and the writer's fdatasyncs could
- * queue behind its 4 MiB flushes (docs/performance.md, "The half-rate
- * tail, traced"). Paced, a step is a fraction of a millisecond among the
- * writer's, and an idle or short-lived ackd writes SPARE_LEAD of zeros. A
+ * SPARE_LEAD. It is whole once the records fill three quarters of
+ * (segment_bytes - SPARE_LEAD): 74% of a 64 MiB segment. Written at once,
+ * 64 MiB took about 0.15 s of CPU in one burst, 0.2-0.35 s with its
+ * fdatasyncs, and the writer's fdatasyncs could queue behind its 4 MiB
+ * flushes (docs/performance.md, "The half-rate tail, traced"). Paced, a
+ * step is a fraction of a millisecond among the writer's; an ackd that
+ * spooled nothing writes no spare, one that spooled a little SPARE_LEAD. A
  * spare not yet whole at a roll is kept and goes on, paced by the next
  * segment's records, for the one after.
  *
