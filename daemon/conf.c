@@ -243,6 +243,11 @@ static const struct key keys[] = {
 		  "spool before they are produced, so that they go to Kafka in fewer, "
 		  "larger requests. 0: produced at once." },
 	    MAIN(publish.spool_linger_ms) },
+	{ .doc = { "publish.slice_us", CONF_T_INT, "100", 0, 100000, NULL,
+		  "Scheduler slice asked for the threads on an answer's path (the HTTP "
+		  "threads, the spool writer, the Kafka loop): on a busy machine they wait "
+		  "less for a CPU. Linux 6.12 and later; 0: the kernel's default." },
+	    MAIN(publish.slice_us) },
 	{ .doc = { "publish.idempotency_ttl_s", CONF_T_INT, "86400", 1, 31536000, NULL,
 		  "How long an Idempotency-Key is remembered after its first request." },
 	    MAIN(publish.idempotency_ttl_s) },

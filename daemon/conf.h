@@ -123,6 +123,7 @@ struct conf {
 		enum conf_ack ack;
 		int64_t ack_timeout_ms;
 		int64_t spool_linger_ms; /* keep records no one waits for back so long */
+		int64_t slice_us; /* scheduler slice of the answer's threads; 0: default */
 		struct conf_strlist topics; /* glob patterns; empty: every topic */
 		int64_t idempotency_ttl_s;
 		int64_t idempotency_max_keys;

@@ -470,6 +470,7 @@ int main(int argc, char **argv)
 		.fsync_interval_ms = conf->spool.fsync_interval_ms,
 		.max_bytes = (uint64_t)conf->spool.max_bytes,
 		.prealloc = conf->spool.prealloc,
+		.slice_us = conf->publish.slice_us,
 		.on_key = load_key,
 		.on_key_arg = idem,
 		.on_failed = load_failed,

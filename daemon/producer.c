@@ -864,6 +864,7 @@ static void *kafka_loop(void *arg)
 	bool checked;
 
 	thread_name("ackd-kafka");
+	thread_slice("ackd-kafka", p->conf->publish.slice_us);
 	/* Keyed records Kafka may hold already are looked for before anything is sent. */
 	reconcile_run(p->conf, p->sp, p->idem, check_tick, p, &p->stopping);
 	/* A stop may have cut the check short: then nothing recovered may go. */

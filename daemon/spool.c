@@ -234,6 +234,7 @@ int spool_open(const struct spool_opts *opts, struct spool **out, char *err, siz
 	sp->spare_fd = -1;
 	atomic_init(&sp->spare_resume_at, UINT64_MAX);
 	sp->prealloc = opts->prealloc;
+	sp->slice_us = opts->slice_us;
 	sp->fsync = opts->fsync;
 	sp->fsync_interval_ms = opts->fsync_interval_ms > 0 ? opts->fsync_interval_ms : 1000;
 	sp->max_bytes = opts->max_bytes;

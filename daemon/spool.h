@@ -44,6 +44,7 @@ struct spool_opts {
 	 * size to commit.
 	 */
 	bool prealloc;
+	int64_t slice_us; /* the writer thread's scheduler slice (thread_slice()) */
 	/*
 	 * Called by spool_open() for every intact KEY record of every segment,
 	 * in sequence order, before the writer starts (the opening thread);

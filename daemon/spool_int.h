@@ -199,6 +199,7 @@ struct spool {
 	int lock_fd;
 	enum conf_fsync fsync;
 	int64_t fsync_interval_ms;
+	int64_t slice_us; /* the writer thread's scheduler slice, 0: the default */
 	uint64_t max_bytes;
 	uint64_t segment_bytes;
 	void (*on_key)(void *arg, uint64_t seq, const struct spool_key *k); /* at open only */

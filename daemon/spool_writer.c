@@ -447,6 +447,7 @@ void *spool_writer_main(void *arg)
 	int64_t last_sync = now_ms();
 
 	thread_name("ackd-writer");
+	thread_slice("ackd-writer", sp->slice_us);
 	pthread_mutex_lock(&sp->mu);
 	while (!sp->stopping) {
 		struct sub *list = sp->q_head;

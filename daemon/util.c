@@ -1,15 +1,18 @@
 /*
- * util: allocation wrappers, clocks and thread names. Any thread.
+ * util: allocation wrappers, clocks, thread names and scheduler slices. Any
+ * thread.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 #include "log.h"
 #include "util.h"
@@ -147,6 +150,67 @@ int64_t coarse_ms(void) { return clock_ms(CLOCK_MONOTONIC_COARSE); }
 int64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
 
 void thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+/*
+ * sched_setattr(2)'s argument as the kernel defines it, in its first form
+ * (SCHED_ATTR_SIZE_VER0). glibc 2.36 has no wrapper, and the kernel's
+ * <linux/sched/types.h> and <linux/sched.h> clash with <sched.h>.
+ */
+struct sched_attr_v0 {
+	uint32_t size;
+	uint32_t sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime; /* SCHED_OTHER, SCHED_BATCH: the slice in ns (Linux 6.12) */
+	uint64_t sched_deadline;
+	uint64_t sched_period;
+};
+_Static_assert(sizeof(struct sched_attr_v0) == 48, "SCHED_ATTR_SIZE_VER0");
+
+#define ACKD_SCHED_FLAG_RESET_ON_FORK 0x01
+
+void thread_slice(const char *name, int64_t us)
+{
+	struct sched_attr_v0 a = { .size = sizeof(a) };
+
+	if (us <= 0)
+		return;
+	if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) < 0) {
+		log_debug("%s: scheduler slice: sched_getattr: %s", name, strerror(errno));
+		return;
+	}
+	if (a.sched_policy != SCHED_OTHER && a.sched_policy != SCHED_BATCH) {
+		log_debug("%s: scheduler slice: policy %u is neither SCHED_OTHER nor SCHED_BATCH, "
+		    "left alone", name, a.sched_policy);
+		return;
+	}
+	/* Linux 6.12 and later report a fair thread's slice; before, 0 and no use for one. */
+	if (a.sched_runtime == 0) {
+		log_debug("%s: scheduler slice: the kernel keeps its own", name);
+		return;
+	}
+	/*
+	 * The policy and nice value stay. Threads started later get the default
+	 * slice, as those the main thread starts do (the keys file's compaction,
+	 * which the writer starts; the librdkafka threads of a producer the
+	 * Kafka loop rebuilds). The kernel resets a negative nice value with it,
+	 * though, so at one they inherit both instead.
+	 */
+	a.size = sizeof(a);
+	a.sched_flags = a.sched_nice < 0 ? 0 : ACKD_SCHED_FLAG_RESET_ON_FORK;
+	a.sched_runtime = (uint64_t)us * 1000;
+	if (syscall(SYS_sched_setattr, 0, &a, 0) < 0) {
+		log_debug("%s: scheduler slice: sched_setattr: %s", name, strerror(errno));
+		return;
+	}
+	/* The kernel keeps the slice within 100 us and 100 ms: log what it holds. */
+	if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) < 0) {
+		log_debug("%s: scheduler slice: sched_getattr: %s", name, strerror(errno));
+		return;
+	}
+	log_debug("%s: scheduler slice %llu us", name, (unsigned long long)(a.sched_runtime / 1000));
+}
 
 int wakeup_open(struct wakeup *w)
 {

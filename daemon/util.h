@@ -1,6 +1,7 @@
 /*
  * util: the few helpers every module wants: allocation that cannot fail
- * (ackd treats out-of-memory as fatal), clocks, thread names.
+ * (ackd treats out-of-memory as fatal), clocks, thread names and scheduler
+ * slices.
  */
 #ifndef ACKD_UTIL_H
 #define ACKD_UTIL_H
@@ -52,6 +53,20 @@ int64_t coarse_ms(void);
 
 /* Name the calling thread (shown by top -H, gdb). */
 void thread_name(const char *name);
+
+/*
+ * Ask the scheduler for a slice of us microseconds for the calling thread
+ * (publish.slice_us): sched_setattr(2) with the thread's policy and nice
+ * value kept and sched_runtime set. Linux 6.12 and later (EEVDF) take it
+ * as the thread's request, kept within 100 to 100,000 us: a thread with a
+ * short one is picked sooner when it wakes on a busy machine, and is
+ * preempted sooner, for the same share of the CPU. Threads it starts later
+ * get the default slice, unless its nice value is negative. Best effort: an
+ * older kernel, a seccomp filter that refuses the call, or a policy other
+ * than SCHED_OTHER and SCHED_BATCH leave the thread as it is, logged at
+ * debug with name. us <= 0: nothing is done.
+ */
+void thread_slice(const char *name, int64_t us);
 
 /*
  * A self-pipe: any thread (or librdkafka, through rd_kafka_queue_io_event_

@@ -11,6 +11,8 @@ session's real broker is never disturbed.
 """
 
 import base64
+import ctypes
+import errno
 import http.client
 import json
 import math
@@ -24,7 +26,9 @@ import threading
 import time
 import urllib.parse
 import uuid
+from pathlib import Path
 
+import pytest
 
 from kafka import wait_until
 from test_systemd import NotifySocket
@@ -1078,3 +1082,102 @@ def test_the_debug_log_holds_no_secret_and_no_raw_header_line(kafka, ackd, webho
     assert 'kafka header "x\\x0d\\x0ainjected: yes" is not an http field name' in text, \
         text[-3000:]
     assert not [line for line in text.splitlines() if line.startswith("injected")]
+
+
+# --- publish.slice_us -------------------------------------------------------------
+# More cases (bounds, nice values, policies, started threads) are in
+# tests/unit/test_util.c.
+
+SLICED = ("ackd-writer", "ackd-kafka")  # and the libmicrohttpd threads that served
+
+
+def slice_kernel():
+    """Linux 6.12 and later take a thread's slice from sched_setattr()."""
+    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    return (major, minor) >= (6, 12)
+
+
+class SchedAttr(ctypes.Structure):
+    """sched_getattr(2)'s first form (48 bytes)."""
+    _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32),
+                ("flags", ctypes.c_uint64), ("nice", ctypes.c_int32),
+                ("priority", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64)]
+
+
+SYS_SCHED_GETATTR = {"x86_64": 315, "aarch64": 275}[os.uname().machine]
+
+
+def thread_slices(pid):
+    """[(thread name, slice in ns)] of every thread of pid, as sched_getattr()
+    reports it (0 before Linux 6.12)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        attr = SchedAttr(size=ctypes.sizeof(SchedAttr))
+        try:
+            name = (task / "comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended
+            continue
+        if libc.syscall(SYS_SCHED_GETATTR, int(task.name), ctypes.byref(attr),
+                        ctypes.sizeof(attr), 0) != 0:
+            assert ctypes.get_errno() == errno.ESRCH, os.strerror(ctypes.get_errno())
+            continue
+        out.append((name, attr.runtime))
+    return out
+
+
+def serve_on_every_listener(daemon, topic):
+    """Requests on 8 connections held open at once on each listener. Each
+    listener has servers of its own, so at least one libmicrohttpd thread per
+    listener serves; the connections' descriptors spread them over more."""
+    for client in daemon.listeners():
+        conns = [client.connection() for _ in range(8)]
+        for conn in conns:
+            conn.connect()
+        for conn in conns:
+            conn.request("POST", f"/v1/topics/{topic}?ack=kafka", body=b"sliced")
+            r = conn.getresponse()
+            assert r.status == 200, (r.status, r.read())
+            r.read()
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.parametrize("slice_us,held_us", [(100, 100), (2000, 2000), (50, 100)])
+def test_the_answer_threads_ask_for_the_configured_scheduler_slice(kafka, ackd, slice_us,
+                                                                   held_us):
+    """publish.slice_us: the spool writer, the Kafka loop and each libmicrohttpd
+    thread that served a request hold that slice (the kernel raises 50 us to
+    100); every other thread (librdkafka's, the spare's, the acceptors', main)
+    holds the kernel's default, as main does."""
+    topic = new_topic(kafka, prefix="slice")
+    daemon = ackd(config={"publish": {"slice_us": slice_us}}, args=["-d"])
+    serve_on_every_listener(daemon, topic)
+    slices = thread_slices(daemon.proc.pid)
+    log = daemon.stderr_text()
+    if not slice_kernel():
+        assert {s for _, s in slices} == {0}, slices
+        assert "ackd-writer: scheduler slice: the kernel keeps its own" in log, log[-3000:]
+        return
+    default = dict(slices)["ackd"]
+    assert default != held_us * 1000
+    served = [s for name, s in slices if name == "MHD-worker" and s != default]
+    assert len(served) >= 2, slices  # a thread per listener at least
+    assert set(served) == {held_us * 1000}, slices
+    assert log.count(f"http: scheduler slice {held_us} us") == len(served), log[-3000:]
+    for name in SLICED:
+        assert dict(slices)[name] == held_us * 1000, (name, slices)
+        assert f"{name}: scheduler slice {held_us} us" in log, log[-3000:]
+    others = [(n, s) for n, s in slices if n not in SLICED and n != "MHD-worker"]
+    assert {"ackd-spare", "http-accept", "rdk:main"} <= {n for n, _ in others}, slices
+    assert all(s == default for _, s in others), slices
+
+
+def test_slice_us_0_leaves_every_thread_at_the_default(kafka, ackd):
+    topic = new_topic(kafka, prefix="slice")
+    daemon = ackd(config={"publish": {"slice_us": 0}}, args=["-d"])
+    serve_on_every_listener(daemon, topic)
+    slices = thread_slices(daemon.proc.pid)
+    assert len({s for _, s in slices}) == 1, slices
+    assert "scheduler slice" not in daemon.stderr_text()

@@ -204,6 +204,7 @@ static void assert_main_defaults(const struct conf *c)
 	assert_int_equal(c->publish.ack, CONF_ACK_KAFKA);
 	assert_int_equal(c->publish.ack_timeout_ms, 10000);
 	assert_int_equal(c->publish.spool_linger_ms, 10);
+	assert_int_equal(c->publish.slice_us, 100);
 	assert_int_equal(c->publish.idempotency_ttl_s, 86400);
 	assert_int_equal(c->publish.idempotency_max_keys, 1000000);
 	assert_int_equal(c->publish.topics.n, 0);
@@ -317,7 +318,7 @@ static void test_key_table(void **state)
 			assert_true(found);
 		}
 	}
-	assert_int_equal(i, 75);
+	assert_int_equal(i, 76);
 	assert_string_equal(conf_type_name(CONF_T_STRLIST), "list of strings");
 }
 
