@@ -245,7 +245,8 @@ static const struct key keys[] = {
 	    MAIN(publish.spool_linger_ms) },
 	{ .doc = { "publish.slice_us", CONF_T_INT, "100", 0, 100000, NULL,
 		  "Scheduler slice asked for the threads on an answer's path (the HTTP "
-		  "threads, the spool writer, the Kafka loop): on a busy machine they wait "
+		  "threads, the spool writer, the Kafka loop, the producer's librdkafka "
+		  "broker threads): on a busy machine they wait "
 		  "less for a CPU. Linux 6.12 and later; 0: the kernel's default." },
 	    MAIN(publish.slice_us) },
 	{ .doc = { "publish.idempotency_ttl_s", CONF_T_INT, "86400", 1, 31536000, NULL,

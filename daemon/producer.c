@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -561,6 +562,28 @@ static MUST_USE int set(rd_kafka_conf_t *kc, const char *name, const char *value
  */
 #define MAX_MESSAGE_BYTES (SPOOL_REC_MAX_PAYLOAD + 1024u)
 
+/*
+ * librdkafka's socket callback, opening the socket as its own does
+ * (close-on-exec). The producer's broker threads send the produce requests
+ * and read Kafka's acknowledgements, on an ack=kafka answer's path: each
+ * asks here, as it opens its first connection, for the slice ackd's own
+ * threads there ask for (publish.slice_us, thread_slice()). An
+ * on_thread_start interceptor would ask at the thread's start, but
+ * librdkafka before 2.13 frees a conf's interceptors twice when
+ * rd_kafka_new() fails, which a rebuild can meet.
+ */
+static int open_socket(int domain, int type, int protocol, void *opaque)
+{
+	const struct producer *p = opaque;
+	static __thread bool sliced;
+
+	if (!sliced) {
+		sliced = true;
+		thread_slice("kafka broker thread", p->conf->publish.slice_us);
+	}
+	return socket(domain, type | SOCK_CLOEXEC, protocol);
+}
+
 static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *kc = rd_kafka_conf_new();
@@ -600,6 +623,7 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	rd_kafka_conf_set_dr_msg_cb(kc, on_delivery);
 	rd_kafka_conf_set_error_cb(kc, on_error);
 	rd_kafka_conf_set_log_cb(kc, on_log);
+	rd_kafka_conf_set_socket_cb(kc, open_socket);
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, errlen);
 	if (!rk) {
 		rd_kafka_conf_destroy(kc);

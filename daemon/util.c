@@ -193,9 +193,10 @@ void thread_slice(const char *name, int64_t us)
 	/*
 	 * The policy and nice value stay. Threads started later get the default
 	 * slice, as those the main thread starts do (the keys file's compaction,
-	 * which the writer starts; the librdkafka threads of a producer the
-	 * Kafka loop rebuilds). The kernel resets a negative nice value with it,
-	 * though, so at one they inherit both instead.
+	 * which the writer starts; the main thread of a producer the Kafka loop
+	 * rebuilds, whose broker threads ask for themselves). The kernel resets
+	 * a negative nice value with it, though, so at one they inherit both
+	 * instead.
 	 */
 	a.size = sizeof(a);
 	a.sched_flags = a.sched_nice < 0 ? 0 : ACKD_SCHED_FLAG_RESET_ON_FORK;

@@ -1088,7 +1088,7 @@ def test_the_debug_log_holds_no_secret_and_no_raw_header_line(kafka, ackd, webho
 # More cases (bounds, nice values, policies, started threads) are in
 # tests/unit/test_util.c.
 
-SLICED = ("ackd-writer", "ackd-kafka")  # and the libmicrohttpd threads that served
+SLICED = ("ackd-writer", "ackd-kafka")  # and some MHD-worker and rdk:broker threads
 
 
 def slice_kernel():
@@ -1147,10 +1147,12 @@ def serve_on_every_listener(daemon, topic):
 @pytest.mark.parametrize("slice_us,held_us", [(100, 100), (2000, 2000), (50, 100)])
 def test_the_answer_threads_ask_for_the_configured_scheduler_slice(kafka, ackd, slice_us,
                                                                    held_us):
-    """publish.slice_us: the spool writer, the Kafka loop and each libmicrohttpd
-    thread that served a request hold that slice (the kernel raises 50 us to
-    100); every other thread (librdkafka's, the spare's, the acceptors', main)
-    holds the kernel's default, as main does."""
+    """publish.slice_us: the spool writer, the Kafka loop, the producer's
+    librdkafka broker threads that connected and each libmicrohttpd thread
+    that served a request hold that slice (the kernel raises 50 us to 100);
+    every other thread (librdkafka's main threads, the topic checks' handle's,
+    the spare's, the acceptors', main) holds the kernel's default, as main
+    does."""
     topic = new_topic(kafka, prefix="slice")
     daemon = ackd(config={"publish": {"slice_us": slice_us}}, args=["-d"])
     serve_on_every_listener(daemon, topic)
@@ -1169,7 +1171,16 @@ def test_the_answer_threads_ask_for_the_configured_scheduler_slice(kafka, ackd, 
     for name in SLICED:
         assert dict(slices)[name] == held_us * 1000, (name, slices)
         assert f"{name}: scheduler slice {held_us} us" in log, log[-3000:]
-    others = [(n, s) for n, s in slices if n not in SLICED and n != "MHD-worker"]
+    # The producer's librdkafka broker threads that connected hold it too,
+    # the topic checks' handle's (ackd-topics) do not; all are rdk:broker*.
+    brokers = [s for n, s in slices if n.startswith("rdk:broker")]
+    held = [s for s in brokers if s != default]
+    assert held and set(held) == {held_us * 1000}, slices
+    assert default in brokers, slices
+    assert log.count(f"kafka broker thread: scheduler slice {held_us} us") >= len(held), \
+        log[-3000:]
+    others = [(n, s) for n, s in slices
+              if n not in SLICED and n != "MHD-worker" and not n.startswith("rdk:broker")]
     assert {"ackd-spare", "http-accept", "rdk:main"} <= {n for n, _ in others}, slices
     assert all(s == default for _, s in others), slices
 
