@@ -1921,13 +1921,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 {
 	struct http *h = cls;
 	struct req *r = *con_cls;
-	/* libmicrohttpd starts its threads with no hook to run there: on first use. */
-	static __thread bool sliced;
-
-	if (!sliced) {
-		sliced = true;
-		thread_slice("http", h->deps.conf->publish.slice_us);
-	}
+	/* libmicrohttpd starts its threads with no hook to run there. */
+	thread_slice("http", h->deps.conf->publish.slice_us);
 	if (!r) /* libmicrohttpd calls on_uri first; this is only a safety net */
 		r = *con_cls = on_uri(h, NULL, conn);
 	if (r->state == ST_NEW) {

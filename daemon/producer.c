@@ -575,12 +575,8 @@ static MUST_USE int set(rd_kafka_conf_t *kc, const char *name, const char *value
 static int open_socket(int domain, int type, int protocol, void *opaque)
 {
 	const struct producer *p = opaque;
-	static __thread bool sliced;
 
-	if (!sliced) {
-		sliced = true;
-		thread_slice("kafka broker thread", p->conf->publish.slice_us);
-	}
+	thread_slice("kafka broker thread", p->conf->publish.slice_us);
 	return socket(domain, type | SOCK_CLOEXEC, protocol);
 }
 

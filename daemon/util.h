@@ -64,7 +64,9 @@ void thread_name(const char *name);
  * get the default slice, unless its nice value is negative. Best effort: an
  * older kernel, a seccomp filter that refuses the call, or a policy other
  * than SCHED_OTHER and SCHED_BATCH leave the thread as it is, logged at
- * debug with name. us <= 0: nothing is done.
+ * debug with name. Only a thread's first call does anything, so a thread
+ * started by a library (libmicrohttpd's, librdkafka's) may call it on each
+ * callback. us <= 0: nothing is done, then or later.
  */
 void thread_slice(const char *name, int64_t us);
 
