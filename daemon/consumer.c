@@ -1015,7 +1015,7 @@ static void count_answer(struct consumer *c, const struct webhook_answer *a,
 {
 	struct timespec end;
 
-	clock_gettime(CLOCK_MONOTONIC, &end);
+	end = clock_now(CLOCK_MONOTONIC);
 	metrics_webhook_request(c->metrics, a->status, (double)(end.tv_sec - sent->tv_sec) +
 	    (double)(end.tv_nsec - sent->tv_nsec) / 1e9);
 	c->in_flight--;
@@ -1219,7 +1219,7 @@ static void send_msg(struct consumer *c, struct msg *m)
 		return;
 	}
 	set_state(c, m, M_IN_FLIGHT);
-	clock_gettime(CLOCK_MONOTONIC, &m->sent);
+	m->sent = clock_now(CLOCK_MONOTONIC);
 	m->sent_ms = now_ms();
 	m->window_full = c->in_flight + 1 >= pace_window(&c->pace);
 	pace_sent(&c->pace, m->sent_ms);
@@ -1255,7 +1255,7 @@ static void send_batch(struct consumer *c, struct batch *b)
 		set_state(c, b->m[i], M_IN_FLIGHT);
 		b->m[i]->part->busy++;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &b->sent);
+	b->sent = clock_now(CLOCK_MONOTONIC);
 	b->sent_ms = now_ms();
 	b->window_full = c->in_flight + 1 >= pace_window(&c->pace);
 	pace_sent_n(&c->pace, b->sent_ms, b->n);

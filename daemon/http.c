@@ -1849,7 +1849,7 @@ static void *sweeper_main(void *arg)
 		if (closed)
 			log_debug("http: closed %zu connections past limits.header_timeout_ms or "
 			    "limits.body_timeout_ms", closed);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts = clock_now(CLOCK_MONOTONIC);
 		ts.tv_nsec += (long)(tick % 1000) * 1000000;
 		ts.tv_sec += tick / 1000 + ts.tv_nsec / 1000000000;
 		ts.tv_nsec %= 1000000000;

@@ -277,7 +277,7 @@ static void id_seed(void)
 		 */
 		struct timespec ts;
 		log_warn("getrandom for the id seed failed, seeding from time and pid");
-		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts = clock_now(CLOCK_MONOTONIC);
 		uint64_t mix = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15u ^ (uint64_t)ts.tv_sec ^
 		    (uint64_t)getpid() << 32;
 		memcpy(buf, &mix, sizeof(mix));
@@ -347,7 +347,7 @@ void publish_id_new(char out[PUBLISH_ID_LEN + 1])
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	ts = clock_now(CLOCK_REALTIME);
 	publish_id_new_at((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, out);
 }
 

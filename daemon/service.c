@@ -147,7 +147,7 @@ int service_reloading(void)
 	char msg[64];
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts = clock_now(CLOCK_MONOTONIC);
 	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
 	    (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
 	return notify(msg);

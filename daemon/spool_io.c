@@ -145,9 +145,9 @@ int spool_timed_fdatasync(int fd)
 	struct timespec t0, t1;
 	int rc;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = clock_now(CLOCK_MONOTONIC);
 	rc = spool_io.fdatasync(fd);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	t1 = clock_now(CLOCK_MONOTONIC);
 	metrics_fsync((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return rc;
 }

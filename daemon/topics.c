@@ -491,7 +491,7 @@ static void *topics_loop(void *arg)
 		health_beat(&t->health);
 		if (!q) {
 			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
+			ts = clock_now(CLOCK_REALTIME);
 			ts.tv_sec += 1;
 			if (now_ms() >= next_probe) {
 				pthread_mutex_unlock(&t->lock);

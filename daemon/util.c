@@ -136,11 +136,19 @@ char *xstrndup(const char *s, size_t n)
 	return d;
 }
 
-static int64_t clock_ms(clockid_t id)
+struct timespec clock_now(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(id, &ts);
+	if (clock_gettime(id, &ts) < 0)
+		fatal("clock_gettime of clock %d", (int)id);
+	return ts;
+}
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts = clock_now(id);
+
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /*
  * A return value that must not be ignored: on the publish path a dropped
@@ -39,6 +40,13 @@ size_t utf8_clean(char *dst, size_t dstlen, const void *src, size_t len);
 
 /* v in decimal at p, no NUL: at most INT64_DEC_MAX bytes. Returns the end. */
 char *put_int64(char *p, int64_t v);
+
+/*
+ * The clock's time. Linux's clocks that ackd reads do not fail; one that did
+ * would make every timeout and timestamp wrong, so it ends ackd (exit 1,
+ * logged).
+ */
+struct timespec clock_now(clockid_t id);
 
 /* CLOCK_MONOTONIC and CLOCK_REALTIME in milliseconds. */
 int64_t now_ms(void);

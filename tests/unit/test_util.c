@@ -10,6 +10,8 @@
  * The slice is read with sched_getattr(), as the kernel reports it from
  * Linux 6.12 on; before, it reports 0, and every case checks that the thread
  * is left as it was.
+ *
+ * And clock_now(): a clock that fails ends the process, logged.
  */
 #include "config.h"
 
@@ -26,6 +28,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -179,6 +182,35 @@ static void test_slice_negative_nice_inherited(void **state)
 	run_case((struct slice_case){ .us = 300, .want_ns = 300000, .nice = -1 });
 }
 
+/* A clock that fails ends ackd with a logged error instead of a wrong time. */
+static void test_clock_failure_is_fatal(void **state)
+{
+	int fds[2], status;
+	char text[256] = "";
+	ssize_t n;
+	pid_t pid;
+	struct timespec now = clock_now(CLOCK_MONOTONIC);
+
+	(void)state;
+	assert_true(now.tv_sec > 0 || now.tv_nsec > 0);
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(fds[1], STDERR_FILENO);
+		clock_now((clockid_t)1000); /* no such clock: EINVAL */
+		_exit(0);
+	}
+	close(fds[1]);
+	n = read(fds[0], text, sizeof(text) - 1);
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	assert_true(n > 0);
+	assert_non_null(strstr(text, "clock_gettime of clock 1000"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -186,6 +218,7 @@ int main(void)
 		cmocka_unit_test(test_slice_within_kernel_bounds),
 		cmocka_unit_test(test_slice_zero_or_idle_leaves_the_thread),
 		cmocka_unit_test(test_slice_negative_nice_inherited),
+		cmocka_unit_test(test_clock_failure_is_fatal),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
