@@ -5,14 +5,17 @@ to a listener that is not on loopback; the operations endpoints behind tokens wi
 auth.protect_ops; and the secure default that refuses a non-loopback
 listener without tokens."""
 
+import json
 import socket
 import subprocess
 import time
+import uuid
 
 import pytest
 
 from ackd_proc import Ackd
 from kafka import wait_until
+from test_hostile import exchange, one_answer
 
 LIMITS = {"limits": {"max_header_bytes": 2048, "max_url_bytes": 512, "max_connections": 4}}
 
@@ -51,6 +54,46 @@ def test_request_target_over_max_url_bytes_gets_414(ackd):
     r = daemon.http.get("/healthz?pad=" + "p" * 600)
     assert_error(r, 414, "uri_too_long")
     assert daemon.http.get("/healthz?pad=short").status == 200
+
+
+def request_at_limits(topic, over=0):
+    """A POST whose request target and header fields are exactly at the default
+    limits.max_url_bytes (8192) and limits.max_header_bytes (16384), counted as
+    ackd counts them (the path, and name + value + 2 per query argument and
+    per header field), in 100 fields; over adds bytes to the last field."""
+    path = f"/v1/topics/{topic}"
+    key = "k" * (8192 - len(path) - len("key") - 2)
+    body = b"at the limits"
+    fields = [("Host", "x"), ("Content-Length", str(len(body))), ("Connection", "close")]
+    room = 16384 - sum(len(n) + len(v) + 2 for n, v in fields)
+    pads = 100 - len(fields)
+    for i in range(pads):
+        name = f"X-Pad-{i:02d}"
+        size = room // pads if i < pads - 1 else room - (room // pads) * (pads - 1)
+        fields.append((name, "v" * (size - len(name) - 2 + (over if i == pads - 1 else 0))))
+    assert sum(len(n) + len(v) + 2 for n, v in fields) == 16384 + over
+    head = f"POST {path}?key={key} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields)
+    return (head + "\r\n").encode() + body, key.encode(), body
+
+
+def test_request_at_both_default_limits_is_served_and_one_byte_over_refused(ackd, kafka):
+    # libmicrohttpd holds a request in a fixed amount of memory per connection:
+    # ackd sizes it so that one at its limits is served, and one just over
+    # them is answered by ackd itself.
+    daemon = ackd()
+    topic = f"limits-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(topic)
+    request, key, body = request_at_limits(topic)
+    # Not half-closed: a client that shuts its side is gone before Kafka answers.
+    status, _, answer = one_answer(exchange(daemon, request, timeout=30, half_close=False))
+    assert status == 200, answer
+    records = kafka.read_topic(topic)
+    assert [(r.key, r.value) for r in records] == [(key, body)]
+    request, _, _ = request_at_limits(topic, over=1)
+    status, _, answer = one_answer(exchange(daemon, request, half_close=False))
+    assert status == 431, answer
+    assert json.loads(answer)["error"]["code"] == "header_fields_too_large"
+    assert "16384" in json.loads(answer)["error"]["message"]
 
 
 def test_connections_over_max_connections_get_503_and_are_closed(ackd):
