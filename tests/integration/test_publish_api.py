@@ -974,6 +974,13 @@ def ackd_threads(pid):
     raise ValueError("no Threads line")
 
 
+def produce_in_flight(client):
+    """ackd_produce_in_flight: records handed to Kafka and not yet acknowledged."""
+    m = re.search(rb"^ackd_produce_in_flight (\d+)$", client.get("/metrics", timeout=5).body,
+                  re.M)
+    return int(m.group(1)) if m else -1
+
+
 def test_many_concurrent_ack_kafka_requests_are_suspended_not_threads(ackd, kafka, via):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = CONCURRENT * 2 + 512  # this process's sockets, and ackd's (it inherits)
@@ -1002,7 +1009,7 @@ def test_many_concurrent_ack_kafka_requests_are_suspended_not_threads(ackd, kafk
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
     opened, answered = [], []
-    during = {}
+    during, after = {}, {}
 
     async def run():
         tasks = [asyncio.ensure_future(_http_exchange(open_conn, request(i), opened, answered))
@@ -1016,30 +1023,54 @@ def test_many_concurrent_ack_kafka_requests_are_suspended_not_threads(ackd, kafk
                     break
                 await asyncio.sleep(0.01)
             during["opened"] = len(opened)
+            # Written is not read: wait until ackd holds every request (each
+            # record spooled and waiting for Kafka), so that what follows is
+            # measured with 2000 requests suspended, not still in socket buffers.
+            loop = asyncio.get_running_loop()
+            waiting = -1
+            while waiting < CONCURRENT and time.monotonic() < deadline:
+                if any(t.done() for t in tasks):
+                    break
+                waiting = await loop.run_in_executor(None, produce_in_flight, client)
+                await asyncio.sleep(0.05)
+            during["waiting_for_kafka"] = waiting
+            during["held_after_s"] = round(time.monotonic() - (deadline - 30), 2)
             during["answered"] = len(answered)
             during["threads"] = ackd_threads(daemon.proc.pid)
-            loop = asyncio.get_running_loop()
             t0 = time.monotonic()
             health = await loop.run_in_executor(
                 None, lambda: client.get("/healthz", timeout=5).status)
             during["health"] = (health, time.monotonic() - t0)
         finally:
             broker.signal(signal.SIGCONT)
-        return await asyncio.wait_for(asyncio.gather(*tasks), CONCURRENT_TIMEOUT)
+        done, pending = await asyncio.wait(tasks, timeout=CONCURRENT_TIMEOUT)
+        for t in pending:
+            t.cancel()
+        errors = {}
+        for t in done:
+            if t.exception() is not None:
+                name = type(t.exception()).__name__
+                errors[name] = errors.get(name, 0) + 1
+        after["pending"] = len(pending)
+        after["errors"] = errors
+        return [t.result() if t in done and t.exception() is None else (None, b"")
+                for t in tasks]
 
     started = time.monotonic()
     answers = asyncio.run(run())
     elapsed = time.monotonic() - started
 
     assert during["opened"] == CONCURRENT, during
+    assert during["waiting_for_kafka"] == CONCURRENT, during
     assert during["answered"] == 0, during
     assert during["health"][0] == 200 and during["health"][1] < 2, during
     assert during["threads"] <= baseline_threads + 4, (baseline_threads, during)
-    assert elapsed < CONCURRENT_TIMEOUT
     statuses = {}
     for status, _ in answers:
         statuses[status] = statuses.get(status, 0) + 1
-    assert statuses == {200: CONCURRENT}, statuses
+    assert after == {"pending": 0, "errors": {}}, (after, statuses, during)
+    assert elapsed < CONCURRENT_TIMEOUT, (elapsed, during)
+    assert statuses == {200: CONCURRENT}, (statuses, during)
     docs = [json.loads(body) for _, body in answers]
     for doc in docs:
         assert_delivered(doc, topic)
