@@ -198,6 +198,14 @@ LOG_FN(log_warnx, LOG_LVL_WARN, 0)
 LOG_FN(log_info, LOG_LVL_INFO, 0)
 LOG_FN(log_debug, LOG_LVL_DEBUG, 0)
 
+/*
+ * _exit(), not exit(): fatal() runs on whichever thread found the fault,
+ * while the others go on. exit() would run the libraries' exit handlers
+ * (OpenSSL frees its global state) under threads still using them, and
+ * flush stdio streams another thread may hold. The line is out already
+ * (write(2), no buffer), and the spool needs nothing at exit: what it
+ * answered for is on disk.
+ */
 void fatal(const char *fmt, ...)
 {
 	int saved = errno;
@@ -206,7 +214,7 @@ void fatal(const char *fmt, ...)
 	va_start(ap, fmt);
 	emit(LOG_LVL_ERR, saved, fmt, ap);
 	va_end(ap);
-	exit(1);
+	_exit(1);
 }
 
 void fatalx(const char *fmt, ...)
@@ -216,5 +224,5 @@ void fatalx(const char *fmt, ...)
 	va_start(ap, fmt);
 	emit(LOG_LVL_ERR, 0, fmt, ap);
 	va_end(ap);
-	exit(1);
+	_exit(1);
 }

@@ -47,7 +47,10 @@ void log_hide(const char *secret);
  */
 char *log_escape(const void *s, size_t len, char *out, size_t outlen);
 
-/* Log and exit(1). Only at start-up or for a broken invariant. */
+/*
+ * Log and _exit(1), without exit handlers. At start-up, for a broken
+ * invariant, out of memory or a failing clock.
+ */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
