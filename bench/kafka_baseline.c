@@ -4,7 +4,8 @@
  * A direct librdkafka producer with the settings ackd's producer uses
  * (daemon/producer.c: acks=all, enable.idempotence=true, linger.ms=0,
  * max.in.flight.requests.per.connection=2, batch.num.messages=10000,
- * queue.buffering.max.messages=200000, the murmur2_random partitioner),
+ * queue.buffering.max.messages=200000, the murmur2_random partitioner,
+ * sticky.partitioning.linger.ms=5),
  * producing messages of the size the benchmark publishes through ackd, each
  * with a 26-character "ackd-id" header as ackd adds, no key, to the same
  * broker and topic. Messages are produced as fast
@@ -261,6 +262,7 @@ int main(int argc, char **argv)
 	set(kc, "batch.num.messages", "10000");
 	set(kc, "queue.buffering.max.messages", "200000");
 	set(kc, "partitioner", "murmur2_random");
+	set(kc, "sticky.partitioning.linger.ms", "5");
 	for (size_t i = 0; i < nprops; i++) {
 		char name[256];
 		const char *eq = strchr(props[i], '=');

@@ -364,6 +364,32 @@ def test_keys_pick_partitions_like_the_java_client(ackd, kafka, via):
         assert rec.partition == java_partition(rec.key, partitions), rec
 
 
+def test_keyless_records_share_a_partition_for_a_moment(ackd, kafka, via):
+    """Records without a key go to one partition for a few milliseconds at a
+    time (sticky.partitioning.linger.ms, docs/ackd.conf.5), so that a burst
+    travels in one produce request; spaced out, they still spread."""
+    client = client_of(ackd(), via)
+    topic = new_topic(kafka, partitions=3)
+    # Until librdkafka has handed a new topic's partitions to their leaders
+    # it takes none as available and picks one at random for each record.
+    delivered(publish(client, topic, "warm-up"), topic)
+
+    burst = batch_results(publish_batch(client, topic,
+                                        [{"value": f"b{i}"} for i in range(100)]), 200)
+    spaced = []
+    for i in range(30):
+        spaced.append(delivered(publish(client, topic, f"s{i}"), topic)["partition"])
+        time.sleep(0.02)
+
+    counts = {p: sum(1 for r in burst if r["partition"] == p) for p in range(3)}
+    print(f"\n[sticky] burst of 100 by partition {counts}; 30 spaced out: {spaced}", flush=True)
+    # A partition picked for each record would put the burst on all three
+    # but with a chance of 3 * (2/3)^100; one window boundary may fall in it.
+    assert sum(1 for n in counts.values() if n) <= 2, counts
+    # 20 ms apart, each record starts a window of its own.
+    assert len(set(spaced)) > 1, spaced
+
+
 def test_ack_spool_answers_202_and_the_message_arrives(ackd, kafka, via):
     client = client_of(ackd(), via)
     topic = new_topic(kafka)
