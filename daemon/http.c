@@ -2005,6 +2005,16 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	bool show;
 
 	(void)cls;
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	/*
+	 * libmicrohttpd 0.9.75 sets TCP_NODELAY and TCP_CORK on each connection
+	 * it is handed, whatever its family, and says so when they fail. On a
+	 * Unix socket they fail with EOPNOTSUPP, on every connection: nothing
+	 * is wrong, and the lines would use up the burst that real messages
+	 * need. (On TCP these options do not fail that way.)
+	 */
+	if (strncmp(raw, "Setting TCP_", 12) == 0 && strstr(raw, strerror(EOPNOTSUPP)))
+		return;
 	pthread_mutex_lock(&mu);
 	if (now_ms() - window_start >= MHD_LOG_WINDOW_MS) {
 		window_start = now_ms();
@@ -2021,7 +2031,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 		log_warnx("http: %u more messages of libmicrohttpd not logged", was_dropped);
 	if (!show)
 		return;
-	vsnprintf(raw, sizeof(raw), fmt, ap);
 	n = utf8_clean(line, sizeof(line), raw, strlen(raw));
 	while (n > 0 && (line[n - 1] == '?' || line[n - 1] == '.'))
 		line[--n] = '\0';
