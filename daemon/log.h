@@ -48,8 +48,9 @@ void log_hide(const char *secret);
 char *log_escape(const void *s, size_t len, char *out, size_t outlen);
 
 /*
- * Log and _exit(1), without exit handlers. At start-up, for a broken
- * invariant, out of memory or a failing clock.
+ * Log and _exit(1), without exit handlers (abort() in a fuzzing build). At
+ * start-up, for a broken invariant, and where nothing can go on: out of
+ * memory, a failing clock, no webhook client for a subscription.
  */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -605,12 +605,15 @@ static rd_kafka_t *new_handle(struct producer *p, char *err, size_t errlen)
 	    set(kc, "queue.buffering.max.messages", "200000", err, errlen) < 0 ||
 	    set(kc, "partitioner", "murmur2_random", err, errlen) < 0 ||
 	    /*
-	     * Records without a key go to one partition for 5 ms, then to one
-	     * picked at random for the next 5 ms, much as the Java client's
-	     * sticky partitioner does. librdkafka ties this to linger.ms (twice
-	     * it), so with no linger each such record went to a partition picked
-	     * at random, and a burst became one small request per partition
-	     * (librdkafka puts one partition in each produce request).
+	     * Records without a key go to one partition of their topic; the
+	     * first such record more than 5 ms after the last pick picks again
+	     * at random (maybe the same one), and so does one whose partition
+	     * has no leader. The Java client's sticky partitioner does much the
+	     * same, switching when a batch is full. librdkafka ties this to
+	     * linger.ms (twice it), so with no linger each such record went to
+	     * a partition picked at random, and a burst became one small request
+	     * per partition (librdkafka puts one partition in each produce
+	     * request).
 	     */
 	    set(kc, "sticky.partitioning.linger.ms", "5", err, errlen) < 0 ||
 	    set(kc, "message.max.bytes", max_bytes, err, errlen) < 0 ||

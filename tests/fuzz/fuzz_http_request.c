@@ -9,11 +9,12 @@
  * it comes from the input), the sending side is shut down, and everything
  * the server answers is read until it closes the connection.
  *
- * The oracle: ackd does not crash or exit (libFuzzer reports a fatal() as
- * "fuzz target exited"), the sanitizers stay quiet, every answer is an
- * HTTP/1.x status line and every JSON body ackd sends parses as JSON (so no
- * client byte reached an answer unescaped), and every 256 inputs, and after
- * the last, /healthz on a fresh connection answers 200.
+ * The oracle: ackd does not crash or exit (a fatal() aborts in a fuzzing
+ * build, which libFuzzer reports as a crash), the sanitizers stay quiet,
+ * every answer is an HTTP/1.x status line and every JSON body ackd sends
+ * parses as JSON (so no client byte reached an answer unescaped), and every
+ * 256 inputs, and after the last, /healthz on a fresh connection answers
+ * 200.
  *
  * With libFuzzer, from the top of the tree after a configure in build/
  * (every module but main.c, with ASan and UBSan):

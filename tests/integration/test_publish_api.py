@@ -375,17 +375,19 @@ def test_keyless_records_share_a_partition_for_a_moment(ackd, kafka, via):
     delivered(publish(client, topic, "warm-up"), topic)
 
     burst = batch_results(publish_batch(client, topic,
-                                        [{"value": f"b{i}"} for i in range(100)]), 200)
+                                        [{"value": f"b{i}"} for i in range(200)]), 200)
     spaced = []
     for i in range(30):
         spaced.append(delivered(publish(client, topic, f"s{i}"), topic)["partition"])
         time.sleep(0.02)
 
     counts = {p: sum(1 for r in burst if r["partition"] == p) for p in range(3)}
-    print(f"\n[sticky] burst of 100 by partition {counts}; 30 spaced out: {spaced}", flush=True)
-    # A partition picked for each record would put the burst on all three
-    # but with a chance of 3 * (2/3)^100; one window boundary may fall in it.
-    assert sum(1 for n in counts.values() if n) <= 2, counts
+    print(f"\n[sticky] burst of 200 by partition {counts}; 30 spaced out: {spaced}", flush=True)
+    # The kafka loop produces the batch in well under 5 ms, but a window may
+    # end within it, twice if the thread waits for a CPU: one partition still
+    # holds half. A partition picked for each record (a mean of 67, a
+    # standard deviation of 6.7) gets 100 with a chance of about 1e-6.
+    assert max(counts.values()) >= 100, counts
     # 20 ms apart, each record starts a window of its own.
     assert len(set(spaced)) > 1, spaced
 
