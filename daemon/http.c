@@ -118,6 +118,11 @@
 #include "webhook_sign.h"
 
 #define MAX_REQUEST_HEADERS 100
+#define MAX_QUERY_ARGS 100
+/* libmicrohttpd's list entry for one header field or query argument, at most. */
+#define MHD_ENTRY_BYTES 64
+/* A request head's bytes beyond its target and fields as check_fields() counts them. */
+#define HEAD_SLACK (4 * MAX_REQUEST_HEADERS + 64)
 #define CONNECTION_HEADROOM 64 /* accepted beyond max_connections, to answer 503 */
 #define FAST_CONNS 128          /* a local listener's connections on its poll server */
 #define SERVER_THREADS 2        /* libmicrohttpd threads per server */
@@ -1099,28 +1104,97 @@ static int check_connections(struct req *r)
 	return 0;
 }
 
-/* limits.max_url_bytes, max_header_bytes: -1 with the answer set. */
-static int check_limits(struct req *r, const char *url)
+/*
+ * limits.max_header_bytes and MAX_REQUEST_HEADERS. libmicrohttpd keeps an
+ * entry for each cookie as for each field, and a copy of the Cookie header
+ * to parse it, in the same block (start_server()): cookies count as fields,
+ * the Cookie header's bytes twice. -1 with the answer set.
+ */
+static int check_fields(struct req *r)
 {
 	const struct conf *conf = r->h->deps.conf;
-	struct size_count query = { 0, 0 }, hdrs = { 0, 0 };
+	struct size_count f = { 0, 0 };
+	const char *cookie;
+	size_t cookie_len;
+	int cookies;
 
-	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_value, &query);
-	if ((int64_t)(strlen(url) + query.bytes) > conf->limits.max_url_bytes) {
-		set_error(&r->answer, ERR_URI_TOO_LONG,
-		    "the request target is longer than limits.max_url_bytes (%lld bytes)",
-		    (long long)conf->limits.max_url_bytes);
-		return -1;
-	}
-	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_value, &hdrs);
-	if (hdrs.count > MAX_REQUEST_HEADERS || (int64_t)hdrs.bytes > conf->limits.max_header_bytes) {
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_value, &f);
+	cookies = MHD_get_connection_values(r->conn, MHD_COOKIE_KIND, NULL, NULL);
+	if (cookies > 0)
+		f.count += (size_t)cookies;
+	if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE,
+	    strlen(MHD_HTTP_HEADER_COOKIE), &cookie, &cookie_len) == MHD_YES)
+		f.bytes += cookie_len;
+	if (f.count > MAX_REQUEST_HEADERS || (int64_t)f.bytes > conf->limits.max_header_bytes) {
 		set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
-		    "request headers over the limit: at most %d headers and "
+		    "request headers over the limit: at most %d headers (cookies included) and "
 		    "limits.max_header_bytes (%lld bytes)",
 		    MAX_REQUEST_HEADERS, (long long)conf->limits.max_header_bytes);
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * limits.max_url_bytes, max_header_bytes, and the counts of header fields
+ * and query arguments: -1 with the answer set. A request within them leaves
+ * room in libmicrohttpd's connection block for its answer (start_server()).
+ * The target is measured as sent, where a percent-escape takes three bytes,
+ * and decoded (an argument without '=' counts the one it lacks).
+ */
+static int check_limits(struct req *r, const char *url)
+{
+	const struct conf *conf = r->h->deps.conf;
+	const union MHD_ConnectionInfo *info;
+	struct size_count query = { 0, 0 };
+	const char *cookie;
+	size_t cookie_len;
+
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_value, &query);
+	if ((int64_t)r->raw_uri_len > conf->limits.max_url_bytes ||
+	    (int64_t)(strlen(url) + query.bytes) > conf->limits.max_url_bytes) {
+		set_error(&r->answer, ERR_URI_TOO_LONG,
+		    "the request target is longer than limits.max_url_bytes (%lld bytes)",
+		    (long long)conf->limits.max_url_bytes);
+		return -1;
+	}
+	if (query.count > MAX_QUERY_ARGS) {
+		set_error(&r->answer, ERR_URI_TOO_LONG,
+		    "the request target has more than %d query arguments", MAX_QUERY_ARGS);
+		return -1;
+	}
+	if (check_fields(r) < 0)
+		return -1;
+	/*
+	 * The head as received, with the copy of its Cookie header: whitespace
+	 * and folded lines take room too.
+	 */
+	info = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE,
+	    strlen(MHD_HTTP_HEADER_COOKIE), &cookie, &cookie_len) != MHD_YES)
+		cookie_len = 0;
+	if (info && (int64_t)(info->header_size + cookie_len) >
+	    conf->limits.max_url_bytes + conf->limits.max_header_bytes + HEAD_SLACK) {
+		set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
+		    "the request head is %zu bytes, more than limits.max_url_bytes and "
+		    "limits.max_header_bytes allow", info->header_size + cookie_len);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Trailer fields after a chunked body: refused, whatever they hold. ackd has
+ * no use for them, and libmicrohttpd keeps them, whitespace and all, in the
+ * block it then builds the answer in. -1 with the answer set.
+ */
+static int check_trailers(struct req *r)
+{
+	if (MHD_get_connection_values(r->conn, MHD_FOOTER_KIND, NULL, NULL) <= 0)
+		return 0;
+	set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
+	    "trailer fields after a chunked body are not accepted");
+	return -1;
 }
 
 static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind,
@@ -1694,6 +1768,10 @@ static void advance(struct req *r)
 		return;
 	}
 	if (r->state == ST_BODY) {
+		if (check_trailers(r) < 0) {
+			r->state = ST_ANSWER;
+			return;
+		}
 		if (r->too_large) {
 			set_error(&r->answer, ERR_PAYLOAD_TOO_LARGE,
 			    "the body is larger than limits.max_body_bytes (%lld bytes)",
@@ -2265,9 +2343,17 @@ static struct MHD_Daemon *start_server(struct http *h, struct server *srv, unsig
 	const struct conf *conf = h->deps.conf;
 	unsigned flags = loop | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC |
 	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
-	/* Room for the request line and headers at their limits, plus a read buffer. */
+	/*
+	 * Room for a request at check_limits()'s limits: its target and fields
+	 * (with the copy of a Cookie header, counted in max_header_bytes), and
+	 * 32 KiB for the rest: an entry for each field, cookie and query
+	 * argument, the head's line ends, and the answer's head, which
+	 * libmicrohttpd builds here after ackd has handled the request.
+	 */
 	size_t pool = (size_t)(conf->limits.max_header_bytes + conf->limits.max_url_bytes) +
 	    (32u << 10);
+	_Static_assert((MAX_REQUEST_HEADERS + MAX_QUERY_ARGS) * MHD_ENTRY_BYTES + HEAD_SLACK <
+	    (16u << 10), "the entries and line ends leave half of the 32 KiB to answer");
 
 	srv->h = h;
 	srv->limit = (int)limit;

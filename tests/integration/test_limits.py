@@ -17,6 +17,7 @@ from ackd_proc import Ackd
 from kafka import wait_until
 from test_hostile import exchange, one_answer
 
+MAX_QUERY_ARGS = 100  # daemon/http.c
 LIMITS = {"limits": {"max_header_bytes": 2048, "max_url_bytes": 512, "max_connections": 4}}
 
 
@@ -94,6 +95,127 @@ def test_request_at_both_default_limits_is_served_and_one_byte_over_refused(ackd
     assert status == 431, answer
     assert json.loads(answer)["error"]["code"] == "header_fields_too_large"
     assert "16384" in json.loads(answer)["error"]["message"]
+
+
+def with_arguments(request, n):
+    """request_at_limits()'s request with n more query arguments ("&a=", each
+    3 bytes as sent and as ackd counts), its key shorter by as much: still
+    at both limits."""
+    head, rest = request.split(b" HTTP/1.1\r\n", 1)
+    path, key = head.split(b"?key=", 1)
+    key = key[:len(key) - 3 * n]
+    return path + b"?key=" + key + b"&a=" * n + b" HTTP/1.1\r\n" + rest, key
+
+
+def test_every_request_within_the_limits_is_answered(ackd, kafka):
+    # libmicrohttpd keeps the head and an entry per header field and query
+    # argument in a fixed block per connection, and builds the answer's head
+    # there too: a request ackd takes must leave room for that, or the record
+    # is published and the client never hears of it.
+    daemon = ackd()
+    topic = f"limits-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(topic)
+    request, _, _ = request_at_limits(topic)
+    answered = []
+    for n in range(MAX_QUERY_ARGS):  # the key is one argument
+        req, key = with_arguments(request, n)
+        status, _, answer = one_answer(exchange(daemon, req, timeout=30, half_close=False))
+        assert status == 200, (n, answer)
+        answered.append(key)
+    assert sorted(r.key for r in kafka.read_topic(topic)) == sorted(answered)
+    req, _ = with_arguments(request, MAX_QUERY_ARGS)
+    status, _, answer = one_answer(exchange(daemon, req, half_close=False))
+    assert status == 414, answer
+    assert "query arguments" in json.loads(answer)["error"]["message"]
+
+
+def test_cookies_count_with_the_headers_and_trailers_are_refused(ackd, kafka):
+    # libmicrohttpd keeps an entry per cookie and a copy of the Cookie header
+    # in the same block as the headers: cookies count as header fields, the
+    # Cookie header's bytes twice. Trailer fields after a chunked body, which
+    # it keeps whitespace and all, are refused before anything is published.
+    daemon = ackd(config=LIMITS)  # max_header_bytes 2048
+    topic = f"limits-{uuid.uuid4().hex[:12]}"
+    kafka.create_topic(topic)
+    fields = [("Host", "x"), ("Content-Length", "1"), ("Connection", "close")]
+    counted = sum(len(n) + len(v) + 2 for n, v in fields)
+
+    def publish(cookie):
+        head = "".join(f"{n}: {v}\r\n" for n, v in fields + [("Cookie", cookie)])
+        raw = exchange(daemon, f"POST /v1/topics/{topic} HTTP/1.1\r\n{head}\r\nx".encode(),
+                       half_close=False)
+        return one_answer(raw)
+
+    def cookies(n):
+        return "; ".join(f"c{i}=" for i in range(n))
+
+    assert publish(cookies(96))[0] == 200  # 4 header fields and 96 cookies
+    status, _, answer = publish(cookies(97))
+    assert status == 431 and "cookies" in json.loads(answer)["error"]["message"], answer
+    room = 2048 - counted - len("Cookie") - 2  # for the value, counted twice
+    value = "a=" + "v" * (room // 2 - 2)
+    assert publish(value)[0] == 200
+    assert publish(value + "vv")[0] == 431
+
+    def chunked(trailer):
+        head = "Host: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+        return exchange(daemon, (f"POST /v1/topics/{topic} HTTP/1.1\r\n{head}\r\n"
+                                 f"1\r\nx\r\n0\r\n{trailer}\r\n").encode(), half_close=False)
+
+    assert one_answer(chunked(""))[0] == 200
+    for trailer in ["T: v\r\n", f"T:{' ' * 4000}v\r\n"]:
+        status, _, answer = one_answer(chunked(trailer))
+        assert status == 431 and "trailer" in json.loads(answer)["error"]["message"], answer
+    assert len(kafka.read_topic(topic)) == 3
+
+
+def test_the_request_target_is_measured_as_sent(ackd):
+    # A percent-escape takes three bytes of the target (and of libmicrohttpd's
+    # block) for the one byte it stands for.
+    daemon = ackd(config=LIMITS)
+    prefix = "/healthz?pad="
+    escaped = prefix + "%41" * ((512 - len(prefix)) // 3)
+    assert len(escaped) <= 512 and daemon.http.get(escaped).status == 200
+    over = escaped + "%41"
+    assert len(over) > 512  # 185 bytes decoded
+    assert_error(daemon.http.get(over), 414, "uri_too_long")
+
+
+def test_query_arguments_beyond_the_block_close_the_connection(ackd):
+    # Thousands of arguments (6 KB, under max_url_bytes as sent) do not fit
+    # libmicrohttpd's block at all: it gives up on the request, before ackd
+    # handles it, with its own error or (0.9.75) by closing the connection.
+    # The daemon is unharmed.
+    daemon = ackd()
+    target = "/healthz?" + "&".join("a" for _ in range(3000))
+    started = time.monotonic()
+    raw = exchange(daemon, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                   timeout=10, half_close=False)
+    assert time.monotonic() - started < 5
+    assert raw == b"" or 400 <= one_answer(raw)[0] < 500, raw[:200]
+    assert daemon.http.get("/healthz").status == 200
+    daemon.check_alive()
+
+
+def test_the_request_head_is_measured_as_received(ackd):
+    # Whitespace around a value is not part of it, but takes room in
+    # libmicrohttpd's block like the rest of the head: the head as received
+    # may be at most the two limits and the line ends of 100 fields longer.
+    daemon = ackd(config=LIMITS)  # 512 + 2048 bytes
+
+    def get(spaces, cookie=""):
+        head = (f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"X-Pad:{' ' * spaces}v\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "")
+                + "\r\n")
+        return exchange(daemon, head.encode(), half_close=False)
+
+    assert one_answer(get(2000))[0] == 200
+    status, _, answer = one_answer(get(3100))
+    assert status == 431 and "request head" in json.loads(answer)["error"]["message"], answer
+    # The copy of the Cookie header counts with the head as received.
+    assert one_answer(get(1200, "a=" + "v" * 700))[0] == 200
+    status, _, answer = one_answer(get(1200, "a=" + "v" * 900))
+    assert status == 431 and "request head" in json.loads(answer)["error"]["message"], answer
 
 
 def test_connections_over_max_connections_get_503_and_are_closed(ackd):
