@@ -110,7 +110,9 @@ def test_pause_survives_kill9_and_restart(kafka, ackd, webhook_sink):
 
     daemon.kill9()
     daemon.start()
-    assert "paused by an operator" in daemon.stderr_text()
+    # Ready (listening) comes before the consumers start and say so.
+    wait_until(lambda: "paused by an operator" in daemon.stderr_text(), 30,
+               "the restarted subscription saying it is paused")
     produce_all(kafka, topic, msgs(3, start=2))
     wait_partitions(daemon, "hook", 1)
     time.sleep(3)
