@@ -282,6 +282,13 @@ struct conn {
 	struct conn *prev, *next; /* under http.conns_mu */
 	int fd;
 	atomic_int_fast64_t deadline_ms;
+	/*
+	 * The request on_uri() made last, until handle() or completed() sees
+	 * it. libmicrohttpd 0.9.75 can give up on a request between the two
+	 * (a target with more arguments than its block holds) and never hand
+	 * it back; the next request, or the connection's end, frees it.
+	 */
+	struct req *unhandled;
 };
 
 /* One libmicrohttpd server of a listener (see "Two servers per listener"). */
@@ -323,6 +330,7 @@ struct http {
 /* Idempotency-Key, defined below. */
 static int idem_header(struct req *r);
 static int idem_gate(struct req *r);
+static void req_free(struct http *h, struct req *r);
 static int idem_add_key(struct req *r, struct spool_batch *b);
 static void idem_spooled(struct req *r, enum spool_err err, uint64_t first_seq);
 
@@ -1896,6 +1904,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	if (c->next)
 		c->next->prev = c->prev;
 	pthread_mutex_unlock(&h->conns_mu);
+	if (c->unhandled)
+		req_free(h, c->unhandled);
 	free(c);
 	*socket_context = NULL;
 }
@@ -1975,6 +1985,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->state = ST_NEW;
 	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	r->c = info ? info->socket_context : NULL;
+	if (r->c) {
+		if (r->c->unhandled)
+			req_free(h, r->c->unhandled); /* given up on, never handed back */
+		r->c->unhandled = r;
+	}
 	r->raw_uri = uri;
 	r->raw_uri_len = uri ? strlen(uri) : 0;
 	for (const char *p = uri; p && *p && *p != '?'; p++) {
@@ -2004,6 +2019,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	if (!r) /* libmicrohttpd calls on_uri first; this is only a safety net */
 		r = *con_cls = on_uri(h, NULL, conn);
 	if (r->state == ST_NEW) {
+		if (r->c && r->c->unhandled == r)
+			r->c->unhandled = NULL;
 		if (target_has_nul(r, version))
 			r->bad_path = true;
 		/* The headers are in: from here the body has its own deadline. */
@@ -2039,6 +2056,22 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	return MHD_YES; /* suspended */
 }
 
+static void req_free(struct http *h, struct req *r)
+{
+	if (r->c && r->c->unhandled == r)
+		r->c->unhandled = NULL;
+	budget_give(h, r->reserved);
+	publish_req_free(r->pub);
+	control_cmd_free(r->cmd);
+	free(r->results);
+	free(r->idem_ids);
+	free(r->replay_wait);
+	free(r->replay_seqs);
+	free(r->body);
+	free(r->answer.body);
+	free(r);
+}
+
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
 {
@@ -2051,16 +2084,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	/* A kept-alive connection has header_timeout_ms for its next request. */
 	conn_deadline(r->c, h->deps.conf->limits.header_timeout_ms);
-	budget_give(h, r->reserved);
-	publish_req_free(r->pub);
-	control_cmd_free(r->cmd);
-	free(r->results);
-	free(r->idem_ids);
-	free(r->replay_wait);
-	free(r->replay_seqs);
-	free(r->body);
-	free(r->answer.body);
-	free(r);
+	req_free(h, r);
 	*con_cls = NULL;
 }
 
