@@ -76,6 +76,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -285,8 +286,8 @@ struct conn {
 	/*
 	 * The request on_uri() made last, until handle() or completed() sees
 	 * it. libmicrohttpd 0.9.75 can give up on a request between the two
-	 * (a target with more arguments than its block holds) and never hand
-	 * it back; the next request, or the connection's end, frees it.
+	 * (a target with more arguments than its block holds), close the
+	 * connection and never hand it back; the connection's end frees it.
 	 */
 	struct req *unhandled;
 };
@@ -1112,6 +1113,18 @@ static int check_connections(struct req *r)
 	return 0;
 }
 
+/* The Cookie header's length: libmicrohttpd keeps a copy of it to parse. */
+static size_t cookie_header_len(struct req *r)
+{
+	const char *cookie;
+	size_t len;
+
+	if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE,
+	    strlen(MHD_HTTP_HEADER_COOKIE), &cookie, &len) != MHD_YES)
+		return 0;
+	return len;
+}
+
 /*
  * limits.max_header_bytes and MAX_REQUEST_HEADERS. libmicrohttpd keeps an
  * entry for each cookie as for each field, and a copy of the Cookie header
@@ -1122,17 +1135,13 @@ static int check_fields(struct req *r)
 {
 	const struct conf *conf = r->h->deps.conf;
 	struct size_count f = { 0, 0 };
-	const char *cookie;
-	size_t cookie_len;
 	int cookies;
 
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_value, &f);
 	cookies = MHD_get_connection_values(r->conn, MHD_COOKIE_KIND, NULL, NULL);
 	if (cookies > 0)
 		f.count += (size_t)cookies;
-	if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE,
-	    strlen(MHD_HTTP_HEADER_COOKIE), &cookie, &cookie_len) == MHD_YES)
-		f.bytes += cookie_len;
+	f.bytes += cookie_header_len(r);
 	if (f.count > MAX_REQUEST_HEADERS || (int64_t)f.bytes > conf->limits.max_header_bytes) {
 		set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
 		    "request headers over the limit: at most %d headers (cookies included) and "
@@ -1155,8 +1164,7 @@ static int check_limits(struct req *r, const char *url)
 	const struct conf *conf = r->h->deps.conf;
 	const union MHD_ConnectionInfo *info;
 	struct size_count query = { 0, 0 };
-	const char *cookie;
-	size_t cookie_len;
+	size_t head;
 
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_value, &query);
 	if ((int64_t)r->raw_uri_len > conf->limits.max_url_bytes ||
@@ -1178,14 +1186,13 @@ static int check_limits(struct req *r, const char *url)
 	 * and folded lines take room too.
 	 */
 	info = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-	if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE,
-	    strlen(MHD_HTTP_HEADER_COOKIE), &cookie, &cookie_len) != MHD_YES)
-		cookie_len = 0;
-	if (info && (int64_t)(info->header_size + cookie_len) >
-	    conf->limits.max_url_bytes + conf->limits.max_header_bytes + HEAD_SLACK) {
+	if (!info)
+		return 0;
+	head = info->header_size + cookie_header_len(r);
+	if ((int64_t)head > conf->limits.max_url_bytes + conf->limits.max_header_bytes + HEAD_SLACK) {
 		set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
 		    "the request head is %zu bytes, more than limits.max_url_bytes and "
-		    "limits.max_header_bytes allow", info->header_size + cookie_len);
+		    "limits.max_header_bytes allow", head);
 		return -1;
 	}
 	return 0;
@@ -1986,8 +1993,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	r->c = info ? info->socket_context : NULL;
 	if (r->c) {
-		if (r->c->unhandled)
-			req_free(h, r->c->unhandled); /* given up on, never handed back */
+		/* A kept-alive connection's next request comes after completed(). */
+		assert(!r->c->unhandled);
 		r->c->unhandled = r;
 	}
 	r->raw_uri = uri;
