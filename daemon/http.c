@@ -331,7 +331,6 @@ struct http {
 /* Idempotency-Key, defined below. */
 static int idem_header(struct req *r);
 static int idem_gate(struct req *r);
-static void req_free(struct http *h, struct req *r);
 static int idem_add_key(struct req *r, struct spool_batch *b);
 static void idem_spooled(struct req *r, enum spool_err err, uint64_t first_seq);
 
@@ -1131,7 +1130,7 @@ static size_t cookie_header_len(struct req *r)
  * to parse it, in the same block (start_server()): cookies count as fields,
  * the Cookie header's bytes twice. -1 with the answer set.
  */
-static int check_fields(struct req *r)
+static int check_fields(struct req *r, size_t cookie_len)
 {
 	const struct conf *conf = r->h->deps.conf;
 	struct size_count f = { 0, 0 };
@@ -1141,7 +1140,7 @@ static int check_fields(struct req *r)
 	cookies = MHD_get_connection_values(r->conn, MHD_COOKIE_KIND, NULL, NULL);
 	if (cookies > 0)
 		f.count += (size_t)cookies;
-	f.bytes += cookie_header_len(r);
+	f.bytes += cookie_len;
 	if (f.count > MAX_REQUEST_HEADERS || (int64_t)f.bytes > conf->limits.max_header_bytes) {
 		set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
 		    "request headers over the limit: at most %d headers (cookies included) and "
@@ -1164,7 +1163,7 @@ static int check_limits(struct req *r, const char *url)
 	const struct conf *conf = r->h->deps.conf;
 	const union MHD_ConnectionInfo *info;
 	struct size_count query = { 0, 0 };
-	size_t head;
+	size_t cookie_len = cookie_header_len(r), head;
 
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_value, &query);
 	if ((int64_t)r->raw_uri_len > conf->limits.max_url_bytes ||
@@ -1179,7 +1178,7 @@ static int check_limits(struct req *r, const char *url)
 		    "the request target has more than %d query arguments", MAX_QUERY_ARGS);
 		return -1;
 	}
-	if (check_fields(r) < 0)
+	if (check_fields(r, cookie_len) < 0)
 		return -1;
 	/*
 	 * The head as received, with the copy of its Cookie header: whitespace
@@ -1188,7 +1187,7 @@ static int check_limits(struct req *r, const char *url)
 	info = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 	if (!info)
 		return 0;
-	head = info->header_size + cookie_header_len(r);
+	head = info->header_size + cookie_len;
 	if ((int64_t)head > conf->limits.max_url_bytes + conf->limits.max_header_bytes + HEAD_SLACK) {
 		set_error(&r->answer, ERR_HEADERS_TOO_LARGE,
 		    "the request head is %zu bytes, more than limits.max_url_bytes and "
@@ -1875,6 +1874,22 @@ static void conn_deadline(struct conn *c, int64_t ms)
 		atomic_store(&c->deadline_ms, ms ? now_ms() + ms : 0);
 }
 
+static void req_free(struct http *h, struct req *r)
+{
+	if (r->c && r->c->unhandled == r)
+		r->c->unhandled = NULL;
+	budget_give(h, r->reserved);
+	publish_req_free(r->pub);
+	control_cmd_free(r->cmd);
+	free(r->results);
+	free(r->idem_ids);
+	free(r->replay_wait);
+	free(r->replay_seqs);
+	free(r->body);
+	free(r->answer.body);
+	free(r);
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     enum MHD_ConnectionNotificationCode toe)
 {
@@ -2061,22 +2076,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	if (r->state == ST_ANSWER)
 		return answer(r);
 	return MHD_YES; /* suspended */
-}
-
-static void req_free(struct http *h, struct req *r)
-{
-	if (r->c && r->c->unhandled == r)
-		r->c->unhandled = NULL;
-	budget_give(h, r->reserved);
-	publish_req_free(r->pub);
-	control_cmd_free(r->cmd);
-	free(r->results);
-	free(r->idem_ids);
-	free(r->replay_wait);
-	free(r->replay_seqs);
-	free(r->body);
-	free(r->answer.body);
-	free(r);
 }
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
