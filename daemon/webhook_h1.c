@@ -7,7 +7,8 @@
  * what follows. So the parser keeps nothing but a few numbers and flags, and
  * the connection's read buffer is the only copy of an answer's bytes. The
  * header block is bounded (H1_HEADER_MAX): a peer that sends more never
- * makes the buffer grow beyond it.
+ * makes the buffer grow beyond twice that (it doubles, and an unfinished
+ * line is refused once it is longer than the bound).
  *
  * The client. One request per connection at a time, no pipelining. A
  * connection is registered in the caller's epoll set once, for EPOLLIN and
@@ -198,7 +199,7 @@ static bool header_line(struct h1_parser *p, const char *s, size_t n)
 static void headers_done(struct h1_parser *p)
 {
 	if (p->minor == 0)
-		p->close = !p->conn_keep;
+		p->close = !p->conn_keep || p->conn_close;
 	else
 		p->close = p->conn_close;
 	p->block = 0;
@@ -317,6 +318,10 @@ size_t h1_parse(struct h1_parser *p, const char *buf, size_t len, h1_body_fn *bo
 		case H1_HEADERS:
 			p->block += linelen;
 			if (n == 0) {
+				if (p->status == 101)
+					/* What follows is another protocol's bytes, not an answer. */
+					return fail(p, "the endpoint switched protocols (101), which ackd "
+					    "never asks for", at);
 				if (p->status < 200) {
 					/* 1xx: an interim answer; the real one follows. */
 					answer_reset(p);

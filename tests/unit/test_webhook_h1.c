@@ -212,6 +212,11 @@ static void test_until_close(void **state)
 	    false);
 	assert_int_equal(o.state, H1_DONE);
 	assert_false(o.close);
+	/* HTTP/1.0 that says both: closed after it. */
+	o = parse_all("HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n"
+	    "\r\nok", false);
+	assert_int_equal(o.state, H1_DONE);
+	assert_true(o.close);
 	/* HTTP/1.0 without keep-alive: closed after it. */
 	o = parse_all("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
 	assert_true(o.close);
@@ -254,6 +259,11 @@ static void test_interim_answers(void **state)
 	/* Only an interim answer, then the close: no answer. */
 	o = parse_all("HTTP/1.1 100 Continue\r\n\r\n", true);
 	assert_int_equal(o.state, H1_ERROR);
+	/* A protocol switch nobody asked for: what follows is no answer, whatever it reads. */
+	o = parse_all("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"
+	    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+	assert_int_equal(o.state, H1_ERROR);
+	assert_int_equal(o.status, 101);
 }
 
 static void test_bad_status_lines(void **state)
