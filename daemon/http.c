@@ -255,6 +255,7 @@ struct req {
 	bool over_budget;  /* over limits.max_inflight_body_bytes: the same, 503 */
 
 	enum topic_state topic_state;
+	bool rechecked;    /* Kafka was asked again about a partition beyond the cached count */
 	struct publish_req *pub;
 	struct producer_waiter waiter;
 	struct producer_result *results;
@@ -728,6 +729,9 @@ static void on_topic(void *arg, enum topic_state st, int partitions)
 	struct req *r = arg;
 
 	(void)partitions;
+	/* Asked again (advance()) without an answer: the cached count stands. */
+	if (r->rechecked && st != TOPIC_EXISTS && st != TOPIC_MISSING)
+		st = TOPIC_EXISTS;
 	r->topic_state = st;
 	resume(r, ST_TOPIC_CHECKED);
 }
@@ -1705,27 +1709,35 @@ static int parse(struct req *r)
 	return 0;
 }
 
-/* Records that name a partition the topic does not have. */
+/* The first record that names a partition of partitions or beyond; -1: none. */
+static ssize_t beyond_partitions(const struct req *r, int partitions)
+{
+	for (size_t i = 0; i < r->pub->n; i++)
+		if (r->pub->msgs[i].partition >= partitions)
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Refuse a request with a record that names a partition the topic does not have. */
 static int check_partitions(struct req *r, int partitions)
 {
-	for (size_t i = 0; i < r->pub->n; i++) {
-		int32_t p = r->pub->msgs[i].partition;
-		if (p >= partitions) {
-			if (r->route == ROUTE_BATCH || r->route == ROUTE_V2)
-				set_error(&r->answer, ERR_BAD_REQUEST,
-				    "records[%zu].partition: topic %s has %d partitions", i, r->topic,
-				    partitions);
-			else if (r->route == ROUTE_V3)
-				set_error(&r->answer, ERR_BAD_REQUEST,
-				    "partition_id %d: topic %s has %d partitions", p, r->topic,
-				    partitions);
-			else
-				set_error(&r->answer, ERR_BAD_REQUEST,
-				    "partition %d: topic %s has %d partitions", p, r->topic, partitions);
-			return -1;
-		}
-	}
-	return 0;
+	ssize_t beyond = beyond_partitions(r, partitions);
+	size_t i = (size_t)beyond;
+	int32_t p;
+
+	if (beyond < 0)
+		return 0;
+	p = r->pub->msgs[i].partition;
+	if (r->route == ROUTE_BATCH || r->route == ROUTE_V2)
+		set_error(&r->answer, ERR_BAD_REQUEST,
+		    "records[%zu].partition: topic %s has %d partitions", i, r->topic, partitions);
+	else if (r->route == ROUTE_V3)
+		set_error(&r->answer, ERR_BAD_REQUEST,
+		    "partition_id %d: topic %s has %d partitions", p, r->topic, partitions);
+	else
+		set_error(&r->answer, ERR_BAD_REQUEST,
+		    "partition %d: topic %s has %d partitions", p, r->topic, partitions);
+	return -1;
 }
 
 /*
@@ -1830,6 +1842,18 @@ static void advance(struct req *r)
 		set_error(&r->answer, ERR_UNKNOWN_TOPIC, "topic %s does not exist in kafka",
 		    r->topic);
 		r->state = ST_ANSWER;
+		return;
+	}
+	/*
+	 * Partitions can be added, and the cache refreshes known topics only
+	 * every minute: before refusing a partition beyond its count, Kafka is
+	 * asked once more (at most once a second per topic).
+	 */
+	if (r->topic_state == TOPIC_EXISTS && !r->rechecked &&
+	    beyond_partitions(r, partitions) >= 0 && topics_recheck(r->h->deps.topics, r->topic)) {
+		r->rechecked = true;
+		suspend(r);
+		topics_query(r->h->deps.topics, r->topic, on_topic, r);
 		return;
 	}
 	if (r->topic_state == TOPIC_EXISTS && check_partitions(r, partitions) < 0) {

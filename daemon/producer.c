@@ -59,6 +59,13 @@
 #define MAX_QUIET_MS 30000 /* a rebuild, or a flush at stop, may take a while */
 #define LINGER_MAX_RECORDS 10000 /* so many unsent records go at once */
 
+/* A partition librdkafka does not know (partition_may_exist()). */
+#define NEWPART_TOPICS 16         /* topics remembered at once */
+#define NEWPART_ASK_MS 1000       /* Kafka asked at most so often per topic */
+#define NEWPART_ASK_TIMEOUT_MS 500
+#define NEWPART_GRACE_MS 10000    /* Kafka's "no such partition" believed after this long */
+#define NEWPART_FORGET_MS 60000   /* an episode ends this long after its last refusal */
+
 struct waiter_slot {
 	uint64_t first_seq;
 	uint64_t end_seq; /* first_seq + n */
@@ -78,6 +85,15 @@ struct orphan {
 struct seq_stack {
 	uint64_t *v;
 	size_t n, cap;
+};
+
+/* A topic some of whose records librdkafka refused for an unknown partition. */
+struct newpart {
+	char topic[256];  /* "": a free entry */
+	int64_t since;    /* the episode's first refusal */
+	int64_t last;     /* its latest */
+	int64_t asked;    /* when Kafka was last asked; 0: not yet */
+	int partitions;   /* Kafka's count then; -1: no answer */
 };
 
 struct producer {
@@ -106,6 +122,7 @@ struct producer {
 	bool fatal;               /* set by the error callback */
 	int64_t linger_since;     /* when unsent records nobody waits for were first seen; 0: none */
 	bool rebuilding;          /* ignore delivery reports of the old handle */
+	struct newpart newpart[NEWPART_TOPICS];
 
 	/* Waiters, sorted by first_seq; answered ones are tombstones. */
 	pthread_mutex_t lock;
@@ -498,6 +515,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 		push_seq(&p->suspects, seq);
 		return;
 	}
+	if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+		/*
+		 * Partitioned when the topic's metadata arrived, which did not have
+		 * the record's partition: produce() decides, with Kafka asked again
+		 * (partition_may_exist()).
+		 */
+		push_seq(&p->again, seq);
+		return;
+	}
 	if (is_permanent(m->err)) {
 		reject(p, seq, rd_kafka_topic_name(m->rkt), m->err);
 		return;
@@ -690,6 +716,102 @@ static void rebuild(struct producer *p)
 
 enum produce_res { PRODUCED, QUEUE_FULL, REJECTED, FATAL };
 
+/*
+ * Kafka's partition count of topic, asked now; the answer also updates the
+ * handle's metadata. 0 when the topic does not exist, -1 when Kafka did not
+ * answer in time.
+ */
+static int partitions_now(struct producer *p, const char *topic)
+{
+	rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t err;
+	int n = -1;
+
+	if (!rkt)
+		return -1;
+	err = rd_kafka_metadata(p->rk, 0, rkt, &md, NEWPART_ASK_TIMEOUT_MS);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1) {
+		if (md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			n = md->topics[0].partition_cnt;
+		else if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+			n = 0;
+	}
+	if (md)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+	return n;
+}
+
+/* topic's entry, a new one (in place of the least recently refused) if none. */
+static struct newpart *newpart_of(struct producer *p, const char *topic, int64_t now)
+{
+	struct newpart *e = &p->newpart[0];
+
+	for (size_t i = 0; i < NEWPART_TOPICS; i++) {
+		struct newpart *c = &p->newpart[i];
+		if (c->topic[0] && strcmp(c->topic, topic) == 0) {
+			if (now - c->last <= NEWPART_FORGET_MS)
+				return c;
+			e = c;
+			break;
+		}
+		if (c->last < e->last)
+			e = c;
+	}
+	snprintf(e->topic, sizeof(e->topic), "%s", topic);
+	e->since = now;
+	e->last = now;
+	e->asked = 0;
+	e->partitions = -1;
+	return e;
+}
+
+/*
+ * librdkafka refused a record for a partition its metadata of the topic does
+ * not have. Partitions can be added, and the handle refreshes its metadata
+ * only every few minutes (topic.metadata.refresh.interval.ms), while
+ * publishing asks Kafka again about a partition beyond its cache's count: a
+ * record accepted for a new partition must not be filed into failed/. So
+ * Kafka is asked (at most once a second per topic; the answer updates the
+ * handle). Whether to hold the record and produce it again: yes while Kafka
+ * has the partition (librdkafka then takes it) or does not answer; no once
+ * Kafka has said the topic has no such partition for NEWPART_GRACE_MS (its
+ * brokers learn of new partitions one by one).
+ */
+static bool partition_may_exist(struct producer *p, const char *topic, int32_t partition)
+{
+	int64_t now = now_ms();
+	struct newpart *e;
+
+	if (partition < 0)
+		return false; /* the partitioner's pick: not a partition added since */
+	e = newpart_of(p, topic, now);
+	e->last = now;
+	if (e->asked == 0 || now - e->asked >= NEWPART_ASK_MS) {
+		int before = e->partitions;
+		e->asked = now;
+		e->partitions = partitions_now(p, topic);
+		if (e->partitions == before)
+			; /* said already */
+		else if (e->partitions < 0)
+			log_warnx("producer: topic %s: partition %d is not in the producer's metadata, "
+			    "and Kafka did not answer within %d ms; holding the record", topic,
+			    (int)partition, NEWPART_ASK_TIMEOUT_MS);
+		else if (partition < e->partitions)
+			log_warnx("producer: topic %s: partition %d is not in the producer's metadata; "
+			    "Kafka says the topic has %d partitions: producing the record again",
+			    topic, (int)partition, e->partitions);
+		else
+			log_warnx("producer: topic %s: Kafka says the topic has %d partitions, so "
+			    "none numbered %d; records for it are refused once that has held for %d s",
+			    topic, e->partitions, (int)partition, NEWPART_GRACE_MS / 1000);
+	}
+	if (e->partitions < 0 || partition < e->partitions)
+		return true;
+	return now - e->since < NEWPART_GRACE_MS;
+}
+
 static MUST_USE enum produce_res produce(struct producer *p, const struct spool_rec *r)
 {
 	const struct spool_msg *m = &r->msg;
@@ -742,6 +864,9 @@ static MUST_USE enum produce_res produce(struct producer *p, const struct spool_
 		return PRODUCED;
 	}
 	rd_kafka_headers_destroy(hdrs);
+	if (err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION &&
+	    partition_may_exist(p, topic, m->partition))
+		return QUEUE_FULL; /* held, and produced again in a few ms */
 	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 		metrics_produce_error(METRICS_PRODUCE_QUEUE_FULL);
 		return QUEUE_FULL;

@@ -154,6 +154,16 @@ enum topic_state topic_cache_get(struct topic_cache *c, const char *name, int64_
 	return TOPIC_UNKNOWN;
 }
 
+bool topic_cache_recheck(struct topic_cache *c, const char *name, int64_t now)
+{
+	struct topic *e = find(c, name);
+
+	if (!e || e->state != TOPIC_EXISTS || now - e->checked_ms < TOPICS_RECHECK_MS)
+		return false;
+	e->checked_ms = now;
+	return true;
+}
+
 int topic_cache_put(struct topic_cache *c, const char *name, enum topic_state st,
     int partitions, int64_t now)
 {
@@ -245,6 +255,16 @@ void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg)
 	t->queries_tail = &q->next;
 	pthread_cond_signal(&t->cond);
 	pthread_mutex_unlock(&t->lock);
+}
+
+bool topics_recheck(struct topics *t, const char *topic)
+{
+	bool due;
+
+	pthread_mutex_lock(&t->lock);
+	due = topic_cache_recheck(t->cache, topic, now_ms());
+	pthread_mutex_unlock(&t->lock);
+	return due;
 }
 
 int topics_kafka_reachable(struct topics *t)

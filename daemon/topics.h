@@ -8,6 +8,7 @@
 #ifndef ACKD_TOPICS_H
 #define ACKD_TOPICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,15 @@ enum topic_state topics_lookup(struct topics *t, const char *topic, int *partiti
 typedef void topics_cb(void *arg, enum topic_state st, int partitions);
 void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg);
 
+/*
+ * Whether to ask Kafka about a known topic again (topics_query()) because a
+ * request names a partition beyond its cached count: partitions can be added,
+ * and the cache refreshes known topics only every minute. At most once per
+ * TOPICS_RECHECK_MS per topic, so a client naming a partition that does not
+ * exist cannot make ackd ask Kafka once per request.
+ */
+bool topics_recheck(struct topics *t, const char *topic);
+
 /* Kafka answered a metadata request in the last 15 s (for /readyz). */
 int topics_kafka_reachable(struct topics *t);
 
@@ -65,6 +75,14 @@ void topic_cache_free(struct topic_cache *c); /* NULL ok */
 /* The cached state (TOPIC_UNKNOWN: ask Kafka); marks the name used. */
 enum topic_state topic_cache_get(struct topic_cache *c, const char *name, int64_t now,
     int *partitions);
+/*
+ * Whether a known topic may be asked about again before REFRESH_MS (a request
+ * names a partition beyond its cached count, and partitions can be added):
+ * true at most once per TOPICS_RECHECK_MS per topic, which then counts as
+ * checked; false for a name that is not a known topic.
+ */
+#define TOPICS_RECHECK_MS 1000
+bool topic_cache_recheck(struct topic_cache *c, const char *name, int64_t now);
 /* Kafka's answer (EXISTS or MISSING; others are ignored). 1 the first time it exists. */
 int topic_cache_put(struct topic_cache *c, const char *name, enum topic_state st,
     int partitions, int64_t now);

@@ -65,7 +65,7 @@ from pathlib import Path
 import confluent_kafka
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
 FETCH_SCRIPT = REPO / "tests" / "kafka" / "fetch-kafka.sh"
@@ -715,6 +715,19 @@ class KafkaCluster:
                 wait_until(lambda: self.topic_ready(name, partitions, node),
                            max(0.0, deadline - time.monotonic()),
                            f"broker {node.node_id} to know topic {name}")
+
+    def add_partitions(self, name, total, timeout=30):
+        """Grow topic name to total partitions and wait until every broker
+        knows them, each with a leader."""
+        futures = self.admin().create_partitions([NewPartitions(name, total)],
+                                                 request_timeout=timeout)
+        futures[name].result(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.running():
+                wait_until(lambda: self.topic_ready(name, total, node),
+                           max(0.0, deadline - time.monotonic()),
+                           f"broker {node.node_id} to know {total} partitions of {name}")
 
     def topic_ready(self, name, partitions, node=None):
         """Whether the cluster (or node alone: a client bootstrapped from it

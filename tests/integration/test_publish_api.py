@@ -612,6 +612,44 @@ def test_a_partition_the_topic_does_not_have_is_400(ackd, kafka, via):
     assert_nothing_but_sentinel(kafka, client, topic)
 
 
+def test_partitions_added_while_ackd_runs_take_records(ackd, kafka, via):
+    """Partitions can be added to a topic. ackd's cache of partition counts
+    refreshes every minute and its producer's metadata every few minutes, so
+    a record for a new partition used to be refused (400) for up to a minute,
+    and one accepted into the spool was then moved to failed/ because
+    librdkafka did not know the partition yet. Now ackd asks Kafka again and
+    the records reach their partitions."""
+    daemon = ackd()
+    client = client_of(daemon, via)
+    topic = new_topic(kafka, partitions=1)
+    # Both the cache and the producer learn of the topic with one partition.
+    delivered(publish(client, topic, b"before", partition=0), topic)
+
+    kafka.add_partitions(topic, 3)
+    time.sleep(1.2)  # the cache asks Kafka again about a topic at most once a second
+    answers = [delivered(publish(client, topic, b"kafka 1", partition=1), topic),
+               delivered(publish(client, topic, b"kafka 2", partition=2), topic)]
+    spooled = publish(client, topic, b"spool 2", partition=2, ack="spool")
+    assert spooled.status == 202, (spooled.status, spooled.body)
+    batch = publish_batch(client, topic, [{"value": "batch 1", "partition": 1},
+                                          {"value": "batch 0", "partition": 0}])
+    for answer in batch_results(batch, 200):
+        assert_delivered(answer, topic)
+
+    records = wait_records(kafka, topic, 6)
+    assert len(records) == 6, records
+    for answer, p in zip(answers, (1, 2)):
+        assert answer["partition"] == p, answer
+        assert record_at(records, p, answer["offset"]).value == f"kafka {p}".encode()
+    by_value = {r.value: r.partition for r in records}
+    assert by_value[b"spool 2"] == 2 and by_value[b"batch 1"] == 1, by_value
+    failed = Path(daemon.spool_dir, "failed")
+    assert not failed.exists() or not any(failed.iterdir()), list(failed.iterdir())
+    # Still refused: a partition the topic does not have after Kafka was asked again.
+    assert "partition" in assert_error(publish(client, topic, b"v", partition=3), 400,
+                                       "bad_request")
+
+
 BAD_BATCHES = {
     "truncated": (b'{"records":[{"value":"a"}', None),
     "trailing-comma": (b'{"records":[{"value":"a"},]}', None),

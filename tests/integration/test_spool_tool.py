@@ -568,3 +568,44 @@ def test_a_record_naming_no_valid_topic_goes_to_failed_and_the_rest_is_produced(
     assert [(f["seq"], f["topic"], f["reason"]) for f in failed] == [
         (2, "a" * 256, "Broker: Invalid topic"), (3, "t\x00x", "Broker: Invalid topic"),
         (4, "", "Broker: Invalid topic")]
+
+
+def test_a_record_for_a_partition_the_topic_lacks_goes_to_failed_after_kafka_is_asked(
+        mock_kafka, ackd, tmp_path):
+    """Partitions can be added while ackd runs, so a record for a partition
+    its producer does not know is held while Kafka is asked; it goes to
+    failed/ only once Kafka has said for 10 s that the topic has no such
+    partition (here a spool written by hand names partition 5 of a topic with
+    one). The records around it are produced."""
+    mk = fixture_writer()
+    mock = mock_kafka
+    mock.create_topic("t", partitions=1, rf=3)
+
+    def message(seq, partition, value):
+        payload = struct.pack("<qiH", mk.TS0 + seq, partition, 1) + b"t"
+        payload += struct.pack("<I", 0xFFFFFFFF)  # no key
+        rid = b"id-%d" % seq
+        payload += struct.pack("<IH", 1, 7) + b"ackd-id" + struct.pack("<I", len(rid)) + rid
+        payload += struct.pack("<I", len(value)) + value
+        return mk.record(seq, payload=payload)
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / seg(1)).write_bytes(mk.seg_header(1) + message(1, 0, b"before")
+                                 + message(2, 5, b"nowhere") + message(3, 0, b"after"))
+    started = time.monotonic()
+    daemon = ackd(brokers=mock.bootstrap, spool_dir=spool)
+    wait_until(lambda: "unacked records: 0" in tool("stat", spool).stdout, 60,
+               "every record acknowledged or failed")
+    took = time.monotonic() - started
+    daemon.stop()
+    log = daemon.stderr_text()
+    assert ("producer: topic t: Kafka says the topic has 1 partitions, so none numbered 5; "
+            "records for it are refused once that has held for 10 s") in log, log
+    assert "record 2 to t rejected permanently (Local: Unknown partition); moved to failed/" \
+        in log, log
+    assert took >= 10, took
+    assert sorted(rec.value for rec in mock.read_topic("t")) == [b"after", b"before"]
+    failed = dump(spool, "--failed")
+    assert [(f["seq"], f["topic"], f["reason"]) for f in failed] == [
+        (2, "t", "Local: Unknown partition")]

@@ -111,12 +111,43 @@ static void test_states(void **state)
 	topic_cache_free(c);
 }
 
+/*
+ * A known topic is asked about again at most once per TOPICS_RECHECK_MS (a
+ * request names a partition beyond its count); names that are not known
+ * topics never are (they have their own missing TTL).
+ */
+static void test_recheck_is_rate_limited(void **state)
+{
+	struct topic_cache *c = topic_cache_new(4);
+	int parts;
+
+	(void)state;
+	assert_false(topic_cache_recheck(c, "nobody", 5000));
+	topic_cache_put(c, "gone", TOPIC_MISSING, 0, 1000);
+	assert_false(topic_cache_recheck(c, "gone", 5000));
+	topic_cache_put(c, "t", TOPIC_EXISTS, 2, 1000);
+	assert_false(topic_cache_recheck(c, "t", 1000 + TOPICS_RECHECK_MS - 1));
+	assert_true(topic_cache_recheck(c, "t", 1000 + TOPICS_RECHECK_MS));
+	/* That claim counts as a check: the next one waits its turn. */
+	assert_false(topic_cache_recheck(c, "t", 1000 + TOPICS_RECHECK_MS + 1));
+	assert_false(topic_cache_recheck(c, "t", 1000 + 2 * TOPICS_RECHECK_MS - 1));
+	assert_true(topic_cache_recheck(c, "t", 1000 + 2 * TOPICS_RECHECK_MS));
+	/* Kafka's answer (partitions added) is what the cache then holds. */
+	topic_cache_put(c, "t", TOPIC_EXISTS, 3, 1000 + 2 * TOPICS_RECHECK_MS + 5);
+	assert_int_equal(topic_cache_get(c, "t", 1000 + 2 * TOPICS_RECHECK_MS + 6, &parts),
+	    TOPIC_EXISTS);
+	assert_int_equal(parts, 3);
+	assert_false(topic_cache_recheck(c, "t", 1000 + 3 * TOPICS_RECHECK_MS));
+	topic_cache_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unknown_names_are_evicted_lru),
 		cmocka_unit_test(test_lookup_keeps_a_name),
 		cmocka_unit_test(test_states),
+		cmocka_unit_test(test_recheck_is_rate_limited),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
