@@ -60,11 +60,13 @@
 #define LINGER_MAX_RECORDS 10000 /* so many unsent records go at once */
 
 /* A partition librdkafka does not know (partition_may_exist()). */
-#define NEWPART_TOPICS 16         /* topics remembered at once */
-#define NEWPART_ASK_MS 1000       /* Kafka asked at most so often per topic */
+#define NEWPART_TOPICS 16          /* topics remembered at once */
+#define NEWPART_ASK_MS 1000        /* Kafka asked at most so often per topic */
 #define NEWPART_ASK_TIMEOUT_MS 500
-#define NEWPART_GRACE_MS 10000    /* Kafka's "no such partition" believed after this long */
-#define NEWPART_FORGET_MS 60000   /* an episode ends this long after its last refusal */
+#define NEWPART_SILENT_ASK_MS 5000 /* after no answer: asked again so much later */
+#define NEWPART_SILENT_TIMEOUT_MS 3000 /* and given so long */
+#define NEWPART_GRACE_MS 10000     /* Kafka's "no such partition" believed after this long */
+#define NEWPART_FORGET_MS 2000     /* an episode ends when refusals stop this long */
 
 struct waiter_slot {
 	uint64_t first_seq;
@@ -90,10 +92,10 @@ struct seq_stack {
 /* A topic some of whose records librdkafka refused for an unknown partition. */
 struct newpart {
 	char topic[256];  /* "": a free entry */
-	int64_t since;    /* the episode's first refusal */
-	int64_t last;     /* its latest */
-	int64_t asked;    /* when Kafka was last asked; 0: not yet */
+	int64_t last;     /* the latest refusal */
+	int64_t asked;    /* when Kafka was last asked; 0: not yet in this episode */
 	int partitions;   /* Kafka's count then; -1: no answer */
+	int64_t no_since; /* since when that count refused a record; 0: not yet */
 };
 
 struct producer {
@@ -717,11 +719,11 @@ static void rebuild(struct producer *p)
 enum produce_res { PRODUCED, QUEUE_FULL, REJECTED, FATAL };
 
 /*
- * Kafka's partition count of topic, asked now; the answer also updates the
- * handle's metadata. 0 when the topic does not exist, -1 when Kafka did not
- * answer in time.
+ * Kafka's partition count of topic, asked now and given timeout_ms; the
+ * answer also updates the handle's metadata. 0 when the topic does not exist
+ * (or ackd may not see it), -1 when Kafka did not answer.
  */
-static int partitions_now(struct producer *p, const char *topic)
+static int partitions_now(struct producer *p, const char *topic, int timeout_ms)
 {
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
 	const struct rd_kafka_metadata *md = NULL;
@@ -730,12 +732,19 @@ static int partitions_now(struct producer *p, const char *topic)
 
 	if (!rkt)
 		return -1;
-	err = rd_kafka_metadata(p->rk, 0, rkt, &md, NEWPART_ASK_TIMEOUT_MS);
+	err = rd_kafka_metadata(p->rk, 0, rkt, &md, timeout_ms);
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1) {
-		if (md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		switch (md->topics[0].err) {
+		case RD_KAFKA_RESP_ERR_NO_ERROR:
 			n = md->topics[0].partition_cnt;
-		else if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+			break;
+		case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 			n = 0;
+			break;
+		default:
+			break; /* a leader election, say: no answer yet */
+		}
 	}
 	if (md)
 		rd_kafka_metadata_destroy(md);
@@ -743,7 +752,10 @@ static int partitions_now(struct producer *p, const char *topic)
 	return n;
 }
 
-/* topic's entry, a new one (in place of the least recently refused) if none. */
+/*
+ * topic's entry: its episode, or a new one when its refusals stopped for
+ * NEWPART_FORGET_MS, in place of the least recently refused entry if needed.
+ */
 static struct newpart *newpart_of(struct producer *p, const char *topic, int64_t now)
 {
 	struct newpart *e = &p->newpart[0];
@@ -760,11 +772,40 @@ static struct newpart *newpart_of(struct producer *p, const char *topic, int64_t
 			e = c;
 	}
 	snprintf(e->topic, sizeof(e->topic), "%s", topic);
-	e->since = now;
 	e->last = now;
 	e->asked = 0;
 	e->partitions = -1;
+	e->no_since = 0;
 	return e;
+}
+
+/* Ask Kafka about e's topic when due, and say what changed. */
+static void newpart_ask(struct producer *p, struct newpart *e, int32_t partition, int64_t now)
+{
+	bool silent = e->asked != 0 && e->partitions < 0;
+	int before = e->partitions;
+
+	if (e->asked != 0 && now - e->asked < (silent ? NEWPART_SILENT_ASK_MS : NEWPART_ASK_MS))
+		return;
+	e->asked = now;
+	e->partitions = partitions_now(p, e->topic,
+	    silent ? NEWPART_SILENT_TIMEOUT_MS : NEWPART_ASK_TIMEOUT_MS);
+	if (e->partitions < 0 || e->partitions != before)
+		e->no_since = 0; /* no answer, or news: the grace starts again */
+	if (e->partitions == before)
+		return; /* said already */
+	if (e->partitions < 0)
+		log_warnx("producer: topic %s: partition %d is not in the producer's metadata, "
+		    "and Kafka did not answer; holding the record and asking again", e->topic,
+		    (int)partition);
+	else if (partition < e->partitions)
+		log_warnx("producer: topic %s: partition %d is not in the producer's metadata; "
+		    "Kafka says the topic has %d partitions: producing the record again",
+		    e->topic, (int)partition, e->partitions);
+	else
+		log_warnx("producer: topic %s: Kafka says the topic has %d partitions, so none "
+		    "numbered %d; records for it are refused once it has said so for %d s",
+		    e->topic, e->partitions, (int)partition, NEWPART_GRACE_MS / 1000);
 }
 
 /*
@@ -776,8 +817,8 @@ static struct newpart *newpart_of(struct producer *p, const char *topic, int64_t
  * Kafka is asked (at most once a second per topic; the answer updates the
  * handle). Whether to hold the record and produce it again: yes while Kafka
  * has the partition (librdkafka then takes it) or does not answer; no once
- * Kafka has said the topic has no such partition for NEWPART_GRACE_MS (its
- * brokers learn of new partitions one by one).
+ * all of Kafka's answers for NEWPART_GRACE_MS have said the topic has no such
+ * partition (its brokers learn of new partitions one by one).
  */
 static bool partition_may_exist(struct producer *p, const char *topic, int32_t partition)
 {
@@ -788,28 +829,12 @@ static bool partition_may_exist(struct producer *p, const char *topic, int32_t p
 		return false; /* the partitioner's pick: not a partition added since */
 	e = newpart_of(p, topic, now);
 	e->last = now;
-	if (e->asked == 0 || now - e->asked >= NEWPART_ASK_MS) {
-		int before = e->partitions;
-		e->asked = now;
-		e->partitions = partitions_now(p, topic);
-		if (e->partitions == before)
-			; /* said already */
-		else if (e->partitions < 0)
-			log_warnx("producer: topic %s: partition %d is not in the producer's metadata, "
-			    "and Kafka did not answer within %d ms; holding the record", topic,
-			    (int)partition, NEWPART_ASK_TIMEOUT_MS);
-		else if (partition < e->partitions)
-			log_warnx("producer: topic %s: partition %d is not in the producer's metadata; "
-			    "Kafka says the topic has %d partitions: producing the record again",
-			    topic, (int)partition, e->partitions);
-		else
-			log_warnx("producer: topic %s: Kafka says the topic has %d partitions, so "
-			    "none numbered %d; records for it are refused once that has held for %d s",
-			    topic, e->partitions, (int)partition, NEWPART_GRACE_MS / 1000);
-	}
+	newpart_ask(p, e, partition, now);
 	if (e->partitions < 0 || partition < e->partitions)
 		return true;
-	return now - e->since < NEWPART_GRACE_MS;
+	if (e->no_since == 0)
+		e->no_since = now;
+	return now - e->no_since < NEWPART_GRACE_MS;
 }
 
 static MUST_USE enum produce_res produce(struct producer *p, const struct spool_rec *r)

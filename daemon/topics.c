@@ -60,6 +60,7 @@ struct topic {
 	int64_t checked_ms;
 	uint64_t used;        /* cache clock at the last lookup or answer: LRU */
 	bool checked_safety;
+	bool rechecking;      /* asked again (topic_cache_recheck()), no answer yet */
 };
 
 /* The cache proper: no lock, no I/O (topics.h). */
@@ -158,9 +159,11 @@ bool topic_cache_recheck(struct topic_cache *c, const char *name, int64_t now)
 {
 	struct topic *e = find(c, name);
 
-	if (!e || e->state != TOPIC_EXISTS || now - e->checked_ms < TOPICS_RECHECK_MS)
+	if (!e || e->state != TOPIC_EXISTS || e->rechecking ||
+	    now - e->checked_ms < TOPICS_RECHECK_MS)
 		return false;
 	e->checked_ms = now;
+	e->rechecking = true;
 	return true;
 }
 
@@ -170,6 +173,8 @@ int topic_cache_put(struct topic_cache *c, const char *name, enum topic_state st
 	struct topic *e = find(c, name);
 	int first_seen = 0;
 
+	if (e)
+		e->rechecking = false; /* answered, or not: it may be asked again */
 	if (st != TOPIC_EXISTS && st != TOPIC_MISSING)
 		return 0; /* no answer: nothing learnt */
 	if (!e) {
@@ -259,10 +264,14 @@ void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg)
 
 bool topics_recheck(struct topics *t, const char *topic)
 {
+	int64_t now = now_ms();
 	bool due;
 
+	/* Kafka did not answer lately: asking would only wait, and queue up. */
+	if (now < atomic_load(&t->unreachable_until_ms) || atomic_load(&t->refused))
+		return false;
 	pthread_mutex_lock(&t->lock);
-	due = topic_cache_recheck(t->cache, topic, now_ms());
+	due = topic_cache_recheck(t->cache, topic, now);
 	pthread_mutex_unlock(&t->lock);
 	return due;
 }
@@ -445,6 +454,7 @@ static void serve(struct topics *t, struct query *q)
 
 	/* Asking while Kafka refuses the login would only wait QUERY_TIMEOUT_MS. */
 	if (atomic_load(&t->refused)) {
+		remember(t, q->topic, TOPIC_UNREACHABLE, 0, &first_seen); /* a recheck ends */
 		q->cb(q->arg, TOPIC_UNREACHABLE, 0);
 		return;
 	}

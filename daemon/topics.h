@@ -45,8 +45,9 @@ void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg)
  * Whether to ask Kafka about a known topic again (topics_query()) because a
  * request names a partition beyond its cached count: partitions can be added,
  * and the cache refreshes known topics only every minute. At most once per
- * TOPICS_RECHECK_MS per topic, so a client naming a partition that does not
- * exist cannot make ackd ask Kafka once per request.
+ * TOPICS_RECHECK_MS per topic, one question at a time, and not while Kafka
+ * does not answer, so a client naming a partition that does not exist
+ * cannot make ackd ask Kafka once per request, nor queue questions up.
  */
 bool topics_recheck(struct topics *t, const char *topic);
 
@@ -78,8 +79,9 @@ enum topic_state topic_cache_get(struct topic_cache *c, const char *name, int64_
 /*
  * Whether a known topic may be asked about again before REFRESH_MS (a request
  * names a partition beyond its cached count, and partitions can be added):
- * true at most once per TOPICS_RECHECK_MS per topic, which then counts as
- * checked; false for a name that is not a known topic.
+ * true at most once per TOPICS_RECHECK_MS per topic, and not while the last
+ * such question is unanswered (topic_cache_put() with any answer ends it);
+ * false for a name that is not a known topic.
  */
 #define TOPICS_RECHECK_MS 1000
 bool topic_cache_recheck(struct topic_cache *c, const char *name, int64_t now);

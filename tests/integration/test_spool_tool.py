@@ -601,7 +601,7 @@ def test_a_record_for_a_partition_the_topic_lacks_goes_to_failed_after_kafka_is_
     daemon.stop()
     log = daemon.stderr_text()
     assert ("producer: topic t: Kafka says the topic has 1 partitions, so none numbered 5; "
-            "records for it are refused once that has held for 10 s") in log, log
+            "records for it are refused once it has said so for 10 s") in log, log
     assert "record 2 to t rejected permanently (Local: Unknown partition); moved to failed/" \
         in log, log
     assert took >= 10, took
