@@ -526,6 +526,17 @@ def fixture_writer():
     return module
 
 
+def message(mk, seq, topic, value, partition=0):
+    """A record of spool sequence seq, written by hand with mk (fixture_writer()):
+    no key, one header ackd-id "id-SEQ"."""
+    payload = struct.pack("<qiH", mk.TS0 + seq, partition, len(topic)) + topic
+    payload += struct.pack("<I", 0xFFFFFFFF)  # no key
+    rid = b"id-%d" % seq
+    payload += struct.pack("<IH", 1, 7) + b"ackd-id" + struct.pack("<I", len(rid)) + rid
+    payload += struct.pack("<I", len(value)) + value
+    return mk.record(seq, payload=payload)
+
+
 def test_a_record_naming_no_valid_topic_goes_to_failed_and_the_rest_is_produced(mock_kafka,
                                                                                 ackd, tmp_path):
     """Publishing checks topic names, so only a spool written by hand holds a
@@ -537,21 +548,13 @@ def test_a_record_naming_no_valid_topic_goes_to_failed_and_the_rest_is_produced(
     mock = mock_kafka
     mock.create_topic("t", partitions=1, rf=3)
 
-    def message(seq, topic, value):
-        payload = struct.pack("<qiH", mk.TS0 + seq, 0, len(topic)) + topic
-        payload += struct.pack("<I", 0xFFFFFFFF)  # no key
-        rid = b"id-%d" % seq
-        payload += struct.pack("<IH", 1, 7) + b"ackd-id" + struct.pack("<I", len(rid)) + rid
-        payload += struct.pack("<I", len(value)) + value
-        return mk.record(seq, payload=payload)
-
     spool = tmp_path / "spool"
     spool.mkdir()
-    (spool / seg(1)).write_bytes(mk.seg_header(1) + message(1, b"t", b"before")
-                                 + message(2, b"a" * 256, b"long")
-                                 + message(3, b"t\x00x", b"nul")
-                                 + message(4, b"", b"empty")
-                                 + message(5, b"t", b"after"))
+    (spool / seg(1)).write_bytes(mk.seg_header(1) + message(mk, 1, b"t", b"before")
+                                 + message(mk, 2, b"a" * 256, b"long")
+                                 + message(mk, 3, b"t\x00x", b"nul")
+                                 + message(mk, 4, b"", b"empty")
+                                 + message(mk, 5, b"t", b"after"))
     daemon = ackd(brokers=mock.bootstrap, spool_dir=spool)
     wait_until(lambda: "unacked records: 0" in tool("stat", spool).stdout, 30,
                "every record acknowledged or failed")
@@ -581,18 +584,11 @@ def test_a_record_for_a_partition_the_topic_lacks_goes_to_failed_after_kafka_is_
     mock = mock_kafka
     mock.create_topic("t", partitions=1, rf=3)
 
-    def message(seq, partition, value):
-        payload = struct.pack("<qiH", mk.TS0 + seq, partition, 1) + b"t"
-        payload += struct.pack("<I", 0xFFFFFFFF)  # no key
-        rid = b"id-%d" % seq
-        payload += struct.pack("<IH", 1, 7) + b"ackd-id" + struct.pack("<I", len(rid)) + rid
-        payload += struct.pack("<I", len(value)) + value
-        return mk.record(seq, payload=payload)
-
     spool = tmp_path / "spool"
     spool.mkdir()
-    (spool / seg(1)).write_bytes(mk.seg_header(1) + message(1, 0, b"before")
-                                 + message(2, 5, b"nowhere") + message(3, 0, b"after"))
+    (spool / seg(1)).write_bytes(mk.seg_header(1) + message(mk, 1, b"t", b"before")
+                                 + message(mk, 2, b"t", b"nowhere", partition=5)
+                                 + message(mk, 3, b"t", b"after"))
     started = time.monotonic()
     daemon = ackd(brokers=mock.bootstrap, spool_dir=spool)
     wait_until(lambda: "unacked records: 0" in tool("stat", spool).stdout, 60,
