@@ -1718,16 +1718,11 @@ static ssize_t beyond_partitions(const struct req *r, int partitions)
 	return -1;
 }
 
-/* Refuse a request with a record that names a partition the topic does not have. */
-static int check_partitions(struct req *r, int partitions)
+/* Refuse the request: its record i names a partition the topic does not have. */
+static void refuse_partition(struct req *r, size_t i, int partitions)
 {
-	ssize_t beyond = beyond_partitions(r, partitions);
-	size_t i = (size_t)beyond;
-	int32_t p;
+	int32_t p = r->pub->msgs[i].partition;
 
-	if (beyond < 0)
-		return 0;
-	p = r->pub->msgs[i].partition;
 	if (r->route == ROUTE_BATCH || r->route == ROUTE_V2)
 		set_error(&r->answer, ERR_BAD_REQUEST,
 		    "records[%zu].partition: topic %s has %d partitions", i, r->topic, partitions);
@@ -1737,7 +1732,6 @@ static int check_partitions(struct req *r, int partitions)
 	else
 		set_error(&r->answer, ERR_BAD_REQUEST,
 		    "partition %d: topic %s has %d partitions", p, r->topic, partitions);
-	return -1;
 }
 
 /*
@@ -1786,6 +1780,7 @@ static void submit(struct req *r)
 static void advance(struct req *r)
 {
 	int partitions = 0;
+	ssize_t beyond;
 
 	/* First: once ackd stops, the topics cache and the spool may be gone. */
 	if (atomic_load(&r->h->closing)) {
@@ -1844,19 +1839,20 @@ static void advance(struct req *r)
 		r->state = ST_ANSWER;
 		return;
 	}
+	beyond = r->topic_state == TOPIC_EXISTS ? beyond_partitions(r, partitions) : -1;
 	/*
 	 * Partitions can be added, and the cache refreshes known topics only
 	 * every minute: before refusing a partition beyond its count, Kafka is
 	 * asked once more (at most once a second per topic).
 	 */
-	if (r->topic_state == TOPIC_EXISTS && !r->rechecked &&
-	    beyond_partitions(r, partitions) >= 0 && topics_recheck(r->h->deps.topics, r->topic)) {
+	if (beyond >= 0 && !r->rechecked && topics_recheck(r->h->deps.topics, r->topic)) {
 		r->rechecked = true;
 		suspend(r);
 		topics_query(r->h->deps.topics, r->topic, on_topic, r);
 		return;
 	}
-	if (r->topic_state == TOPIC_EXISTS && check_partitions(r, partitions) < 0) {
+	if (beyond >= 0) {
+		refuse_partition(r, (size_t)beyond, partitions);
 		r->state = ST_ANSWER;
 		return;
 	}
