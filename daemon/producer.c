@@ -63,8 +63,8 @@
 #define NEWPART_TOPICS 16          /* topics remembered at once */
 #define NEWPART_ASK_MS 1000        /* Kafka asked at most so often per topic */
 #define NEWPART_ASK_TIMEOUT_MS 500
-#define NEWPART_SILENT_ASK_MS 5000 /* after no answer: asked again so much later */
-#define NEWPART_SILENT_TIMEOUT_MS 3000 /* and given so long */
+#define NEWPART_SILENT_ASK_MS 5000 /* while Kafka does not answer: asked so often */
+#define NEWPART_SILENT_TIMEOUT_MS 3000 /* and given so long from the first silence on */
 #define NEWPART_GRACE_MS 10000     /* Kafka's "no such partition" believed after this long */
 #define NEWPART_FORGET_MS 2000     /* an episode ends when refusals stop this long */
 
@@ -94,8 +94,10 @@ struct newpart {
 	char topic[256];  /* "": a free entry */
 	int64_t last;     /* the latest refusal */
 	int64_t asked;    /* when Kafka was last asked; 0: not yet in this episode */
-	int partitions;   /* Kafka's count then; -1: no answer */
-	int64_t no_since; /* since when that count refused a record; 0: not yet */
+	int timeout_ms;   /* what a question waits: longer once one went unanswered */
+	bool silent;      /* the last question went unanswered */
+	int partitions;   /* Kafka's last answer; -1: none yet */
+	int64_t no_since; /* since when that answer has refused a record; 0: not yet */
 };
 
 struct producer {
@@ -774,6 +776,8 @@ static struct newpart *newpart_of(struct producer *p, const char *topic, int64_t
 	snprintf(e->topic, sizeof(e->topic), "%s", topic);
 	e->last = now;
 	e->asked = 0;
+	e->timeout_ms = NEWPART_ASK_TIMEOUT_MS;
+	e->silent = false;
 	e->partitions = -1;
 	e->no_since = 0;
 	return e;
@@ -782,30 +786,35 @@ static struct newpart *newpart_of(struct producer *p, const char *topic, int64_t
 /* Ask Kafka about e's topic when due, and say what changed. */
 static void newpart_ask(struct producer *p, struct newpart *e, int32_t partition, int64_t now)
 {
-	bool silent = e->asked != 0 && e->partitions < 0;
-	int before = e->partitions;
+	int n;
 
-	if (e->asked != 0 && now - e->asked < (silent ? NEWPART_SILENT_ASK_MS : NEWPART_ASK_MS))
+	if (e->asked != 0 && now - e->asked < (e->silent ? NEWPART_SILENT_ASK_MS : NEWPART_ASK_MS))
 		return;
 	e->asked = now;
-	e->partitions = partitions_now(p, e->topic,
-	    silent ? NEWPART_SILENT_TIMEOUT_MS : NEWPART_ASK_TIMEOUT_MS);
-	if (e->partitions < 0 || e->partitions != before)
-		e->no_since = 0; /* no answer, or news: the grace starts again */
-	if (e->partitions == before)
+	n = partitions_now(p, e->topic, e->timeout_ms);
+	if (n < 0) {
+		if (!e->silent)
+			log_warnx("producer: topic %s: partition %d is not in the producer's metadata, "
+			    "and Kafka did not answer within %d ms; holding the record, asking again "
+			    "every %d s", e->topic, (int)partition, e->timeout_ms,
+			    NEWPART_SILENT_ASK_MS / 1000);
+		e->silent = true;
+		e->timeout_ms = NEWPART_SILENT_TIMEOUT_MS; /* for the rest of the episode */
+		return;
+	}
+	e->silent = false;
+	if (n == e->partitions)
 		return; /* said already */
-	if (e->partitions < 0)
-		log_warnx("producer: topic %s: partition %d is not in the producer's metadata, "
-		    "and Kafka did not answer; holding the record and asking again", e->topic,
-		    (int)partition);
-	else if (partition < e->partitions)
+	e->partitions = n;
+	e->no_since = 0; /* news: the grace starts again */
+	if (partition < n)
 		log_warnx("producer: topic %s: partition %d is not in the producer's metadata; "
 		    "Kafka says the topic has %d partitions: producing the record again",
-		    e->topic, (int)partition, e->partitions);
+		    e->topic, (int)partition, n);
 	else
 		log_warnx("producer: topic %s: Kafka says the topic has %d partitions, so none "
 		    "numbered %d; records for it are refused once it has said so for %d s",
-		    e->topic, e->partitions, (int)partition, NEWPART_GRACE_MS / 1000);
+		    e->topic, n, (int)partition, NEWPART_GRACE_MS / 1000);
 }
 
 /*
@@ -815,22 +824,24 @@ static void newpart_ask(struct producer *p, struct newpart *e, int32_t partition
  * publishing asks Kafka again about a partition beyond its cache's count: a
  * record accepted for a new partition must not be filed into failed/. So
  * Kafka is asked (at most once a second per topic; the answer updates the
- * handle). Whether to hold the record and produce it again: yes while Kafka
- * has the partition (librdkafka then takes it) or does not answer; no once
- * all of Kafka's answers for NEWPART_GRACE_MS have said the topic has no such
- * partition (its brokers learn of new partitions one by one).
+ * handle). Whether to hold the record and produce it again: yes until Kafka
+ * has answered, while it has the partition (librdkafka then takes it), and
+ * while its last question went unanswered; no once Kafka's answers have said
+ * for NEWPART_GRACE_MS that the topic has no such partition (its brokers
+ * learn of new partitions one by one).
  */
 static bool partition_may_exist(struct producer *p, const char *topic, int32_t partition)
 {
-	int64_t now = now_ms();
 	struct newpart *e;
+	int64_t now;
 
 	if (partition < 0)
 		return false; /* the partitioner's pick: not a partition added since */
-	e = newpart_of(p, topic, now);
+	e = newpart_of(p, topic, now_ms());
+	newpart_ask(p, e, partition, now_ms());
+	now = now_ms(); /* the question may have waited */
 	e->last = now;
-	newpart_ask(p, e, partition, now);
-	if (e->partitions < 0 || partition < e->partitions)
+	if (e->partitions < 0 || partition < e->partitions || e->silent)
 		return true;
 	if (e->no_since == 0)
 		e->no_since = now;

@@ -45,9 +45,11 @@ void topics_query(struct topics *t, const char *topic, topics_cb *cb, void *arg)
  * Whether to ask Kafka about a known topic again (topics_query()) because a
  * request names a partition beyond its cached count: partitions can be added,
  * and the cache refreshes known topics only every minute. At most once per
- * TOPICS_RECHECK_MS per topic, one question at a time, and not while Kafka
- * does not answer, so a client naming a partition that does not exist
- * cannot make ackd ask Kafka once per request, nor queue questions up.
+ * TOPICS_RECHECK_MS per topic, none while the last is unanswered (unless
+ * another answer about the topic, the minute's refresh, came meanwhile),
+ * and none while Kafka does not answer, so a client naming a partition that
+ * does not exist cannot make ackd ask Kafka once per request, nor queue
+ * questions up.
  */
 bool topics_recheck(struct topics *t, const char *topic);
 

@@ -573,16 +573,21 @@ def test_a_record_naming_no_valid_topic_goes_to_failed_and_the_rest_is_produced(
         (4, "", "Broker: Invalid topic")]
 
 
+@pytest.mark.parametrize("rtt_ms", [0, 1200], ids=["answered", "slow"])
 def test_a_record_for_a_partition_the_topic_lacks_goes_to_failed_after_kafka_is_asked(
-        mock_kafka, ackd, tmp_path):
+        mock_kafka, ackd, tmp_path, rtt_ms):
     """Partitions can be added while ackd runs, so a record for a partition
     its producer does not know is held while Kafka is asked; it goes to
     failed/ only once Kafka has said for 10 s that the topic has no such
     partition (here a spool written by hand names partition 5 of a topic with
-    one). The records around it are produced."""
+    one). The records around it are produced. A cluster slower than the first
+    question's 0.5 s (every answer 1.2 s late) gets longer questions, and the
+    record is still filed: it does not hold everything for good."""
     mk = fixture_writer()
     mock = mock_kafka
     mock.create_topic("t", partitions=1, rf=3)
+    for broker in (1, 2, 3):
+        mock.set_rtt(broker, rtt_ms)
 
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -591,13 +596,16 @@ def test_a_record_for_a_partition_the_topic_lacks_goes_to_failed_after_kafka_is_
                                  + message(mk, 3, b"t", b"after"))
     started = time.monotonic()
     daemon = ackd(brokers=mock.bootstrap, spool_dir=spool)
-    wait_until(lambda: "unacked records: 0" in tool("stat", spool).stdout, 60,
+    wait_until(lambda: "unacked records: 0" in tool("stat", spool).stdout, 90,
                "every record acknowledged or failed")
     took = time.monotonic() - started
     daemon.stop()
     log = daemon.stderr_text()
     assert ("producer: topic t: Kafka says the topic has 1 partitions, so none numbered 5; "
             "records for it are refused once it has said so for 10 s") in log, log
+    silent = ("producer: topic t: partition 5 is not in the producer's metadata, and Kafka "
+              "did not answer within 500 ms; holding the record, asking again every 5 s")
+    assert (silent in log) == (rtt_ms > 500), log
     assert "record 2 to t rejected permanently (Local: Unknown partition); moved to failed/" \
         in log, log
     assert took >= 10, took
